@@ -1,0 +1,4 @@
+#[cfg(not(nuncio_loom))]
+mod context;
+#[cfg(nuncio_loom)]
+mod loom_context;

@@ -1,0 +1,296 @@
+//! Thread-local slots across real worker threads.
+
+#![cfg(not(nuncio_loom))]
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use nuncio_runtime::{Dispatcher, Error, ThreadLocal};
+use support::{Workers, ask, on_main};
+
+#[derive(Debug)]
+struct Config {
+    version: u64,
+}
+
+#[test]
+fn set_reaches_main_every_worker_and_workers_registered_later() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let workers = Workers::start(&tls, 2);
+    let slot = tls.allocate_slot::<Config>().unwrap();
+    let shared = Arc::new(Config { version: 1 });
+    let built_on = Arc::new(Mutex::new(Vec::new()));
+    let b = built_on.clone();
+    slot.set(move |d| {
+        b.lock().unwrap().push(d.name().to_owned());
+        shared.clone()
+    })
+    .unwrap();
+    assert_eq!(slot.get().unwrap().version, 1, "main gets its object at once");
+
+    let late = Workers::start(&tls, 1);
+    for w in workers.handles.iter().chain(&late.handles) {
+        let s = slot.clone();
+        assert_eq!(ask(w, move || s.get().map(|c| c.version)), Ok(1));
+    }
+    let mut names = built_on.lock().unwrap().clone();
+    names.sort();
+    assert_eq!(names, ["main", "worker-0", "worker-0", "worker-1"]);
+    // One object, shared: built once per thread here, but all the same Arc.
+    let s = slot.clone();
+    let a = ask(&workers.handles[0], move || s.get().unwrap().to_arc());
+    assert!(Arc::ptr_eq(&a, &slot.get().unwrap().to_arc()));
+    workers.stop();
+    late.stop();
+}
+
+#[test]
+fn get_tells_why_there_is_nothing() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let slot = tls.allocate_slot::<Config>().unwrap();
+    assert_eq!(slot.get().unwrap_err(), Error::NotSet);
+    slot.set(|_| Arc::new(Config { version: 1 })).unwrap();
+    let from_stranger = thread::spawn(move || slot.get().map(|c| c.version)).join().unwrap();
+    assert_eq!(from_stranger, Err(Error::NotRegistered));
+}
+
+#[test]
+fn main_only_operations_refuse_other_threads() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let slot = tls.allocate_slot::<Config>().unwrap();
+    let (t, s) = (tls, slot);
+    let errors = thread::spawn(move || {
+        vec![
+            t.allocate_slot::<Config>().unwrap_err(),
+            s.set(|_| Arc::new(Config { version: 2 })).unwrap_err(),
+            s.run_on_all_threads(|_| {}, || {}).unwrap_err(),
+            t.shutdown_global_threading().unwrap_err(),
+        ]
+    })
+    .join()
+    .unwrap();
+    assert!(errors.iter().all(|e| matches!(e, Error::NotMainThread(_))), "{errors:?}");
+    assert_eq!(
+        errors[1].to_string(),
+        "`Slot::set` must be called on the main thread (the dispatcher the ThreadLocal was created with)"
+    );
+}
+
+#[test]
+fn run_on_all_threads_updates_main_first_then_workers_then_completes_once() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let workers = Workers::start(&tls, 3);
+    let slot = tls.allocate_slot::<Config>().unwrap();
+    slot.set(|_| Arc::new(Config { version: 1 })).unwrap();
+
+    let updated = Arc::new(Mutex::new(Vec::new()));
+    let completions = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (u, c) = (updated.clone(), completions.clone());
+    let v2 = Arc::new(Config { version: 2 });
+    let s = slot.clone();
+    slot.run_on_all_threads(
+        move |current| {
+            assert_eq!(current.as_ref().unwrap().version, 1);
+            u.lock().unwrap().push(thread::current().name().unwrap_or("?").to_owned());
+            *current = Some(v2.clone());
+        },
+        move || {
+            // On main, after every worker: each worker's copy is version 2.
+            assert!(Dispatcher::current().unwrap().name() == "main");
+            c.fetch_add(1, Ordering::SeqCst);
+            tx.send(s.get().unwrap().version).unwrap();
+        },
+    )
+    .unwrap();
+    assert_eq!(updated.lock().unwrap().len(), 1, "main ran update synchronously, before any worker could be waited on");
+    assert_eq!(on_main(&main, rx).unwrap(), 2);
+    assert_eq!(updated.lock().unwrap().len(), 4);
+    for w in &workers.handles {
+        let s = slot.clone();
+        assert_eq!(ask(w, move || s.get().unwrap().version), 2);
+    }
+    // Let any stray second completion arrive before counting.
+    on_main(&main, tokio::task::yield_now());
+    assert_eq!(completions.load(Ordering::SeqCst), 1);
+    workers.stop();
+}
+
+#[test]
+fn completion_still_fires_when_a_worker_has_stopped() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let workers = Workers::start(&tls, 2);
+    let slot = tls.allocate_slot::<Config>().unwrap();
+    slot.set(|_| Arc::new(Config { version: 1 })).unwrap();
+    // Worker 1 stops (and its thread ends) before the update.
+    workers.handles[1].stop();
+    let updates = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let u = updates.clone();
+    slot.run_on_all_threads(
+        move |current| {
+            u.fetch_add(1, Ordering::SeqCst);
+            *current = Some(Arc::new(Config { version: 2 }));
+        },
+        move || tx.send(()).unwrap(),
+    )
+    .unwrap();
+    on_main(&main, rx).unwrap();
+    assert_eq!(updates.load(Ordering::SeqCst), 2, "main and the live worker");
+    workers.stop();
+}
+
+#[test]
+fn an_in_flight_reader_keeps_its_snapshot() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let slot = tls.allocate_slot::<Config>().unwrap();
+    slot.set(|_| Arc::new(Config { version: 1 })).unwrap();
+    let held = slot.get().unwrap();
+    slot.set(|_| Arc::new(Config { version: 2 })).unwrap();
+    assert_eq!(held.version, 1);
+    assert_eq!(slot.get().unwrap().version, 2);
+}
+
+/// Records, in one shared list, the order objects are dropped in.
+#[derive(Debug)]
+struct Named {
+    name: &'static str,
+    log: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        self.log.lock().unwrap().push(self.name);
+    }
+}
+
+#[test]
+fn shutdown_drops_in_reverse_allocation_order_even_with_a_reused_index() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let workers = Workers::start(&tls, 1);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let named = |name: &'static str| {
+        let log = log.clone();
+        move |_: &Dispatcher| Arc::new(Named { name, log: log.clone() })
+    };
+    let a = tls.allocate_slot::<Named>().unwrap(); // index 0
+    let b = tls.allocate_slot::<Named>().unwrap(); // index 1
+    let c = tls.allocate_slot::<Named>().unwrap(); // index 2
+    for (slot, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        slot.set(named(name)).unwrap();
+    }
+    drop(b); // frees index 1 and clears "b" everywhere
+    let d = tls.allocate_slot::<Named>().unwrap(); // reuses index 1, allocated last
+    d.set(named("d")).unwrap();
+    assert!(format!("{d:?}").contains("index: 1"), "{d:?}");
+
+    // Make sure the worker has everything before shutting down.
+    let (w, probe) = (workers.handles[0].clone(), d.clone());
+    assert!(ask(&w, move || probe.get().is_ok()));
+    log.lock().unwrap().clear(); // "b" was dropped on main and on the worker
+
+    tls.shutdown_global_threading().unwrap();
+    workers.stop(); // the worker calls shutdown_thread after its loop ends
+    assert_eq!(*log.lock().unwrap(), ["d", "c", "a"], "worker: reverse allocation order, not index order");
+    log.lock().unwrap().clear();
+    tls.shutdown_thread().unwrap();
+    assert_eq!(*log.lock().unwrap(), ["d", "c", "a"], "main");
+    assert_eq!(a.get().unwrap_err(), Error::ShutDown);
+    assert_eq!(d.get().unwrap_err(), Error::ShutDown);
+    assert_eq!(d.set(named("e")).unwrap_err(), Error::ShutDown);
+}
+
+#[test]
+fn shutdown_thread_needs_the_global_flag_first() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    assert_eq!(tls.shutdown_thread().unwrap_err(), Error::NotShuttingDown);
+}
+
+#[test]
+fn dropping_the_last_slot_clone_clears_every_thread_and_frees_the_index() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let workers = Workers::start(&tls, 2);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let slot = tls.allocate_slot::<Named>().unwrap();
+    let l = log.clone();
+    slot.set(move |_| Arc::new(Named { name: "per-thread", log: l.clone() })).unwrap();
+    let clone = slot.clone();
+    drop(slot);
+    assert!(log.lock().unwrap().is_empty(), "a clone still holds the slot");
+    // Dropped on a worker: the free is posted to main.
+    let w = workers.handles[0].clone();
+    ask(&w, move || drop(clone));
+    on_main(&main, async {
+        while log.lock().unwrap().len() < 3 {
+            tokio::task::yield_now().await;
+        }
+    });
+    let next = tls.allocate_slot::<Config>().unwrap();
+    assert!(format!("{next:?}").contains("index: 0"), "index reused: {next:?}");
+    // The reused index shows nothing of the old slot's objects anywhere.
+    assert_eq!(next.get().unwrap_err(), Error::NotSet);
+    for w in &workers.handles {
+        let n = next.clone();
+        assert_eq!(ask(w, move || n.get().map(|c| c.version)), Err(Error::NotSet));
+    }
+    workers.stop();
+}
+
+#[test]
+fn an_update_in_flight_for_a_dropped_slot_never_touches_its_successor() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let workers = Workers::start(&tls, 2);
+    // Hold the workers so the update below is still queued when the slot
+    // is dropped and its index reused.
+    let gates: Vec<_> = workers
+        .handles
+        .iter()
+        .map(|w| {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            w.post(move || rx.recv().unwrap()).unwrap();
+            tx
+        })
+        .collect();
+    let old = tls.allocate_slot::<Config>().unwrap();
+    old.set(|_| Arc::new(Config { version: 1 })).unwrap();
+    let stale_updates = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let su = stale_updates.clone();
+    old.run_on_all_threads(
+        move |current| {
+            su.fetch_add(1, Ordering::SeqCst);
+            *current = Some(Arc::new(Config { version: 666 }));
+        },
+        move || tx.send(()).unwrap(),
+    )
+    .unwrap();
+    drop(old);
+    let new = tls.allocate_slot::<Config>().unwrap();
+    new.set(|_| Arc::new(Config { version: 2 })).unwrap();
+    for gate in gates {
+        gate.send(()).unwrap();
+    }
+    on_main(&main, rx).unwrap();
+    // The update was queued before the slot's clear on every worker, so it
+    // ran there on the old slot's own entry (and on main, at once).
+    assert_eq!(stale_updates.load(Ordering::SeqCst), 3);
+    for w in &workers.handles {
+        let n = new.clone();
+        assert_eq!(ask(w, move || n.get().unwrap().version), 2);
+    }
+    assert_eq!(new.get().unwrap().version, 2);
+    workers.stop();
+}
