@@ -1,0 +1,549 @@
+//! The validated configuration model.
+//!
+//! Everything here has been checked: addresses parsed, endpoint names
+//! resolved, durations converted, every cluster a route names exists, and
+//! defaults filled in. `Serialize` writes the same vocabulary the file uses
+//! (so a dump can be read back), with every default spelled out.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use crate::duration;
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    /// The admin HTTP server.
+    pub admin: Admin,
+    /// Number of worker threads (at least 1).
+    pub workers: usize,
+    /// The listeners, in file order (at least one).
+    pub listeners: Vec<Listener>,
+    /// The upstream clusters, in file order (names unique).
+    pub clusters: Vec<Cluster>,
+}
+
+/// The admin HTTP server (stats, `/config_dump`, reload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Admin {
+    /// Where it listens; default `127.0.0.1:9901`.
+    pub address: SocketAddr,
+}
+
+/// A socket accepting downstream connections, with its routes and limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listener {
+    /// Unique name (stats and logs).
+    pub name: String,
+    /// Where it listens (an IP and port; port 0 picks a free one).
+    pub address: SocketAddr,
+    /// Which HTTP versions it speaks; default [`ListenerProtocol::Auto`].
+    pub protocol: ListenerProtocol,
+    /// Most open downstream connections; default 10000.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; default 61440.
+    pub max_request_headers_bytes: usize,
+    /// Most request header fields; default 100.
+    pub max_request_headers: usize,
+    /// Time allowed to receive a whole request head (slowloris guard);
+    /// default 10s; `None` (written `0`) for no limit.
+    #[serde(serialize_with = "duration::serialize_opt")]
+    pub request_headers_timeout: Option<Duration>,
+    /// How long an idle downstream connection is kept; default 60s; `None`
+    /// (written `0`) for no limit.
+    #[serde(serialize_with = "duration::serialize_opt")]
+    pub idle_timeout: Option<Duration>,
+    /// The routes, tried in order; the first that matches wins (at least one).
+    pub routes: Vec<Route>,
+}
+
+/// The HTTP versions a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// HTTP/1.1, and HTTP/2 with prior knowledge (h2c), told apart by the
+    /// connection preface.
+    #[default]
+    Auto,
+    /// HTTP/1.1 (and 1.0) only.
+    Http1,
+    /// HTTP/2 with prior knowledge only.
+    Http2,
+}
+
+/// One route: when it applies, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// When the route applies (`match` in the file).
+    pub matcher: RouteMatch,
+    /// What to do with a matching request.
+    pub action: RouteAction,
+}
+
+/// Conditions a request must meet, all of them, for a route to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteMatch {
+    /// The request host (`Host` or `:authority`), if constrained.
+    pub host: Option<HostMatch>,
+    /// The request path (without query).
+    pub path: PathMatch,
+    /// Headers that must be present, absent or equal to a value.
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// How a route matches the request host. Matching is case-insensitive and
+/// ignores a port in the request's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Exactly this host (stored lowercase).
+    Exact(String),
+    /// `*.example.com`: any host ending in `.example.com`, with at least one
+    /// character before it (not `example.com` itself). Holds the part after
+    /// `*.`, lowercase.
+    Wildcard(String),
+}
+
+impl HostMatch {
+    /// Whether a request's host (a `Host` header or `:authority` value,
+    /// possibly with a port) matches.
+    ///
+    /// ```
+    /// use nuncio_config::HostMatch;
+    /// let m = HostMatch::Wildcard("example.com".into());
+    /// assert!(m.matches("API.example.com:8080"));
+    /// assert!(!m.matches("example.com"));
+    /// ```
+    pub fn matches(&self, host: &str) -> bool {
+        let host = strip_port(host);
+        match self {
+            HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostMatch::Wildcard(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+}
+
+/// `host:port` → `host`; `[v6]:port` → `[v6]`.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+impl std::fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Wildcard(suffix) => write!(f, "*.{suffix}"),
+        }
+    }
+}
+
+/// How a route matches the request path (the part before any `?`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PathMatch {
+    /// Every path (the match has neither `path` nor `prefix`).
+    #[default]
+    Any,
+    /// Exactly this path (case-sensitive).
+    Exact(String),
+    /// Any path starting with this string (case-sensitive, plain string
+    /// prefix: `/api` also matches `/apix`).
+    Prefix(String),
+}
+
+impl PathMatch {
+    /// Whether a request path matches (a query, if any, is ignored).
+    ///
+    /// ```
+    /// use nuncio_config::PathMatch;
+    /// assert!(PathMatch::Prefix("/static/".into()).matches("/static/app.js?v=2"));
+    /// assert!(!PathMatch::Exact("/healthz".into()).matches("/healthz/x"));
+    /// ```
+    pub fn matches(&self, path: &str) -> bool {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        match self {
+            PathMatch::Any => true,
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// A condition on one request header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    /// Header name, lowercase (names compare case-insensitively).
+    pub name: String,
+    /// What the header must be.
+    pub rule: HeaderRule,
+}
+
+/// What a [`HeaderMatch`] requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderRule {
+    /// Present with exactly this value (case-sensitive; with several fields
+    /// of that name, any one of them).
+    Exact(String),
+    /// Present, any value (`present: true`).
+    Present,
+    /// Absent (`present: false`).
+    Absent,
+}
+
+/// What a route does: exactly one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Proxy to a cluster (`cluster` or `weighted_clusters`).
+    Forward(Forward),
+    /// Answer directly (`direct_response`).
+    DirectResponse(DirectResponse),
+    /// Answer with a redirect (`redirect`).
+    Redirect(Redirect),
+}
+
+/// Proxying to upstream, with the settings that only apply to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// Where to send the request.
+    pub target: Target,
+    /// Whole-request deadline, retries included; default 15s; `None`
+    /// (written `0`) for none.
+    pub timeout: Option<Duration>,
+    /// Retry policy; `None` for no retries.
+    pub retries: Option<RetryPolicy>,
+    /// Replaces the matched `prefix` (or the whole matched `path`) before
+    /// forwarding.
+    pub prefix_rewrite: Option<String>,
+    /// Replaces the `Host`/`:authority` sent upstream.
+    pub host_rewrite: Option<String>,
+}
+
+/// Where a forwarding route sends requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One cluster, by name.
+    Cluster(String),
+    /// Several clusters, each picked with probability weight / total weight.
+    Weighted(Vec<WeightedCluster>),
+}
+
+/// One cluster of a weighted split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WeightedCluster {
+    /// Cluster name (it exists).
+    pub cluster: String,
+    /// Relative weight, at least 1 (the sum fits a `u32`).
+    pub weight: u32,
+}
+
+/// When and how often to retry a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetryPolicy {
+    /// Retries after the first try (so `2` means up to 3 tries); default 1.
+    pub attempts: u32,
+    /// Conditions that allow a retry; default `[connect-failure, refused-stream]`.
+    pub on: Vec<RetryOn>,
+    /// Deadline of each try; `None` (written `0`, the default) for none.
+    #[serde(serialize_with = "duration::serialize_opt")]
+    pub per_try_timeout: Option<Duration>,
+}
+
+/// A condition under which a request may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryOn {
+    /// `connect-failure`: the upstream connection could not be made (or
+    /// timed out connecting).
+    ConnectFailure,
+    /// `refused-stream`: the upstream refused the HTTP/2 stream
+    /// (`REFUSED_STREAM`), so it was not processed.
+    RefusedStream,
+    /// `reset`: the upstream reset or closed the connection/stream before a
+    /// response head arrived.
+    Reset,
+    /// `5xx`: any 5xx response (and `connect-failure` and `reset`, as Envoy
+    /// does).
+    Status5xx,
+    /// `gateway-error`: 502, 503 or 504 (and `connect-failure` and `reset`).
+    GatewayError,
+    /// A specific status code (100–599).
+    Status(u16),
+}
+
+impl RetryOn {
+    /// The name used in the file (`connect-failure`, `503`, ...).
+    pub fn name(&self) -> String {
+        match self {
+            RetryOn::ConnectFailure => "connect-failure".into(),
+            RetryOn::RefusedStream => "refused-stream".into(),
+            RetryOn::Reset => "reset".into(),
+            RetryOn::Status5xx => "5xx".into(),
+            RetryOn::GatewayError => "gateway-error".into(),
+            RetryOn::Status(s) => s.to_string(),
+        }
+    }
+}
+
+impl Serialize for RetryOn {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RetryOn::Status(code) => s.serialize_u16(*code),
+            other => s.serialize_str(&other.name()),
+        }
+    }
+}
+
+/// A response made by the proxy itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DirectResponse {
+    /// Status code, 200–599.
+    pub status: u16,
+    /// Body, if any (sent as is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// A redirect made by the proxy itself (the `Location` is the request URL
+/// with the changes below).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// How the path changes.
+    pub path: RedirectPath,
+    /// New host (and port), if it changes.
+    pub host: Option<String>,
+    /// 301 (default), 302, 303, 307 or 308.
+    pub status: u16,
+}
+
+/// How a [`Redirect`] changes the path (the query is kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectPath {
+    /// Unchanged.
+    Keep,
+    /// Replaced by this path (`path`).
+    Replace(String),
+    /// The matched `prefix` (or whole matched `path`) replaced by this
+    /// (`prefix_rewrite`).
+    PrefixRewrite(String),
+}
+
+/// A named group of upstream endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cluster {
+    /// Unique name, used by routes.
+    pub name: String,
+    /// The endpoints (at least one), in file order.
+    pub endpoints: Vec<Endpoint>,
+    /// How an endpoint is picked; default [`LbPolicy::RoundRobin`].
+    pub lb: LbPolicy,
+    /// Time allowed to connect to an endpoint; default 1s; never 0.
+    #[serde(serialize_with = "duration::serialize")]
+    pub connect_timeout: Duration,
+    /// HTTP version spoken upstream; default [`UpstreamProtocol::Http1`].
+    pub protocol: UpstreamProtocol,
+    /// How long an idle pooled upstream connection is kept; default 60s;
+    /// `None` (written `0`) for no limit.
+    #[serde(serialize_with = "duration::serialize_opt")]
+    pub idle_timeout: Option<Duration>,
+    /// Most open connections to the cluster; `None` (the default) for no
+    /// limit. Accepted now, enforced by a later version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Active health checking; `None` (the default) for none. Accepted now,
+    /// used by a later version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// One upstream endpoint: the `host:port` text and what it resolved to when
+/// the configuration was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// As written (`localhost:9003`, `127.0.0.1:9001`, `[::1]:80`).
+    pub address: String,
+    /// The addresses it resolved to (at least one, no duplicates, in
+    /// resolver order).
+    pub resolved: Vec<SocketAddr>,
+}
+
+impl Serialize for Endpoint {
+    /// Serializes as the original text, so a dump reads back as a config.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.address)
+    }
+}
+
+/// Load-balancing policy of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// The endpoint with the fewest requests in flight (power of two choices).
+    LeastRequest,
+}
+
+/// The HTTP version spoken to a cluster's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
+/// Active health checking of a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    /// Path requested with `GET`.
+    pub path: String,
+    /// Time between checks of one endpoint; default 5s; never 0.
+    #[serde(serialize_with = "duration::serialize")]
+    pub interval: Duration,
+    /// Time allowed for one check; default 1s; never 0.
+    #[serde(serialize_with = "duration::serialize")]
+    pub timeout: Duration,
+    /// Failed checks in a row before an endpoint is marked unhealthy; default 3.
+    pub unhealthy_threshold: u32,
+    /// Passed checks in a row before it is healthy again; default 2.
+    pub healthy_threshold: u32,
+    /// Statuses that count as a pass; `None` (the default) for 200–299.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_statuses: Option<Vec<u16>>,
+}
+
+impl HealthCheck {
+    /// Whether a check answered with `status` passes.
+    pub fn is_expected(&self, status: u16) -> bool {
+        match &self.expected_statuses {
+            Some(list) => list.contains(&status),
+            None => (200..300).contains(&status),
+        }
+    }
+}
+
+// ---- Serialize for routes: the file's shape (`match` + one action key). ----
+
+#[derive(Serialize)]
+struct MatchOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    headers: &'a [HeaderMatch],
+}
+
+#[derive(Serialize)]
+struct RedirectOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix_rewrite: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+    status: u16,
+}
+
+#[derive(Serialize)]
+struct RouteOut<'a> {
+    #[serde(rename = "match")]
+    matcher: MatchOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weighted_clusters: Option<&'a [WeightedCluster]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direct_response: Option<&'a DirectResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redirect: Option<RedirectOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retries: Option<&'a RetryPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix_rewrite: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_rewrite: Option<&'a str>,
+}
+
+impl Serialize for Route {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = &self.matcher;
+        let (path, prefix) = match &m.path {
+            PathMatch::Any => (None, None),
+            PathMatch::Exact(p) => (Some(p.as_str()), None),
+            PathMatch::Prefix(p) => (None, Some(p.as_str())),
+        };
+        let mut out = RouteOut {
+            matcher: MatchOut { host: m.host.as_ref().map(ToString::to_string), path, prefix, headers: &m.headers },
+            cluster: None,
+            weighted_clusters: None,
+            direct_response: None,
+            redirect: None,
+            timeout: None,
+            retries: None,
+            prefix_rewrite: None,
+            host_rewrite: None,
+        };
+        match &self.action {
+            RouteAction::Forward(f) => {
+                match &f.target {
+                    Target::Cluster(c) => out.cluster = Some(c),
+                    Target::Weighted(w) => out.weighted_clusters = Some(w),
+                }
+                out.timeout = Some(duration::format(f.timeout.unwrap_or(Duration::ZERO)));
+                out.retries = f.retries.as_ref();
+                out.prefix_rewrite = f.prefix_rewrite.as_deref();
+                out.host_rewrite = f.host_rewrite.as_deref();
+            }
+            RouteAction::DirectResponse(d) => out.direct_response = Some(d),
+            RouteAction::Redirect(r) => {
+                let (path, prefix_rewrite) = match &r.path {
+                    RedirectPath::Keep => (None, None),
+                    RedirectPath::Replace(p) => (Some(p.as_str()), None),
+                    RedirectPath::PrefixRewrite(p) => (None, Some(p.as_str())),
+                };
+                out.redirect = Some(RedirectOut { path, prefix_rewrite, host: r.host.as_deref(), status: r.status });
+            }
+        }
+        out.serialize(s)
+    }
+}
+
+#[derive(Serialize)]
+struct HeaderOut<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    present: Option<bool>,
+}
+
+impl Serialize for HeaderMatch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (exact, present) = match &self.rule {
+            HeaderRule::Exact(v) => (Some(v.as_str()), None),
+            HeaderRule::Present => (None, Some(true)),
+            HeaderRule::Absent => (None, Some(false)),
+        };
+        HeaderOut { name: &self.name, exact, present }.serialize(s)
+    }
+}

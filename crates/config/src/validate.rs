@@ -1,0 +1,894 @@
+//! From the file's shape ([`raw`]) to the validated model, collecting every
+//! problem with its position.
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::index::{Index, Pos, join};
+use crate::model::*;
+use crate::{duration, raw};
+
+/// Default admin address.
+pub(crate) const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9901));
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub(crate) const DEFAULT_MAX_REQUEST_HEADERS_BYTES: usize = 60 * 1024;
+pub(crate) const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
+pub(crate) const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_RETRY_ATTEMPTS: u32 = 1;
+pub(crate) const DEFAULT_RETRY_ON: [RetryOn; 2] = [RetryOn::ConnectFailure, RetryOn::RefusedStream];
+pub(crate) const DEFAULT_HC_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_HC_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_HC_UNHEALTHY: u32 = 3;
+pub(crate) const DEFAULT_HC_HEALTHY: u32 = 2;
+pub(crate) const DEFAULT_REDIRECT_STATUS: u16 = 301;
+
+/// Workers when `workers` is not given: the cores this process may use.
+pub(crate) fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The error collector: knows the file and where each path is.
+pub(crate) struct Ctx<'a> {
+    file: &'a str,
+    index: &'a Index,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(file: &'a str, index: &'a Index) -> Self {
+        Ctx { file, index, errors: Vec::new() }
+    }
+
+    /// `Ok(value)` if nothing was reported, else every error in file order.
+    pub(crate) fn finish<T>(mut self, value: T) -> Result<T, ConfigErrors> {
+        if self.errors.is_empty() {
+            return Ok(value);
+        }
+        self.errors.sort_by_key(|e| (e.line, e.column));
+        Err(ConfigErrors(self.errors))
+    }
+
+    fn at(&mut self, pos: Pos, path: &str, message: String) {
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            line: pos.line,
+            column: pos.column,
+            path: path.to_owned(),
+            message,
+        });
+    }
+
+    /// An error about the value at `path`.
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.index.value(path);
+        self.at(pos, path, message.into());
+    }
+
+    /// An error about the presence of the field `path` (points at its key).
+    fn key_error(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.index.key(path);
+        self.at(pos, path, message.into());
+    }
+
+    /// `parent.field` is required and absent (points at `parent`).
+    fn missing(&mut self, parent: &str, field: &str, hint: &str) {
+        let pos = self.index.value(parent);
+        self.at(pos, &join(parent, field), format!("missing ({hint})"));
+    }
+
+    /// `path (line N)`, to point from one error to another place.
+    fn place(&self, path: &str) -> String {
+        match self.index.line(path) {
+            Some(line) => format!("{path}, line {line}"),
+            None => path.to_owned(),
+        }
+    }
+
+    // ---- scalars ----
+
+    /// A required, non-empty string without whitespace (names).
+    fn name(&mut self, parent: &str, field: &str, value: &raw::Text, hint: &str) -> String {
+        let path = join(parent, field);
+        match value {
+            None => {
+                self.missing(parent, field, hint);
+                String::new()
+            }
+            Some(v) if v.is_empty() => {
+                self.error(&path, "must not be empty");
+                String::new()
+            }
+            Some(v) if v.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                self.error(&path, format!("invalid name {v:?}: no spaces or control characters"));
+                v.clone()
+            }
+            Some(v) => v.clone(),
+        }
+    }
+
+    /// A whole number in `min..=max`, or `default` when absent.
+    fn number(&mut self, path: &str, value: &raw::Text, default: u64, min: u64, max: u64) -> u64 {
+        let Some(text) = value else { return default };
+        match parse_number(text) {
+            None => {
+                self.error(path, format!("invalid number {text:?} (use a whole number such as {default})"));
+                default
+            }
+            Some(n) if n < min => {
+                self.error(path, format!("must be at least {min}"));
+                default
+            }
+            Some(n) if n > max => {
+                self.error(path, format!("must be at most {max}"));
+                default
+            }
+            Some(n) => n,
+        }
+    }
+
+    fn count(&mut self, path: &str, value: &raw::Text, default: usize) -> usize {
+        let n = self.number(path, value, default as u64, 1, u32::MAX.into());
+        usize::try_from(n).unwrap_or(default)
+    }
+
+    /// A timeout where `0` means none; `default` when absent.
+    fn timeout(&mut self, path: &str, value: &raw::Text, default: Option<Duration>) -> Option<Duration> {
+        let Some(text) = value else { return default };
+        match duration::parse(text) {
+            Ok(Duration::ZERO) => None,
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.error(path, format!("{message}; 0 means no timeout"));
+                default
+            }
+        }
+    }
+
+    /// A duration that must be above zero; `default` when absent.
+    fn positive_duration(&mut self, path: &str, value: &raw::Text, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match duration::parse(text) {
+            Ok(Duration::ZERO) => {
+                self.error(path, "must be greater than 0");
+                default
+            }
+            Ok(d) => d,
+            Err(message) => {
+                self.error(path, message);
+                default
+            }
+        }
+    }
+
+    /// One of a few words; `default` when absent.
+    fn choice<T: Copy>(&mut self, path: &str, value: &raw::Text, default: T, options: &[(&str, T)]) -> T {
+        let Some(text) = value else { return default };
+        if let Some((_, v)) = options.iter().find(|(name, _)| name == text) {
+            return *v;
+        }
+        let field = path.rsplit('.').next().unwrap_or(path);
+        let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+        self.error(path, format!("invalid {field} {text:?} (use {})", or_list(&names)));
+        default
+    }
+
+    /// An `IP:PORT` to listen on.
+    fn listen_address(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(path, format!("invalid address {text:?} (use IP:PORT, e.g. 127.0.0.1:8080 or [::]:8080)"));
+                None
+            }
+        }
+    }
+
+    /// A path (`/...`, no query).
+    fn url_path(&mut self, path: &str, text: &str) -> String {
+        if let Err(message) = check_url_path(text) {
+            self.error(path, message);
+        }
+        text.to_owned()
+    }
+
+    /// A host with an optional port, as sent in `Host`.
+    fn authority(&mut self, path: &str, text: &str) -> String {
+        if let Err(message) = check_authority(text) {
+            self.error(path, message);
+        }
+        text.to_owned()
+    }
+
+    fn status(&mut self, path: &str, text: &str, min: u16) -> u16 {
+        match parse_number(text).and_then(|n| u16::try_from(n).ok()) {
+            Some(n) if (min..=599).contains(&n) => n,
+            _ => {
+                self.error(path, format!("invalid status {text:?} (use a number from {min} to 599)"));
+                200
+            }
+        }
+    }
+}
+
+fn parse_number(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    if text.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if text.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn or_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+fn check_url_path(text: &str) -> Result<(), String> {
+    if !text.starts_with('/') {
+        return Err(format!("invalid path {text:?}: must start with /"));
+    }
+    if text.contains(['?', '#']) {
+        return Err(format!("invalid path {text:?}: no query or fragment (matching uses the path only)"));
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("invalid path {text:?}: no spaces or control characters"));
+    }
+    Ok(())
+}
+
+/// A DNS name (letters, digits, `-`, `_`, `.`).
+fn is_hostname(text: &str) -> bool {
+    !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !text.starts_with('.')
+        && !text.contains("..")
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn check_authority(text: &str) -> Result<(), String> {
+    let bad = || Err(format!("invalid host {text:?} (use a host name or IP, with an optional :PORT)"));
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else { return bad() };
+        if v6.parse::<Ipv6Addr>().is_err() {
+            return bad();
+        }
+        match after {
+            "" => return Ok(()),
+            _ => match after.strip_prefix(':') {
+                Some(port) => ("x", Some(port)),
+                None => return bad(),
+            },
+        }
+    } else {
+        match text.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        }
+    };
+    if !is_hostname(host) {
+        return bad();
+    }
+    if let Some(port) = port
+        && parse_number(port).is_none_or(|p| p == 0 || p > u16::MAX.into())
+    {
+        return bad();
+    }
+    Ok(())
+}
+
+/// The `host` of a route match.
+fn parse_host_match(text: &str) -> Result<Option<HostMatch>, String> {
+    let lower = text.to_ascii_lowercase();
+    if lower == "*" {
+        return Ok(None);
+    }
+    if let Some(suffix) = lower.strip_prefix("*.") {
+        if !is_hostname(suffix) {
+            return Err(format!("invalid host {text:?} (use a name such as api.example.com or *.example.com)"));
+        }
+        return Ok(Some(HostMatch::Wildcard(suffix.to_owned())));
+    }
+    if lower.contains('*') {
+        return Err(format!("invalid host {text:?}: a wildcard must be the whole first label, as in *.example.com"));
+    }
+    if let Some(v6) = lower.strip_prefix('[').and_then(|r| r.strip_suffix(']'))
+        && v6.parse::<Ipv6Addr>().is_ok()
+    {
+        return Ok(Some(HostMatch::Exact(lower)));
+    }
+    if lower.contains(':') {
+        return Err(format!("invalid host {text:?}: leave the port out (the request's port is ignored when matching)"));
+    }
+    if !is_hostname(&lower) {
+        return Err(format!("invalid host {text:?} (use a name such as api.example.com or *.example.com)"));
+    }
+    Ok(Some(HostMatch::Exact(lower)))
+}
+
+/// An HTTP header name (RFC 9110 token).
+fn is_token(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn parse_retry_on(text: &str) -> Option<RetryOn> {
+    Some(match text {
+        "connect-failure" => RetryOn::ConnectFailure,
+        "refused-stream" => RetryOn::RefusedStream,
+        "reset" => RetryOn::Reset,
+        "5xx" => RetryOn::Status5xx,
+        "gateway-error" => RetryOn::GatewayError,
+        _ => {
+            let code = u16::try_from(parse_number(text)?).ok()?;
+            if !(100..=599).contains(&code) {
+                return None;
+            }
+            RetryOn::Status(code)
+        }
+    })
+}
+
+/// Parses and resolves one `host:port` endpoint (blocking name lookup).
+pub(crate) fn resolve_endpoint(text: &str) -> Result<Endpoint, String> {
+    if text.contains("://") {
+        return Err(format!("invalid endpoint {text:?}: write HOST:PORT, without a scheme"));
+    }
+    if text.contains('/') {
+        return Err(format!("invalid endpoint {text:?}: write HOST:PORT, without a path"));
+    }
+    let resolved = if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(format!("invalid endpoint {text:?}: port 0"));
+        }
+        vec![addr]
+    } else {
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(format!("invalid endpoint {text:?}: missing port (use HOST:PORT, e.g. localhost:8080)"));
+        };
+        if host.contains(':') {
+            return Err(format!("invalid endpoint {text:?}: put an IPv6 address in brackets, as in [::1]:8080"));
+        }
+        let port = match parse_number(port).and_then(|p| u16::try_from(p).ok()) {
+            Some(p) if p != 0 => p,
+            _ => return Err(format!("invalid endpoint {text:?}: port must be a number from 1 to 65535")),
+        };
+        if !is_hostname(host) {
+            return Err(format!("invalid endpoint {text:?}: invalid host name {host:?}"));
+        }
+        let addrs = (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve {host:?}: {e}"))?;
+        let mut resolved: Vec<SocketAddr> = Vec::new();
+        for addr in addrs {
+            if !resolved.contains(&addr) {
+                resolved.push(addr);
+            }
+        }
+        if resolved.is_empty() {
+            return Err(format!("cannot resolve {host:?}: no addresses"));
+        }
+        resolved
+    };
+    Ok(Endpoint { address: text.to_owned(), resolved })
+}
+
+// ---- the tree ----
+
+/// Validates a whole configuration.
+pub(crate) fn config(raw: &raw::Config, ctx: &mut Ctx<'_>) -> Config {
+    let admin = match raw.admin.as_ref().and_then(|a| a.address.as_ref()) {
+        Some(text) => ctx.listen_address("admin.address", text).unwrap_or(DEFAULT_ADMIN),
+        None => DEFAULT_ADMIN,
+    };
+    let workers = match &raw.workers {
+        Some(_) => ctx.count("workers", &raw.workers, default_workers()),
+        None => default_workers(),
+    };
+
+    let clusters: Vec<Cluster> =
+        raw.clusters.iter().flatten().enumerate().map(|(i, c)| cluster(ctx, &format!("clusters[{i}]"), c)).collect();
+    let mut cluster_names: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in clusters.iter().enumerate() {
+        if c.name.is_empty() {
+            continue;
+        }
+        if let Some(first) = cluster_names.get(c.name.as_str()) {
+            let place = ctx.place(&format!("clusters[{first}]"));
+            ctx.error(&format!("clusters[{i}].name"), format!("duplicate cluster name {:?} (also {place})", c.name));
+        } else {
+            cluster_names.insert(&c.name, i);
+        }
+    }
+    let mut known: Vec<&str> = Vec::new();
+    for c in &clusters {
+        if !c.name.is_empty() && !known.contains(&c.name.as_str()) {
+            known.push(&c.name);
+        }
+    }
+
+    let mut listeners = Vec::new();
+    match &raw.listeners {
+        None => ctx.missing("", "listeners", "a config needs at least one listener"),
+        Some(list) if list.is_empty() => ctx.error("listeners", "needs at least one listener"),
+        Some(list) => {
+            for (i, l) in list.iter().enumerate() {
+                listeners.push(listener(ctx, &format!("listeners[{i}]"), l, &known));
+            }
+        }
+    }
+
+    // Names and addresses must not clash.
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut addresses: HashMap<SocketAddr, String> = HashMap::new();
+    if admin.port() != 0 {
+        addresses.insert(admin, "admin.address".to_owned());
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        if !l.name.is_empty() {
+            if let Some(first) = names.get(l.name.as_str()) {
+                let place = ctx.place(&format!("listeners[{first}]"));
+                ctx.error(
+                    &format!("listeners[{i}].name"),
+                    format!("duplicate listener name {:?} (also {place})", l.name),
+                );
+            } else {
+                names.insert(&l.name, i);
+            }
+        }
+        if l.address.port() == 0 {
+            continue;
+        }
+        let path = format!("listeners[{i}].address");
+        if let Some(first) = addresses.get(&l.address) {
+            let place = ctx.place(first);
+            ctx.error(&path, format!("address {} is already used by {place}", l.address));
+        } else {
+            addresses.insert(l.address, path);
+        }
+    }
+
+    Config { admin: Admin { address: admin }, workers, listeners, clusters }
+}
+
+fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) -> Listener {
+    let name = ctx.name(p, "name", &raw.name, "every listener needs a unique name");
+    let address = match &raw.address {
+        None => {
+            ctx.missing(p, "address", "the IP:PORT to listen on, e.g. 127.0.0.1:8080");
+            None
+        }
+        Some(text) => ctx.listen_address(&join(p, "address"), text),
+    };
+    let protocol = ctx.choice(
+        &join(p, "protocol"),
+        &raw.protocol,
+        ListenerProtocol::Auto,
+        &[("auto", ListenerProtocol::Auto), ("http1", ListenerProtocol::Http1), ("http2", ListenerProtocol::Http2)],
+    );
+    let max_connections = ctx.count(&join(p, "max_connections"), &raw.max_connections, DEFAULT_MAX_CONNECTIONS);
+    let max_request_headers_bytes = ctx.count(
+        &join(p, "max_request_headers_bytes"),
+        &raw.max_request_headers_bytes,
+        DEFAULT_MAX_REQUEST_HEADERS_BYTES,
+    );
+    let max_request_headers =
+        ctx.count(&join(p, "max_request_headers"), &raw.max_request_headers, DEFAULT_MAX_REQUEST_HEADERS);
+    let request_headers_timeout = ctx.timeout(
+        &join(p, "request_headers_timeout"),
+        &raw.request_headers_timeout,
+        Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
+    );
+    let idle_timeout = ctx.timeout(&join(p, "idle_timeout"), &raw.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+    let mut routes = Vec::new();
+    match &raw.routes {
+        None => ctx.missing(p, "routes", "a listener needs at least one route"),
+        Some(list) if list.is_empty() => ctx.error(&join(p, "routes"), "needs at least one route"),
+        Some(list) => {
+            for (j, r) in list.iter().enumerate() {
+                if let Some(r) = route(ctx, &format!("{p}.routes[{j}]"), r, clusters) {
+                    routes.push(r);
+                }
+            }
+        }
+    }
+    Listener {
+        name,
+        address: address.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+        protocol,
+        max_connections,
+        max_request_headers_bytes,
+        max_request_headers,
+        request_headers_timeout,
+        idle_timeout,
+        routes,
+    }
+}
+
+fn route(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Route, clusters: &[&str]) -> Option<Route> {
+    let matcher = match &raw.matcher {
+        None => {
+            ctx.missing(p, "match", "use `match: {}` or `match: { prefix: / }` to match every request");
+            RouteMatch::default()
+        }
+        Some(m) => route_match(ctx, &join(p, "match"), m),
+    };
+
+    // Exactly one action; check every one given, keep the first.
+    let given: Vec<&str> = [
+        ("cluster", raw.cluster.is_some()),
+        ("weighted_clusters", raw.weighted_clusters.is_some()),
+        ("direct_response", raw.direct_response.is_some()),
+        ("redirect", raw.redirect.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, present)| present.then_some(key))
+    .collect();
+    match given.as_slice() {
+        [] => ctx.error(p, "no action: give one of cluster, weighted_clusters, direct_response or redirect"),
+        [first, rest @ ..] => {
+            for extra in rest {
+                ctx.key_error(
+                    &join(p, extra),
+                    format!("a route has exactly one action, and this one already has `{first}`"),
+                );
+            }
+        }
+    }
+    let mut actions = Vec::new();
+    if let Some(name) = &raw.cluster {
+        let path = join(p, "cluster");
+        cluster_ref(ctx, &path, name, clusters);
+        actions.push(Target::Cluster(name.clone()).into());
+    }
+    if let Some(list) = &raw.weighted_clusters {
+        actions.push(weighted(ctx, &join(p, "weighted_clusters"), list, clusters).into());
+    }
+    if let Some(d) = &raw.direct_response {
+        actions.push(RouteAction::DirectResponse(direct_response(ctx, &join(p, "direct_response"), d)));
+    }
+    if let Some(r) = &raw.redirect {
+        actions.push(RouteAction::Redirect(redirect(ctx, &join(p, "redirect"), r, &matcher)));
+    }
+    let mut action = actions.into_iter().next()?;
+
+    if let RouteAction::Forward(forward) = &mut action {
+        forward.timeout = ctx.timeout(&join(p, "timeout"), &raw.timeout, Some(DEFAULT_ROUTE_TIMEOUT));
+        forward.retries = raw.retries.as_ref().map(|r| retries(ctx, &join(p, "retries"), r));
+        if let Some(text) = &raw.prefix_rewrite {
+            let path = join(p, "prefix_rewrite");
+            forward.prefix_rewrite = Some(ctx.url_path(&path, text));
+            needs_path_match(ctx, &path, &matcher);
+        }
+        forward.host_rewrite = raw.host_rewrite.as_ref().map(|h| ctx.authority(&join(p, "host_rewrite"), h));
+    } else {
+        let kind = given[0];
+        let forward_only = [
+            ("timeout", raw.timeout.is_some()),
+            ("retries", raw.retries.is_some()),
+            ("prefix_rewrite", raw.prefix_rewrite.is_some()),
+            ("host_rewrite", raw.host_rewrite.is_some()),
+        ];
+        for (key, present) in forward_only {
+            if !present {
+                continue;
+            }
+            let mut message = format!("only applies to routes that forward to a cluster, not to `{kind}`");
+            if kind == "redirect" && key == "prefix_rewrite" {
+                message.push_str(" (put it inside `redirect`)");
+            }
+            ctx.key_error(&join(p, key), message);
+        }
+    }
+    Some(Route { matcher, action })
+}
+
+impl From<Target> for RouteAction {
+    fn from(target: Target) -> Self {
+        RouteAction::Forward(Forward {
+            target,
+            timeout: Some(DEFAULT_ROUTE_TIMEOUT),
+            retries: None,
+            prefix_rewrite: None,
+            host_rewrite: None,
+        })
+    }
+}
+
+fn needs_path_match(ctx: &mut Ctx<'_>, path: &str, matcher: &RouteMatch) {
+    if matcher.path == PathMatch::Any {
+        ctx.key_error(path, "needs a `prefix` or `path` in the route's match (it replaces the matched part)");
+    }
+}
+
+fn cluster_ref(ctx: &mut Ctx<'_>, path: &str, name: &str, clusters: &[&str]) {
+    if clusters.contains(&name) {
+        return;
+    }
+    let known = if clusters.is_empty() {
+        "no clusters are defined".to_owned()
+    } else {
+        format!("defined: {}", clusters.join(", "))
+    };
+    ctx.error(path, format!("unknown cluster {name:?} ({known})"));
+}
+
+fn route_match(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Match) -> RouteMatch {
+    let host = match &raw.host {
+        None => None,
+        Some(text) => parse_host_match(text).unwrap_or_else(|message| {
+            ctx.error(&join(p, "host"), message);
+            None
+        }),
+    };
+    let path = match (&raw.path, &raw.prefix) {
+        (None, None) => PathMatch::Any,
+        (Some(exact), prefix) => {
+            if prefix.is_some() {
+                ctx.key_error(&join(p, "prefix"), "use either `path` (exact) or `prefix`, not both");
+            }
+            PathMatch::Exact(ctx.url_path(&join(p, "path"), exact))
+        }
+        (None, Some(prefix)) => PathMatch::Prefix(ctx.url_path(&join(p, "prefix"), prefix)),
+    };
+    let mut headers = Vec::new();
+    for (i, h) in raw.headers.iter().flatten().enumerate() {
+        let hp = format!("{p}.headers[{i}]");
+        let name = match &h.name {
+            None => {
+                ctx.missing(&hp, "name", "the header name to look at");
+                String::new()
+            }
+            Some(name) if !is_token(name) => {
+                ctx.error(&join(&hp, "name"), format!("invalid header name {name:?}"));
+                name.clone()
+            }
+            Some(name) => name.clone(),
+        };
+        let rule = match (&h.exact, &h.present) {
+            (Some(value), present) => {
+                if present.is_some() {
+                    ctx.key_error(&join(&hp, "present"), "use either `exact` or `present`, not both");
+                }
+                HeaderRule::Exact(value.clone())
+            }
+            (None, Some(text)) => match parse_bool(text) {
+                Some(true) => HeaderRule::Present,
+                Some(false) => HeaderRule::Absent,
+                None => {
+                    ctx.error(&join(&hp, "present"), format!("invalid value {text:?} (use true or false)"));
+                    HeaderRule::Present
+                }
+            },
+            (None, None) => {
+                ctx.error(&hp, "give `exact: VALUE`, or `present: true` (or false, for absent)");
+                HeaderRule::Present
+            }
+        };
+        headers.push(HeaderMatch { name: name.to_ascii_lowercase(), rule });
+    }
+    RouteMatch { host, path, headers }
+}
+
+fn weighted(ctx: &mut Ctx<'_>, p: &str, list: &[raw::WeightedCluster], clusters: &[&str]) -> Target {
+    if list.is_empty() {
+        ctx.error(p, "needs at least one cluster");
+    }
+    let mut out: Vec<WeightedCluster> = Vec::new();
+    let mut total: u64 = 0;
+    for (i, w) in list.iter().enumerate() {
+        let wp = format!("{p}[{i}]");
+        let name = ctx.name(&wp, "cluster", &w.cluster, "the cluster's name");
+        if !name.is_empty() {
+            cluster_ref(ctx, &join(&wp, "cluster"), &name, clusters);
+            if out.iter().any(|o| o.cluster == name) {
+                ctx.error(&join(&wp, "cluster"), format!("cluster {name:?} is listed twice"));
+            }
+        }
+        let weight = match &w.weight {
+            None => {
+                ctx.missing(&wp, "weight", "a number above 0");
+                1
+            }
+            Some(text) => match parse_number(text).and_then(|n| u32::try_from(n).ok()) {
+                Some(0) => {
+                    ctx.error(&join(&wp, "weight"), "must be greater than 0");
+                    1
+                }
+                Some(n) => n,
+                None => {
+                    ctx.error(&join(&wp, "weight"), format!("invalid weight {text:?} (use a whole number above 0)"));
+                    1
+                }
+            },
+        };
+        total += u64::from(weight);
+        out.push(WeightedCluster { cluster: name, weight });
+    }
+    if total > u64::from(u32::MAX) {
+        ctx.error(p, format!("weights add up to {total}, more than {}", u32::MAX));
+    }
+    Target::Weighted(out)
+}
+
+fn direct_response(ctx: &mut Ctx<'_>, p: &str, raw: &raw::DirectResponse) -> DirectResponse {
+    let status = match &raw.status {
+        None => {
+            ctx.missing(p, "status", "the status code to answer with, e.g. 200");
+            200
+        }
+        Some(text) => ctx.status(&join(p, "status"), text, 200),
+    };
+    DirectResponse { status, body: raw.body.clone() }
+}
+
+fn redirect(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Redirect, matcher: &RouteMatch) -> Redirect {
+    let path = match (&raw.path, &raw.prefix_rewrite) {
+        (None, None) => RedirectPath::Keep,
+        (Some(path), prefix) => {
+            if prefix.is_some() {
+                ctx.key_error(&join(p, "prefix_rewrite"), "use either `path` or `prefix_rewrite`, not both");
+            }
+            RedirectPath::Replace(ctx.url_path(&join(p, "path"), path))
+        }
+        (None, Some(prefix)) => {
+            let pp = join(p, "prefix_rewrite");
+            needs_path_match(ctx, &pp, matcher);
+            RedirectPath::PrefixRewrite(ctx.url_path(&pp, prefix))
+        }
+    };
+    let host = raw.host.as_ref().map(|h| ctx.authority(&join(p, "host"), h));
+    if path == RedirectPath::Keep && host.is_none() {
+        ctx.error(p, "would redirect to the same URL: give `path`, `prefix_rewrite` or `host`");
+    }
+    let status = ctx.choice(
+        &join(p, "status"),
+        &raw.status,
+        DEFAULT_REDIRECT_STATUS,
+        &[("301", 301), ("302", 302), ("303", 303), ("307", 307), ("308", 308)],
+    );
+    Redirect { path, host, status }
+}
+
+fn retries(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Retries) -> RetryPolicy {
+    let attempts = ctx.number(&join(p, "attempts"), &raw.attempts, DEFAULT_RETRY_ATTEMPTS.into(), 0, u32::MAX.into());
+    let mut on = Vec::new();
+    match &raw.on {
+        None => on.extend(DEFAULT_RETRY_ON),
+        Some(list) if list.is_empty() => {
+            ctx.error(&join(p, "on"), "needs at least one condition (or leave `on` out for the default)");
+        }
+        Some(list) => {
+            for (i, text) in list.iter().enumerate() {
+                let ip = format!("{p}.on[{i}]");
+                match parse_retry_on(text) {
+                    Some(cond) if on.contains(&cond) => ctx.error(&ip, format!("{text:?} is listed twice")),
+                    Some(cond) => on.push(cond),
+                    None => ctx.error(
+                        &ip,
+                        format!(
+                            "invalid retry condition {text:?} (use connect-failure, refused-stream, reset, \
+                             5xx, gateway-error or a status code from 100 to 599)"
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    let per_try_timeout = ctx.timeout(&join(p, "per_try_timeout"), &raw.per_try_timeout, None);
+    RetryPolicy { attempts: u32::try_from(attempts).unwrap_or(u32::MAX), on, per_try_timeout }
+}
+
+fn cluster(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Cluster) -> Cluster {
+    let name = ctx.name(p, "name", &raw.name, "every cluster needs a unique name");
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    match &raw.endpoints {
+        None => ctx.missing(p, "endpoints", "a list of HOST:PORT"),
+        Some(list) if list.is_empty() => ctx.error(&join(p, "endpoints"), "needs at least one endpoint"),
+        Some(list) => {
+            for (i, text) in list.iter().enumerate() {
+                let ep = format!("{p}.endpoints[{i}]");
+                if endpoints.iter().any(|e| &e.address == text) {
+                    ctx.error(&ep, format!("endpoint {text:?} is listed twice"));
+                    continue;
+                }
+                match resolve_endpoint(text) {
+                    Ok(endpoint) => endpoints.push(endpoint),
+                    Err(message) => ctx.error(&ep, message),
+                }
+            }
+        }
+    }
+    let lb = ctx.choice(
+        &join(p, "lb"),
+        &raw.lb,
+        LbPolicy::RoundRobin,
+        &[("round_robin", LbPolicy::RoundRobin), ("least_request", LbPolicy::LeastRequest)],
+    );
+    let connect_timeout =
+        ctx.positive_duration(&join(p, "connect_timeout"), &raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    let protocol = ctx.choice(
+        &join(p, "protocol"),
+        &raw.protocol,
+        UpstreamProtocol::Http1,
+        &[("http1", UpstreamProtocol::Http1), ("http2", UpstreamProtocol::Http2)],
+    );
+    let idle_timeout = ctx.timeout(&join(p, "idle_timeout"), &raw.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+    let max_connections =
+        raw.max_connections.as_ref().map(|_| ctx.count(&join(p, "max_connections"), &raw.max_connections, 1));
+    let health_check = raw.health_check.as_ref().map(|h| health_check(ctx, &join(p, "health_check"), h));
+    Cluster { name, endpoints, lb, connect_timeout, protocol, idle_timeout, max_connections, health_check }
+}
+
+fn health_check(ctx: &mut Ctx<'_>, p: &str, raw: &raw::HealthCheck) -> HealthCheck {
+    let path = match &raw.path {
+        None => {
+            ctx.missing(p, "path", "the path to request, e.g. /health");
+            String::new()
+        }
+        Some(text) => ctx.url_path(&join(p, "path"), text),
+    };
+    let interval = ctx.positive_duration(&join(p, "interval"), &raw.interval, DEFAULT_HC_INTERVAL);
+    let timeout = ctx.positive_duration(&join(p, "timeout"), &raw.timeout, DEFAULT_HC_TIMEOUT);
+    let threshold = |ctx: &mut Ctx<'_>, field: &str, value: &raw::Text, default: u32| {
+        let n = ctx.number(&join(p, field), value, default.into(), 1, u32::MAX.into());
+        u32::try_from(n).unwrap_or(default)
+    };
+    let unhealthy_threshold = threshold(ctx, "unhealthy_threshold", &raw.unhealthy_threshold, DEFAULT_HC_UNHEALTHY);
+    let healthy_threshold = threshold(ctx, "healthy_threshold", &raw.healthy_threshold, DEFAULT_HC_HEALTHY);
+    let expected_statuses = raw.expected_statuses.as_ref().map(|list| {
+        let sp = join(p, "expected_statuses");
+        if list.is_empty() {
+            ctx.error(&sp, "needs at least one status (or leave it out for 200-299)");
+        }
+        list.iter().enumerate().map(|(i, text)| ctx.status(&format!("{sp}[{i}]"), text, 100)).collect()
+    });
+    HealthCheck { path, interval, timeout, unhealthy_threshold, healthy_threshold, expected_statuses }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities() {
+        for ok in ["example.com", "example.com:8080", "[::1]", "[::1]:80", "10.0.0.1:9"] {
+            assert!(check_authority(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "x:0", "x:99999", "[zz]", "http://x", "a/b", "x:"] {
+            assert!(check_authority(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_matches() {
+        assert_eq!(parse_host_match("API.Example.com"), Ok(Some(HostMatch::Exact("api.example.com".into()))));
+        assert_eq!(parse_host_match("*.example.com"), Ok(Some(HostMatch::Wildcard("example.com".into()))));
+        assert_eq!(parse_host_match("*"), Ok(None));
+        assert!(parse_host_match("api.example.com:80").is_err());
+        assert!(parse_host_match("a.*.com").is_err());
+    }
+
+    #[test]
+    fn retry_conditions() {
+        assert_eq!(parse_retry_on("503"), Some(RetryOn::Status(503)));
+        assert_eq!(parse_retry_on("5xx"), Some(RetryOn::Status5xx));
+        assert_eq!(parse_retry_on("99"), None);
+        assert_eq!(parse_retry_on("600"), None);
+    }
+}

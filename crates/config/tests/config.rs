@@ -1,0 +1,758 @@
+//! Parsing and validation of whole configuration files.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use nuncio_config::*;
+
+/// The issue's example, with high ports.
+const BASIC: &str = r#"
+admin:
+  address: 127.0.0.1:19901
+workers: 2
+listeners:
+  - name: public
+    address: 127.0.0.1:18080
+    routes:
+      - match: { path: /healthz }
+        direct_response: { status: 200, body: "ok\n" }
+      - match: { host: api.example.com, prefix: / }
+        cluster: api
+        timeout: 2s
+        retries: { attempts: 2, on: [connect-failure, "503"], per_try_timeout: 500ms }
+      - match: { prefix: /static/, headers: [ { name: x-canary, exact: "1" } ] }
+        weighted_clusters:
+          - { cluster: static, weight: 90 }
+          - { cluster: api, weight: 10 }
+      - match: { prefix: /old/ }
+        redirect: { prefix_rewrite: /new/, status: 301 }
+      - match: { prefix: / }
+        cluster: static
+        timeout: 5s
+clusters:
+  - name: api
+    endpoints: [ 127.0.0.1:19001, 127.0.0.1:19002 ]
+    lb: round_robin
+    connect_timeout: 250ms
+  - name: static
+    endpoints: [ localhost:19003 ]
+    lb: least_request
+    max_connections: 1024
+    health_check: { path: /health, interval: 1s, timeout: 500ms, unhealthy_threshold: 2, healthy_threshold: 1 }
+"#;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ok(yaml: &str) -> Config {
+    match Config::from_yaml(yaml, "nuncio.yaml") {
+        Ok(config) => config,
+        Err(errors) => panic!("rejected:\n{errors}"),
+    }
+}
+
+/// Every error, displayed, one string each.
+fn errors(yaml: &str) -> Vec<String> {
+    match Config::from_yaml(yaml, "nuncio.yaml") {
+        Ok(_) => panic!("accepted:\n{yaml}"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The one error of `yaml`, displayed.
+fn error(yaml: &str) -> String {
+    let all = errors(yaml);
+    assert_eq!(all.len(), 1, "expected one error, got {all:#?}");
+    all.into_iter().next().unwrap()
+}
+
+fn forward(route: &Route) -> &Forward {
+    match &route.action {
+        RouteAction::Forward(f) => f,
+        other => panic!("not a forward: {other:?}"),
+    }
+}
+
+/// One listener, with `routes` (indented for its place) and `clusters` appended.
+fn with_routes(routes: &str) -> String {
+    format!(
+        "listeners:\n  - name: l\n    address: 127.0.0.1:18080\n    routes:\n{routes}clusters:\n  - name: app\n    endpoints: [ 127.0.0.1:19000 ]\n"
+    )
+}
+
+#[test]
+fn the_issue_example_is_accepted() {
+    let c = ok(BASIC);
+    assert_eq!(c.admin.address, addr("127.0.0.1:19901"));
+    assert_eq!(c.workers, 2);
+    let l = &c.listeners[0];
+    assert_eq!((l.name.as_str(), l.address), ("public", addr("127.0.0.1:18080")));
+    assert_eq!(l.routes.len(), 5);
+
+    let r = &l.routes[0];
+    assert_eq!(r.matcher.path, PathMatch::Exact("/healthz".into()));
+    assert_eq!(r.action, RouteAction::DirectResponse(DirectResponse { status: 200, body: Some("ok\n".into()) }));
+
+    let r = &l.routes[1];
+    assert_eq!(r.matcher.host, Some(HostMatch::Exact("api.example.com".into())));
+    assert_eq!(r.matcher.path, PathMatch::Prefix("/".into()));
+    let f = forward(r);
+    assert_eq!(f.target, Target::Cluster("api".into()));
+    assert_eq!(f.timeout, Some(Duration::from_secs(2)));
+    assert_eq!(
+        f.retries,
+        Some(RetryPolicy {
+            attempts: 2,
+            on: vec![RetryOn::ConnectFailure, RetryOn::Status(503)],
+            per_try_timeout: Some(Duration::from_millis(500)),
+        })
+    );
+
+    let r = &l.routes[2];
+    assert_eq!(r.matcher.headers, vec![HeaderMatch { name: "x-canary".into(), rule: HeaderRule::Exact("1".into()) }]);
+    assert_eq!(
+        forward(r).target,
+        Target::Weighted(vec![
+            WeightedCluster { cluster: "static".into(), weight: 90 },
+            WeightedCluster { cluster: "api".into(), weight: 10 },
+        ])
+    );
+
+    assert_eq!(
+        l.routes[3].action,
+        RouteAction::Redirect(Redirect { path: RedirectPath::PrefixRewrite("/new/".into()), host: None, status: 301 })
+    );
+    assert_eq!(forward(&l.routes[4]).timeout, Some(Duration::from_secs(5)));
+
+    let api = c.cluster("api").unwrap();
+    assert_eq!(api.endpoints[1].resolved, vec![addr("127.0.0.1:19002")]);
+    assert_eq!(api.lb, LbPolicy::RoundRobin);
+    assert_eq!(api.connect_timeout, Duration::from_millis(250));
+    let stat = c.cluster("static").unwrap();
+    assert_eq!(stat.endpoints[0].address, "localhost:19003");
+    assert!(stat.endpoints[0].resolved.iter().all(|a| a.ip().is_loopback() && a.port() == 19003));
+    assert!(!stat.endpoints[0].resolved.is_empty());
+    assert_eq!(stat.lb, LbPolicy::LeastRequest);
+    assert_eq!(stat.max_connections, Some(1024));
+    assert_eq!(
+        stat.health_check,
+        Some(HealthCheck {
+            path: "/health".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+            expected_statuses: None,
+        })
+    );
+}
+
+#[test]
+fn every_default() {
+    let c = ok(r#"
+listeners:
+  - name: l
+    address: "[::1]:18080"
+    routes:
+      - match: {}
+        cluster: app
+      - match: { prefix: /r }
+        redirect: { host: example.com }
+      - match: { path: /x }
+        cluster: app
+        retries: {}
+clusters:
+  - name: app
+    endpoints: [ 127.0.0.1:19000 ]
+    health_check: { path: /h }
+"#);
+    assert_eq!(c.admin.address, addr("127.0.0.1:9901"));
+    assert_eq!(c.workers, std::thread::available_parallelism().unwrap().get());
+    let l = &c.listeners[0];
+    assert_eq!(l.address, addr("[::1]:18080"));
+    assert_eq!(l.protocol, ListenerProtocol::Auto);
+    assert_eq!(l.max_connections, 10_000);
+    assert_eq!(l.max_request_headers_bytes, 61_440);
+    assert_eq!(l.max_request_headers, 100);
+    assert_eq!(l.request_headers_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(l.idle_timeout, Some(Duration::from_secs(60)));
+
+    assert_eq!(l.routes[0].matcher, RouteMatch { host: None, path: PathMatch::Any, headers: vec![] });
+    let f = forward(&l.routes[0]);
+    assert_eq!(f.timeout, Some(Duration::from_secs(15)));
+    assert_eq!((&f.retries, &f.prefix_rewrite, &f.host_rewrite), (&None, &None, &None));
+    assert_eq!(
+        l.routes[1].action,
+        RouteAction::Redirect(Redirect { path: RedirectPath::Keep, host: Some("example.com".into()), status: 301 })
+    );
+    assert_eq!(
+        forward(&l.routes[2]).retries,
+        Some(RetryPolicy {
+            attempts: 1,
+            on: vec![RetryOn::ConnectFailure, RetryOn::RefusedStream],
+            per_try_timeout: None
+        })
+    );
+
+    let app = &c.clusters[0];
+    assert_eq!(app.lb, LbPolicy::RoundRobin);
+    assert_eq!(app.connect_timeout, Duration::from_secs(1));
+    assert_eq!(app.protocol, UpstreamProtocol::Http1);
+    assert_eq!(app.idle_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(app.max_connections, None);
+    let hc = app.health_check.as_ref().unwrap();
+    assert_eq!((hc.interval, hc.timeout), (Duration::from_secs(5), Duration::from_secs(1)));
+    assert_eq!((hc.unhealthy_threshold, hc.healthy_threshold), (3, 2));
+    assert_eq!(hc.expected_statuses, None);
+    assert!(hc.is_expected(204) && !hc.is_expected(301));
+}
+
+#[test]
+fn every_field_set() {
+    let c = ok(r#"
+workers: 3
+listeners:
+  - name: l
+    address: 127.0.0.1:18080
+    protocol: http2
+    max_connections: 5
+    max_request_headers_bytes: 4096
+    max_request_headers: 10
+    request_headers_timeout: 0
+    idle_timeout: 0s
+    routes:
+      - match: { host: "*.Example.COM", path: /a, headers: [ { name: X-A, present: true }, { name: x-b, present: false } ] }
+        cluster: app
+        timeout: 0
+        retries: { attempts: 0, on: [reset, 5xx, gateway-error, 429], per_try_timeout: 1m }
+        prefix_rewrite: /b
+        host_rewrite: "internal:8080"
+      - match: { prefix: /p }
+        redirect: { path: /q, host: "[::1]:8443", status: 308 }
+      - match: { path: /e }
+        direct_response: { status: 503 }
+clusters:
+  - name: app
+    endpoints: [ "[::1]:19000" ]
+    lb: least_request
+    protocol: http2
+    idle_timeout: 1h
+    connect_timeout: 2s
+    health_check: { path: /h, expected_statuses: [200, "204"] }
+"#);
+    assert_eq!(c.workers, 3);
+    let l = &c.listeners[0];
+    assert_eq!(l.protocol, ListenerProtocol::Http2);
+    assert_eq!((l.max_connections, l.max_request_headers_bytes, l.max_request_headers), (5, 4096, 10));
+    assert_eq!((l.request_headers_timeout, l.idle_timeout), (None, None));
+    let m = &l.routes[0].matcher;
+    assert_eq!(m.host, Some(HostMatch::Wildcard("example.com".into())));
+    assert_eq!(
+        m.headers,
+        vec![
+            HeaderMatch { name: "x-a".into(), rule: HeaderRule::Present },
+            HeaderMatch { name: "x-b".into(), rule: HeaderRule::Absent },
+        ]
+    );
+    let f = forward(&l.routes[0]);
+    assert_eq!(f.timeout, None);
+    let retries = f.retries.as_ref().unwrap();
+    assert_eq!(retries.attempts, 0);
+    assert_eq!(retries.on, vec![RetryOn::Reset, RetryOn::Status5xx, RetryOn::GatewayError, RetryOn::Status(429)]);
+    assert_eq!(retries.per_try_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(f.prefix_rewrite.as_deref(), Some("/b"));
+    assert_eq!(f.host_rewrite.as_deref(), Some("internal:8080"));
+    assert_eq!(
+        l.routes[1].action,
+        RouteAction::Redirect(Redirect {
+            path: RedirectPath::Replace("/q".into()),
+            host: Some("[::1]:8443".into()),
+            status: 308
+        })
+    );
+    assert_eq!(l.routes[2].action, RouteAction::DirectResponse(DirectResponse { status: 503, body: None }));
+    let app = &c.clusters[0];
+    assert_eq!((app.lb, app.protocol), (LbPolicy::LeastRequest, UpstreamProtocol::Http2));
+    assert_eq!((app.idle_timeout, app.connect_timeout), (Some(Duration::from_secs(3600)), Duration::from_secs(2)));
+    assert_eq!(app.health_check.as_ref().unwrap().expected_statuses, Some(vec![200, 204]));
+}
+
+#[test]
+fn matching_helpers() {
+    let exact = HostMatch::Exact("api.example.com".into());
+    assert!(exact.matches("API.example.com"));
+    assert!(exact.matches("api.example.com:8443"));
+    assert!(!exact.matches("x.api.example.com"));
+    let wild = HostMatch::Wildcard("example.com".into());
+    assert!(wild.matches("a.b.example.com"));
+    assert!(!wild.matches("example.com") && !wild.matches("badexample.com"));
+    assert!(PathMatch::Any.matches("/anything"));
+    assert!(PathMatch::Exact("/healthz".into()).matches("/healthz?full=1"));
+}
+
+// ---- errors: one of each kind, with exact position and path ----
+
+#[test]
+fn the_style_guide_example() {
+    // The message STYLE.md shows, down to its position.
+    let yaml = "\
+admin:
+  address: 127.0.0.1:19901
+clusters:
+  - name: app
+    endpoints: [ 127.0.0.1:19000 ]
+listeners:
+  - name: l
+    address: 127.0.0.1:18080
+    routes:
+      - match: { path: /a }
+        cluster: app
+      - { match: { path: /b }, cluster: app }
+      - cluster: app
+        timeout: 5x
+        match: {}
+";
+    assert_eq!(
+        error(yaml),
+        r#"nuncio.yaml:14:18: listeners[0].routes[2].timeout: invalid duration "5x" (use 250ms, 5s, 1m or 1h); 0 means no timeout"#
+    );
+}
+
+#[test]
+fn unknown_field() {
+    let yaml = with_routes("      - match: { prefix: / }\n        cluster: app\n        timout: 5s\n");
+    assert_eq!(
+        error(&yaml),
+        "nuncio.yaml:7:9: listeners[0].routes[0].timout: unknown field `timout`, expected one of `match`, `cluster`, \
+         `weighted_clusters`, `direct_response`, `redirect`, `timeout`, `retries`, `prefix_rewrite`, `host_rewrite`"
+    );
+}
+
+#[test]
+fn unknown_field_at_the_top_and_deep() {
+    assert_eq!(
+        error("listeners: []\nadmni: {}\n"),
+        "nuncio.yaml:2:1: admni: unknown field `admni`, expected one of `admin`, `workers`, `listeners`, `clusters`"
+    );
+    let yaml = with_routes("      - match: { headers: [ { name: a, exakt: b } ] }\n        cluster: app\n");
+    assert_eq!(
+        error(&yaml),
+        "nuncio.yaml:5:40: listeners[0].routes[0].match.headers[0].exakt: unknown field `exakt`, \
+         expected one of `name`, `exact`, `present`"
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let yaml = with_routes("      - match: {}\n        cluster: app\n        timeout: 5x\n");
+    assert_eq!(
+        error(&yaml),
+        r#"nuncio.yaml:7:18: listeners[0].routes[0].timeout: invalid duration "5x" (use 250ms, 5s, 1m or 1h); 0 means no timeout"#
+    );
+    let yaml = "listeners: []\nclusters:\n  - name: a\n    endpoints: [127.0.0.1:1]\n    connect_timeout: 0\n";
+    assert!(errors(yaml).contains(&"nuncio.yaml:5:22: clusters[0].connect_timeout: must be greater than 0".to_owned()));
+}
+
+#[test]
+fn unknown_cluster() {
+    let yaml = with_routes("      - match: {}\n        cluster: nope\n");
+    assert_eq!(
+        error(&yaml),
+        r#"nuncio.yaml:6:18: listeners[0].routes[0].cluster: unknown cluster "nope" (defined: app)"#
+    );
+}
+
+#[test]
+fn duplicate_names() {
+    let yaml = "\
+listeners:
+  - name: a
+    address: 127.0.0.1:18080
+    routes: [ { match: {}, cluster: c } ]
+  - name: a
+    address: 127.0.0.1:18081
+    routes: [ { match: {}, cluster: c } ]
+clusters:
+  - name: c
+    endpoints: [ 127.0.0.1:19000 ]
+  - name: c
+    endpoints: [ 127.0.0.1:19001 ]
+";
+    assert_eq!(
+        errors(yaml),
+        [
+            r#"nuncio.yaml:5:11: listeners[1].name: duplicate listener name "a" (also listeners[0], line 2)"#,
+            r#"nuncio.yaml:11:11: clusters[1].name: duplicate cluster name "c" (also clusters[0], line 9)"#,
+        ]
+    );
+}
+
+#[test]
+fn duplicate_field() {
+    let yaml = "listeners:\n  - name: a\n    name: b\n";
+    assert_eq!(error(yaml), "nuncio.yaml:3:5: listeners[0].name: given twice in the same mapping");
+}
+
+#[test]
+fn zero_weight() {
+    let yaml = with_routes("      - match: {}\n        weighted_clusters: [ { cluster: app, weight: 0 } ]\n");
+    assert_eq!(
+        error(&yaml),
+        "nuncio.yaml:6:54: listeners[0].routes[0].weighted_clusters[0].weight: must be greater than 0"
+    );
+}
+
+#[test]
+fn bad_status() {
+    let yaml = with_routes(
+        "      - match: {}\n        direct_response: { status: 700 }\n      - match: {}\n        redirect: { host: a, status: 200 }\n",
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            r#"nuncio.yaml:6:36: listeners[0].routes[0].direct_response.status: invalid status "700" (use a number from 200 to 599)"#,
+            r#"nuncio.yaml:8:38: listeners[0].routes[1].redirect.status: invalid status "200" (use 301, 302, 303, 307 or 308)"#,
+        ]
+    );
+}
+
+#[test]
+fn both_path_and_prefix() {
+    let yaml = with_routes("      - match: { path: /a, prefix: /b }\n        cluster: app\n");
+    assert_eq!(
+        error(&yaml),
+        "nuncio.yaml:5:28: listeners[0].routes[0].match.prefix: use either `path` (exact) or `prefix`, not both"
+    );
+}
+
+#[test]
+fn no_action() {
+    let yaml = with_routes("      - match: { prefix: / }\n        timeout: 1s\n");
+    assert_eq!(
+        error(&yaml),
+        "nuncio.yaml:5:9: listeners[0].routes[0]: no action: give one of cluster, weighted_clusters, direct_response or redirect"
+    );
+}
+
+#[test]
+fn two_actions() {
+    let yaml = with_routes("      - match: {}\n        cluster: app\n        direct_response: { status: 200 }\n");
+    assert_eq!(
+        error(&yaml),
+        "nuncio.yaml:7:9: listeners[0].routes[0].direct_response: a route has exactly one action, and this one already has `cluster`"
+    );
+}
+
+#[test]
+fn forwarding_settings_on_a_direct_response() {
+    let yaml = with_routes("      - match: {}\n        direct_response: { status: 200 }\n        timeout: 1s\n");
+    assert_eq!(
+        error(&yaml),
+        "nuncio.yaml:7:9: listeners[0].routes[0].timeout: only applies to routes that forward to a cluster, not to `direct_response`"
+    );
+}
+
+#[test]
+fn unresolvable_endpoint() {
+    let yaml = "listeners: []\nclusters:\n  - name: a\n    endpoints:\n      - 127.0.0.1:19000\n      - no-such-host.invalid:80\n";
+    let all = errors(yaml);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(all[0], "nuncio.yaml:1:12: listeners: needs at least one listener");
+    assert!(
+        all[1].starts_with(r#"nuncio.yaml:6:9: clusters[0].endpoints[1]: cannot resolve "no-such-host.invalid": "#),
+        "{}",
+        all[1]
+    );
+}
+
+#[test]
+fn bad_addresses() {
+    let yaml = "\
+admin: { address: localhost:9901 }
+listeners:
+  - name: a
+    address: 127.0.0.1
+    routes: [ { match: {}, direct_response: { status: 200 } } ]
+clusters:
+  - name: c
+    endpoints: [ 127.0.0.1, 'http://127.0.0.1:80', '::1:80' ]
+";
+    assert_eq!(
+        errors(yaml),
+        [
+            r#"nuncio.yaml:1:19: admin.address: invalid address "localhost:9901" (use IP:PORT, e.g. 127.0.0.1:8080 or [::]:8080)"#,
+            r#"nuncio.yaml:4:14: listeners[0].address: invalid address "127.0.0.1" (use IP:PORT, e.g. 127.0.0.1:8080 or [::]:8080)"#,
+            r#"nuncio.yaml:8:18: clusters[0].endpoints[0]: invalid endpoint "127.0.0.1": missing port (use HOST:PORT, e.g. localhost:8080)"#,
+            r#"nuncio.yaml:8:29: clusters[0].endpoints[1]: invalid endpoint "http://127.0.0.1:80": write HOST:PORT, without a scheme"#,
+            r#"nuncio.yaml:8:52: clusters[0].endpoints[2]: invalid endpoint "::1:80": put an IPv6 address in brackets, as in [::1]:8080"#,
+        ]
+    );
+}
+
+#[test]
+fn address_clashes() {
+    let yaml = "\
+listeners:
+  - name: a
+    address: 127.0.0.1:9901
+    routes: [ { match: {}, direct_response: { status: 200 } } ]
+  - name: b
+    address: 127.0.0.1:0
+    routes: [ { match: {}, direct_response: { status: 200 } } ]
+  - name: c
+    address: 127.0.0.1:0
+    routes: [ { match: {}, direct_response: { status: 200 } } ]
+";
+    assert_eq!(
+        error(yaml),
+        "nuncio.yaml:3:14: listeners[0].address: address 127.0.0.1:9901 is already used by admin.address"
+    );
+}
+
+#[test]
+fn missing_fields() {
+    let yaml = "\
+listeners:
+  - address: 127.0.0.1:18080
+  - name: b
+    routes:
+      - cluster: c
+clusters:
+  - name: c
+";
+    assert_eq!(
+        errors(yaml),
+        [
+            "nuncio.yaml:2:5: listeners[0].name: missing (every listener needs a unique name)",
+            "nuncio.yaml:2:5: listeners[0].routes: missing (a listener needs at least one route)",
+            "nuncio.yaml:3:5: listeners[1].address: missing (the IP:PORT to listen on, e.g. 127.0.0.1:8080)",
+            "nuncio.yaml:5:9: listeners[1].routes[0].match: missing (use `match: {}` or `match: { prefix: / }` to match every request)",
+            "nuncio.yaml:7:5: clusters[0].endpoints: missing (a list of HOST:PORT)",
+        ]
+    );
+    assert_eq!(error("workers: 1\n"), "nuncio.yaml:1:1: listeners: missing (a config needs at least one listener)");
+}
+
+#[test]
+fn bad_values_in_matches_and_retries() {
+    let yaml = with_routes(
+        "      - match: { host: 'a.*.com', path: nope, headers: [ { name: 'a b', exact: x }, { name: y, present: yes } ] }
+        cluster: app
+        retries: { attempts: -1, on: [ 5xx, 5xx, sometimes, 600 ] }
+        prefix_rewrite: /x
+",
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            r#"nuncio.yaml:5:24: listeners[0].routes[0].match.host: invalid host "a.*.com": a wildcard must be the whole first label, as in *.example.com"#,
+            r#"nuncio.yaml:5:41: listeners[0].routes[0].match.path: invalid path "nope": must start with /"#,
+            r#"nuncio.yaml:5:66: listeners[0].routes[0].match.headers[0].name: invalid header name "a b""#,
+            r#"nuncio.yaml:5:105: listeners[0].routes[0].match.headers[1].present: invalid value "yes" (use true or false)"#,
+            r#"nuncio.yaml:7:30: listeners[0].routes[0].retries.attempts: invalid number "-1" (use a whole number such as 1)"#,
+            r#"nuncio.yaml:7:45: listeners[0].routes[0].retries.on[1]: "5xx" is listed twice"#,
+            r#"nuncio.yaml:7:50: listeners[0].routes[0].retries.on[2]: invalid retry condition "sometimes" (use connect-failure, refused-stream, reset, 5xx, gateway-error or a status code from 100 to 599)"#,
+            r#"nuncio.yaml:7:61: listeners[0].routes[0].retries.on[3]: invalid retry condition "600" (use connect-failure, refused-stream, reset, 5xx, gateway-error or a status code from 100 to 599)"#,
+        ]
+    );
+}
+
+#[test]
+fn prefix_rewrite_needs_a_path_match() {
+    let yaml = with_routes("      - match: {}\n        cluster: app\n        prefix_rewrite: /x\n");
+    assert_eq!(
+        error(&yaml),
+        "nuncio.yaml:7:9: listeners[0].routes[0].prefix_rewrite: needs a `prefix` or `path` in the route's match (it replaces the matched part)"
+    );
+}
+
+#[test]
+fn several_errors_at_once() {
+    let yaml = with_routes(
+        "      - match: { prefix: /a }
+        cluster: nope
+      - match: { prefix: /b }
+        weighted_clusters:
+          - { cluster: app, weight: 0 }
+          - { cluster: gone, weight: 1 }
+",
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            r#"nuncio.yaml:6:18: listeners[0].routes[0].cluster: unknown cluster "nope" (defined: app)"#,
+            "nuncio.yaml:9:37: listeners[0].routes[1].weighted_clusters[0].weight: must be greater than 0",
+            r#"nuncio.yaml:10:24: listeners[0].routes[1].weighted_clusters[1].cluster: unknown cluster "gone" (defined: app)"#,
+        ]
+    );
+}
+
+#[test]
+fn structure_and_syntax_errors_stop_at_the_first() {
+    assert_eq!(error("listeners: 5\n"), "nuncio.yaml:1:12: listeners: invalid type: integer `5`, expected a sequence");
+    assert_eq!(
+        error("listeners: [ { name: a, routes: [ 1, 2 }\n"),
+        "nuncio.yaml:1:40: listeners[0].routes: invalid YAML: while parsing a flow sequence, expected ',' or ']'"
+    );
+    assert_eq!(
+        error(""),
+        "nuncio.yaml:1:1: the file is empty: a config needs at least `listeners` (see docs/config.md)"
+    );
+}
+
+#[test]
+fn errors_display_one_per_line() {
+    let yaml = with_routes("      - match: {}\n        cluster: x\n      - match: {}\n        cluster: y\n");
+    let errors = Config::from_yaml(&yaml, "nuncio.yaml").unwrap_err();
+    assert_eq!(errors.len(), 2);
+    assert_eq!(
+        errors.to_string(),
+        "nuncio.yaml:6:18: listeners[0].routes[0].cluster: unknown cluster \"x\" (defined: app)\n\
+         nuncio.yaml:8:18: listeners[0].routes[1].cluster: unknown cluster \"y\" (defined: app)"
+    );
+    let first = &errors.errors()[0];
+    assert_eq!((first.file.as_str(), first.line, first.column), ("nuncio.yaml", 6, 18));
+    assert_eq!(first.path, "listeners[0].routes[0].cluster");
+}
+
+// ---- files, the built-in configs, dumps ----
+
+#[test]
+fn load_reads_a_file() {
+    let dir = std::env::temp_dir().join(format!("nuncio-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("nuncio.yaml");
+    std::fs::write(&path, BASIC.replace("timeout: 5s", "timeout: 5x")).unwrap();
+    let errors = Config::load(&path).unwrap_err();
+    assert_eq!(errors.errors()[0].file, path.display().to_string());
+    assert_eq!(errors.errors()[0].line, 23);
+    std::fs::write(&path, BASIC).unwrap();
+    assert_eq!(Config::load(&path).unwrap(), ok(BASIC));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let missing = Config::load(&dir.join("missing.yaml")).unwrap_err().to_string();
+    assert!(missing.starts_with(&format!("{}: cannot read the config file: ", dir.join("missing.yaml").display())));
+}
+
+#[test]
+fn builtin_default() {
+    let c = Config::builtin_default();
+    assert_eq!(c.admin.address, addr("127.0.0.1:9901"));
+    assert_eq!(c.listeners.len(), 1);
+    let l = &c.listeners[0];
+    assert_eq!(l.address, addr("127.0.0.1:8080"));
+    assert_eq!(l.routes.len(), 1);
+    assert_eq!(l.routes[0].matcher, RouteMatch::default());
+    let RouteAction::DirectResponse(d) = &l.routes[0].action else { panic!("{:?}", l.routes[0].action) };
+    assert_eq!(d.status, 200);
+    let body = d.body.as_deref().unwrap();
+    for needle in ["nuncio is running", "nuncio -c FILE", "nuncio --upstream http://HOST:PORT", "docs/config.md"] {
+        assert!(body.contains(needle), "{needle:?} not in {body}");
+    }
+    assert!(c.clusters.is_empty());
+    assert_eq!(ok(&c.to_yaml()), c);
+}
+
+#[test]
+fn single_upstream() {
+    let listen = addr("127.0.0.1:18080");
+    let c = Config::single_upstream("http://localhost:19000", listen).unwrap();
+    assert_eq!(c.listeners[0].address, listen);
+    assert_eq!(c.listeners[0].routes.len(), 1);
+    let f = forward(&c.listeners[0].routes[0]);
+    assert_eq!(f.target, Target::Cluster("upstream".into()));
+    assert_eq!(f.host_rewrite.as_deref(), Some("localhost:19000"));
+    let up = c.cluster("upstream").unwrap();
+    assert_eq!(up.endpoints[0].address, "localhost:19000");
+    assert!(up.endpoints[0].resolved.contains(&addr("127.0.0.1:19000")));
+    assert_eq!(ok(&c.to_yaml()), c);
+
+    let c = Config::single_upstream("http://127.0.0.1/", listen).unwrap();
+    assert_eq!(c.clusters[0].endpoints[0].resolved, vec![addr("127.0.0.1:80")]);
+    let c = Config::single_upstream("http://[::1]:19000", listen).unwrap();
+    assert_eq!(c.clusters[0].endpoints[0].resolved, vec![addr("[::1]:19000")]);
+}
+
+#[test]
+fn single_upstream_rejects_what_it_cannot_serve() {
+    let listen = addr("127.0.0.1:18080");
+    let err = |url: &str| Config::single_upstream(url, listen).unwrap_err().to_string();
+    assert_eq!(
+        err("https://example.com"),
+        r#"--upstream:1:1: upstream: invalid upstream URL "https://example.com": https is not supported yet (use http://HOST:PORT)"#
+    );
+    assert_eq!(
+        err("localhost:3000"),
+        r#"--upstream:1:1: upstream: invalid upstream URL "localhost:3000": missing http:// (use http://HOST:PORT)"#
+    );
+    assert_eq!(
+        err("http://localhost:3000/api"),
+        r#"--upstream:1:22: upstream: invalid upstream URL "http://localhost:3000/api": a path, query or fragment is not supported (use http://HOST:PORT)"#
+    );
+    assert!(err("http://no-such-host.invalid").starts_with(
+        r#"--upstream:1:8: upstream: invalid upstream URL "http://no-such-host.invalid": cannot resolve "no-such-host.invalid""#
+    ));
+    assert!(err("http://a@localhost").contains("credentials are not supported"));
+    assert!(err("http://").contains("missing host"));
+    assert_eq!(
+        Config::single_upstream("http://localhost:19000", addr("127.0.0.1:9901")).unwrap_err().to_string(),
+        "--listen:1:1: listen: address 127.0.0.1:9901 is already used by the admin interface"
+    );
+}
+
+#[test]
+fn dump_reads_back_with_defaults_spelled_out() {
+    let c = ok(BASIC);
+    let dump = c.to_yaml();
+    assert_eq!(ok(&dump), c);
+    for line in [
+        "max_request_headers_bytes: 61440",
+        "request_headers_timeout: 10s",
+        "connect_timeout: 250ms",
+        "lb: least_request",
+    ] {
+        assert!(dump.contains(line), "{line:?} not in\n{dump}");
+    }
+}
+
+#[test]
+fn empty_lists_and_zero_counts() {
+    let yaml = "\
+workers: 0
+listeners:
+  - name: l
+    address: 127.0.0.1:18080
+    max_request_headers: 0
+    routes:
+      - match: {}
+        weighted_clusters: []
+      - match: { prefix: /a }
+        cluster: app
+        retries: { on: [] }
+      - match: { prefix: /b }
+        redirect: { status: 302 }
+      - match: { headers: [ { name: a, exact: b, present: true }, { name: c } ] }
+        cluster: app
+  - name: m
+    address: 127.0.0.1:18081
+    routes: []
+clusters:
+  - name: app
+    endpoints: []
+";
+    assert_eq!(
+        errors(yaml),
+        [
+            "nuncio.yaml:1:10: workers: must be at least 1",
+            "nuncio.yaml:5:26: listeners[0].max_request_headers: must be at least 1",
+            "nuncio.yaml:8:28: listeners[0].routes[0].weighted_clusters: needs at least one cluster",
+            "nuncio.yaml:11:24: listeners[0].routes[1].retries.on: needs at least one condition (or leave `on` out for the default)",
+            "nuncio.yaml:13:19: listeners[0].routes[2].redirect: would redirect to the same URL: give `path`, `prefix_rewrite` or `host`",
+            "nuncio.yaml:14:50: listeners[0].routes[3].match.headers[0].present: use either `exact` or `present`, not both",
+            "nuncio.yaml:14:67: listeners[0].routes[3].match.headers[1]: give `exact: VALUE`, or `present: true` (or false, for absent)",
+            "nuncio.yaml:18:13: listeners[1].routes: needs at least one route",
+            "nuncio.yaml:21:16: clusters[0].endpoints: needs at least one endpoint",
+        ]
+    );
+}

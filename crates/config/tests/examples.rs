@@ -1,0 +1,24 @@
+//! Every file in the repository's `examples/` is a valid configuration.
+
+use std::path::Path;
+
+use nuncio_config::Config;
+
+#[test]
+fn every_example_is_accepted() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            if let Err(errors) = Config::load(&path) {
+                panic!("{} rejected:\n{errors}", path.display());
+            }
+            seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    seen.sort();
+    for name in ["basic.yaml", "h2-upstream.yaml", "single-upstream.yaml"] {
+        assert!(seen.iter().any(|s| s == name), "{name} missing from {}", dir.display());
+    }
+}

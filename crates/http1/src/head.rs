@@ -1,0 +1,286 @@
+//! What request and response heads share: finding the end of a head in a
+//! growing buffer, turning httparse's fields into a `HeaderMap` of zero-copy
+//! values, and naming httparse's errors precisely.
+
+use std::mem::MaybeUninit;
+use std::sync::LazyLock;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use memchr::memmem::Finder;
+
+use crate::Error;
+use crate::framing::{ConnectionOptions, TransferEncoding, list_elements, parse_content_length};
+
+/// Up to this many header slots live on the stack; more come from the heap.
+const STACK_HEADERS: usize = 128;
+
+/// Runs `f` with `max` uninitialised httparse header slots.
+pub(crate) fn with_slots<'b, R>(max: usize, f: impl FnOnce(&mut [MaybeUninit<httparse::Header<'b>>]) -> R) -> R {
+    if max <= STACK_HEADERS {
+        let mut slots = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+        f(&mut slots[..max])
+    } else {
+        let mut slots = vec![MaybeUninit::uninit(); max];
+        f(&mut slots)
+    }
+}
+
+/// Outcome of looking for the end of a head.
+pub(crate) enum Scan {
+    /// The head is the first `usize` bytes of the buffer.
+    Complete(usize),
+    /// No complete head yet.
+    Incomplete {
+        /// Let httparse check what is there: this is the first look at the
+        /// head, or its start line just completed. Garbage (a TLS hello on a
+        /// cleartext port, another protocol) is rejected at once.
+        check: bool,
+        /// The buffer already holds `max_head` bytes without a complete head.
+        over_limit: bool,
+    },
+}
+
+/// Per-connection memory of how far the current head was already searched
+/// for its terminating empty line, so a head trickling in one byte per read
+/// costs linear, not quadratic, time: httparse runs at most three times per
+/// head (first look, start line complete, head complete).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct HeadScan {
+    scanned: usize,
+    start_line_checked: bool,
+}
+
+impl HeadScan {
+    pub(crate) fn scan(&mut self, buf: &mut BytesMut, max_head: usize) -> Scan {
+        let first = self.scanned == 0;
+        if first {
+            // RFC 9112 §2.2: ignore empty lines received before the start line
+            // (clients send a stray CRLF after a POST body).
+            loop {
+                match buf.first() {
+                    Some(b'\n') => buf.advance(1),
+                    Some(b'\r') if buf.get(1) == Some(&b'\n') => buf.advance(2),
+                    _ => break,
+                }
+            }
+            self.start_line_checked = false;
+            if buf.len() <= 1 {
+                return Scan::Incomplete { check: false, over_limit: buf.len() >= max_head };
+            }
+        }
+        let window = buf.len().min(max_head);
+        // (Clamped in case the caller consumed bytes in between.)
+        let from = self.scanned.min(window);
+        if let Some(end) = find_empty_line(&buf[..window], from) {
+            self.scanned = 0;
+            return Scan::Complete(end);
+        }
+        let mut check = first;
+        if !self.start_line_checked && memchr::memchr(b'\n', &buf[from..window]).is_some() {
+            self.start_line_checked = true;
+            check = true;
+        }
+        let over_limit = buf.len() >= max_head;
+        self.scanned = if over_limit { 0 } else { window };
+        Scan::Incomplete { check, over_limit }
+    }
+}
+
+/// The length up to and including the first empty line (`\n\n` or
+/// `\n\r\n`), for an empty line whose final LF is at or after `from`.
+#[inline]
+pub(crate) fn find_empty_line(buf: &[u8], from: usize) -> Option<usize> {
+    static CRLF_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\r\n"));
+    static LF_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+    // Two SIMD passes beat stopping at every LF of a typical head.
+    let crlf = from.saturating_sub(2);
+    let crlf = CRLF_END.find(&buf[crlf..]).map(|i| crlf + i + 3);
+    let lf_window = &buf[..crlf.map_or(buf.len(), |end| end - 1)];
+    let lf = from.saturating_sub(1).min(lf_window.len());
+    let lf = LF_END.find(&lf_window[lf..]).map(|i| lf + i + 2);
+    lf.or(crlf)
+}
+
+/// The header fields of a head, plus what the codec decides from them.
+pub(crate) struct Fields {
+    pub(crate) headers: HeaderMap,
+    pub(crate) content_length: Result<Option<u64>, Error>,
+    pub(crate) transfer_encoding: TransferEncoding,
+    pub(crate) connection: ConnectionOptions,
+    pub(crate) host: Option<Bytes>,
+    pub(crate) host_count: usize,
+    pub(crate) expect_continue: bool,
+    pub(crate) upgrade_header: bool,
+}
+
+/// Builds the `HeaderMap`: names through `HeaderName::from_bytes` (standard
+/// names are a static lookup), values as slices of the frozen `head`.
+pub(crate) fn build_fields(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Result<Fields, Error> {
+    let mut f = Fields {
+        headers: HeaderMap::try_with_capacity(parsed.len()).map_err(|_| Error::TooManyHeaders)?,
+        content_length: Ok(None),
+        transfer_encoding: TransferEncoding::default(),
+        connection: ConnectionOptions::default(),
+        host: None,
+        host_count: 0,
+        expect_continue: false,
+        upgrade_header: false,
+    };
+    for h in parsed {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::InvalidHeader)?;
+        let bytes = head.slice_ref(h.value);
+        if name == header::CONTENT_LENGTH {
+            // Errors wait for `framing()`: a 2xx to CONNECT ignores these.
+            let n = parse_content_length(h.value);
+            f.content_length = match (f.content_length, n) {
+                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Ok(Some(prev)), Ok(n)) if prev != n => Err(Error::ConflictingContentLength),
+                (_, Ok(n)) => Ok(Some(n)),
+            };
+        } else if name == header::TRANSFER_ENCODING {
+            f.transfer_encoding.add(h.value);
+        } else if name == header::HOST {
+            f.host_count += 1;
+            f.host = Some(bytes.clone());
+        } else if name == header::CONNECTION {
+            f.connection.add(h.value);
+        } else if name == header::EXPECT {
+            f.expect_continue |= list_elements(h.value).any(|e| e.eq_ignore_ascii_case(b"100-continue"));
+        } else if name == header::UPGRADE {
+            f.upgrade_header = true;
+        }
+        let value = HeaderValue::from_maybe_shared(bytes).map_err(|_| Error::InvalidHeader)?;
+        f.headers.try_append(name, value).map_err(|_| Error::TooManyHeaders)?;
+    }
+    Ok(f)
+}
+
+impl Fields {
+    /// Framing from Content-Length / Transfer-Encoding (RFC 9112 §6.1-6.3),
+    /// `None` when neither is present.
+    pub(crate) fn framing(&self, http11: bool) -> Result<Option<crate::BodyFraming>, Error> {
+        if self.transfer_encoding.present {
+            if !http11 {
+                return Err(Error::TransferEncodingHttp10);
+            }
+            if !matches!(self.content_length, Ok(None)) {
+                return Err(Error::ContentLengthAndTransferEncoding);
+            }
+            self.transfer_encoding.check()?;
+            return Ok(Some(crate::BodyFraming::Chunked));
+        }
+        Ok(self.content_length?.map(crate::BodyFraming::Length))
+    }
+}
+
+fn skip_empty_lines(mut head: &[u8]) -> &[u8] {
+    loop {
+        match head {
+            [b'\n', rest @ ..] | [b'\r', b'\n', rest @ ..] => head = rest,
+            _ => return head,
+        }
+    }
+}
+
+/// Names an httparse error. `response` selects the start-line flavour.
+pub(crate) fn classify(head: &[u8], err: httparse::Error, response: bool) -> Error {
+    use httparse::Error as H;
+    let start_line_error = if response { Error::InvalidStatusLine } else { Error::InvalidRequestLine };
+    let head = skip_empty_lines(head);
+    match err {
+        H::TooManyHeaders => Error::TooManyHeaders,
+        H::Version => {
+            let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+            let token =
+                if response { line.split(|&b| b == b' ').next() } else { line.splitn(3, |&b| b == b' ').nth(2) };
+            if token.is_some_and(unsupported_version) { Error::UnsupportedVersion } else { start_line_error }
+        }
+        H::Token | H::Status => start_line_error,
+        H::HeaderName | H::HeaderValue | H::NewLine => {
+            let Some(nl) = memchr::memchr(b'\n', head) else {
+                return start_line_error;
+            };
+            let first = &head[..nl];
+            let first = first.strip_suffix(b"\r").unwrap_or(first);
+            let start_line_ok = if response {
+                !first.contains(&b'\r')
+            } else {
+                // httparse got past the start line only if it is exactly
+                // `method SP target SP HTTP/1.x`.
+                first.iter().filter(|&&b| b == b' ').count() == 2
+                    && (first.ends_with(b" HTTP/1.1") || first.ends_with(b" HTTP/1.0"))
+            };
+            if !start_line_ok {
+                return start_line_error;
+            }
+            classify_field_error(&head[nl + 1..])
+        }
+        // httparse's error enum may grow.
+        #[allow(unreachable_patterns)]
+        _ => start_line_error,
+    }
+}
+
+/// `HTTP/` DIGIT followed by anything but `1.0` / `1.1`: a version we can
+/// name but do not speak (505) rather than garbage (400). Decided on the
+/// bytes httparse saw before failing, so it does not depend on how the
+/// head was split across reads.
+fn unsupported_version(token: &[u8]) -> bool {
+    let token = token.strip_suffix(b"\r").unwrap_or(token);
+    match token {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor, ..] => minor.is_ascii_digit(),
+        [b'H', b'T', b'T', b'P', b'/', major, ..] => major.is_ascii_digit() && *major != b'1',
+        _ => false,
+    }
+}
+
+fn classify_field_error(fields: &[u8]) -> Error {
+    for line in fields.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match line.first() {
+            None => break,
+            Some(b' ' | b'\t') => return Error::ObsFold,
+            Some(_) => {}
+        }
+        let name_len = line.iter().position(|&b| !is_token(b)).unwrap_or(line.len());
+        let after = &line[name_len..];
+        let ws = after.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        if name_len > 0 && ws > 0 && matches!(after.get(ws), None | Some(b':')) {
+            return Error::WhitespaceBeforeColon;
+        }
+    }
+    Error::InvalidHeader
+}
+
+/// RFC 9110 `tchar`.
+#[inline]
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_line_search() {
+        assert_eq!(find_empty_line(b"a\r\n\r\nb", 0), Some(5));
+        assert_eq!(find_empty_line(b"a\n\nb", 0), Some(3));
+        assert_eq!(find_empty_line(b"a\r\n\nb", 0), Some(4));
+        assert_eq!(find_empty_line(b"a\r\nb\r\n", 0), None);
+        // Resuming mid-terminator still sees the bytes before `from`.
+        assert_eq!(find_empty_line(b"a\r\n\r\n", 4), Some(5));
+    }
+
+    #[test]
+    fn version_names() {
+        assert!(unsupported_version(b"HTTP/2.0"));
+        assert!(unsupported_version(b"HTTP/1.2\r"));
+        assert!(unsupported_version(b"HTTP/0.9"));
+        assert!(unsupported_version(b"HTTP/3"));
+        assert!(!unsupported_version(b"HTTP/x"));
+        assert!(!unsupported_version(b"HTTP/1x"));
+        assert!(!unsupported_version(b"FOO/1.1"));
+    }
+}

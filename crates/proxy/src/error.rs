@@ -1,0 +1,26 @@
+use std::net::SocketAddr;
+
+use thiserror::Error;
+
+/// What can stop the proxy from starting or running.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A listener or the admin address could not be bound.
+    #[error("cannot listen on {address} ({what}): {source}; is another process using it?")]
+    Bind {
+        /// The address from the config.
+        address: SocketAddr,
+        /// Which listener (or "admin").
+        what: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+
+    /// A dispatcher or slot operation failed while starting or stopping.
+    #[error("runtime: {0}")]
+    Runtime(#[from] nuncio_runtime::Error),
+
+    /// The main thread ended before the server was up.
+    #[error("the main thread stopped while the server was starting")]
+    StartAborted,
+}

@@ -1,0 +1,57 @@
+//! nuncio's data plane: listeners, client connections, routing, upstream
+//! connection pools and the admin listener.
+//!
+//! # Threads
+//!
+//! [`RunningServer::start`] (or [`run`], on the calling thread) makes a main
+//! thread and `workers` worker threads, each with its own
+//! [`Dispatcher`](nuncio_runtime::Dispatcher). Main binds every socket,
+//! builds one immutable snapshot of the config and delivers it to workers
+//! through a [`Slot`](nuncio_runtime::Slot); it also serves admin. Each
+//! worker has its own `SO_REUSEPORT` socket per listener, and owns the
+//! connections it accepts, their streams, and its upstream connection
+//! pools, for life. Nothing on the request path takes a lock.
+//!
+//! # A request, top to bottom
+//!
+//! 1. `listener`: a worker accepts a connection (within the listener's
+//!    `max_connections`) and serves it on a local task.
+//! 2. `downstream`: reads a request head with the idle and header timeouts,
+//!    decodes it with nuncio's own HTTP/1.1 codec
+//!    ([`nuncio_http1`]); a malformed head gets its 4xx and the connection
+//!    closes.
+//! 3. `stream`: selects a route (`router`); answers directly, redirects, or
+//!    forwards: picks a cluster endpoint (`cluster`: round robin or least
+//!    request), prepares the upstream head (hop-by-hop fields out,
+//!    `x-forwarded-for`, `x-forwarded-proto`, `x-request-id` in, rewrites),
+//!    tries the upstream with retries and timeouts, and relays the response.
+//! 4. Back in `downstream`: the next request on the connection, if both
+//!    sides keep it alive.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use nuncio_config::Config;
+//! use nuncio_proxy::RunningServer;
+//!
+//! let server = RunningServer::start(Config::builtin_default()).unwrap();
+//! println!("serving on {:?}", server.addresses());
+//! server.shutdown();
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod cluster;
+mod downstream;
+mod error;
+mod listener;
+mod router;
+mod server;
+mod snapshot;
+mod stream;
+mod upstream;
+mod worker;
+
+pub use error::Error;
+pub use server::{Addresses, RunningServer, run};

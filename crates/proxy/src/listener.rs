@@ -1,0 +1,97 @@
+//! Listening sockets: bound on main, one `SO_REUSEPORT` socket per worker
+//! per listener, so the kernel spreads connections over workers and a
+//! connection stays on the worker that accepted it.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nuncio_context::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::Error;
+use crate::worker::Worker;
+
+/// The sockets of one listener, one per worker, all on the same address.
+pub(crate) struct BoundListener {
+    pub(crate) name: String,
+    /// The address actually bound (port 0 in the config is resolved here).
+    pub(crate) address: SocketAddr,
+    pub(crate) sockets: Vec<std::net::TcpListener>,
+    /// Connections open on this listener, all workers together.
+    pub(crate) open: Arc<AtomicUsize>,
+}
+
+/// Binds `count` sockets to `address` with `SO_REUSEPORT`. Runs on main, so
+/// a port in use is reported before anything starts serving.
+pub(crate) fn bind(name: &str, address: SocketAddr, count: usize) -> Result<BoundListener, Error> {
+    let bind_error = |source| Error::Bind { address, what: format!("listener `{name}`"), source };
+    let first = reuseport_socket(address).map_err(bind_error)?;
+    // With port 0 the first bind picks the port; the others join it.
+    let actual = first.local_addr().map_err(bind_error)?;
+    let mut sockets = vec![first];
+    for _ in 1..count {
+        sockets.push(reuseport_socket(actual).map_err(bind_error)?);
+    }
+    Ok(BoundListener { name: name.to_owned(), address: actual, sockets, open: Arc::new(AtomicUsize::new(0)) })
+}
+
+fn reuseport_socket(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Accepts connections on one worker's socket and serves each on this
+/// worker for its whole life.
+pub(crate) async fn accept_loop(
+    worker: Rc<Worker>,
+    name: Rc<str>,
+    socket: tokio::net::TcpListener,
+    open: Arc<AtomicUsize>,
+    ctx: Context,
+) {
+    loop {
+        let (stream, peer) = match socket.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset while
+                // queued: back off a little instead of spinning.
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let max =
+            worker.snapshot.with(|s| s.listeners.get(&*name).map_or(0, |l| l.config.max_connections)).unwrap_or(0);
+        if open.fetch_add(1, Ordering::Relaxed) >= max {
+            open.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(listener = %name, %peer, max, "connection limit reached, closing");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let guard = OpenConnection(open.clone());
+        let (worker, name) = (worker.clone(), name.clone());
+        let (conn_ctx, conn_cancel) = ctx.with_cancel();
+        tokio::task::spawn_local(async move {
+            crate::downstream::serve(worker, name, stream, peer, conn_ctx).await;
+            drop(conn_cancel);
+            drop(guard);
+        });
+    }
+}
+
+/// Counts an open connection until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

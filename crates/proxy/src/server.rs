@@ -1,0 +1,207 @@
+//! Starting and stopping nuncio: main thread, workers, slots, listeners.
+//!
+//! Main binds every socket (so a bad address fails before anything
+//! serves), builds the config snapshot once, hands it to the workers
+//! through a slot, gives each worker its own `SO_REUSEPORT` socket per
+//! listener, serves admin itself, and on stop shuts the workers down and
+//! the slots in reverse order.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use nuncio_config::Config;
+use nuncio_context::Context;
+use nuncio_runtime::{Dispatcher, DispatcherHandle, ThreadLocal};
+
+use crate::admin::{self, AdminState};
+use crate::error::Error;
+use crate::listener::{self, BoundListener};
+use crate::snapshot::Snapshot;
+use crate::worker::Worker;
+
+/// Where a running server listens.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    /// Each listener's bound address, by name (port 0 resolved).
+    pub listeners: HashMap<String, SocketAddr>,
+    /// The admin listener's bound address.
+    pub admin: SocketAddr,
+}
+
+/// A server running on a main thread of its own (tests, embedding).
+/// Dropping it stops the server and waits for its threads.
+pub struct RunningServer {
+    addresses: Addresses,
+    main: DispatcherHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Starts nuncio with `config` on a new main thread and returns once
+    /// every worker serves.
+    pub fn start(config: Config) -> Result<RunningServer, Error> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("nuncio-main".into())
+            .spawn(move || {
+                let main = match Dispatcher::new("main") {
+                    Ok(main) => main,
+                    Err(e) => return drop(tx.send(Err(Error::Runtime(e)))),
+                };
+                let handle = main.handle();
+                let report = tx.clone();
+                let result = serve(&main, config, move |addresses| drop(report.send(Ok((addresses, handle)))));
+                if let Err(e) = result {
+                    let _ = tx.send(Err(e));
+                }
+            })
+            .map_err(|e| {
+                Error::Runtime(nuncio_runtime::Error::Runtime { name: "main".into(), reason: e.to_string() })
+            })?;
+        let (addresses, main) = rx.recv().map_err(|_| Error::StartAborted)??;
+        Ok(RunningServer { addresses, main, thread: Some(thread) })
+    }
+
+    /// Where it listens.
+    pub fn addresses(&self) -> &Addresses {
+        &self.addresses
+    }
+
+    /// The bound address of listener `name`.
+    pub fn listener(&self, name: &str) -> Option<SocketAddr> {
+        self.addresses.listeners.get(name).copied()
+    }
+
+    /// Stops the server and waits until every thread has ended.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.main.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs nuncio with the calling thread as main until `until` completes
+/// (for the binary: a shutdown signal). `started` is called once every
+/// worker serves.
+pub fn run<F: Future + 'static>(config: Config, until: F, started: impl FnOnce(&Addresses)) -> Result<(), Error> {
+    let main = Dispatcher::new("main")?;
+    let handle = main.handle();
+    let stopper = main.spawn_local(async move {
+        until.await;
+        handle.stop();
+    })?;
+    let result = serve(&main, config, |addresses| started(&addresses));
+    stopper.abort();
+    result
+}
+
+/// The main thread's life: start everything, run the loop until stopped,
+/// shut everything down.
+fn serve(main: &Dispatcher, config: Config, started: impl FnOnce(Addresses)) -> Result<(), Error> {
+    let workers = config.workers.max(1);
+    let mut bound: Vec<BoundListener> =
+        config.listeners.iter().map(|l| listener::bind(&l.name, l.address, workers)).collect::<Result<_, _>>()?;
+    let admin_socket = std::net::TcpListener::bind(config.admin.address)
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .map_err(|source| Error::Bind { address: config.admin.address, what: "admin".into(), source })?;
+    let addresses = Addresses {
+        listeners: bound.iter().map(|l| (l.name.clone(), l.address)).collect(),
+        admin: admin_socket.local_addr().map_err(|source| Error::Bind {
+            address: config.admin.address,
+            what: "admin".into(),
+            source,
+        })?,
+    };
+
+    let tls = ThreadLocal::new(main);
+    let slot = tls.allocate_slot::<Snapshot>()?;
+    let snapshot = Arc::new(Snapshot::new(1, Arc::new(config)));
+    slot.set(move |_| snapshot.clone())?;
+
+    let admin_state = Rc::new(AdminState { snapshot: slot.clone(), ready: std::cell::Cell::new(false) });
+    let state = admin_state.clone();
+    // Registering with the event loop needs its runtime: done in the task.
+    main.spawn_local(async move {
+        match tokio::net::TcpListener::from_std(admin_socket) {
+            Ok(socket) => admin::serve(socket, state).await,
+            Err(e) => tracing::error!(error = %e, "cannot serve admin"),
+        }
+    })?;
+
+    // Workers: each gets a dispatcher thread, the slots, and one socket of
+    // every listener.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let mut threads = Vec::with_capacity(workers);
+    let mut handles = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let worker_tls = tls.clone();
+        let (handle, thread) = Dispatcher::spawn(format!("nuncio-worker-{index}"), move |d| {
+            d.run();
+            let _ = worker_tls.shutdown_thread();
+        })?;
+        tls.register_thread(handle.clone())?;
+        let sockets: Vec<(String, std::net::TcpListener, Arc<std::sync::atomic::AtomicUsize>)> =
+            bound.iter_mut().map(|l| (l.name.clone(), l.sockets.remove(0), l.open.clone())).collect();
+        let (slot, ready) = (slot.clone(), ready_tx.clone());
+        handle.post_with(move |d| {
+            let worker = Rc::new(Worker::new(slot));
+            let root = Context::background();
+            for (name, socket, open) in sockets {
+                match tokio::net::TcpListener::from_std(socket) {
+                    Ok(socket) => {
+                        let _ = d.spawn_local(listener::accept_loop(
+                            worker.clone(),
+                            name.into(),
+                            socket,
+                            open,
+                            root.clone(),
+                        ));
+                    }
+                    Err(e) => tracing::error!(listener = %name, error = %e, "cannot serve listener"),
+                }
+            }
+            let _ = ready.send(index);
+        })?;
+        threads.push(thread);
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let all_ready = main.run_until(async {
+        let mut count = 0;
+        while count < workers && ready_rx.recv().await.is_some() {
+            count += 1;
+        }
+        count == workers
+    });
+    if all_ready == Some(true) {
+        admin_state.ready.set(true);
+        tracing::info!(workers, "nuncio is serving");
+        started(addresses);
+        main.run();
+    }
+
+    let _ = tls.shutdown_global_threading();
+    for handle in &handles {
+        handle.stop();
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+    drop(slot);
+    let _ = tls.shutdown_thread();
+    Ok(())
+}

@@ -1,0 +1,371 @@
+//! Requests and responses pass through nuncio intact: bodies in every
+//! framing, HEAD, keep-alive on both sides, pipelining, `Expect:
+//! 100-continue` and protocol upgrades.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use support::{Client, Proxy, RawClient, Upstream, exchange, get};
+
+#[test]
+fn get_is_forwarded_and_answered() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+
+    let reply = get(proxy.addr(), "/hello?x=1");
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello from app\n");
+    let seen = upstream.last_request();
+    assert_eq!((seen.method.as_str(), seen.target.as_str()), ("GET", "/hello?x=1"));
+}
+
+#[test]
+fn post_with_content_length_body() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+
+    let request = http::Request::post("/upload").body(Full::new(Bytes::from_static(b"name=nuncio"))).unwrap();
+    let reply = Client::connect(proxy.addr()).send(request);
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "name=nuncio");
+    assert_eq!(upstream.last_request().header("content-length"), "11");
+}
+
+#[test]
+fn post_with_chunked_body() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+
+    let reply = exchange(
+        proxy.addr(),
+        "POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello world");
+    assert_eq!(upstream.last_request().body, b"hello world");
+}
+
+#[test]
+fn one_megabyte_body_streams_through_in_both_directions() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+    let body: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+
+    // Sent in 16 chunks of 64 KiB, each its own write.
+    let mut client = RawClient::connect(proxy.addr());
+    client.send("POST /big HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for piece in body.chunks(64 * 1024) {
+        client.send(format!("{:x}\r\n", piece.len()));
+        client.send(piece);
+        client.send("\r\n");
+    }
+    client.send("0\r\n\r\n");
+    let reply = client.response();
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(upstream.last_request().body.len(), body.len());
+    assert!(reply.body == body, "the echoed body differs");
+}
+
+#[test]
+fn large_content_length_body_streams_through() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+    // Over the retry buffer: forwarded as it arrives, with its length.
+    let body = vec![b'x'; 300 * 1024];
+
+    let request = http::Request::post("/big").body(Full::new(Bytes::from(body.clone()))).unwrap();
+    let reply = Client::connect(proxy.addr()).send(request);
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), body.len());
+    assert_eq!(upstream.last_request().header("content-length"), "307200");
+}
+
+#[test]
+fn chunked_response_arrives_intact() {
+    let upstream = Upstream::fixed(
+        "app",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    let proxy = Proxy::to(&upstream);
+
+    let reply = get(proxy.addr(), "/");
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello world");
+}
+
+#[test]
+fn chunked_response_trailers_are_relayed() {
+    // A keep-alive upstream answering every request with a trailer.
+    let upstream = Upstream::raw("app", |mut conn| async move {
+        while conn.read_request().await.is_some() {
+            conn.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: 42\r\n\r\n",
+            )
+            .await;
+        }
+    });
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    for _ in 0..2 {
+        client.send("GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+        let reply = client.response();
+        assert_eq!(reply.text(), "hello");
+        assert_eq!(reply.trailers.get("x-checksum").map(|v| v.as_bytes()), Some(&b"42"[..]));
+    }
+    // The upstream connection was complete after the trailers: reused.
+    assert_eq!(upstream.connections(), 1);
+}
+
+#[test]
+fn close_delimited_response_arrives_intact() {
+    // An HTTP/1.0-style upstream: no length, the body ends when it closes.
+    let upstream = Upstream::fixed("app", b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello until close");
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = Client::connect(proxy.addr());
+    let reply = client.get("/");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello until close");
+
+    // Re-framed for the client, whose connection stays open.
+    assert_eq!(client.get("/").text(), "hello until close");
+}
+
+#[test]
+fn close_delimited_response_to_an_http10_client() {
+    let upstream = Upstream::fixed("app", b"HTTP/1.0 200 OK\r\n\r\nhello until close");
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    client.send("GET / HTTP/1.0\r\n\r\n");
+    let reply = client.response();
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello until close");
+    assert!(reply.head.starts_with("HTTP/1.0 200"), "{}", reply.head);
+    assert!(client.is_closed());
+}
+
+#[test]
+fn head_gets_the_headers_and_no_body() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    client.send("HEAD /page HTTP/1.1\r\nHost: test\r\n\r\n");
+    let reply = client.head_response();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-length"), "15", "the length of the GET body");
+    assert_eq!(upstream.last_request().method, "HEAD");
+
+    // No stray body bytes: the next response on the connection parses.
+    client.send("GET /page HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(client.response().text(), "hello from app\n");
+}
+
+#[test]
+fn keep_alive_on_both_sides() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    for i in 0..5 {
+        client.send(format!("GET /{i} HTTP/1.1\r\nHost: test\r\n\r\n"));
+        let reply = client.response();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("x-path"), format!("/{i}"));
+    }
+
+    assert_eq!(upstream.requests().len(), 5);
+    assert!(upstream.connections() < 5, "upstream connections are reused: {}", upstream.connections());
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    client.send(
+        "GET /1 HTTP/1.1\r\nHost: test\r\n\r\n\
+         POST /2 HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\n\r\ntwo\
+         GET /3 HTTP/1.1\r\nHost: test\r\n\r\n",
+    );
+
+    let first = client.response();
+    let second = client.response();
+    let third = client.response();
+    assert_eq!(first.header("x-path"), "/1");
+    assert_eq!((second.header("x-path"), second.text().as_str()), ("/2", "two"));
+    assert_eq!(third.header("x-path"), "/3");
+}
+
+#[test]
+fn expect_100_continue_gets_100_then_the_response() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    client.send("POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let interim = client.response();
+    assert_eq!(interim.status, 100);
+
+    client.send("hello");
+    let reply = client.response();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello");
+    assert_eq!(upstream.last_request().header("expect"), "", "nuncio answered the expectation itself");
+}
+
+#[test]
+fn upgrade_passes_bytes_both_ways() {
+    // A WebSocket-style upstream: 101, then it echoes what it gets.
+    let upstream = Upstream::raw("ws", |mut conn| async move {
+        if conn.read_request().await.is_none() {
+            return;
+        }
+        conn.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").await;
+        while let Some(bytes) = conn.read_exact_bytes(4).await {
+            conn.write(&bytes).await;
+        }
+    });
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    client.send("GET /chat HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let reply = client.head_response();
+    assert_eq!(reply.status, 101);
+    assert_eq!(reply.header("upgrade"), "websocket");
+
+    for message in ["ping", "pong", "done"] {
+        client.send(message);
+        assert_eq!(client.read_exact_bytes(4), message.as_bytes());
+    }
+    let seen = upstream.last_request();
+    assert_eq!((seen.header("connection"), seen.header("upgrade")), ("upgrade", "websocket"));
+}
+
+#[test]
+fn upgrade_answer_names_the_protocol_the_upstream_chose() {
+    let upstream =
+        Upstream::fixed("ws", b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    client.send("GET /chat HTTP/1.1\r\nHost: test\r\nConnection: upgrade\r\nUpgrade: foo/2, websocket\r\n\r\n");
+    let reply = client.head_response();
+
+    assert_eq!(reply.status, 101);
+    assert_eq!(reply.header("upgrade"), "websocket");
+    assert_eq!(upstream.last_request().header("upgrade"), "foo/2, websocket");
+}
+
+#[test]
+fn switching_protocols_without_an_upgrade_request_is_502() {
+    // A 101 nobody asked for would turn the client connection into a raw
+    // tunnel to the upstream, past every route.
+    let upstream =
+        Upstream::fixed("rogue", b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n");
+    let proxy = Proxy::to(&upstream);
+
+    assert_eq!(get(proxy.addr(), "/").status, 502);
+}
+
+#[test]
+fn declined_upgrade_is_an_ordinary_response() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    client.send("GET / HTTP/1.1\r\nHost: test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+    assert_eq!(client.response().status, 200);
+    client.send("GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(client.response().status, 200);
+}
+
+#[test]
+fn connection_close_from_the_client_is_honoured() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    client.send("GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let reply = client.response();
+
+    assert_eq!((reply.status, reply.header("connection")), (200, "close"));
+    assert!(client.is_closed());
+}
+
+#[test]
+fn http10_keep_alive_client() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    for _ in 0..2 {
+        client.send("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let reply = client.response();
+        assert!(reply.head.starts_with("HTTP/1.0 200"), "{}", reply.head);
+        assert_eq!(reply.header("connection"), "keep-alive");
+        assert_eq!(reply.text(), "hello from app\n");
+    }
+    client.send("GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(client.response().status, 200);
+    assert!(client.is_closed(), "HTTP/1.0 without keep-alive closes");
+}
+
+#[test]
+fn absolute_form_target_is_forwarded_in_origin_form() {
+    let upstream = Upstream::echo("app");
+    let proxy = Proxy::to(&upstream);
+
+    exchange(proxy.addr(), "GET http://app.example.com/path?q=1 HTTP/1.1\r\nHost: other.example.com\r\n\r\n");
+
+    let seen = upstream.last_request();
+    assert_eq!(seen.target, "/path?q=1");
+    assert_eq!(seen.header("host"), "app.example.com");
+}
+
+#[test]
+fn stale_pooled_connection_is_not_used() {
+    // The upstream keeps each connection alive for one response only, then
+    // closes it while nuncio has it pooled.
+    let upstream = Upstream::raw("app", |mut conn| async move {
+        if conn.read_request().await.is_some() {
+            conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+        }
+    });
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = Client::connect(proxy.addr());
+    for _ in 0..3 {
+        assert_eq!(client.get("/").text(), "ok");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(upstream.connections(), 3);
+}
+
+#[test]
+fn pooled_connection_closed_under_the_request_is_retried_once_for_free() {
+    // Closes right after each response, so nuncio may pool a connection
+    // the upstream is closing: the request then goes out on a fresh one.
+    let upstream = Upstream::raw("app", |mut conn| async move {
+        if conn.read_request().await.is_some() {
+            conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+        }
+    });
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = Client::connect(proxy.addr());
+    for _ in 0..20 {
+        assert_eq!(client.get("/").status, 200);
+    }
+}

@@ -1,0 +1,68 @@
+//! How a cluster spreads requests over its endpoints.
+
+mod support;
+
+use support::{Client, Proxy, Upstream, get};
+
+/// nuncio (one worker, so one balancer) in front of endpoints `a` and `b`
+/// with policy `lb`.
+fn balanced(lb: &str, a: &Upstream, b: &Upstream) -> Proxy {
+    Proxy::start(
+        &format!(
+            "
+workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    routes:
+      - match: {{}}
+        cluster: app
+clusters:
+  - name: app
+    lb: {lb}
+    endpoints: [ '{{a}}', '{{b}}' ]
+"
+        ),
+        &[("a", a.addr), ("b", b.addr)],
+    )
+}
+
+#[test]
+fn round_robin_alternates() {
+    let (a, b) = (Upstream::echo("a"), Upstream::echo("b"));
+    let proxy = balanced("round_robin", &a, &b);
+
+    let mut client = Client::connect(proxy.addr());
+    let answered: Vec<String> = (0..6).map(|_| client.get("/").header("x-upstream").to_owned()).collect();
+
+    for pair in answered.windows(2) {
+        assert_ne!(pair[0], pair[1], "{answered:?}");
+    }
+    assert_eq!((a.requests().len(), b.requests().len()), (3, 3));
+}
+
+#[test]
+fn least_request_avoids_the_endpoint_stuck_on_a_slow_request() {
+    let (a, b) = (Upstream::echo("a"), Upstream::echo("b"));
+    let proxy = balanced("least_request", &a, &b);
+    let addr = proxy.addr();
+
+    // A slow request holds one endpoint (whichever was picked)...
+    let slow = std::thread::spawn(move || {
+        let request = http::Request::get("/slow").header("x-delay-ms", "5000").body(Default::default()).unwrap();
+        Client::connect(addr).send(request)
+    });
+    let deadline = std::time::Instant::now() + support::TIMEOUT;
+    while a.requests().len() + b.requests().len() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the slow request never arrived");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let busy = if a.requests().is_empty() { "b" } else { "a" };
+
+    // ...so every other request goes to the other one.
+    for _ in 0..10 {
+        let reply = get(addr, "/");
+        assert_ne!(reply.header("x-upstream"), busy);
+    }
+    assert_eq!(slow.join().unwrap().header("x-upstream"), busy);
+}
