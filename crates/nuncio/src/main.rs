@@ -138,20 +138,25 @@ fn run(args: &RunArgs) -> ExitCode {
     }
 }
 
-/// SIGINT or SIGTERM. (Graceful drain comes with the reload work.)
+/// SIGINT or SIGTERM. A signal that cannot be watched (no signal support
+/// in this environment) is logged and never fires: nuncio keeps serving
+/// rather than stopping at once.
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(term) => {
-                term.recv().await;
+    use tokio::signal::unix::{SignalKind, signal};
+    let watch = |kind: SignalKind, name: &'static str| {
+        let registered = signal(kind).inspect_err(|e| tracing::warn!(signal = name, error = %e, "cannot watch signal"));
+        async move {
+            match registered {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending().await,
             }
-            None => std::future::pending().await,
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+        () = watch(SignalKind::interrupt(), "SIGINT") => {}
+        () = watch(SignalKind::terminate(), "SIGTERM") => {}
     }
     tracing::info!("shutting down");
 }

@@ -4,31 +4,79 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const NUNCIO: &str = env!("CARGO_BIN_EXE_nuncio");
 
-/// A nuncio process, killed when dropped.
-struct Proxy(Child);
+/// A nuncio process, killed when dropped. Its log (stderr) is kept so that
+/// a failing test can show what nuncio said.
+struct Proxy {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    /// Listener name → address, from the log line nuncio prints once every
+    /// worker serves.
+    listeners: Vec<(String, SocketAddr)>,
+    admin: SocketAddr,
+}
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl Proxy {
+    fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a).unwrap_or_else(|| panic!("no listener {name}"))
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 }
 
-/// Starts nuncio with `args` and waits until `address` accepts connections.
-fn start(args: &[&str], address: SocketAddr) -> Proxy {
-    let child =
-        Command::new(NUNCIO).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("run nuncio");
-    let proxy = Proxy(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(address).is_err() {
-        assert!(Instant::now() < deadline, "nuncio did not start listening on {address}");
-        std::thread::sleep(Duration::from_millis(20));
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- nuncio log ---\n{}", self.log());
+        }
     }
-    proxy
+}
+
+/// Starts nuncio with `args` and waits until it says every worker serves
+/// (its `admin on` line): no port probing, so no race with the kernel
+/// handing the same port to someone else.
+fn start(args: &[&str]) -> Proxy {
+    let mut child = Command::new(NUNCIO)
+        .args(args)
+        .args(["--log-level", "debug"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nuncio");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut listeners = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let admin = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match lines.recv_timeout(left) {
+            Ok(line) => line,
+            Err(_) => panic!("nuncio did not start:\n{}", log.lock().unwrap()),
+        };
+        if let Some((name, url)) = line.split_once(" INFO listener ").and_then(|(_, r)| r.split_once(" on http://")) {
+            listeners.push((name.to_owned(), url.trim().parse().unwrap()));
+        } else if let Some((_, url)) = line.split_once("admin on http://") {
+            break url.trim().parse().unwrap();
+        }
+    };
+    Proxy { child, log, listeners, admin }
 }
 
 /// One HTTP/1.1 request on a fresh connection; the whole response as text.
@@ -41,15 +89,13 @@ fn get(address: SocketAddr, path: &str) -> String {
     response
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 #[test]
 fn with_no_arguments_it_serves_the_builtin_page_and_admin() {
     // The documented defaults: 127.0.0.1:8080 and admin on 127.0.0.1:9901.
+    let proxy = start(&[]);
     let page: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-    let _proxy = start(&[], page);
+    assert_eq!(proxy.listener("default"), page);
+    assert_eq!(proxy.admin, "127.0.0.1:9901".parse().unwrap());
     let response = get(page, "/anything");
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.contains("nuncio is running"), "{response}");
@@ -88,11 +134,10 @@ fn upstream_flag_proxies_everything_to_one_service() {
                 .unwrap();
         }
     });
-    let listen = free_port();
     let url = format!("http://{upstream_address}");
-    let args = ["--upstream", &url, "--listen", &listen.to_string(), "--admin", "127.0.0.1:0", "--workers", "1"];
-    let _proxy = start(&args, listen);
-    let response = get(listen, "/hello?x=1");
+    let args = ["--upstream", &url, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1"];
+    let proxy = start(&args);
+    let response = get(proxy.listener("default"), "/hello?x=1");
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.ends_with("upstream saw /hello?x=1"), "{response}");
 }
