@@ -66,10 +66,7 @@ fn start(args: &[&str]) -> Proxy {
     let deadline = Instant::now() + Duration::from_secs(20);
     let admin = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = match lines.recv_timeout(left) {
-            Ok(line) => line,
-            Err(_) => panic!("nuncio did not start:\n{}", log.lock().unwrap()),
-        };
+        let Ok(line) = lines.recv_timeout(left) else { panic!("nuncio did not start:\n{}", log.lock().unwrap()) };
         if let Some((name, url)) = line.split_once(" INFO listener ").and_then(|(_, r)| r.split_once(" on http://")) {
             listeners.push((name.to_owned(), url.trim().parse().unwrap()));
         } else if let Some((_, url)) = line.split_once("admin on http://") {
