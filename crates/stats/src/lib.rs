@@ -1,0 +1,1 @@
+//! Stats (work in progress).
