@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::snapshot::Snapshot;
-use crate::upstream::write_all_vectored;
+use crate::upstream::http1::write_all_vectored;
 
 /// What admin handlers read, all on main.
 pub(crate) struct AdminState {

@@ -6,13 +6,12 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use nuncio_config::{Cluster, LbPolicy};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::upstream::Http1Connection;
+use crate::upstream::http1::Http1Connection;
 
 /// Per-worker state of a cluster.
 pub(crate) struct ClusterState {
@@ -32,6 +31,9 @@ pub(crate) struct EndpointState {
     active: Cell<u32>,
     /// Idle keep-alive connections, most recently used last.
     idle: RefCell<Vec<(Http1Connection, Instant)>>,
+    /// The HTTP/2 connection (`protocol: http2`), shared by every stream of
+    /// this worker to this endpoint.
+    pub(crate) h2: RefCell<Option<h2::client::SendRequest<bytes::Bytes>>>,
 }
 
 /// Why a connection could not be had.
@@ -53,6 +55,7 @@ impl ClusterState {
                 addresses: e.resolved.clone(),
                 active: Cell::new(0),
                 idle: RefCell::new(Vec::new()),
+                h2: RefCell::new(None),
             })
             .collect();
         ClusterState { config, endpoints, next: Cell::new(0) }
@@ -108,10 +111,13 @@ impl ActiveRequest {
                 return Ok(conn);
             }
         }
-        self.connect(self.cluster.config.connect_timeout).await
+        self.connect().await.map(Http1Connection::new)
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<Http1Connection, ConnectError> {
+    /// A new TCP connection to the endpoint, within the cluster's
+    /// `connect_timeout`; each address the name resolved to is tried in turn.
+    pub(crate) async fn connect(&self) -> Result<TcpStream, ConnectError> {
+        let timeout = self.cluster.config.connect_timeout;
         let endpoint = self.endpoint();
         let attempt = async {
             let mut last = None;
@@ -119,7 +125,7 @@ impl ActiveRequest {
                 match TcpStream::connect(address).await {
                     Ok(stream) => {
                         let _ = stream.set_nodelay(true);
-                        return Ok(Http1Connection::new(stream));
+                        return Ok(stream);
                     }
                     Err(e) => {
                         tracing::debug!(endpoint = %endpoint.name, %address, error = %e, "upstream connect failed");

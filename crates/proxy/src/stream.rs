@@ -1,4 +1,6 @@
-//! One request from headers to the end of its response.
+//! One request from headers to the end of its response, whichever protocol
+//! the client and the upstream speak: the client side is a
+//! [`Downstream`], the upstream side [`upstream::send`].
 //!
 //! The path, top to bottom: select a route → answer directly, redirect, or
 //! forward → (forward) prepare the upstream head (hop-by-hop fields out,
@@ -11,18 +13,21 @@
 //! its request waits for the response head takes the upstream request with
 //! it (like nginx, a half-close counts as leaving).
 
-use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
-use nuncio_config::{Forward, PathMatch, Redirect, RedirectPath, RetryOn, RetryPolicy, RouteAction};
+use nuncio_config::{Forward, PathMatch, Redirect, RedirectPath, RetryOn, RetryPolicy, RouteAction, UpstreamProtocol};
 use nuncio_context::Context;
-use nuncio_http1::{BodyDecoder, BodyEvent, BodyFraming, Limits, Request, Response, ResponseDecoder};
 use nuncio_runtime::SlotRef;
 
-use crate::cluster::{ActiveRequest, ConnectError};
+use crate::cluster::{ActiveRequest, ClusterState, ConnectError};
 use crate::downstream::{Downstream, ReadError};
+use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead};
 use crate::router::CompiledRoute;
 use crate::snapshot::{ListenerSnapshot, Snapshot};
-use crate::upstream::{Http1Connection, write_all_vectored};
+use crate::upstream::{self, RequestBody, ResponseBody, TryError, UpstreamRequest, UpstreamResponse};
 use crate::worker::Worker;
 
 /// Request bodies up to this size are buffered before the first try, so
@@ -34,25 +39,21 @@ static X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-
 static X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
 static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
-/// Serves one request; returns whether the client connection may carry
-/// another.
+/// Serves one request, from its head to the end of its response, whichever
+/// protocol the client speaks.
 pub(crate) async fn serve(
     worker: &Worker,
     snapshot: &SlotRef<Snapshot>,
     listener: &ListenerSnapshot,
-    conn: &mut Downstream,
-    request: Request,
+    downstream: &mut Downstream<'_>,
+    mut request: RequestHead,
     ctx: &Context,
-) -> bool {
+) {
     let host = request.authority.as_ref().map_or("", |a| a.as_str()).to_owned();
     let path = request.uri.path().to_owned();
-    // A local reply leaves an unread request body behind: close rather than
-    // read it. (`Content-Length: 0` is no body.)
-    let reusable = request.keep_alive && matches!(request.framing, BodyFraming::None | BodyFraming::Length(0));
     let Some(route) = listener.routes.select(&host, &path, &request.headers) else {
         let message = format!("nuncio: no route for host \"{host}\" path \"{path}\"");
-        conn.local_reply(StatusCode::NOT_FOUND, request.version, &message, !reusable).await;
-        return reusable;
+        return downstream.local_reply(StatusCode::NOT_FOUND, &message).await;
     };
     match &route.route.action {
         RouteAction::DirectResponse(direct) => {
@@ -60,17 +61,7 @@ pub(crate) async fn serve(
             let body = Bytes::from(direct.body.clone().unwrap_or_default());
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-            if !reusable {
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            let framing =
-                if request.method == Method::HEAD { BodyFraming::None } else { BodyFraming::Length(body.len() as u64) };
-            if request.method == Method::HEAD {
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            }
-            nuncio_http1::encode_response_head(status, request.version, &headers, framing, &mut conn.write_buf);
-            let body: &[u8] = if request.method == Method::HEAD { &[] } else { &body };
-            conn.flush_with(&[body]).await.is_ok() && reusable
+            downstream.respond(status, headers, body).await;
         }
         RouteAction::Redirect(redirect) => {
             let location = redirect_location(redirect, &route.route.matcher.path, &request.uri, &host);
@@ -78,28 +69,29 @@ pub(crate) async fn serve(
             let mut headers = HeaderMap::new();
             match HeaderValue::from_str(&location) {
                 Ok(value) => headers.insert(header::LOCATION, value),
-                Err(_) => return false,
+                Err(_) => return downstream.local_reply(StatusCode::BAD_REQUEST, "nuncio: bad redirect target").await,
             };
-            if !reusable {
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            nuncio_http1::encode_response_head(
-                status,
-                request.version,
-                &headers,
-                BodyFraming::Length(0),
-                &mut conn.write_buf,
-            );
-            conn.flush_with(&[]).await.is_ok() && reusable
+            downstream.respond(status, headers, Bytes::new()).await;
         }
         // Tunnelling CONNECT to a cluster is not a reverse proxy's job (an
         // origin would not understand it): say so instead of forwarding.
         RouteAction::Forward(_) if request.method == Method::CONNECT => {
-            let message = "nuncio: CONNECT is not supported";
-            conn.local_reply(StatusCode::NOT_IMPLEMENTED, request.version, message, true).await;
-            false
+            downstream.close_connection();
+            downstream.local_reply(StatusCode::NOT_IMPLEMENTED, "nuncio: CONNECT is not supported").await;
         }
-        RouteAction::Forward(forward) => forward_request(worker, snapshot, conn, request, route, forward, ctx).await,
+        RouteAction::Forward(forward) => {
+            let Some(cluster) = route.cluster(fastrand::u64(..)).and_then(|name| worker.cluster(snapshot, name)) else {
+                let message = "nuncio: route names no known cluster";
+                return downstream.local_reply(StatusCode::INTERNAL_SERVER_ERROR, message).await;
+            };
+            if request.upgrade && cluster.config.protocol != UpstreamProtocol::Http1 {
+                downstream.close_connection();
+                let message = "nuncio: protocol upgrades go to HTTP/1.1 clusters only";
+                return downstream.local_reply(StatusCode::NOT_IMPLEMENTED, message).await;
+            }
+            let upstream_request = prepare_upstream_request(&mut request, downstream.peer(), route, forward);
+            forward_request(downstream, &cluster, upstream_request, &request, forward, ctx).await;
+        }
     }
 }
 
@@ -128,113 +120,45 @@ fn rewrite_prefix(path: &str, matched: &PathMatch, replacement: &str) -> String 
     }
 }
 
-/// The request body as the tries see it.
-enum RequestBody {
-    /// No body.
-    Empty,
-    /// Read in full before the first try; can be sent again.
-    Buffered(Vec<Bytes>),
-    /// Still in the client's socket, forwarded as it arrives (once).
-    Streaming { decoder: BodyDecoder, started: bool },
-}
-
-impl RequestBody {
-    fn replayable(&self) -> bool {
-        !matches!(self, RequestBody::Streaming { started: true, .. })
-    }
-}
-
-/// Why one try failed.
-#[derive(Debug)]
-enum TryError {
-    Connect(ConnectError),
-    /// The upstream closed or reset before a complete response head.
-    Reset {
-        reused: bool,
-    },
-    /// The upstream's response could not be decoded.
-    BadResponse(nuncio_http1::Error),
-    /// The upstream switched protocols (101) for a request that did not ask.
-    UnaskedUpgrade,
-    /// The try's deadline (per-try timeout) passed.
-    TryTimeout,
-    /// The client went away, or sent a bad body.
-    Downstream(ReadError),
-}
-
+/// Forwards to `cluster`: the body read (small ones in full, so that a
+/// retry can send them again), tries made per the retry policy, the
+/// response relayed.
 async fn forward_request(
-    worker: &Worker,
-    snapshot: &SlotRef<Snapshot>,
-    conn: &mut Downstream,
-    mut request: Request,
-    route: &CompiledRoute,
+    downstream: &mut Downstream<'_>,
+    cluster: &Rc<ClusterState>,
+    request: UpstreamRequest,
+    client_request: &RequestHead,
     forward: &Forward,
     ctx: &Context,
-) -> bool {
-    let version = request.version;
-    let Some(cluster) = route.cluster(fastrand::u64(..)).and_then(|name| worker.cluster(snapshot, name)) else {
-        conn.local_reply(StatusCode::INTERNAL_SERVER_ERROR, version, "nuncio: route names no known cluster", true)
-            .await;
-        return false;
-    };
+) {
     let (stream_ctx, _stream_guard) = match forward.timeout {
         Some(timeout) => ctx.with_timeout(timeout),
         None => ctx.with_cancel(),
     };
-
-    let upstream_head = prepare_upstream_head(&mut request, conn, route, forward);
-    if request.expect_continue {
-        // Answer the client's expectation ourselves (as Envoy does) rather
-        // than forward it: the body then streams like any other.
-        conn.write_buf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-        if conn.flush_with(&[]).await.is_err() {
-            return false;
-        }
-    }
-    let mut body = match request.framing {
-        BodyFraming::None => RequestBody::Empty,
-        BodyFraming::Length(n) if n <= RETRY_BUFFER => {
-            let mut decoder = BodyDecoder::new(request.framing, Limits::default());
+    let mut body = match request.body {
+        BodySize::Empty => RequestBody::Empty,
+        BodySize::Exact(n) if n <= RETRY_BUFFER => {
             let mut chunks = Vec::new();
             loop {
-                match under(&stream_ctx, conn.body_event(&mut decoder)).await {
-                    Ok(Ok(BodyEvent::Data(data))) => chunks.push(data),
-                    Ok(Ok(_)) => break,
+                match under(&stream_ctx, downstream.read_body()).await {
+                    Ok(Ok(Some(BodyFrame::Data(data)))) => chunks.push(data),
+                    Ok(Ok(Some(BodyFrame::Trailers(_)))) => {}
+                    Ok(Ok(None)) => break,
                     Ok(Err(ReadError::Invalid(e))) => {
-                        conn.local_reply(e.status(), version, &format!("nuncio: bad request body: {e}"), true).await;
-                        return false;
+                        downstream.close_connection();
+                        return downstream.local_reply(e.status(), &format!("nuncio: bad request body: {e}")).await;
                     }
-                    Ok(Err(ReadError::Closed)) => return false,
+                    Ok(Err(ReadError::Closed)) => return,
                     Err(_) => {
-                        conn.local_reply(
-                            StatusCode::REQUEST_TIMEOUT,
-                            version,
-                            "nuncio: request body not received in time",
-                            true,
-                        )
-                        .await;
-                        return false;
+                        let message = "nuncio: request body not received in time";
+                        return downstream.local_reply(StatusCode::REQUEST_TIMEOUT, message).await;
                     }
                 }
             }
             RequestBody::Buffered(chunks)
         }
-        framing => RequestBody::Streaming { decoder: BodyDecoder::new(framing, Limits::default()), started: false },
+        BodySize::Exact(_) | BodySize::Unknown => RequestBody::Streaming { started: false },
     };
-    let upstream_framing = match &body {
-        RequestBody::Empty => BodyFraming::None,
-        RequestBody::Buffered(chunks) => BodyFraming::Length(chunks.iter().map(|c| c.len() as u64).sum()),
-        RequestBody::Streaming { .. } => request.framing,
-    };
-    let mut head = BytesMut::with_capacity(512);
-    nuncio_http1::encode_request_head(
-        &request.method,
-        &upstream_head.target,
-        &request.headers,
-        upstream_framing,
-        &mut head,
-    );
-    let head = head.freeze();
 
     let policy = forward.retries.as_ref();
     let tries = 1 + policy.map_or(0, |p| p.attempts);
@@ -243,38 +167,32 @@ async fn forward_request(
     loop {
         tried += 1;
         let Some(active) = cluster.pick() else {
-            conn.local_reply(StatusCode::SERVICE_UNAVAILABLE, version, "nuncio: no healthy upstream", true).await;
-            return false;
+            return downstream.local_reply(StatusCode::SERVICE_UNAVAILABLE, "nuncio: no healthy upstream").await;
         };
         let per_try = policy.and_then(|p| p.per_try_timeout);
         let (try_ctx, _try_guard) = match per_try {
             Some(t) => stream_ctx.with_timeout(t),
             None => stream_ctx.with_cancel(),
         };
-        let outcome =
-            match under(&try_ctx, try_once(&active, &head, upstream_framing, &mut body, conn, &request.method)).await {
-                Ok(outcome) => outcome,
-                Err(_) if stream_ctx.err().is_some() => {
-                    conn.local_reply(StatusCode::GATEWAY_TIMEOUT, version, "nuncio: upstream request timeout", true)
-                        .await;
-                    return false;
-                }
-                Err(_) => Err(TryError::TryTimeout),
-            };
-        let error = match outcome {
+        let sent = upstream::send(cluster.config.protocol, &active, &request, &mut body, downstream);
+        let error = match under(&try_ctx, sent).await {
             // A 101 nobody asked for would make the client connection a raw
             // pipe to the upstream, past every route.
-            Ok((_, response)) if response.tunnel && !request.upgrade => TryError::UnaskedUpgrade,
-            Ok((upstream, response)) => {
-                let status = response.status.as_u16();
+            Ok(Ok(response)) if response.tunnel && !client_request.upgrade => TryError::UnaskedUpgrade,
+            Ok(Ok(response)) => {
+                let status = response.head.status.as_u16();
                 if tried < tries && body.replayable() && policy.is_some_and(|p| retry_on_status(p, status)) {
                     continue;
                 }
                 // The route timeout ends with the response head: the body
                 // may take longer, bounded only by the connection.
-                return relay_response(conn, &active, upstream, response, &request, ctx).await;
+                return relay_response(downstream, &active, response, client_request, ctx).await;
             }
-            Err(error) => error,
+            Ok(Err(error)) => error,
+            Err(_) if stream_ctx.err().is_some() => {
+                return downstream.local_reply(StatusCode::GATEWAY_TIMEOUT, "nuncio: upstream request timeout").await;
+            }
+            Err(_) => TryError::TryTimeout,
         };
         // A pooled connection the upstream had already closed: a fresh one,
         // once, without counting a try (nothing was processed upstream).
@@ -299,60 +217,63 @@ async fn forward_request(
             TryError::Reset { .. } => {
                 (StatusCode::BAD_GATEWAY, "nuncio: upstream reset before response headers".to_owned())
             }
+            TryError::Refused => (StatusCode::SERVICE_UNAVAILABLE, "nuncio: upstream refused the stream".to_owned()),
             TryError::BadResponse(e) => (StatusCode::BAD_GATEWAY, format!("nuncio: invalid upstream response: {e}")),
             TryError::UnaskedUpgrade => (
                 StatusCode::BAD_GATEWAY,
                 "nuncio: upstream switched protocols for a request that did not ask to".to_owned(),
             ),
             TryError::TryTimeout => (StatusCode::GATEWAY_TIMEOUT, "nuncio: upstream per-try timeout".to_owned()),
-            TryError::Downstream(ReadError::Invalid(e)) => (e.status(), format!("nuncio: bad request body: {e}")),
-            TryError::Downstream(ReadError::Closed) => return false,
+            TryError::Downstream(ReadError::Invalid(e)) => {
+                downstream.close_connection();
+                (e.status(), format!("nuncio: bad request body: {e}"))
+            }
+            TryError::Downstream(ReadError::Closed) => return,
         };
-        conn.local_reply(status, version, &message, true).await;
-        return false;
+        // Part of a streamed body may be unread: the connection cannot
+        // carry another request then (the HTTP/1.1 codec sees to it).
+        return downstream.local_reply(status, &message).await;
     }
-}
-
-struct UpstreamHead {
-    target: Uri,
 }
 
 /// Turns the client's head into the upstream's: hop-by-hop fields out,
 /// forwarding fields in, rewrites applied.
-fn prepare_upstream_head(
-    request: &mut Request,
-    conn: &Downstream,
+fn prepare_upstream_request(
+    request: &mut RequestHead,
+    peer: SocketAddr,
     route: &CompiledRoute,
     forward: &Forward,
-) -> UpstreamHead {
-    let upgrade = request.upgrade.then(|| request.headers.get(header::UPGRADE).cloned()).flatten();
-    nuncio_http1::remove_hop_by_hop(&mut request.headers);
-    request.headers.remove(header::EXPECT);
+) -> UpstreamRequest {
+    let mut headers = std::mem::take(&mut request.headers);
+    let upgrade = request.upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    nuncio_http1::remove_hop_by_hop(&mut headers);
+    headers.remove(header::EXPECT);
     if let Some(protocol) = upgrade {
-        request.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        request.headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
     }
     // Several `x-forwarded-for` lines are one list (RFC 9110 §5.3): keep
     // every hop, in order, and add the client as the last.
-    let mut xff: Vec<&str> = request.headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
-    let client_ip = conn.peer.ip().to_string();
+    let mut xff: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+    let client_ip = peer.ip().to_string();
     xff.push(&client_ip);
     if let Ok(value) = HeaderValue::from_str(&xff.join(", ")) {
-        request.headers.insert(X_FORWARDED_FOR.clone(), value);
+        headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    request.headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    if !request.headers.contains_key(&X_REQUEST_ID) {
-        request.headers.insert(X_REQUEST_ID.clone(), request_id());
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID.clone(), request_id());
     }
     if let Some(host) = &forward.host_rewrite
         && let Ok(value) = HeaderValue::from_str(host)
     {
-        request.headers.insert(header::HOST, value);
-    } else if !request.headers.contains_key(header::HOST)
-        && let Some(authority) = &request.authority
+        headers.insert(header::HOST, value);
+    } else if let Some(authority) = &request.authority
+        && (!headers.contains_key(header::HOST) || request.version == Version::HTTP_2)
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
     {
-        request.headers.insert(header::HOST, value);
+        // HTTP/2's `:authority` wins over a `Host` field (RFC 9113 §8.3.1).
+        headers.insert(header::HOST, value);
     }
     let path_and_query = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let target = match &forward.prefix_rewrite {
@@ -363,7 +284,9 @@ fn prepare_upstream_head(
         }
         None => path_and_query.parse().unwrap_or_else(|_| Uri::from_static("/")),
     };
-    UpstreamHead { target }
+    // A small body is read in full first (see `forward_request`), so it
+    // goes upstream with its exact length whatever framing the client used.
+    UpstreamRequest { method: request.method.clone(), target, headers, body: request.body }
 }
 
 /// A new request id: 128 random bits in hex.
@@ -378,6 +301,10 @@ fn retry_on_error(policy: &RetryPolicy, error: &TryError) -> bool {
             (on, error),
             (RetryOn::ConnectFailure | RetryOn::Status5xx | RetryOn::GatewayError, TryError::Connect(_))
                 | (RetryOn::Reset | RetryOn::Status5xx | RetryOn::GatewayError, TryError::Reset { .. })
+                | (
+                    RetryOn::RefusedStream | RetryOn::Reset | RetryOn::Status5xx | RetryOn::GatewayError,
+                    TryError::Refused
+                )
                 | (RetryOn::Status5xx | RetryOn::GatewayError, TryError::TryTimeout)
         )
     })
@@ -392,201 +319,64 @@ fn retry_on_status(policy: &RetryPolicy, status: u16) -> bool {
     })
 }
 
-/// One try: a connection, the request head and body written, the response
-/// head read.
-async fn try_once(
-    active: &ActiveRequest,
-    head: &Bytes,
-    framing: BodyFraming,
-    body: &mut RequestBody,
-    conn: &mut Downstream,
-    method: &Method,
-) -> Result<(Http1Connection, Response), TryError> {
-    let mut upstream = active.connection().await.map_err(TryError::Connect)?;
-    let reused = upstream.reused;
-    upstream.reused = true;
-    let reset = |_| TryError::Reset { reused };
-    match body {
-        RequestBody::Empty => write_all_vectored(&mut upstream.stream, &[head]).await.map_err(reset)?,
-        RequestBody::Buffered(chunks) => {
-            let mut parts: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
-            parts.push(head);
-            parts.extend(chunks.iter().map(|c| &c[..]));
-            write_all_vectored(&mut upstream.stream, &parts).await.map_err(reset)?;
-        }
-        RequestBody::Streaming { decoder, started } => {
-            *started = true;
-            write_all_vectored(&mut upstream.stream, &[head]).await.map_err(reset)?;
-            let chunked = framing == BodyFraming::Chunked;
-            loop {
-                match conn.body_event(decoder).await.map_err(TryError::Downstream)? {
-                    BodyEvent::Data(data) if chunked => {
-                        let size = nuncio_http1::ChunkSizeLine::new(data.len() as u64).expect("a chunk is never empty");
-                        write_all_vectored(&mut upstream.stream, &[size.as_bytes(), &data, nuncio_http1::CRLF])
-                            .await
-                            .map_err(reset)?;
-                    }
-                    BodyEvent::Data(data) => write_all_vectored(&mut upstream.stream, &[&data]).await.map_err(reset)?,
-                    BodyEvent::Trailers(trailers) if chunked => {
-                        let mut last = BytesMut::new();
-                        nuncio_http1::encode_last_chunk(Some(&trailers), &mut last);
-                        write_all_vectored(&mut upstream.stream, &[&last]).await.map_err(reset)?;
-                        break;
-                    }
-                    BodyEvent::Trailers(_) => {}
-                    BodyEvent::End => {
-                        if chunked {
-                            write_all_vectored(&mut upstream.stream, &[nuncio_http1::LAST_CHUNK])
-                                .await
-                                .map_err(reset)?;
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    let mut decoder = ResponseDecoder::new(Limits::default());
-    loop {
-        match decoder.decode(&mut upstream.read_buf, method) {
-            Ok(Some(response)) if response.is_interim() && !response.tunnel => continue,
-            Ok(Some(response)) => return Ok((upstream, response)),
-            Ok(None) => {}
-            Err(e) => return Err(TryError::BadResponse(e)),
-        }
-        // A client that leaves meanwhile takes its upstream request with it.
-        let read = tokio::select! {
-            read = upstream.read_more() => read,
-            () = conn.closed() => return Err(TryError::Downstream(ReadError::Closed)),
-        };
-        match read {
-            Ok(0) | Err(_) => return Err(TryError::Reset { reused }),
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Sends the upstream's response to the client; returns whether the client
-/// connection may carry another request.
+/// Sends the upstream's response to the client, body frames as they
+/// come; an HTTP/1.1 upstream connection goes back to the pool when its
+/// body ended cleanly.
 async fn relay_response(
-    conn: &mut Downstream,
+    downstream: &mut Downstream<'_>,
     active: &ActiveRequest,
-    mut upstream: Http1Connection,
-    response: Response,
-    request: &Request,
+    response: UpstreamResponse,
+    request: &RequestHead,
     ctx: &Context,
-) -> bool {
-    let mut headers = response.headers;
+) {
+    let UpstreamResponse { head, mut body, tunnel } = response;
+    let mut headers = head.headers;
     // The protocol the upstream chose, before hop-by-hop fields go.
     let upgrade = headers.get(header::UPGRADE).cloned();
     nuncio_http1::remove_hop_by_hop(&mut headers);
-    if response.tunnel {
-        return relay_tunnel(conn, upstream, response.status, headers, upgrade, request).await;
+    if tunnel {
+        if let Some(protocol) = upgrade.or_else(|| request.headers.get(header::UPGRADE).cloned()) {
+            headers.insert(header::UPGRADE, protocol);
+        }
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let (Downstream::Http1(exchange), ResponseBody::Http1(body)) = (downstream, body) {
+            let (mut upstream, early) = body.into_tunnel();
+            exchange.tunnel(head.status, &headers, &mut upstream, early).await;
+        }
+        return;
     }
-    let http11 = request.version == Version::HTTP_11;
-    // Re-frame for the client: HTTP/1.0 clients get no chunked encoding.
-    let (framing, close) = match response.framing {
-        BodyFraming::Chunked | BodyFraming::UntilClose if http11 => (BodyFraming::Chunked, false),
-        BodyFraming::Chunked | BodyFraming::UntilClose => (BodyFraming::UntilClose, true),
-        other => (other, false),
-    };
-    let keep_alive = request.keep_alive && !close;
-    if !keep_alive {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    } else if !http11 {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    if downstream.send_head(ResponseHead { status: head.status, headers, body: head.body }).await.is_err() {
+        return;
     }
-    nuncio_http1::encode_response_head(response.status, request.version, &headers, framing, &mut conn.write_buf);
-    let mut decoder = BodyDecoder::new(response.framing, Limits::default());
-    let chunked = framing == BodyFraming::Chunked;
-    let mut last_chunk_sent = false;
-    // The head goes out with the first body bytes (one write for small
-    // responses), or alone when the upstream is slow to send any.
     let relayed = under(ctx, async {
         loop {
-            let event = match decoder.decode(&mut upstream.read_buf) {
-                Ok(Some(event)) => event,
-                Ok(None) => {
-                    if !conn.write_buf.is_empty() && upstream.read_buf.is_empty() {
-                        conn.flush_with(&[]).await.map_err(|_| ())?;
-                    }
-                    match upstream.read_more().await {
-                        Ok(0) => match decoder.decode_eof(&mut upstream.read_buf) {
-                            Ok(Some(event)) => event,
-                            _ => return Err(()),
-                        },
-                        Ok(_) => continue,
-                        Err(_) => return Err(()),
+            // The head goes out with the first body bytes (one write for a
+            // small response), or alone when the upstream is slow to send.
+            let frame = match body.ready_frame() {
+                Some(frame) => frame,
+                None => {
+                    downstream.flush().await.map_err(|_| ())?;
+                    tokio::select! {
+                        frame = body.next_frame() => frame,
+                        // The client left: stop reading for nobody.
+                        () = downstream.closed() => return Err(()),
                     }
                 }
-                Err(_) => return Err(()),
             };
-            match event {
-                BodyEvent::Data(data) if chunked => {
-                    let size = nuncio_http1::ChunkSizeLine::new(data.len() as u64).expect("a chunk is never empty");
-                    conn.flush_with(&[size.as_bytes(), &data, nuncio_http1::CRLF]).await.map_err(|_| ())?;
-                }
-                BodyEvent::Data(data) => conn.flush_with(&[&data]).await.map_err(|_| ())?,
-                // The last chunk goes out with the trailers; `End` follows
-                // and completes the decoder, so the connection can be pooled.
-                BodyEvent::Trailers(trailers) => {
-                    if chunked {
-                        nuncio_http1::encode_last_chunk(Some(&trailers), &mut conn.write_buf);
-                        conn.flush_with(&[]).await.map_err(|_| ())?;
-                        last_chunk_sent = true;
-                    }
-                }
-                BodyEvent::End => {
-                    if chunked && !last_chunk_sent {
-                        conn.flush_with(&[nuncio_http1::LAST_CHUNK]).await.map_err(|_| ())?;
-                    } else {
-                        conn.flush_with(&[]).await.map_err(|_| ())?;
-                    }
-                    return Ok(true);
-                }
+            match frame.map_err(|e| tracing::debug!(error = %e.0, "upstream response body failed"))? {
+                Some(BodyFrame::Data(data)) => downstream.send_data(data).await.map_err(|_| ())?,
+                Some(BodyFrame::Trailers(trailers)) => downstream.send_trailers(trailers).await.map_err(|_| ())?,
+                None => return downstream.finish().await.map_err(|_| ()),
             }
         }
     })
     .await;
     match relayed {
-        Ok(Ok(_)) => {
-            if response.keep_alive && decoder.is_done() {
-                active.release(upstream);
-            }
-            keep_alive
-        }
-        // The head may be out already: all we can do is close.
-        _ => false,
+        Ok(Ok(())) => body.release(active),
+        // The head is out: all that can be done is make the client see the
+        // response fail rather than end short.
+        _ => downstream.abort(),
     }
-}
-
-/// `101 Switching Protocols` (e.g. WebSocket): pass the head on, then
-/// bytes both ways until either side closes. `upgrade` is the protocol the
-/// upstream switched to (the client may have offered several).
-async fn relay_tunnel(
-    conn: &mut Downstream,
-    mut upstream: Http1Connection,
-    status: StatusCode,
-    mut headers: HeaderMap,
-    upgrade: Option<HeaderValue>,
-    request: &Request,
-) -> bool {
-    if let Some(protocol) = upgrade.or_else(|| request.headers.get(header::UPGRADE).cloned()) {
-        headers.insert(header::UPGRADE, protocol);
-    }
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    nuncio_http1::encode_response_head(status, request.version, &headers, BodyFraming::None, &mut conn.write_buf);
-    // Bytes either side sent after the heads are already buffered.
-    let early_up = upstream.read_buf.split().freeze();
-    if conn.flush_with(&[&early_up]).await.is_err() {
-        return false;
-    }
-    let early_down = conn.read_buf.split().freeze();
-    if write_all_vectored(&mut upstream.stream, &[&early_down]).await.is_err() {
-        return false;
-    }
-    let _ = tokio::io::copy_bidirectional(&mut conn.stream, &mut upstream.stream).await;
-    false
 }
 
 /// Runs `fut` until it finishes or `ctx` is done, whichever comes first.

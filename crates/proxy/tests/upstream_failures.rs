@@ -272,3 +272,16 @@ fn client_going_away_cancels_its_upstream_request() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn the_client_connection_outlives_an_upstream_error() {
+    // A 503 for one request does not cost the client its keep-alive
+    // connection (as with Envoy): the request was read in full.
+    let proxy = proxy("", &[("dead", dead_address())]);
+    let mut client = Client::connect(proxy.addr());
+    for _ in 0..3 {
+        let reply = client.get("/");
+        assert_eq!(reply.status, 503);
+        assert_ne!(reply.header("connection"), "close");
+    }
+}

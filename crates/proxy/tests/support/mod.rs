@@ -107,6 +107,10 @@ pub struct Seen {
     pub body: Vec<u8>,
     /// Which of the upstream's connections carried it (0, 1, ...).
     pub connection: usize,
+    /// The protocol it came in.
+    pub version: http::Version,
+    /// The URI's authority (HTTP/2's `:authority`), when it had one.
+    pub authority: Option<String>,
 }
 
 impl Seen {
@@ -167,6 +171,18 @@ impl Upstream {
         Upstream::serve(state, |state, stream, connection| async move {
             let service = hyper::service::service_fn(move |request| echo(state.clone(), connection, request));
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        })
+    }
+
+    /// [`Upstream::echo`] speaking HTTP/2 with prior knowledge (h2c), as a
+    /// `protocol: http2` cluster expects.
+    pub fn echo_h2(name: &str) -> Upstream {
+        let state = Arc::new(UpstreamState { name: name.to_owned(), ..UpstreamState::default() });
+        Upstream::serve(state, |state, stream, connection| async move {
+            let service = hyper::service::service_fn(move |request| echo(state.clone(), connection, request));
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         })
     }
 
@@ -265,6 +281,8 @@ async fn echo(
         headers: parts.headers,
         body: body.to_vec(),
         connection,
+        version: parts.version,
+        authority: parts.uri.authority().map(ToString::to_string),
     });
     tokio::time::sleep(delay).await;
     let body = if body.is_empty() { Bytes::from(format!("hello from {}\n", state.name)) } else { body };
@@ -325,7 +343,15 @@ impl RawConn {
             }
             self.buf.drain(..length).collect()
         };
-        Some(self.state.record(Seen { method, target, headers, body, connection: self.connection }))
+        Some(self.state.record(Seen {
+            method,
+            target,
+            headers,
+            body,
+            connection: self.connection,
+            version: http::Version::HTTP_11,
+            authority: None,
+        }))
     }
 
     async fn fill(&mut self) -> Option<()> {

@@ -1,0 +1,217 @@
+//! The client side: a connection's protocol, and the client side of each
+//! stream on it.
+//!
+//! [`serve`] looks at the first bytes of a connection (listener `protocol:
+//! auto`): the HTTP/2 connection preface means h2c with prior knowledge,
+//! anything else HTTP/1.1. Either way each request becomes a
+//! [`Downstream`] — the one interface [`crate::stream`] reads the request
+//! body from and writes the response to — so the stream layer never knows
+//! which protocol the client speaks.
+
+mod http1;
+mod http2;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use nuncio_config::ListenerProtocol;
+use nuncio_context::Context;
+use tokio::net::TcpStream;
+
+use crate::message::{BodyFrame, BodySize, ResponseHead};
+use crate::worker::Worker;
+
+/// What starts every HTTP/2 connection (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Why reading the request body stopped.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The client closed or reset the connection (or the stream).
+    Closed,
+    /// The client sent a body the codec refuses.
+    Invalid(nuncio_http1::Error),
+}
+
+/// The client is gone: a response write failed.
+#[derive(Debug)]
+pub(crate) struct WriteError;
+
+/// Serves one accepted client connection until it closes: picks the
+/// protocol, then hands over to that protocol's connection loop.
+pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, socket: TcpStream, peer: SocketAddr, ctx: Context) {
+    let Some((protocol, idle)) = worker
+        .snapshot
+        .with(|s| s.listeners.get(&*listener).map(|l| (l.config.protocol, l.config.idle_timeout)))
+        .ok()
+        .flatten()
+    else {
+        return;
+    };
+    let mut conn = http1::Connection::new(socket, peer);
+    match protocol {
+        ListenerProtocol::Http1 => http1::serve(worker, listener, conn, ctx).await,
+        ListenerProtocol::Http2 => http2::serve(worker, listener, conn.into_io(), peer, ctx).await,
+        ListenerProtocol::Auto => {
+            // Read until the bytes stop looking like the preface (one read
+            // for any HTTP/1.1 request) or the whole preface is there.
+            while conn.read_buf.len() < PREFACE.len() && PREFACE.starts_with(&conn.read_buf) {
+                if within(idle, conn.read_more()).await.is_none_or(|r| r.is_err()) {
+                    return;
+                }
+            }
+            if conn.read_buf.starts_with(PREFACE) {
+                http2::serve(worker, listener, conn.into_io(), peer, ctx).await;
+            } else {
+                http1::serve(worker, listener, conn, ctx).await;
+            }
+        }
+    }
+}
+
+/// The client side of one stream: where the request body comes from and
+/// the response goes to.
+pub(crate) enum Downstream<'c> {
+    Http1(http1::Exchange<'c>),
+    Http2(http2::Exchange),
+}
+
+impl Downstream<'_> {
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        match self {
+            Downstream::Http1(e) => e.peer(),
+            Downstream::Http2(e) => e.peer(),
+        }
+    }
+
+    /// The next piece of the request body; `None` once it ended. Trailers,
+    /// if any, come last.
+    pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, ReadError> {
+        match self {
+            Downstream::Http1(e) => e.read_body().await,
+            Downstream::Http2(e) => e.read_body().await,
+        }
+    }
+
+    /// Resolves when the client leaves: closes or resets the connection
+    /// (HTTP/1.1, where a half-close counts as leaving, as in nginx) or
+    /// resets the stream (HTTP/2). Cancel-safe.
+    pub(crate) async fn closed(&mut self) {
+        match self {
+            Downstream::Http1(e) => e.closed().await,
+            Downstream::Http2(e) => e.closed().await,
+        }
+    }
+
+    /// Whether a response head went out (or is queued): after that, a
+    /// failure can only abort the stream.
+    pub(crate) fn response_started(&self) -> bool {
+        match self {
+            Downstream::Http1(e) => e.response_started(),
+            Downstream::Http2(e) => e.response_started(),
+        }
+    }
+
+    /// Starts the response. The HTTP/1.1 codec buffers the head so that it
+    /// leaves with the first body bytes (one write for a small response).
+    pub(crate) async fn send_head(&mut self, head: ResponseHead) -> Result<(), WriteError> {
+        match self {
+            Downstream::Http1(e) => {
+                e.send_head(head);
+                Ok(())
+            }
+            Downstream::Http2(e) => e.send_head(head),
+        }
+    }
+
+    /// Sends a piece of the response body, waiting for the client to take
+    /// it (TCP or HTTP/2 flow control): the upstream is read no faster.
+    pub(crate) async fn send_data(&mut self, data: Bytes) -> Result<(), WriteError> {
+        match self {
+            Downstream::Http1(e) => e.send_data(data).await,
+            Downstream::Http2(e) => e.send_data(data).await,
+        }
+    }
+
+    /// Ends the response with trailer fields (dropped if the response is
+    /// not chunked HTTP/1.1 or HTTP/2: nothing else can carry them).
+    pub(crate) async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {
+        match self {
+            Downstream::Http1(e) => e.send_trailers(trailers).await,
+            Downstream::Http2(e) => e.send_trailers(trailers),
+        }
+    }
+
+    /// Ends the response (no-op if trailers ended it).
+    pub(crate) async fn finish(&mut self) -> Result<(), WriteError> {
+        match self {
+            Downstream::Http1(e) => e.finish().await,
+            Downstream::Http2(e) => e.finish(),
+        }
+    }
+
+    /// Sends what is buffered (a response head waiting for body bytes).
+    pub(crate) async fn flush(&mut self) -> Result<(), WriteError> {
+        match self {
+            Downstream::Http1(e) => e.flush().await,
+            Downstream::Http2(_) => Ok(()),
+        }
+    }
+
+    /// The response cannot complete (the upstream failed mid-body): the
+    /// client must see it fail rather than end short. HTTP/1.1 closes the
+    /// connection; HTTP/2 resets the stream.
+    pub(crate) fn abort(&mut self) {
+        match self {
+            Downstream::Http1(e) => e.abort(),
+            Downstream::Http2(e) => e.abort(),
+        }
+    }
+
+    /// A whole response nuncio makes itself.
+    pub(crate) async fn respond(&mut self, status: StatusCode, mut headers: HeaderMap, body: Bytes) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let size = if body.is_empty() { BodySize::Empty } else { BodySize::Exact(body.len() as u64) };
+        if self.send_head(ResponseHead { status, headers, body: size }).await.is_err() {
+            return;
+        }
+        if !body.is_empty() && self.send_data(body).await.is_err() {
+            return;
+        }
+        let _ = self.finish().await;
+    }
+
+    /// Answers with a short plain-text body saying why nuncio answered
+    /// itself. Ignored if a response already started (then all that can be
+    /// done is [`Downstream::abort`]).
+    pub(crate) async fn local_reply(&mut self, status: StatusCode, message: &str) {
+        if self.response_started() {
+            self.abort();
+            return;
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        self.respond(status, headers, Bytes::from(format!("{message}\n"))).await;
+    }
+
+    /// Gives up on the client connection after this stream whatever the
+    /// protocol would allow (a request the codec could not frame).
+    pub(crate) fn close_connection(&mut self) {
+        match self {
+            Downstream::Http1(e) => e.abort(),
+            Downstream::Http2(_) => {}
+        }
+    }
+}
+
+/// Runs `fut` under an optional timeout: `None` when it ran out.
+pub(crate) async fn within<F: Future>(limit: Option<Duration>, fut: F) -> Option<F::Output> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}

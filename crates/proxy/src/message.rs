@@ -1,0 +1,81 @@
+//! The protocol-neutral shape of a stream's messages: what the HTTP/1.1 and
+//! HTTP/2 codecs on either side turn their frames into, and what the stream
+//! layer ([`crate::stream`]) routes, rewrites and relays. The filter chain
+//! sees the same shapes.
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{HeaderMap, Method, StatusCode, Uri, Version, header};
+
+/// A request head, whichever protocol brought it.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    pub(crate) method: Method,
+    /// As received: origin-form (`/path?q`) from HTTP/1.1 (absolute-form
+    /// when the client sent it), the full URI from HTTP/2.
+    pub(crate) uri: Uri,
+    /// The client's protocol version.
+    pub(crate) version: Version,
+    /// Regular fields only (HTTP/2 pseudo-fields are in `uri`/`method`).
+    pub(crate) headers: HeaderMap,
+    /// Host for routing: HTTP/2's `:authority`, else the `Host` field.
+    pub(crate) authority: Option<Authority>,
+    /// What follows the head.
+    pub(crate) body: BodySize,
+    /// An HTTP/1.1 `Upgrade` request (WebSocket): only an HTTP/1.1 upstream
+    /// can take it.
+    pub(crate) upgrade: bool,
+}
+
+/// A response head, whichever protocol brought it.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub(crate) status: StatusCode,
+    /// Regular fields; framing fields (`content-length`,
+    /// `transfer-encoding`) are rewritten by the downstream codec from
+    /// `body`.
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: BodySize,
+}
+
+/// How much body follows a head, as far as the sender said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodySize {
+    /// None at all (end of stream with the head).
+    Empty,
+    /// Exactly this many bytes (`content-length`).
+    Exact(u64),
+    /// Until the sender ends the stream (chunked, HTTP/2 without
+    /// `content-length`, or until the connection closes).
+    Unknown,
+}
+
+impl BodySize {
+    /// From a `content-length` field of a message that has a body; `Unknown`
+    /// when there is none or it does not parse (the codec has already
+    /// rejected conflicting values).
+    pub(crate) fn from_content_length(headers: &HeaderMap) -> BodySize {
+        headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map_or(BodySize::Unknown, BodySize::Exact)
+    }
+}
+
+/// One piece of a body.
+#[derive(Debug)]
+pub(crate) enum BodyFrame {
+    Data(Bytes),
+    /// The trailer fields; the body ends after them.
+    Trailers(HeaderMap),
+}
+
+/// Whether a response to `method` with `status` carries no body whatever
+/// its fields say (RFC 9110 §6.4.1).
+pub(crate) fn bodiless(method: &Method, status: StatusCode) -> bool {
+    method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}

@@ -1,0 +1,174 @@
+//! HTTP/2 to an upstream (h2c with prior knowledge), on the `h2` crate: one
+//! connection per endpoint per worker carries every stream of that worker
+//! to the endpoint; its driver runs as a local task on the worker.
+//!
+//! A connection the upstream closed (or sent GOAWAY on) is replaced on the
+//! next request; a stream the upstream refused (`REFUSED_STREAM`) or that
+//! a GOAWAY left unprocessed is a try the retry policy can repeat.
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::{Reason, RecvStream};
+use http::uri::{Authority, Scheme};
+use http::{Uri, Version, header};
+
+use super::{BodyError, RequestBody, TryError, UpstreamRequest, UpstreamResponse};
+use crate::cluster::{ActiveRequest, ConnectError};
+use crate::downstream::{Downstream, ReadError};
+use crate::flow_control::send_all;
+use crate::message::{BodyFrame, BodySize, ResponseHead};
+
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// Sends one request on the endpoint's HTTP/2 connection and awaits the
+/// response head. Dropping the try (timeout, client gone) resets the
+/// upstream stream with `CANCEL`.
+pub(crate) async fn send(
+    active: &ActiveRequest,
+    request: &UpstreamRequest,
+    body: &mut RequestBody,
+    downstream: &mut Downstream<'_>,
+) -> Result<UpstreamResponse, TryError> {
+    let (mut sender, reused) = sender(active).await?;
+    let mut headers = request.headers.clone();
+    // `:authority` replaces `Host` (RFC 9113 §8.3.1).
+    let authority = headers
+        .remove(header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| Authority::try_from(active.endpoint().name.as_str()).ok());
+    let mut uri = Uri::builder().scheme(Scheme::HTTP);
+    if let Some(authority) = authority {
+        uri = uri.authority(authority);
+    }
+    let path = request.target.path_and_query().map_or("/", |pq| pq.as_str());
+    let uri = uri.path_and_query(path).build().map_err(|e| TryError::BadResponse(format!("request target: {e}")))?;
+    let mut upstream_request = http::Request::new(());
+    *upstream_request.method_mut() = request.method.clone();
+    *upstream_request.uri_mut() = uri;
+    *upstream_request.version_mut() = Version::HTTP_2;
+    *upstream_request.headers_mut() = headers;
+
+    let fail = |e: h2::Error| try_error(&e, reused);
+    let empty = match body {
+        RequestBody::Empty => true,
+        RequestBody::Buffered(chunks) => chunks.iter().all(Bytes::is_empty),
+        RequestBody::Streaming { .. } => false,
+    };
+    let (response, mut stream) = sender.send_request(upstream_request, empty).map_err(fail)?;
+    match body {
+        RequestBody::Empty => {}
+        RequestBody::Buffered(chunks) => {
+            if !empty {
+                for chunk in chunks.iter() {
+                    send_all(&mut stream, chunk.clone()).await.map_err(fail)?;
+                }
+                stream.send_data(Bytes::new(), true).map_err(fail)?;
+            }
+        }
+        RequestBody::Streaming { started } => {
+            *started = true;
+            loop {
+                match downstream.read_body().await.map_err(TryError::Downstream)? {
+                    Some(BodyFrame::Data(data)) => send_all(&mut stream, data).await.map_err(fail)?,
+                    Some(BodyFrame::Trailers(trailers)) => {
+                        stream.send_trailers(trailers).map_err(fail)?;
+                        break;
+                    }
+                    None => {
+                        stream.send_data(Bytes::new(), true).map_err(fail)?;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // A client that leaves meanwhile takes its upstream stream with it.
+    let response = tokio::select! {
+        response = response => response.map_err(fail)?,
+        () = downstream.closed() => return Err(TryError::Downstream(ReadError::Closed)),
+    };
+    let (parts, body) = response.into_parts();
+    let size = if body.is_end_stream() { BodySize::Empty } else { BodySize::from_content_length(&parts.headers) };
+    let head = ResponseHead { status: parts.status, headers: parts.headers, body: size };
+    Ok(UpstreamResponse { head, body: super::ResponseBody::Http2(ResponseBody { body, done: false }), tunnel: false })
+}
+
+/// A sender on the endpoint's connection, ready for a new stream; opens
+/// the connection if there is none or the last one closed. The flag says
+/// whether the connection was open before.
+async fn sender(active: &ActiveRequest) -> Result<(SendRequest<Bytes>, bool), TryError> {
+    let endpoint = active.endpoint();
+    let cached = endpoint.h2.borrow().clone();
+    if let Some(cached) = cached {
+        match cached.ready().await {
+            Ok(ready) => return Ok((ready, true)),
+            Err(e) => {
+                tracing::debug!(endpoint = %endpoint.name, error = %e, "HTTP/2 upstream connection closed");
+                endpoint.h2.borrow_mut().take();
+            }
+        }
+    }
+    let stream = active.connect().await.map_err(TryError::Connect)?;
+    let handshake = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .handshake::<_, Bytes>(stream)
+        .await;
+    let (sender, connection) =
+        handshake.map_err(|e| TryError::Connect(ConnectError::Failed(std::io::Error::other(e.to_string()))))?;
+    let name = endpoint.name.clone();
+    tokio::task::spawn_local(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(endpoint = %name, error = %e, "HTTP/2 upstream connection ended");
+        }
+    });
+    *endpoint.h2.borrow_mut() = Some(sender.clone());
+    let ready = sender.ready().await.map_err(|e| try_error(&e, false))?;
+    Ok((ready, false))
+}
+
+fn try_error(e: &h2::Error, reused: bool) -> TryError {
+    if e.reason() == Some(Reason::REFUSED_STREAM) {
+        TryError::Refused
+    } else if e.is_go_away() && e.is_remote() {
+        // Streams past the GOAWAY's last id were not processed: like a
+        // pooled HTTP/1.1 connection closed under us.
+        TryError::Reset { reused: true }
+    } else {
+        TryError::Reset { reused }
+    }
+}
+
+/// A response body arriving on an upstream HTTP/2 stream.
+pub(crate) struct ResponseBody {
+    body: RecvStream,
+    done: bool,
+}
+
+impl ResponseBody {
+    pub(crate) async fn next_frame(&mut self) -> Result<Option<BodyFrame>, BodyError> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            match self.body.data().await {
+                Some(Ok(data)) => {
+                    // Window back to the upstream as the client takes it.
+                    let _ = self.body.flow_control().release_capacity(data.len());
+                    if !data.is_empty() {
+                        return Ok(Some(BodyFrame::Data(data)));
+                    }
+                }
+                Some(Err(e)) => return Err(BodyError(e.to_string())),
+                None => {
+                    self.done = true;
+                    return match self.body.trailers().await {
+                        Ok(trailers) => Ok(trailers.map(BodyFrame::Trailers)),
+                        Err(e) => Err(BodyError(e.to_string())),
+                    };
+                }
+            }
+        }
+    }
+}
