@@ -16,17 +16,21 @@
 //!
 //! 1. `listener`: a worker accepts a connection (within the listener's
 //!    `max_connections`) and serves it on a local task.
-//! 2. `downstream`: reads a request head with the idle and header timeouts,
-//!    decodes it with nuncio's own HTTP/1.1 codec
-//!    ([`nuncio_http1`]); a malformed head gets its 4xx and the connection
-//!    closes.
+//! 2. `downstream`: tells HTTP/1.1 from h2c by the connection preface.
+//!    HTTP/1.1 reads a head with the idle and header timeouts on nuncio's
+//!    own codec ([`nuncio_http1`]; a malformed head gets its 4xx and the
+//!    connection closes); HTTP/2 (the `h2` crate) runs each stream as a
+//!    local task. Either way the request becomes a protocol-neutral head
+//!    (`message`) and a `Downstream` to read its body from and write its
+//!    response to.
 //! 3. `stream`: selects a route (`router`); answers directly, redirects, or
 //!    forwards: picks a cluster endpoint (`cluster`: round robin or least
 //!    request), prepares the upstream head (hop-by-hop fields out,
 //!    `x-forwarded-for`, `x-forwarded-proto`, `x-request-id` in, rewrites),
-//!    tries the upstream with retries and timeouts, and relays the response.
-//! 4. Back in `downstream`: the next request on the connection, if both
-//!    sides keep it alive.
+//!    tries the upstream with retries and timeouts (`upstream`: HTTP/1.1
+//!    pool or one HTTP/2 connection per endpoint), and relays the response.
+//! 4. Back in `downstream`: the next request on an HTTP/1.1 connection, if
+//!    both sides keep it alive.
 //!
 //! # Example
 //!
