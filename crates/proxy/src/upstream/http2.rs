@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use h2::{Reason, RecvStream};
+use h2::{Reason, RecvStream, SendStream};
 use http::uri::{Authority, Scheme};
 use http::{Uri, Version, header};
 
@@ -20,6 +20,9 @@ use crate::message::{BodyFrame, BodySize, ResponseHead};
 
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+/// How long a response may still arrive after the upstream stopped taking
+/// the request body.
+const EARLY_RESPONSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Sends one request on the endpoint's HTTP/2 connection and awaits the
 /// response head. Dropping the try (timeout, client gone) resets the
@@ -56,42 +59,65 @@ pub(crate) async fn send(
         RequestBody::Streaming { .. } => false,
     };
     let (response, mut stream) = sender.send_request(upstream_request, empty).map_err(fail)?;
-    match body {
-        RequestBody::Empty => {}
-        RequestBody::Buffered(chunks) => {
-            if !empty {
-                for chunk in chunks.iter() {
-                    send_all(&mut stream, chunk.clone()).await.map_err(fail)?;
-                }
-                stream.send_data(Bytes::new(), true).map_err(fail)?;
-            }
-        }
-        RequestBody::Streaming { started } => {
-            *started = true;
-            loop {
-                match downstream.read_body().await.map_err(TryError::Downstream)? {
-                    Some(BodyFrame::Data(data)) => send_all(&mut stream, data).await.map_err(fail)?,
-                    Some(BodyFrame::Trailers(trailers)) => {
-                        stream.send_trailers(trailers).map_err(fail)?;
-                        break;
-                    }
-                    None => {
-                        stream.send_data(Bytes::new(), true).map_err(fail)?;
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    // A client that leaves meanwhile takes its upstream stream with it.
-    let response = tokio::select! {
-        response = response => response.map_err(fail)?,
-        () = downstream.closed() => return Err(TryError::Downstream(ReadError::Closed)),
+    let sent = send_body(&mut stream, body, empty, downstream).await;
+    // An upstream may answer before taking the whole body and then reset
+    // the request side (RFC 9113 §8.1): a response, if one came, wins over
+    // the failed send.
+    let response = match sent {
+        Ok(()) => tokio::select! {
+            // A client that leaves meanwhile takes its upstream stream with it.
+            response = response => response.map_err(fail)?,
+            () = downstream.closed() => return Err(TryError::Downstream(ReadError::Closed)),
+        },
+        Err(SendError::Downstream(e)) => return Err(TryError::Downstream(e)),
+        Err(SendError::Upstream(e)) => match tokio::time::timeout(EARLY_RESPONSE_WAIT, response).await {
+            Ok(Ok(response)) => response,
+            _ => return Err(fail(e)),
+        },
     };
     let (parts, body) = response.into_parts();
     let size = if body.is_end_stream() { BodySize::Empty } else { BodySize::from_content_length(&parts.headers) };
     let head = ResponseHead { status: parts.status, headers: parts.headers, body: size };
     Ok(UpstreamResponse { head, body: super::ResponseBody::Http2(ResponseBody { body, done: false }), tunnel: false })
+}
+
+/// Why the request body could not be sent.
+enum SendError {
+    Downstream(ReadError),
+    Upstream(h2::Error),
+}
+
+/// Sends the request body (the head went with `end_of_stream = empty`).
+async fn send_body(
+    stream: &mut SendStream<Bytes>,
+    body: &mut RequestBody,
+    empty: bool,
+    downstream: &mut Downstream<'_>,
+) -> Result<(), SendError> {
+    match body {
+        RequestBody::Empty => {}
+        RequestBody::Buffered(chunks) => {
+            if !empty {
+                for chunk in chunks.iter() {
+                    send_all(stream, chunk.clone()).await.map_err(SendError::Upstream)?;
+                }
+                stream.send_data(Bytes::new(), true).map_err(SendError::Upstream)?;
+            }
+        }
+        RequestBody::Streaming { started } => {
+            *started = true;
+            loop {
+                match downstream.read_body().await.map_err(SendError::Downstream)? {
+                    Some(BodyFrame::Data(data)) => send_all(stream, data).await.map_err(SendError::Upstream)?,
+                    Some(BodyFrame::Trailers(trailers)) => {
+                        return stream.send_trailers(trailers).map_err(SendError::Upstream);
+                    }
+                    None => return stream.send_data(Bytes::new(), true).map_err(SendError::Upstream),
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A sender on the endpoint's connection, ready for a new stream; opens
