@@ -31,9 +31,9 @@ pub(crate) struct EndpointState {
     active: Cell<u32>,
     /// Idle keep-alive connections, most recently used last.
     idle: RefCell<Vec<(Http1Connection, Instant)>>,
-    /// The HTTP/2 connection (`protocol: http2`), shared by every stream of
-    /// this worker to this endpoint.
-    pub(crate) h2: RefCell<Option<h2::client::SendRequest<bytes::Bytes>>>,
+    /// HTTP/2 connections (`protocol: http2`), shared by this worker's
+    /// streams to this endpoint.
+    pub(crate) h2: crate::upstream::http2::Pool,
 }
 
 /// Why a connection could not be had.
@@ -55,7 +55,7 @@ impl ClusterState {
                 addresses: e.resolved.clone(),
                 active: Cell::new(0),
                 idle: RefCell::new(Vec::new()),
-                h2: RefCell::new(None),
+                h2: crate::upstream::http2::Pool::default(),
             })
             .collect();
         ClusterState { config, endpoints, next: Cell::new(0) }

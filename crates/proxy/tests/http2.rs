@@ -435,3 +435,54 @@ listeners:
         assert!(ended.is_ok(), "the connection was not closed");
     });
 }
+
+#[test]
+fn a_full_http2_connection_makes_nuncio_open_another() {
+    // The upstream allows 2 streams per connection and holds each answer a
+    // moment, so that 8 requests at once need 4 connections.
+    let upstream = Upstream::raw("narrow", |conn| async move {
+        let mut server = h2::server::Builder::new().max_concurrent_streams(2).handshake(conn.stream).await.unwrap();
+        while let Some(Ok((_request, mut respond))) = server.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let response = http::Response::builder().status(200).body(()).unwrap();
+                let mut send = respond.send_response(response, false).unwrap();
+                let _ = send.send_data(Bytes::from_static(b"ok"), true);
+            });
+        }
+    });
+    let proxy = Proxy::start(
+        "
+workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    routes:
+      - match: {}
+        cluster: app
+clusters:
+  - name: app
+    protocol: http2
+    endpoints: [ '{app}' ]
+",
+        &[("app", upstream.addr)],
+    );
+    // Warm up: the first connection learns the peer's limit.
+    assert_eq!(support::get(proxy.addr(), "/").status, 200);
+    let replies = rt().block_on(async {
+        let client = h2_connect(proxy.addr()).await;
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move { h2_request(&client, Method::GET, "/", b"").await })
+            })
+            .collect();
+        let mut replies = Vec::new();
+        for task in tasks {
+            replies.push(task.await.unwrap());
+        }
+        replies
+    });
+    assert!(replies.iter().all(|r| r.status == StatusCode::OK && r.body == b"ok"));
+    assert!(upstream.connections() >= 4, "8 streams at 2 per connection: {} connections", upstream.connections());
+}

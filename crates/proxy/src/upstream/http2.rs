@@ -1,10 +1,16 @@
-//! HTTP/2 to an upstream (h2c with prior knowledge), on the `h2` crate: one
-//! connection per endpoint per worker carries every stream of that worker
+//! HTTP/2 to an upstream (h2c with prior knowledge), on the `h2` crate: a
+//! connection per endpoint per worker carries the streams of that worker
 //! to the endpoint; its driver runs as a local task on the worker.
+//!
+//! Several connections are opened when one is full (the peer's
+//! `max_concurrent_streams`).
 //!
 //! A connection the upstream closed (or sent GOAWAY on) is replaced on the
 //! next request; a stream the upstream refused (`REFUSED_STREAM`) or that
 //! a GOAWAY left unprocessed is a try the retry policy can repeat.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -33,7 +39,7 @@ pub(crate) async fn send(
     body: &mut RequestBody,
     downstream: &mut Downstream<'_>,
 ) -> Result<UpstreamResponse, TryError> {
-    let (mut sender, reused) = sender(active).await?;
+    let (mut sender, slot, reused) = sender(active).await?;
     let mut headers = request.headers.clone();
     // `:authority` replaces `Host` (RFC 9113 §8.3.1).
     let authority = headers
@@ -78,7 +84,11 @@ pub(crate) async fn send(
     let (parts, body) = response.into_parts();
     let size = if body.is_end_stream() { BodySize::Empty } else { BodySize::from_content_length(&parts.headers) };
     let head = ResponseHead { status: parts.status, headers: parts.headers, body: size };
-    Ok(UpstreamResponse { head, body: super::ResponseBody::Http2(ResponseBody { body, done: false }), tunnel: false })
+    Ok(UpstreamResponse {
+        head,
+        body: super::ResponseBody::Http2(ResponseBody { body, done: false, _slot: slot }),
+        tunnel: false,
+    })
 }
 
 /// Why the request body could not be sent.
@@ -120,18 +130,60 @@ async fn send_body(
     Ok(())
 }
 
-/// A sender on the endpoint's connection, ready for a new stream; opens
-/// the connection if there is none or the last one closed. The flag says
-/// whether the connection was open before.
-async fn sender(active: &ActiveRequest) -> Result<(SendRequest<Bytes>, bool), TryError> {
+/// This worker's HTTP/2 connections to one endpoint. A stream goes on the
+/// first connection with room under the peer's `max_concurrent_streams`;
+/// when every one is full, another connection is opened (rather than
+/// queueing the stream behind the others).
+#[derive(Default)]
+pub(crate) struct Pool {
+    connections: RefCell<Vec<Rc<Connection>>>,
+}
+
+struct Connection {
+    sender: SendRequest<Bytes>,
+    /// Streams of ours open on it.
+    streams: Cell<usize>,
+    /// Its driver task ended (closed, GOAWAY, error).
+    closed: Cell<bool>,
+}
+
+/// Counts one stream on a connection until dropped (with the response
+/// body, or with the try that failed).
+pub(crate) struct StreamSlot(Rc<Connection>);
+
+impl StreamSlot {
+    fn new(connection: &Rc<Connection>) -> StreamSlot {
+        connection.streams.set(connection.streams.get() + 1);
+        StreamSlot(connection.clone())
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.set(self.0.streams.get() - 1);
+    }
+}
+
+impl Pool {
+    /// A connection with room for one more stream, if there is one.
+    fn with_room(&self) -> Option<Rc<Connection>> {
+        let mut connections = self.connections.borrow_mut();
+        connections.retain(|c| !c.closed.get());
+        connections.iter().find(|c| c.streams.get() < c.sender.current_max_send_streams()).cloned()
+    }
+}
+
+/// A sender ready for a new stream, the slot that counts the stream, and
+/// whether the connection carried streams before.
+async fn sender(active: &ActiveRequest) -> Result<(SendRequest<Bytes>, StreamSlot, bool), TryError> {
     let endpoint = active.endpoint();
-    let cached = endpoint.h2.borrow().clone();
-    if let Some(cached) = cached {
-        match cached.ready().await {
-            Ok(ready) => return Ok((ready, true)),
+    while let Some(connection) = endpoint.h2.with_room() {
+        let slot = StreamSlot::new(&connection);
+        match connection.sender.clone().ready().await {
+            Ok(ready) => return Ok((ready, slot, true)),
             Err(e) => {
                 tracing::debug!(endpoint = %endpoint.name, error = %e, "HTTP/2 upstream connection closed");
-                endpoint.h2.borrow_mut().take();
+                connection.closed.set(true);
             }
         }
     }
@@ -141,17 +193,23 @@ async fn sender(active: &ActiveRequest) -> Result<(SendRequest<Bytes>, bool), Tr
         .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake::<_, Bytes>(stream)
         .await;
-    let (sender, connection) =
+    let (sender, driver) =
         handshake.map_err(|e| TryError::Connect(ConnectError::Failed(std::io::Error::other(e.to_string()))))?;
+    let connection = Rc::new(Connection { sender, streams: Cell::new(0), closed: Cell::new(false) });
+    endpoint.h2.connections.borrow_mut().push(connection.clone());
     let name = endpoint.name.clone();
+    let watched = Rc::downgrade(&connection);
     tokio::task::spawn_local(async move {
-        if let Err(e) = connection.await {
+        if let Err(e) = driver.await {
             tracing::debug!(endpoint = %name, error = %e, "HTTP/2 upstream connection ended");
         }
+        if let Some(connection) = watched.upgrade() {
+            connection.closed.set(true);
+        }
     });
-    *endpoint.h2.borrow_mut() = Some(sender.clone());
-    let ready = sender.ready().await.map_err(|e| try_error(&e, false))?;
-    Ok((ready, false))
+    let slot = StreamSlot::new(&connection);
+    let ready = connection.sender.clone().ready().await.map_err(|e| try_error(&e, false))?;
+    Ok((ready, slot, false))
 }
 
 fn try_error(e: &h2::Error, reused: bool) -> TryError {
@@ -170,6 +228,8 @@ fn try_error(e: &h2::Error, reused: bool) -> TryError {
 pub(crate) struct ResponseBody {
     body: RecvStream,
     done: bool,
+    /// The stream counts against its connection until the body is done.
+    _slot: StreamSlot,
 }
 
 impl ResponseBody {
