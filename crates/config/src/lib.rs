@@ -81,16 +81,17 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    Admin, Cluster, Config, DirectResponse, Endpoint, Forward, HeaderMatch, HeaderRule, HealthCheck, HostMatch,
-    LbPolicy, Listener, ListenerProtocol, PathMatch, Redirect, RedirectPath, RetryOn, RetryPolicy, Route, RouteAction,
-    RouteMatch, Target, UpstreamProtocol, WeightedCluster,
+    AccessLog, Admin, AllUnhealthy, Cluster, Config, DirectResponse, Endpoint, Forward, HashOn, HeaderMatch,
+    HeaderRule, HealthCheck, HostMatch, LbPolicy, Listener, ListenerProtocol, LogPath, OutlierDetection, PathMatch,
+    Redirect, RedirectPath, RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, Target, UpstreamProtocol,
+    WeightedCluster,
 };
 
 use index::{Index, Pos};
 use validate::{
-    Ctx, DEFAULT_ADMIN, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_MAX_REQUEST_HEADERS_BYTES, DEFAULT_REQUEST_HEADERS_TIMEOUT,
-    DEFAULT_ROUTE_TIMEOUT, default_workers, resolve_endpoint,
+    Ctx, DEFAULT_ADMIN, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DNS_REFRESH, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_MAX_REQUEST_HEADERS_BYTES,
+    DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_ROUTE_TIMEOUT, default_workers, resolve_endpoint,
 };
 
 /// The body of the built-in default's answer.
@@ -156,8 +157,9 @@ impl Config {
             action: RouteAction::DirectResponse(DirectResponse { status: 200, body: Some(BUILTIN_PAGE.to_owned()) }),
         };
         Config {
-            admin: Admin { address: DEFAULT_ADMIN },
+            admin: Admin { address: DEFAULT_ADMIN, allow_remote: false },
             workers: default_workers(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             listeners: vec![default_listener(SocketAddr::from(([127, 0, 0, 1], 8080)), route)],
             clusters: Vec::new(),
         }
@@ -233,18 +235,26 @@ impl Config {
             }),
         };
         Ok(Config {
-            admin: Admin { address: DEFAULT_ADMIN },
+            admin: Admin { address: DEFAULT_ADMIN, allow_remote: false },
             workers: default_workers(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             listeners: vec![default_listener(listen, route)],
             clusters: vec![Cluster {
                 name: "upstream".to_owned(),
                 endpoints: vec![endpoint],
                 lb: LbPolicy::RoundRobin,
+                hash_on: None,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 protocol: UpstreamProtocol::Http1,
                 idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+                dns_refresh: Some(DEFAULT_DNS_REFRESH),
                 max_connections: None,
+                max_pending_requests: None,
+                max_requests: None,
+                max_retries: None,
                 health_check: None,
+                when_all_unhealthy: AllUnhealthy::Fail,
+                outlier_detection: None,
             }],
         })
     }
@@ -280,6 +290,7 @@ fn default_listener(address: SocketAddr, route: Route) -> Listener {
         max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
         request_headers_timeout: Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
         idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        access_log: None,
         routes: vec![route],
     }
 }

@@ -6,8 +6,10 @@
 //! (so a dump can be read back), with every default spelled out.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use nuncio_accesslog::Format;
 use serde::{Serialize, Serializer};
 
 use crate::duration;
@@ -19,6 +21,11 @@ pub struct Config {
     pub admin: Admin,
     /// Number of worker threads (at least 1).
     pub workers: usize,
+    /// On shutdown, how long open downstream connections may finish the
+    /// requests in flight before they are closed; default 15s; zero closes
+    /// them at once.
+    #[serde(serialize_with = "duration::serialize")]
+    pub drain_timeout: Duration,
     /// The listeners, in file order (at least one).
     pub listeners: Vec<Listener>,
     /// The upstream clusters, in file order (names unique).
@@ -28,8 +35,13 @@ pub struct Config {
 /// The admin HTTP server (stats, `/config_dump`, reload).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Admin {
-    /// Where it listens; default `127.0.0.1:9901`.
+    /// Where it listens; default `127.0.0.1:9901`. A loopback address unless
+    /// `allow_remote` is set.
     pub address: SocketAddr,
+    /// Whether `address` may be other than loopback; default `false`. Admin
+    /// can change nuncio's state and has no authentication, so exposing it
+    /// must be asked for explicitly.
+    pub allow_remote: bool,
 }
 
 /// A socket accepting downstream connections, with its routes and limits.
@@ -55,8 +67,66 @@ pub struct Listener {
     /// (written `0`) for no limit.
     #[serde(serialize_with = "duration::serialize_opt")]
     pub idle_timeout: Option<Duration>,
+    /// Where and how each finished request is logged; `None` (the default)
+    /// for no access log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
     /// The routes, tried in order; the first that matches wins (at least one).
     pub routes: Vec<Route>,
+}
+
+/// A listener's access log: one line (or JSON object) per finished request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    /// Where lines go; default [`LogPath::Stdout`].
+    pub path: LogPath,
+    /// What a line holds: `format` (text) or `json_format` in the file;
+    /// default [`Format::default_text`].
+    pub format: Format,
+}
+
+impl Serialize for AccessLog {
+    /// As in the file: `path`, then `format` for a text format or
+    /// `json_format` for a JSON one.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            path: &'a LogPath,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            format: Option<&'a Format>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            json_format: Option<&'a Format>,
+        }
+        // `Format` does not say which kind it is, but it serializes as the
+        // file writes it: a string for text, a mapping for JSON.
+        let json = matches!(yaml_serde::to_value(&self.format), Ok(yaml_serde::Value::Mapping(_)));
+        let (format, json_format) = if json { (None, Some(&self.format)) } else { (Some(&self.format), None) };
+        Out { path: &self.path, format, json_format }.serialize(s)
+    }
+}
+
+/// Where an access log is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogPath {
+    /// Standard output (`stdout`).
+    Stdout,
+    /// Standard error (`stderr`).
+    Stderr,
+    /// This file, appended to (created if missing). Any `path` other than
+    /// `stdout` and `stderr`; a relative path is relative to nuncio's
+    /// working directory. (A file called `stdout` is written `./stdout`.)
+    File(PathBuf),
+}
+
+impl Serialize for LogPath {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LogPath::Stdout => s.serialize_str("stdout"),
+            LogPath::Stderr => s.serialize_str("stderr"),
+            // The config's paths come from YAML text, so they are UTF-8.
+            LogPath::File(path) => s.serialize_str(&path.to_string_lossy()),
+        }
+    }
 }
 
 /// The HTTP versions a listener speaks.
@@ -348,6 +418,10 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// How an endpoint is picked; default [`LbPolicy::RoundRobin`].
     pub lb: LbPolicy,
+    /// What [`LbPolicy::RingHash`] hashes; `Some` exactly when `lb` is
+    /// `RingHash`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<HashOn>,
     /// Time allowed to connect to an endpoint; default 1s; never 0.
     #[serde(serialize_with = "duration::serialize")]
     pub connect_timeout: Duration,
@@ -357,18 +431,42 @@ pub struct Cluster {
     /// `None` (written `0`) for no limit.
     #[serde(serialize_with = "duration::serialize_opt")]
     pub idle_timeout: Option<Duration>,
-    /// Most open connections to the cluster; `None` (the default) for no
-    /// limit. Accepted now, enforced by a later version.
+    /// How often endpoint names are resolved again while the config runs;
+    /// default 30s; `None` (written `0`) for never (only at load).
+    #[serde(serialize_with = "duration::serialize_opt")]
+    pub dns_refresh: Option<Duration>,
+    // Circuit breakers. `None` is the default: no limit. (Envoy's default of
+    // 1024 each turns a load spike into 503s nobody configured.)
+    /// Most open connections to the cluster (all workers together); `None`
+    /// (the default) for no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
-    /// Active health checking; `None` (the default) for none. Accepted now,
-    /// used by a later version.
+    /// Most requests waiting for a connection to the cluster; `None` (the
+    /// default) for no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<usize>,
+    /// Most requests in flight to the cluster; `None` (the default) for no
+    /// limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<usize>,
+    /// Most retries in flight to the cluster; `None` (the default) for no
+    /// limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<usize>,
+    /// Active health checking; `None` (the default) for none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// What happens when no endpoint is healthy and not ejected; default
+    /// [`AllUnhealthy::Fail`].
+    pub when_all_unhealthy: AllUnhealthy,
+    /// Passive health checking (ejecting endpoints that fail requests);
+    /// `None` (the default) for none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
 }
 
-/// One upstream endpoint: the `host:port` text and what it resolved to when
-/// the configuration was loaded.
+/// One upstream endpoint: the `host:port` text, what it resolved to when
+/// the configuration was loaded, and its weight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// As written (`localhost:9003`, `127.0.0.1:9001`, `[::1]:80`).
@@ -376,12 +474,24 @@ pub struct Endpoint {
     /// The addresses it resolved to (at least one, no duplicates, in
     /// resolver order).
     pub resolved: Vec<SocketAddr>,
+    /// Relative share of the cluster's requests, 1 to 128; default 1.
+    pub weight: u32,
 }
 
 impl Serialize for Endpoint {
-    /// Serializes as the original text, so a dump reads back as a config.
+    /// As written: the `host:port` text alone when the weight is the default
+    /// 1, else `{ address, weight }`; either reads back as a config.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.address)
+        #[derive(Serialize)]
+        struct Out<'a> {
+            address: &'a str,
+            weight: u32,
+        }
+        if self.weight == 1 {
+            s.serialize_str(&self.address)
+        } else {
+            Out { address: &self.address, weight: self.weight }.serialize(s)
+        }
     }
 }
 
@@ -394,6 +504,49 @@ pub enum LbPolicy {
     RoundRobin,
     /// The endpoint with the fewest requests in flight (power of two choices).
     LeastRequest,
+    /// An endpoint picked at random.
+    Random,
+    /// Consistent hashing on [`Cluster::hash_on`]: requests with the same
+    /// key go to the same endpoint while it is available, and adding or
+    /// removing an endpoint moves only about its share of the keys.
+    RingHash,
+}
+
+/// The key [`LbPolicy::RingHash`] hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// The value of this request header (name lowercase, a valid header
+    /// name). `{ header: NAME }` in the file.
+    Header(String),
+    /// The client's IP address (the downstream connection's peer).
+    /// `source_ip` in the file.
+    SourceIp,
+}
+
+impl Serialize for HashOn {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            header: &'a str,
+        }
+        match self {
+            HashOn::Header(name) => Out { header: name }.serialize(s),
+            HashOn::SourceIp => s.serialize_str("source_ip"),
+        }
+    }
+}
+
+/// What a cluster does when every endpoint is unhealthy (active health
+/// check) or ejected (outlier detection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllUnhealthy {
+    /// Answer 503 at once, without trying an endpoint.
+    #[default]
+    Fail,
+    /// Ignore health and ejections and balance over every endpoint (Envoy's
+    /// panic mode): better some requests succeed than none.
+    UseAll,
 }
 
 /// The HTTP version spoken to a cluster's endpoints.
@@ -412,6 +565,10 @@ pub enum UpstreamProtocol {
 pub struct HealthCheck {
     /// Path requested with `GET`.
     pub path: String,
+    /// `Host` sent with each check (a host and optional port); `None` (the
+    /// default) sends the endpoint's address as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Time between checks of one endpoint; default 5s; never 0.
     #[serde(serialize_with = "duration::serialize")]
     pub interval: Duration,
@@ -422,19 +579,71 @@ pub struct HealthCheck {
     pub unhealthy_threshold: u32,
     /// Passed checks in a row before it is healthy again; default 2.
     pub healthy_threshold: u32,
-    /// Statuses that count as a pass; `None` (the default) for 200–299.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected_statuses: Option<Vec<u16>>,
+    /// Statuses that count as a pass, as inclusive ranges `(first, last)`
+    /// within 100–599 (a single code is `(code, code)`); at least one;
+    /// default `[(200, 299)]`.
+    #[serde(serialize_with = "serialize_status_ranges")]
+    pub expected_statuses: Vec<(u16, u16)>,
 }
 
 impl HealthCheck {
     /// Whether a check answered with `status` passes.
     pub fn is_expected(&self, status: u16) -> bool {
-        match &self.expected_statuses {
-            Some(list) => list.contains(&status),
-            None => (200..300).contains(&status),
-        }
+        self.expected_statuses.iter().any(|&(first, last)| (first..=last).contains(&status))
     }
+}
+
+/// `200-299` for a range, `204` (a number) for a single code, as the file
+/// writes them.
+fn serialize_status_ranges<S: Serializer>(ranges: &[(u16, u16)], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Out {
+        Code(u16),
+        Range(String),
+    }
+    s.collect_seq(
+        ranges.iter().map(
+            |&(first, last)| {
+                if first == last { Out::Code(first) } else { Out::Range(format!("{first}-{last}")) }
+            },
+        ),
+    )
+}
+
+/// Passive health checking: endpoints that fail requests in a row are
+/// ejected (taken out of load balancing) for a while.
+///
+/// An endpoint ejected for the n-th time stays out for
+/// `base_ejection_time × n`, at most `max_ejection_time`. At most
+/// `max_ejection_percent` of the cluster's endpoints are ejected at once,
+/// but one endpoint can always be, whatever the percentage (as in recent
+/// Envoy), so small clusters are protected too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutlierDetection {
+    /// 5xx responses from an endpoint in a row that eject it; default 5;
+    /// `None` (written `0`) turns this detector off.
+    #[serde(serialize_with = "serialize_zero_if_none")]
+    pub consecutive_5xx: Option<u32>,
+    /// Failed connection attempts to an endpoint in a row that eject it;
+    /// default 5; `None` (written `0`) turns this detector off.
+    #[serde(serialize_with = "serialize_zero_if_none")]
+    pub consecutive_connect_failures: Option<u32>,
+    /// Ejection time of a first ejection; default 30s; never 0.
+    #[serde(serialize_with = "duration::serialize")]
+    pub base_ejection_time: Duration,
+    /// Longest ejection; default 300s, or `base_ejection_time` if that is
+    /// longer; never below `base_ejection_time`.
+    #[serde(serialize_with = "duration::serialize")]
+    pub max_ejection_time: Duration,
+    /// Most of the cluster's endpoints ejected at once, in percent (0–100);
+    /// default 10.
+    pub max_ejection_percent: u32,
+}
+
+/// `None` (a detector turned off) is written `0`.
+fn serialize_zero_if_none<S: Serializer>(n: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u32(n.unwrap_or(0))
 }
 
 // ---- Serialize for routes: the file's shape (`match` + one action key). ----

@@ -6,23 +6,30 @@
 //! them at once, instead of by serde, which stops at the first.
 //! `deny_unknown_fields` everywhere; no `flatten` (it breaks positions).
 
-use serde::Deserialize;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, de};
 
 pub(crate) type Text = Option<String>;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with listeners (and admin, workers, clusters)")]
+#[serde(deny_unknown_fields, expecting = "a mapping with listeners (and admin, workers, drain_timeout, clusters)")]
 pub(crate) struct Config {
     pub(crate) admin: Option<Admin>,
     pub(crate) workers: Text,
+    pub(crate) drain_timeout: Text,
     pub(crate) listeners: Option<Vec<Listener>>,
     pub(crate) clusters: Option<Vec<Cluster>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with address")]
+#[serde(deny_unknown_fields, expecting = "an admin mapping (address, allow_remote)")]
 pub(crate) struct Admin {
     pub(crate) address: Text,
+    pub(crate) allow_remote: Text,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +44,15 @@ pub(crate) struct Listener {
     pub(crate) max_request_headers: Text,
     pub(crate) request_headers_timeout: Text,
     pub(crate) idle_timeout: Text,
+    pub(crate) access_log: Option<AccessLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an access_log mapping (path, and format or json_format)")]
+pub(crate) struct AccessLog {
+    pub(crate) path: Text,
+    pub(crate) format: Text,
+    pub(crate) json_format: Option<Fields>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,22 +122,159 @@ pub(crate) struct Retries {
 #[serde(deny_unknown_fields, expecting = "a cluster mapping (name, endpoints, ...)")]
 pub(crate) struct Cluster {
     pub(crate) name: Text,
-    pub(crate) endpoints: Option<Vec<String>>,
+    pub(crate) endpoints: Option<Vec<ScalarOr<Endpoint>>>,
     pub(crate) lb: Text,
+    pub(crate) hash_on: Option<ScalarOr<HashOn>>,
     pub(crate) connect_timeout: Text,
     pub(crate) protocol: Text,
     pub(crate) idle_timeout: Text,
+    pub(crate) dns_refresh: Text,
     pub(crate) max_connections: Text,
+    pub(crate) max_pending_requests: Text,
+    pub(crate) max_requests: Text,
+    pub(crate) max_retries: Text,
     pub(crate) health_check: Option<HealthCheck>,
+    pub(crate) when_all_unhealthy: Text,
+    pub(crate) outlier_detection: Option<OutlierDetection>,
+}
+
+/// The mapping form of an endpoint (the scalar form is `HOST:PORT`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an endpoint: HOST:PORT, or a mapping with address (and weight)")]
+pub(crate) struct Endpoint {
+    pub(crate) address: Text,
+    pub(crate) weight: Text,
+}
+
+impl Expecting for Endpoint {
+    const EXPECTING: &'static str = "an endpoint: HOST:PORT, or a mapping with address (and weight)";
+}
+
+/// The mapping form of `hash_on` (the scalar form is `source_ip`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "hash_on: source_ip, or a mapping with header")]
+pub(crate) struct HashOn {
+    pub(crate) header: Text,
+}
+
+impl Expecting for HashOn {
+    const EXPECTING: &'static str = "hash_on: source_ip, or a mapping with header";
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a health_check mapping (path, interval, timeout, ...)")]
 pub(crate) struct HealthCheck {
     pub(crate) path: Text,
+    pub(crate) host: Text,
     pub(crate) interval: Text,
     pub(crate) timeout: Text,
     pub(crate) unhealthy_threshold: Text,
     pub(crate) healthy_threshold: Text,
     pub(crate) expected_statuses: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an outlier_detection mapping (consecutive_5xx, base_ejection_time, ...)")]
+pub(crate) struct OutlierDetection {
+    pub(crate) consecutive_5xx: Text,
+    pub(crate) consecutive_connect_failures: Text,
+    pub(crate) base_ejection_time: Text,
+    pub(crate) max_ejection_time: Text,
+    pub(crate) max_ejection_percent: Text,
+}
+
+// ---- shapes serde's derive cannot express without losing positions ----
+
+/// What a [`ScalarOr`] expects, for serde's "expected ..." messages.
+pub(crate) trait Expecting {
+    const EXPECTING: &'static str;
+}
+
+/// A field written either as a scalar (kept as text, like every [`Text`])
+/// or as a mapping `M`.
+///
+/// Not `#[serde(untagged)]`: that buffers the value and, when no variant
+/// fits, reports only "did not match any variant", without the field inside
+/// the mapping that was wrong. Deserializing the mapping in place keeps
+/// `deny_unknown_fields` messages and `serde_path_to_error` paths.
+#[derive(Debug)]
+pub(crate) enum ScalarOr<M> {
+    Scalar(String),
+    Map(M),
+}
+
+impl<'de, M: Deserialize<'de> + Expecting> Deserialize<'de> for ScalarOr<M> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<M>(PhantomData<M>);
+
+        impl<'de, M: Deserialize<'de> + Expecting> Visitor<'de> for V<M> {
+            type Value = ScalarOr<M>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(M::EXPECTING)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ScalarOr::Scalar(v.to_owned()))
+            }
+
+            // Other scalars become text too, so the validator reports them
+            // with the rest (YAML has already typed them; the text is
+            // rebuilt, which is exact for what an error message needs).
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(ScalarOr::Scalar(v.to_string()))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(ScalarOr::Scalar(v.to_string()))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(ScalarOr::Scalar(v.to_string()))
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(ScalarOr::Scalar(v.to_string()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                M::deserialize(MapAccessDeserializer::new(map)).map(ScalarOr::Map)
+            }
+        }
+
+        deserializer.deserialize_any(V(PhantomData))
+    }
+}
+
+/// A mapping of names to text, in file order (`json_format`).
+///
+/// A `HashMap` would lose the order, which is the order of the keys in each
+/// logged object. Keys given twice are all kept: the validator reports the
+/// second one at its own position.
+#[derive(Debug, Default)]
+pub(crate) struct Fields(pub(crate) Vec<(String, Text)>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of field names to format strings")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value::<Text>()?;
+                    fields.push((key, value));
+                }
+                Ok(Fields(fields))
+            }
+        }
+
+        deserializer.deserialize_map(V)
+    }
 }

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
+
+use nuncio_accesslog::Format;
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::index::{Index, Pos, join};
@@ -27,6 +30,17 @@ pub(crate) const DEFAULT_HC_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_HC_UNHEALTHY: u32 = 3;
 pub(crate) const DEFAULT_HC_HEALTHY: u32 = 2;
 pub(crate) const DEFAULT_REDIRECT_STATUS: u16 = 301;
+pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_ENDPOINT_WEIGHT: u32 = 1;
+/// Enough to express any useful ratio, small enough that a weighted
+/// schedule (or a hash ring with entries per unit of weight) stays small.
+pub(crate) const MAX_ENDPOINT_WEIGHT: u32 = 128;
+pub(crate) const DEFAULT_HC_EXPECTED_STATUSES: (u16, u16) = (200, 299);
+pub(crate) const DEFAULT_OD_CONSECUTIVE: u32 = 5;
+pub(crate) const DEFAULT_OD_BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_OD_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_OD_MAX_EJECTION_PERCENT: u32 = 10;
 
 /// Workers when `workers` is not given: the cores this process may use.
 pub(crate) fn default_workers() -> usize {
@@ -62,6 +76,13 @@ impl<'a> Ctx<'a> {
             path: path.to_owned(),
             message,
         });
+    }
+
+    /// An error about the second occurrence of the key of `path` in one
+    /// mapping (falls back to the first).
+    fn duplicate_key_error(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.index.duplicate_key(path).unwrap_or_else(|| self.index.key(path));
+        self.at(pos, path, message.into());
     }
 
     /// An error about the value at `path`.
@@ -139,15 +160,45 @@ impl<'a> Ctx<'a> {
 
     /// A timeout where `0` means none; `default` when absent.
     fn timeout(&mut self, path: &str, value: &raw::Text, default: Option<Duration>) -> Option<Duration> {
+        self.zero_is_none(path, value, default, "0 means no timeout")
+    }
+
+    /// A duration where `0` means `None` (`zero` says what that does, for
+    /// the error message); `default` when absent.
+    fn zero_is_none(
+        &mut self,
+        path: &str,
+        value: &raw::Text,
+        default: Option<Duration>,
+        zero: &str,
+    ) -> Option<Duration> {
         let Some(text) = value else { return default };
         match duration::parse(text) {
             Ok(Duration::ZERO) => None,
             Ok(d) => Some(d),
             Err(message) => {
-                self.error(path, format!("{message}; 0 means no timeout"));
+                self.error(path, format!("{message}; {zero}"));
                 default
             }
         }
+    }
+
+    /// Any duration, `0` included; `default` when absent.
+    fn duration(&mut self, path: &str, value: &raw::Text, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        duration::parse(text).unwrap_or_else(|message| {
+            self.error(path, message);
+            default
+        })
+    }
+
+    /// `true` or `false`; `None` (reported) when it is neither.
+    fn boolean(&mut self, path: &str, text: &str) -> Option<bool> {
+        let value = parse_bool(text);
+        if value.is_none() {
+            self.error(path, format!("invalid value {text:?} (use true or false)"));
+        }
+        value
     }
 
     /// A duration that must be above zero; `default` when absent.
@@ -385,21 +436,19 @@ pub(crate) fn resolve_endpoint(text: &str) -> Result<Endpoint, String> {
         }
         resolved
     };
-    Ok(Endpoint { address: text.to_owned(), resolved })
+    Ok(Endpoint { address: text.to_owned(), resolved, weight: DEFAULT_ENDPOINT_WEIGHT })
 }
 
 // ---- the tree ----
 
 /// Validates a whole configuration.
 pub(crate) fn config(raw: &raw::Config, ctx: &mut Ctx<'_>) -> Config {
-    let admin = match raw.admin.as_ref().and_then(|a| a.address.as_ref()) {
-        Some(text) => ctx.listen_address("admin.address", text).unwrap_or(DEFAULT_ADMIN),
-        None => DEFAULT_ADMIN,
-    };
+    let admin = raw.admin.as_ref().map_or(Admin { address: DEFAULT_ADMIN, allow_remote: false }, |a| admin(ctx, a));
     let workers = match &raw.workers {
         Some(_) => ctx.count("workers", &raw.workers, default_workers()),
         None => default_workers(),
     };
+    let drain_timeout = ctx.duration("drain_timeout", &raw.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
 
     let clusters: Vec<Cluster> =
         raw.clusters.iter().flatten().enumerate().map(|(i, c)| cluster(ctx, &format!("clusters[{i}]"), c)).collect();
@@ -436,8 +485,8 @@ pub(crate) fn config(raw: &raw::Config, ctx: &mut Ctx<'_>) -> Config {
     // Names and addresses must not clash.
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut addresses: HashMap<SocketAddr, String> = HashMap::new();
-    if admin.port() != 0 {
-        addresses.insert(admin, "admin.address".to_owned());
+    if admin.address.port() != 0 {
+        addresses.insert(admin.address, "admin.address".to_owned());
     }
     for (i, l) in listeners.iter().enumerate() {
         if !l.name.is_empty() {
@@ -463,7 +512,28 @@ pub(crate) fn config(raw: &raw::Config, ctx: &mut Ctx<'_>) -> Config {
         }
     }
 
-    Config { admin: Admin { address: admin }, workers, listeners, clusters }
+    Config { admin, workers, drain_timeout, listeners, clusters }
+}
+
+fn admin(ctx: &mut Ctx<'_>, raw: &raw::Admin) -> Admin {
+    let address = raw.address.as_ref().map(|text| ctx.listen_address("admin.address", text));
+    let allow_remote = raw.allow_remote.as_ref().map(|text| ctx.boolean("admin.allow_remote", text));
+    // Admin has no authentication and can change what nuncio serves, so
+    // only loopback unless exposing it was asked for. (An unreadable
+    // address or allow_remote is reported already; no second error.)
+    if let Some(Some(address)) = address
+        && matches!(allow_remote, None | Some(Some(false)))
+        && !address.ip().to_canonical().is_loopback()
+    {
+        ctx.error(
+            "admin.address",
+            format!(
+                "{address} is not a loopback address; admin can change nuncio's state, \
+                 so set admin.allow_remote: true to expose it"
+            ),
+        );
+    }
+    Admin { address: address.flatten().unwrap_or(DEFAULT_ADMIN), allow_remote: allow_remote.flatten().unwrap_or(false) }
 }
 
 fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) -> Listener {
@@ -495,6 +565,7 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
         Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
     );
     let idle_timeout = ctx.timeout(&join(p, "idle_timeout"), &raw.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+    let access_log = raw.access_log.as_ref().map(|a| access_log(ctx, &join(p, "access_log"), a));
     let mut routes = Vec::new();
     match &raw.routes {
         None => ctx.missing(p, "routes", "a listener needs at least one route"),
@@ -516,8 +587,88 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
         max_request_headers,
         request_headers_timeout,
         idle_timeout,
+        access_log,
         routes,
     }
+}
+
+fn access_log(ctx: &mut Ctx<'_>, p: &str, raw: &raw::AccessLog) -> AccessLog {
+    let path = raw.path.as_ref().map_or(LogPath::Stdout, |text| log_path(ctx, &join(p, "path"), text));
+    let format = match (&raw.format, &raw.json_format) {
+        (None, None) => Format::default_text(),
+        (Some(text), json) => {
+            if json.is_some() {
+                ctx.key_error(&join(p, "json_format"), "use either `format` (a text line) or `json_format`, not both");
+            }
+            Format::text(text).unwrap_or_else(|e| {
+                ctx.error(&join(p, "format"), e.to_string());
+                Format::default_text()
+            })
+        }
+        (None, Some(fields)) => json_format(ctx, &join(p, "json_format"), fields),
+    };
+    AccessLog { path, format }
+}
+
+fn log_path(ctx: &mut Ctx<'_>, path: &str, text: &str) -> LogPath {
+    match text {
+        "stdout" => return LogPath::Stdout,
+        "stderr" => return LogPath::Stderr,
+        "" => ctx.error(path, "must not be empty (use stdout, stderr or a file path)"),
+        // Almost surely meant the stream; a file of that name is `./Stdout`.
+        _ if text.eq_ignore_ascii_case("stdout") || text.eq_ignore_ascii_case("stderr") => ctx.error(
+            path,
+            format!("{text:?}: write {} in lowercase, or ./{text} for a file of that name", text.to_ascii_lowercase()),
+        ),
+        _ if text.ends_with('/') => ctx.error(path, format!("{text:?} names a directory: give a file path")),
+        _ if text.chars().any(char::is_control) => {
+            ctx.error(path, format!("invalid path {text:?}: no control characters"));
+        }
+        _ => return LogPath::File(PathBuf::from(text)),
+    }
+    LogPath::Stdout
+}
+
+/// A `json_format` mapping. Each field is checked alone first, so that a bad
+/// template is reported at its own key, every one of them.
+fn json_format(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Fields) -> Format {
+    if raw.0.is_empty() {
+        ctx.error(p, "needs at least one field (or use `format` for a text line)");
+    }
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut ok = !raw.0.is_empty();
+    for (key, value) in &raw.0 {
+        let kp = join(p, key);
+        if seen.contains(&key.as_str()) {
+            ctx.duplicate_key_error(&kp, "given twice in the same mapping");
+            ok = false;
+            continue;
+        }
+        seen.push(key);
+        let Some(value) = value else {
+            ctx.error(&kp, "missing format string (e.g. \"%RESPONSE_CODE%\")");
+            ok = false;
+            continue;
+        };
+        let field = (key.clone(), value.clone());
+        if let Err(e) = Format::json(std::slice::from_ref(&field)) {
+            // The message names the key already in its own words; the path
+            // says it here.
+            let message = e.to_string();
+            let prefix = format!("key `{key}`: ");
+            ctx.error(&kp, message.strip_prefix(&prefix).unwrap_or(&message));
+            ok = false;
+        }
+        fields.push(field);
+    }
+    if !ok {
+        return Format::default_text();
+    }
+    Format::json(&fields).unwrap_or_else(|e| {
+        ctx.error(p, e.to_string());
+        Format::default_text()
+    })
 }
 
 fn route(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Route, clusters: &[&str]) -> Option<Route> {
@@ -801,25 +952,42 @@ fn cluster(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Cluster) -> Cluster {
         None => ctx.missing(p, "endpoints", "a list of HOST:PORT"),
         Some(list) if list.is_empty() => ctx.error(&join(p, "endpoints"), "needs at least one endpoint"),
         Some(list) => {
-            for (i, text) in list.iter().enumerate() {
+            for (i, item) in list.iter().enumerate() {
                 let ep = format!("{p}.endpoints[{i}]");
-                if endpoints.iter().any(|e| &e.address == text) {
-                    ctx.error(&ep, format!("endpoint {text:?} is listed twice"));
-                    continue;
-                }
-                match resolve_endpoint(text) {
-                    Ok(endpoint) => endpoints.push(endpoint),
-                    Err(message) => ctx.error(&ep, message),
+                if let Some(endpoint) = endpoint(ctx, &ep, item, &endpoints) {
+                    endpoints.push(endpoint);
                 }
             }
         }
     }
-    let lb = ctx.choice(
-        &join(p, "lb"),
-        &raw.lb,
-        LbPolicy::RoundRobin,
-        &[("round_robin", LbPolicy::RoundRobin), ("least_request", LbPolicy::LeastRequest)],
-    );
+    const LB: [(&str, LbPolicy); 4] = [
+        ("round_robin", LbPolicy::RoundRobin),
+        ("least_request", LbPolicy::LeastRequest),
+        ("random", LbPolicy::Random),
+        ("ring_hash", LbPolicy::RingHash),
+    ];
+    let lb = ctx.choice(&join(p, "lb"), &raw.lb, LbPolicy::RoundRobin, &LB);
+    let lb_name = raw.lb.as_deref().unwrap_or("round_robin");
+    // An `lb` that is not a policy is reported already: say nothing of how
+    // hash_on fits it.
+    let lb_known = LB.iter().any(|(name, _)| *name == lb_name);
+    let hash_on = match (&raw.hash_on, lb) {
+        (None, LbPolicy::RingHash) => {
+            ctx.error(&join(p, "lb"), "ring_hash needs hash_on (a header or source_ip)");
+            None
+        }
+        (None, _) => None,
+        (Some(h), LbPolicy::RingHash) => hash_on(ctx, &join(p, "hash_on"), h),
+        (Some(_), _) => {
+            if lb_known {
+                ctx.key_error(
+                    &join(p, "hash_on"),
+                    format!("only applies to lb: ring_hash (this cluster's lb is {lb_name})"),
+                );
+            }
+            None
+        }
+    };
     let connect_timeout =
         ctx.positive_duration(&join(p, "connect_timeout"), &raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
     let protocol = ctx.choice(
@@ -829,10 +997,100 @@ fn cluster(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Cluster) -> Cluster {
         &[("http1", UpstreamProtocol::Http1), ("http2", UpstreamProtocol::Http2)],
     );
     let idle_timeout = ctx.timeout(&join(p, "idle_timeout"), &raw.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
-    let max_connections =
-        raw.max_connections.as_ref().map(|_| ctx.count(&join(p, "max_connections"), &raw.max_connections, 1));
+    let dns_refresh = ctx.zero_is_none(
+        &join(p, "dns_refresh"),
+        &raw.dns_refresh,
+        Some(DEFAULT_DNS_REFRESH),
+        "0 means never re-resolve",
+    );
+    // Circuit breakers: absent means no limit.
+    let limit = |ctx: &mut Ctx<'_>, field: &str, value: &raw::Text| {
+        value.as_ref().map(|_| ctx.count(&join(p, field), value, 1))
+    };
+    let max_connections = limit(ctx, "max_connections", &raw.max_connections);
+    let max_pending_requests = limit(ctx, "max_pending_requests", &raw.max_pending_requests);
+    let max_requests = limit(ctx, "max_requests", &raw.max_requests);
+    let max_retries = limit(ctx, "max_retries", &raw.max_retries);
     let health_check = raw.health_check.as_ref().map(|h| health_check(ctx, &join(p, "health_check"), h));
-    Cluster { name, endpoints, lb, connect_timeout, protocol, idle_timeout, max_connections, health_check }
+    let when_all_unhealthy = ctx.choice(
+        &join(p, "when_all_unhealthy"),
+        &raw.when_all_unhealthy,
+        AllUnhealthy::Fail,
+        &[("fail", AllUnhealthy::Fail), ("use_all", AllUnhealthy::UseAll)],
+    );
+    let outlier_detection =
+        raw.outlier_detection.as_ref().map(|o| outlier_detection(ctx, &join(p, "outlier_detection"), o));
+    Cluster {
+        name,
+        endpoints,
+        lb,
+        hash_on,
+        connect_timeout,
+        protocol,
+        idle_timeout,
+        dns_refresh,
+        max_connections,
+        max_pending_requests,
+        max_requests,
+        max_retries,
+        health_check,
+        when_all_unhealthy,
+        outlier_detection,
+    }
+}
+
+/// One item of `endpoints`: `HOST:PORT`, or `{ address: HOST:PORT, weight: N }`.
+/// `None` (reported) when it is unusable or repeats one of `earlier`.
+fn endpoint(ctx: &mut Ctx<'_>, ep: &str, raw: &raw::ScalarOr<raw::Endpoint>, earlier: &[Endpoint]) -> Option<Endpoint> {
+    let (address, address_path, weight) = match raw {
+        raw::ScalarOr::Scalar(text) => (text, ep.to_owned(), DEFAULT_ENDPOINT_WEIGHT),
+        raw::ScalarOr::Map(m) => {
+            let weight = ctx.number(
+                &join(ep, "weight"),
+                &m.weight,
+                DEFAULT_ENDPOINT_WEIGHT.into(),
+                1,
+                MAX_ENDPOINT_WEIGHT.into(),
+            );
+            let Some(address) = &m.address else {
+                ctx.missing(ep, "address", "HOST:PORT");
+                return None;
+            };
+            (address, join(ep, "address"), u32::try_from(weight).unwrap_or(DEFAULT_ENDPOINT_WEIGHT))
+        }
+    };
+    if earlier.iter().any(|e| &e.address == address) {
+        ctx.error(&address_path, format!("endpoint {address:?} is listed twice"));
+        return None;
+    }
+    match resolve_endpoint(address) {
+        Ok(endpoint) => Some(Endpoint { weight, ..endpoint }),
+        Err(message) => {
+            ctx.error(&address_path, message);
+            None
+        }
+    }
+}
+
+fn hash_on(ctx: &mut Ctx<'_>, p: &str, raw: &raw::ScalarOr<raw::HashOn>) -> Option<HashOn> {
+    match raw {
+        raw::ScalarOr::Scalar(text) if text == "source_ip" => Some(HashOn::SourceIp),
+        raw::ScalarOr::Scalar(text) => {
+            ctx.error(p, format!("invalid hash_on {text:?} (use source_ip, or {{ header: NAME }})"));
+            None
+        }
+        raw::ScalarOr::Map(m) => match &m.header {
+            None => {
+                ctx.missing(p, "header", "the request header whose value is hashed, e.g. x-user-id");
+                None
+            }
+            Some(name) if !is_token(name) => {
+                ctx.error(&join(p, "header"), format!("invalid header name {name:?}"));
+                None
+            }
+            Some(name) => Some(HashOn::Header(name.to_ascii_lowercase())),
+        },
+    }
 }
 
 fn health_check(ctx: &mut Ctx<'_>, p: &str, raw: &raw::HealthCheck) -> HealthCheck {
@@ -843,6 +1101,7 @@ fn health_check(ctx: &mut Ctx<'_>, p: &str, raw: &raw::HealthCheck) -> HealthChe
         }
         Some(text) => ctx.url_path(&join(p, "path"), text),
     };
+    let host = raw.host.as_ref().map(|h| ctx.authority(&join(p, "host"), h));
     let interval = ctx.positive_duration(&join(p, "interval"), &raw.interval, DEFAULT_HC_INTERVAL);
     let timeout = ctx.positive_duration(&join(p, "timeout"), &raw.timeout, DEFAULT_HC_TIMEOUT);
     let threshold = |ctx: &mut Ctx<'_>, field: &str, value: &raw::Text, default: u32| {
@@ -851,14 +1110,84 @@ fn health_check(ctx: &mut Ctx<'_>, p: &str, raw: &raw::HealthCheck) -> HealthChe
     };
     let unhealthy_threshold = threshold(ctx, "unhealthy_threshold", &raw.unhealthy_threshold, DEFAULT_HC_UNHEALTHY);
     let healthy_threshold = threshold(ctx, "healthy_threshold", &raw.healthy_threshold, DEFAULT_HC_HEALTHY);
-    let expected_statuses = raw.expected_statuses.as_ref().map(|list| {
-        let sp = join(p, "expected_statuses");
-        if list.is_empty() {
+    let sp = join(p, "expected_statuses");
+    let expected_statuses = match &raw.expected_statuses {
+        None => vec![DEFAULT_HC_EXPECTED_STATUSES],
+        Some(list) if list.is_empty() => {
             ctx.error(&sp, "needs at least one status (or leave it out for 200-299)");
+            vec![DEFAULT_HC_EXPECTED_STATUSES]
         }
-        list.iter().enumerate().map(|(i, text)| ctx.status(&format!("{sp}[{i}]"), text, 100)).collect()
-    });
-    HealthCheck { path, interval, timeout, unhealthy_threshold, healthy_threshold, expected_statuses }
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| {
+                let range = parse_status_range(text);
+                if let Err(message) = &range {
+                    ctx.error(&format!("{sp}[{i}]"), message.clone());
+                }
+                range.ok()
+            })
+            .collect(),
+    };
+    HealthCheck { path, host, interval, timeout, unhealthy_threshold, healthy_threshold, expected_statuses }
+}
+
+/// `204` → `(204, 204)`; `200-299` → `(200, 299)`; codes 100–599.
+fn parse_status_range(text: &str) -> Result<(u16, u16), String> {
+    let code = |t: &str| parse_number(t.trim()).and_then(|n| u16::try_from(n).ok()).filter(|n| (100..=599).contains(n));
+    let parsed = match text.split_once('-') {
+        None => code(text).map(|c| (c, c)),
+        Some((first, last)) => code(first).zip(code(last)),
+    };
+    match parsed {
+        None => Err(format!("invalid status {text:?} (use a code from 100 to 599, or a range such as 200-299)")),
+        Some((first, last)) if first > last => {
+            Err(format!("invalid status range {text:?}: {first} is above {last} (write the lower code first)"))
+        }
+        Some(range) => Ok(range),
+    }
+}
+
+fn outlier_detection(ctx: &mut Ctx<'_>, p: &str, raw: &raw::OutlierDetection) -> OutlierDetection {
+    // `0` turns a detector off.
+    let detector = |ctx: &mut Ctx<'_>, field: &str, value: &raw::Text| {
+        let n = ctx.number(&join(p, field), value, DEFAULT_OD_CONSECUTIVE.into(), 0, u32::MAX.into());
+        u32::try_from(n).ok().filter(|&n| n > 0)
+    };
+    let consecutive_5xx = detector(ctx, "consecutive_5xx", &raw.consecutive_5xx);
+    let consecutive_connect_failures = detector(ctx, "consecutive_connect_failures", &raw.consecutive_connect_failures);
+    let base_ejection_time =
+        ctx.positive_duration(&join(p, "base_ejection_time"), &raw.base_ejection_time, DEFAULT_OD_BASE_EJECTION_TIME);
+    let max_path = join(p, "max_ejection_time");
+    let max_ejection_time = match &raw.max_ejection_time {
+        // Like Envoy: the cap never undercuts a longer base.
+        None => DEFAULT_OD_MAX_EJECTION_TIME.max(base_ejection_time),
+        Some(text) => {
+            let max = ctx.positive_duration(&max_path, &raw.max_ejection_time, DEFAULT_OD_MAX_EJECTION_TIME);
+            let readable = duration::parse(text).is_ok_and(|d| !d.is_zero());
+            if readable && max < base_ejection_time {
+                ctx.error(
+                    &max_path,
+                    format!("must be at least base_ejection_time ({})", duration::format(base_ejection_time)),
+                );
+            }
+            max.max(base_ejection_time)
+        }
+    };
+    let percent = ctx.number(
+        &join(p, "max_ejection_percent"),
+        &raw.max_ejection_percent,
+        DEFAULT_OD_MAX_EJECTION_PERCENT.into(),
+        0,
+        100,
+    );
+    OutlierDetection {
+        consecutive_5xx,
+        consecutive_connect_failures,
+        base_ejection_time,
+        max_ejection_time,
+        max_ejection_percent: u32::try_from(percent).unwrap_or(DEFAULT_OD_MAX_EJECTION_PERCENT),
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! Parsing and validation of whole configuration files.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::{error, errors, ok};
 use nuncio_config::*;
 
 /// The issue's example, with high ports.
@@ -43,28 +46,6 @@ clusters:
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-fn ok(yaml: &str) -> Config {
-    match Config::from_yaml(yaml, "nuncio.yaml") {
-        Ok(config) => config,
-        Err(errors) => panic!("rejected:\n{errors}"),
-    }
-}
-
-/// Every error, displayed, one string each.
-fn errors(yaml: &str) -> Vec<String> {
-    match Config::from_yaml(yaml, "nuncio.yaml") {
-        Ok(_) => panic!("accepted:\n{yaml}"),
-        Err(errors) => errors.iter().map(ToString::to_string).collect(),
-    }
-}
-
-/// The one error of `yaml`, displayed.
-fn error(yaml: &str) -> String {
-    let all = errors(yaml);
-    assert_eq!(all.len(), 1, "expected one error, got {all:#?}");
-    all.into_iter().next().unwrap()
 }
 
 fn forward(route: &Route) -> &Forward {
@@ -139,11 +120,12 @@ fn the_issue_example_is_accepted() {
         stat.health_check,
         Some(HealthCheck {
             path: "/health".into(),
+            host: None,
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             unhealthy_threshold: 2,
             healthy_threshold: 1,
-            expected_statuses: None,
+            expected_statuses: vec![(200, 299)],
         })
     );
 }
@@ -168,7 +150,9 @@ clusters:
     health_check: { path: /h }
 "#);
     assert_eq!(c.admin.address, addr("127.0.0.1:9901"));
+    assert!(!c.admin.allow_remote);
     assert_eq!(c.workers, std::thread::available_parallelism().unwrap().get());
+    assert_eq!(c.drain_timeout, Duration::from_secs(15));
     let l = &c.listeners[0];
     assert_eq!(l.address, addr("[::1]:18080"));
     assert_eq!(l.protocol, ListenerProtocol::Auto);
@@ -177,6 +161,7 @@ clusters:
     assert_eq!(l.max_request_headers, 100);
     assert_eq!(l.request_headers_timeout, Some(Duration::from_secs(10)));
     assert_eq!(l.idle_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(l.access_log, None);
 
     assert_eq!(l.routes[0].matcher, RouteMatch { host: None, path: PathMatch::Any, headers: vec![] });
     let f = forward(&l.routes[0]);
@@ -200,12 +185,22 @@ clusters:
     assert_eq!(app.connect_timeout, Duration::from_secs(1));
     assert_eq!(app.protocol, UpstreamProtocol::Http1);
     assert_eq!(app.idle_timeout, Some(Duration::from_secs(60)));
-    assert_eq!(app.max_connections, None);
+    assert_eq!(app.hash_on, None);
+    assert_eq!(app.dns_refresh, Some(Duration::from_secs(30)));
+    assert_eq!(app.endpoints[0].weight, 1);
+    // Circuit breakers: no limit unless given.
+    assert_eq!(
+        (app.max_connections, app.max_pending_requests, app.max_requests, app.max_retries),
+        (None, None, None, None)
+    );
+    assert_eq!(app.when_all_unhealthy, AllUnhealthy::Fail);
+    assert_eq!(app.outlier_detection, None);
     let hc = app.health_check.as_ref().unwrap();
+    assert_eq!(hc.host, None);
     assert_eq!((hc.interval, hc.timeout), (Duration::from_secs(5), Duration::from_secs(1)));
     assert_eq!((hc.unhealthy_threshold, hc.healthy_threshold), (3, 2));
-    assert_eq!(hc.expected_statuses, None);
-    assert!(hc.is_expected(204) && !hc.is_expected(301));
+    assert_eq!(hc.expected_statuses, vec![(200, 299)]);
+    assert!(hc.is_expected(200) && hc.is_expected(299) && !hc.is_expected(301) && !hc.is_expected(199));
 }
 
 #[test]
@@ -275,7 +270,7 @@ clusters:
     let app = &c.clusters[0];
     assert_eq!((app.lb, app.protocol), (LbPolicy::LeastRequest, UpstreamProtocol::Http2));
     assert_eq!((app.idle_timeout, app.connect_timeout), (Some(Duration::from_secs(3600)), Duration::from_secs(2)));
-    assert_eq!(app.health_check.as_ref().unwrap().expected_statuses, Some(vec![200, 204]));
+    assert_eq!(app.health_check.as_ref().unwrap().expected_statuses, vec![(200, 200), (204, 204)]);
 }
 
 #[test]
@@ -333,7 +328,8 @@ fn unknown_field() {
 fn unknown_field_at_the_top_and_deep() {
     assert_eq!(
         error("listeners: []\nadmni: {}\n"),
-        "nuncio.yaml:2:1: admni: unknown field `admni`, expected one of `admin`, `workers`, `listeners`, `clusters`"
+        "nuncio.yaml:2:1: admni: unknown field `admni`, expected one of `admin`, `workers`, `drain_timeout`, \
+         `listeners`, `clusters`"
     );
     let yaml = with_routes("      - match: { headers: [ { name: a, exakt: b } ] }\n        cluster: app\n");
     assert_eq!(

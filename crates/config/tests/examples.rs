@@ -18,7 +18,18 @@ fn every_example_is_accepted() {
         }
     }
     seen.sort();
-    for name in ["basic.yaml", "h2-upstream.yaml", "single-upstream.yaml"] {
+    for name in ["basic.yaml", "h2-upstream.yaml", "operations.yaml", "single-upstream.yaml"] {
         assert!(seen.iter().any(|s| s == name), "{name} missing from {}", dir.display());
+    }
+}
+
+#[test]
+fn the_readme_config_is_accepted() {
+    // The README promises "a config that runs as is": its first YAML block.
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    let start = readme.find("```yaml\n").expect("README has a YAML block") + "```yaml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    if let Err(errors) = Config::from_yaml(&readme[start..end], "README.md") {
+        panic!("README.md's config is rejected:\n{errors}");
     }
 }

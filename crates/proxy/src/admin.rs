@@ -1,26 +1,51 @@
-//! The admin listener, served by main: `GET /ready` and `GET /config_dump`.
+//! The admin listener, served by main. Separate from the data plane on
+//! purpose: it keeps answering (and says "not ready") while workers start,
+//! and reads only what main owns or what workers publish (their stats
+//! stores, summed here).
 //!
-//! Separate from the data plane on purpose: it keeps answering (and says
-//! "not ready") while workers start, and nothing it does touches a worker.
+//! - `GET /ready`: 200 once every worker serves, 503 before.
+//! - `GET /config_dump`: the effective config as YAML (`?format=json`).
+//! - `GET /clusters`: every endpoint: addresses, weight, health, ejection,
+//!   requests in flight (`?format=json`).
+//! - `GET /stats`: `name{labels}: value` a line (`?filter=REGEX`).
+//! - `GET /stats/prometheus`: Prometheus text exposition.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use nuncio_http1::{BodyFraming, Limits, RequestDecoder};
 use nuncio_runtime::Slot;
+use nuncio_stats::{Stats, Store, Summary};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::snapshot::Snapshot;
+use crate::cluster::hosts::Hosts;
+use crate::snapshot::Local;
 use crate::upstream::http1::write_all_vectored;
 
 /// What admin handlers read, all on main.
 pub(crate) struct AdminState {
-    pub(crate) snapshot: Slot<Snapshot>,
+    pub(crate) local: Slot<Local>,
+    pub(crate) hosts: Rc<Hosts>,
+    /// Every stats store, summed on read.
+    pub(crate) stats: RefCell<Stats>,
+    /// Stores made for new snapshots, attached on the next read.
+    pub(crate) stores: std::sync::mpsc::Receiver<Arc<Store>>,
     /// True once every worker serves its listeners.
     pub(crate) ready: Cell<bool>,
+}
+
+impl AdminState {
+    fn summary(&self) -> Summary {
+        let mut stats = self.stats.borrow_mut();
+        while let Ok(store) = self.stores.try_recv() {
+            stats.attach(store);
+        }
+        stats.read()
+    }
 }
 
 /// Accepts admin connections on main.
@@ -28,6 +53,19 @@ pub(crate) async fn serve(listener: TcpListener, state: Rc<AdminState>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         tokio::task::spawn_local(connection(stream, state.clone()));
+    }
+}
+
+/// An admin answer.
+struct Reply {
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Reply {
+    fn text(status: StatusCode, body: impl Into<String>) -> Reply {
+        Reply { status, content_type: "text/plain; charset=utf-8", body: body.into() }
     }
 }
 
@@ -39,42 +77,145 @@ async fn connection(mut stream: TcpStream, state: Rc<AdminState>) {
         match decoder.decode(&mut buf) {
             Ok(Some(request)) => break request,
             Ok(None) => {}
-            Err(e) => return respond(&mut stream, e.status(), "text/plain", format!("bad request: {e}\n")).await,
+            Err(e) => return respond(&mut stream, Reply::text(e.status(), format!("bad request: {e}\n"))).await,
         }
         match tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_buf(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return,
         }
     };
-    let path = request.uri.path();
-    let (status, content_type, body) = match (&request.method, path) {
-        (&Method::GET, "/ready") if state.ready.get() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
-        (&Method::GET, "/ready") => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n".to_owned()),
-        (&Method::GET, "/config_dump") => match state.snapshot.get() {
-            // The version is a comment, so the dump still reads back as a config.
-            Ok(snapshot) => {
-                let dump = format!("# config version {}\n{}", snapshot.version, snapshot.config.to_yaml());
-                (StatusCode::OK, "application/yaml", dump)
-            }
-            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("no config: {e}\n")),
-        },
-        (_, "/ready" | "/config_dump") => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n".to_owned()),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "admin endpoints: GET /ready, GET /config_dump\n".to_owned()),
-    };
-    respond(&mut stream, status, content_type, body).await;
+    let reply = route(&state, &request.method, request.uri.path(), request.uri.query().unwrap_or(""));
+    respond(&mut stream, reply).await;
 }
 
-async fn respond(stream: &mut TcpStream, status: StatusCode, content_type: &'static str, body: String) {
+const ENDPOINTS: &str = "admin endpoints: GET /ready, /config_dump[?format=json], /clusters[?format=json], /stats[?filter=REGEX], /stats/prometheus\n";
+
+fn route(state: &AdminState, method: &Method, path: &str, query: &str) -> Reply {
+    let known = matches!(path, "/ready" | "/config_dump" | "/clusters" | "/stats" | "/stats/prometheus");
+    if known && method != Method::GET {
+        return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    let json = param(query, "format") == Some("json");
+    match path {
+        "/ready" if state.ready.get() => Reply::text(StatusCode::OK, "ready\n"),
+        "/ready" => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+        "/config_dump" => config_dump(state, json),
+        "/clusters" => clusters(state, json),
+        "/stats" => {
+            let filter = match param(query, "filter").map(|f| regex::Regex::new(&percent_decode(f))) {
+                None => None,
+                Some(Ok(re)) => Some(re),
+                Some(Err(e)) => return Reply::text(StatusCode::BAD_REQUEST, format!("bad filter: {e}\n")),
+            };
+            Reply::text(StatusCode::OK, state.summary().text(filter.as_ref()))
+        }
+        "/stats/prometheus" => Reply {
+            status: StatusCode::OK,
+            content_type: nuncio_stats::PROMETHEUS_CONTENT_TYPE,
+            body: state.summary().prometheus(),
+        },
+        _ => Reply::text(StatusCode::NOT_FOUND, ENDPOINTS),
+    }
+}
+
+fn config_dump(state: &AdminState, json: bool) -> Reply {
+    let local = match state.local.get() {
+        Ok(local) => local,
+        Err(e) => return Reply::text(StatusCode::SERVICE_UNAVAILABLE, format!("no config: {e}\n")),
+    };
+    let snapshot = &local.snapshot;
+    if json {
+        let dump = serde_json::json!({ "version": snapshot.version, "config": &*snapshot.config });
+        return Reply { status: StatusCode::OK, content_type: "application/json", body: format!("{dump:#}\n") };
+    }
+    // The version is a comment, so the dump still reads back as a config.
+    let dump = format!("# config version {}\n{}", snapshot.version, snapshot.config.to_yaml());
+    Reply { status: StatusCode::OK, content_type: "application/yaml", body: dump }
+}
+
+fn clusters(state: &AdminState, json: bool) -> Reply {
+    let Ok(local) = state.local.get() else { return Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no config\n") };
+    let summary = state.summary();
+    let mut rows = Vec::new();
+    for cluster in &local.snapshot.config.clusters {
+        let status = state.hosts.endpoints(&cluster.name);
+        for (i, endpoint) in cluster.endpoints.iter().enumerate() {
+            let labels = [("cluster", cluster.name.as_str()), ("endpoint", endpoint.address.as_str())];
+            let active = summary.gauge("upstream_endpoint_rq_active", &labels).unwrap_or(0);
+            let s = status.get(i);
+            let addresses: Vec<String> =
+                s.map(|s| s.addresses.iter().map(ToString::to_string).collect()).unwrap_or_default();
+            rows.push(serde_json::json!({
+                "cluster": cluster.name,
+                "endpoint": endpoint.address,
+                "addresses": addresses,
+                "weight": endpoint.weight,
+                "healthy": s.is_none_or(|s| s.healthy),
+                "ejected": s.is_some_and(|s| s.ejected),
+                "active_requests": active,
+            }));
+        }
+    }
+    if json {
+        let body = format!("{:#}\n", serde_json::Value::Array(rows));
+        return Reply { status: StatusCode::OK, content_type: "application/json", body };
+    }
+    // Envoy's style: `cluster::endpoint::field::value`, one a line.
+    let mut body = String::new();
+    for row in &rows {
+        let (cluster, endpoint) = (row["cluster"].as_str().unwrap_or(""), row["endpoint"].as_str().unwrap_or(""));
+        for field in ["addresses", "weight", "healthy", "ejected", "active_requests"] {
+            let value = match &row[field] {
+                serde_json::Value::Array(items) => {
+                    items.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")
+                }
+                other => other.to_string(),
+            };
+            body.push_str(&format!("{cluster}::{endpoint}::{field}::{value}\n"));
+        }
+    }
+    Reply::text(StatusCode::OK, body)
+}
+
+/// The value of `name` in a query string (first occurrence, still encoded).
+fn param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
+}
+
+/// `%XX` escapes and `+` decoded, for the `filter` regex.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn respond(stream: &mut TcpStream, reply: Reply) {
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     let mut head = BytesMut::new();
     nuncio_http1::encode_response_head(
-        status,
+        reply.status,
         Version::HTTP_11,
         &headers,
-        BodyFraming::Length(body.len() as u64),
+        BodyFraming::Length(reply.body.len() as u64),
         &mut head,
     );
-    let _ = write_all_vectored(stream, &[&head, body.as_bytes()]).await;
+    let _ = write_all_vectored(stream, &[&head, reply.body.as_bytes()]).await;
 }

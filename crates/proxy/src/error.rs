@@ -20,6 +20,10 @@ pub enum Error {
     #[error("runtime: {0}")]
     Runtime(#[from] nuncio_runtime::Error),
 
+    /// The config's stats could not be declared (a name clash).
+    #[error("stats: {0}")]
+    Stats(#[from] nuncio_stats::Error),
+
     /// The main thread ended before the server was up.
     #[error("the main thread stopped while the server was starting")]
     StartAborted,

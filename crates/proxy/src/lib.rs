@@ -55,6 +55,7 @@ mod message;
 mod router;
 mod server;
 mod snapshot;
+mod stats;
 mod stream;
 mod upstream;
 mod worker;

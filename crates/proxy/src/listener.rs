@@ -67,8 +67,8 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let max =
-            worker.snapshot.with(|s| s.listeners.get(&*name).map_or(0, |l| l.config.max_connections)).unwrap_or(0);
+        let Ok(local) = worker.local.get() else { continue };
+        let max = local.snapshot.listeners.get(&*name).map_or(0, |l| l.config.max_connections);
         if open.fetch_add(1, Ordering::Relaxed) >= max {
             open.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(listener = %name, %peer, max, "connection limit reached, closing");
@@ -76,7 +76,11 @@ pub(crate) async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let guard = OpenConnection(open.clone());
+        // Counted on the store of the snapshot it was accepted under, and
+        // uncounted on the same one.
+        local.stats.inc(local.snapshot.stats.downstream_cx_total);
+        local.stats.gauge_inc(local.snapshot.stats.downstream_cx_active);
+        let guard = OpenConnection { open: open.clone(), local };
         let (worker, name) = (worker.clone(), name.clone());
         let (conn_ctx, conn_cancel) = ctx.with_cancel();
         tokio::task::spawn_local(async move {
@@ -88,10 +92,14 @@ pub(crate) async fn accept_loop(
 }
 
 /// Counts an open connection until dropped.
-struct OpenConnection(Arc<AtomicUsize>);
+struct OpenConnection {
+    open: Arc<AtomicUsize>,
+    local: nuncio_runtime::SlotRef<crate::snapshot::Local>,
+}
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.local.stats.gauge_dec(self.local.snapshot.stats.downstream_cx_active);
     }
 }

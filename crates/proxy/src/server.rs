@@ -6,6 +6,7 @@
 //! listener, serves admin itself, and on stop shuts the workers down and
 //! the slots in reverse order.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,12 +15,14 @@ use std::sync::Arc;
 
 use nuncio_config::Config;
 use nuncio_context::Context;
-use nuncio_runtime::{Dispatcher, DispatcherHandle, ThreadLocal};
+use nuncio_runtime::{Dispatcher, DispatcherHandle, Slot, ThreadLocal};
+use nuncio_stats::Store;
 
 use crate::admin::{self, AdminState};
+use crate::cluster::hosts::{HostStatus, Hosts};
 use crate::error::Error;
 use crate::listener::{self, BoundListener};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Local, Snapshot};
 use crate::worker::Worker;
 
 /// Where a running server listens.
@@ -128,11 +131,25 @@ fn serve(main: &Dispatcher, config: Config, started: impl FnOnce(Addresses)) -> 
     };
 
     let tls = ThreadLocal::new(main);
-    let slot = tls.allocate_slot::<Snapshot>()?;
-    let snapshot = Arc::new(Snapshot::new(1, Arc::new(config)));
-    slot.set(move |_| snapshot.clone())?;
+    // Allocation order is shutdown order reversed: endpoint status is
+    // dropped after the config that names its clusters.
+    let hosts_slot = tls.allocate_slot::<HostStatus>()?;
+    let slot = tls.allocate_slot::<Local>()?;
+    let hosts = Hosts::new(hosts_slot.clone(), &config)?;
+    let (stores_tx, stores) = std::sync::mpsc::channel();
+    deliver(&slot, Arc::new(Snapshot::new(1, Arc::new(config), None)?), stores_tx)?;
 
-    let admin_state = Rc::new(AdminState { snapshot: slot.clone(), ready: std::cell::Cell::new(false) });
+    let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+    main.spawn_local(crate::cluster::outlier::run(hosts.clone(), slot.clone(), events))?;
+    crate::cluster::health::start(main, &hosts, &slot)?;
+
+    let admin_state = Rc::new(AdminState {
+        local: slot.clone(),
+        hosts,
+        stats: RefCell::new(nuncio_stats::Stats::new()),
+        stores,
+        ready: std::cell::Cell::new(false),
+    });
     let state = admin_state.clone();
     // Registering with the event loop needs its runtime: done in the task.
     main.spawn_local(async move {
@@ -156,9 +173,9 @@ fn serve(main: &Dispatcher, config: Config, started: impl FnOnce(Addresses)) -> 
         tls.register_thread(handle.clone())?;
         let sockets: Vec<(String, std::net::TcpListener, Arc<std::sync::atomic::AtomicUsize>)> =
             bound.iter_mut().map(|l| (l.name.clone(), l.sockets.remove(0), l.open.clone())).collect();
-        let (slot, ready) = (slot.clone(), ready_tx.clone());
+        let (slot, hosts_slot, events, ready) = (slot.clone(), hosts_slot.clone(), events_tx.clone(), ready_tx.clone());
         handle.post_with(move |d| {
-            let worker = Rc::new(Worker::new(slot));
+            let worker = Rc::new(Worker::new(slot, hosts_slot, events));
             let root = Context::background();
             for (name, socket, open) in sockets {
                 match tokio::net::TcpListener::from_std(socket) {
@@ -202,6 +219,23 @@ fn serve(main: &Dispatcher, config: Config, started: impl FnOnce(Addresses)) -> 
         let _ = thread.join();
     }
     drop(slot);
+    drop(hosts_slot);
     let _ = tls.shutdown_thread();
     Ok(())
+}
+
+/// Sends `snapshot` to every thread with a stats store of its own for it;
+/// main gets each store through `stores` (the admin sums them).
+fn deliver(
+    slot: &Slot<Local>,
+    snapshot: Arc<Snapshot>,
+    stores: std::sync::mpsc::Sender<Arc<Store>>,
+) -> Result<(), nuncio_runtime::Error> {
+    slot.set(move |d| {
+        let worker = d.name().strip_prefix("nuncio-worker-").unwrap_or(d.name());
+        let store = Store::new(&snapshot.stats.defs, worker);
+        store.worker_gauge_set(snapshot.stats.config_version, i64::try_from(snapshot.version).unwrap_or(i64::MAX));
+        let _ = stores.send(store.clone());
+        Arc::new(Local { snapshot: snapshot.clone(), stats: store })
+    })
 }

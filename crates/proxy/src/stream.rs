@@ -15,18 +15,25 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
-use nuncio_config::{Forward, PathMatch, Redirect, RedirectPath, RetryOn, RetryPolicy, RouteAction, UpstreamProtocol};
+use nuncio_config::{
+    Cluster, Forward, HashOn, PathMatch, Redirect, RedirectPath, RetryOn, RetryPolicy, RouteAction, UpstreamProtocol,
+};
 use nuncio_context::Context;
 use nuncio_runtime::SlotRef;
+use nuncio_stats::Store;
+use tokio::time::Instant;
 
-use crate::cluster::{ActiveRequest, ClusterState, ConnectError};
+use crate::cluster::resources::{Breaker, Permit, Resources};
+use crate::cluster::{ActiveRequest, ClusterState, ConnectError, PickError};
 use crate::downstream::{Downstream, ReadError};
 use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead};
 use crate::router::CompiledRoute;
-use crate::snapshot::{ListenerSnapshot, Snapshot};
+use crate::snapshot::{ListenerSnapshot, Local};
+use crate::stats::ClusterStats;
 use crate::upstream::{self, RequestBody, ResponseBody, TryError, UpstreamRequest, UpstreamResponse};
 use crate::worker::Worker;
 
@@ -40,10 +47,28 @@ static X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("
 static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
 /// Serves one request, from its head to the end of its response, whichever
-/// protocol the client speaks.
+/// protocol the client speaks, and counts it.
 pub(crate) async fn serve(
     worker: &Worker,
-    snapshot: &SlotRef<Snapshot>,
+    local: &SlotRef<Local>,
+    listener: &ListenerSnapshot,
+    downstream: &mut Downstream<'_>,
+    request: RequestHead,
+    ctx: &Context,
+) {
+    let start = Instant::now();
+    answer(worker, local, listener, downstream, request, ctx).await;
+    let (store, stats) = (&local.stats, &local.snapshot.stats);
+    store.inc(stats.downstream_rq_total);
+    if let Some(status) = downstream.status() {
+        store.inc(stats.downstream_rq_class[crate::stats::class(status.as_u16())]);
+    }
+    store.observe(stats.downstream_rq_duration, start.elapsed());
+}
+
+async fn answer(
+    worker: &Worker,
+    local: &SlotRef<Local>,
     listener: &ListenerSnapshot,
     downstream: &mut Downstream<'_>,
     mut request: RequestHead,
@@ -80,17 +105,22 @@ pub(crate) async fn serve(
             downstream.local_reply(StatusCode::NOT_IMPLEMENTED, "nuncio: CONNECT is not supported").await;
         }
         RouteAction::Forward(forward) => {
-            let Some(cluster) = route.cluster(fastrand::u64(..)).and_then(|name| worker.cluster(snapshot, name)) else {
+            let cluster = route.cluster(fastrand::u64(..)).and_then(|name| {
+                Some((worker.cluster(&local.snapshot, name)?, local.snapshot.stats.clusters.get(name)?))
+            });
+            let Some((cluster, stats)) = cluster else {
                 let message = "nuncio: route names no known cluster";
                 return downstream.local_reply(StatusCode::INTERNAL_SERVER_ERROR, message).await;
             };
-            if request.upgrade && cluster.config.protocol != UpstreamProtocol::Http1 {
+            if request.upgrade && cluster.config().protocol != UpstreamProtocol::Http1 {
                 downstream.close_connection();
                 let message = "nuncio: protocol upgrades go to HTTP/1.1 clusters only";
                 return downstream.local_reply(StatusCode::NOT_IMPLEMENTED, message).await;
             }
+            let hash = request_hash(cluster.config(), &request, downstream.peer());
             let upstream_request = prepare_upstream_request(&mut request, downstream.peer(), route, forward);
-            forward_request(downstream, &cluster, upstream_request, &request, forward, ctx).await;
+            let counting = Counting { store: &local.stats, stats };
+            forward_request(downstream, &cluster, counting, upstream_request, &request, hash, forward, ctx).await;
         }
     }
 }
@@ -123,11 +153,14 @@ fn rewrite_prefix(path: &str, matched: &PathMatch, replacement: &str) -> String 
 /// Forwards to `cluster`: the body read (small ones in full, so that a
 /// retry can send them again), tries made per the retry policy, the
 /// response relayed.
+#[allow(clippy::too_many_arguments)]
 async fn forward_request(
     downstream: &mut Downstream<'_>,
     cluster: &Rc<ClusterState>,
+    counting: Counting<'_>,
     request: UpstreamRequest,
     client_request: &RequestHead,
+    hash: Option<u64>,
     forward: &Forward,
     ctx: &Context,
 ) {
@@ -164,35 +197,58 @@ async fn forward_request(
     let tries = 1 + policy.map_or(0, |p| p.attempts);
     let mut tried = 0;
     let mut free_retry = true;
+    // Held while a retry is in flight (the cluster's `max_retries`).
+    let mut retry_permit = None;
+    let resources = &cluster.shared.runtime.resources;
+    let Counting { store, stats } = counting;
     loop {
         tried += 1;
-        let Some(active) = cluster.pick() else {
-            return downstream.local_reply(StatusCode::SERVICE_UNAVAILABLE, "nuncio: no healthy upstream").await;
+        let active = match cluster.pick(hash, store, stats) {
+            Ok(active) => active,
+            Err(PickError::NoHealthy) => {
+                let message = format!("nuncio: no healthy endpoint in cluster {}", cluster.config().name);
+                return downstream.local_reply(StatusCode::SERVICE_UNAVAILABLE, &message).await;
+            }
+            Err(PickError::Overflow(breaker)) => return breaker_open(downstream, cluster, counting, breaker).await,
         };
         let per_try = policy.and_then(|p| p.per_try_timeout);
         let (try_ctx, _try_guard) = match per_try {
             Some(t) => stream_ctx.with_timeout(t),
             None => stream_ctx.with_cancel(),
         };
-        let sent = upstream::send(cluster.config.protocol, &active, &request, &mut body, downstream);
+        store.inc(stats.rq_total);
+        let sent_at = Instant::now();
+        let sent = upstream::send(cluster.config().protocol, &active, &request, &mut body, downstream);
         let error = match under(&try_ctx, sent).await {
             // A 101 nobody asked for would make the client connection a raw
             // pipe to the upstream, past every route.
             Ok(Ok(response)) if response.tunnel && !client_request.upgrade => TryError::UnaskedUpgrade,
             Ok(Ok(response)) => {
                 let status = response.head.status.as_u16();
-                if tried < tries && body.replayable() && policy.is_some_and(|p| retry_on_status(p, status)) {
+                store.inc(stats.rq_class[crate::stats::class(status)]);
+                store.observe(stats.rq_duration, sent_at.elapsed());
+                active.report_status(status);
+                if policy.is_some_and(|p| retry_on_status(p, status))
+                    && may_retry(tried < tries && body.replayable(), resources, counting, &mut retry_permit)
+                {
                     continue;
                 }
                 // The route timeout ends with the response head: the body
                 // may take longer, bounded only by the connection.
                 return relay_response(downstream, &active, response, client_request, ctx).await;
             }
+            Ok(Err(TryError::Connect(ConnectError::Overflow(breaker)))) => {
+                return breaker_open(downstream, cluster, counting, breaker).await;
+            }
             Ok(Err(error)) => error,
             Err(_) if stream_ctx.err().is_some() => {
+                store.inc(stats.rq_timeout);
                 return downstream.local_reply(StatusCode::GATEWAY_TIMEOUT, "nuncio: upstream request timeout").await;
             }
-            Err(_) => TryError::TryTimeout,
+            Err(_) => {
+                store.inc(stats.rq_timeout);
+                TryError::TryTimeout
+            }
         };
         // A pooled connection the upstream had already closed: a fresh one,
         // once, without counting a try (nothing was processed upstream).
@@ -204,7 +260,9 @@ async fn forward_request(
             tried -= 1;
             continue;
         }
-        if tried < tries && body.replayable() && policy.is_some_and(|p| retry_on_error(p, &error)) {
+        if policy.is_some_and(|p| retry_on_error(p, &error))
+            && may_retry(tried < tries && body.replayable(), resources, counting, &mut retry_permit)
+        {
             continue;
         }
         let (status, message) = match &error {
@@ -213,6 +271,9 @@ async fn forward_request(
             }
             TryError::Connect(ConnectError::Failed(e)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, format!("nuncio: upstream connect error: {e}"))
+            }
+            TryError::Connect(ConnectError::Overflow(breaker)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, format!("nuncio: circuit breaker {} open", breaker.name()))
             }
             TryError::Reset { .. } => {
                 (StatusCode::BAD_GATEWAY, "nuncio: upstream reset before response headers".to_owned())
@@ -233,6 +294,55 @@ async fn forward_request(
         // Part of a streamed body may be unread: the connection cannot
         // carry another request then (the HTTP/1.1 codec sees to it).
         return downstream.local_reply(status, &message).await;
+    }
+}
+
+/// The stats a forwarded request counts into: this thread's store and the
+/// cluster's ids.
+#[derive(Clone, Copy)]
+struct Counting<'s> {
+    store: &'s Arc<Store>,
+    stats: &'s ClusterStats,
+}
+
+/// Whether another try may follow (`left`: attempts left and the body
+/// replayable) under the cluster's retry breaker; the permit is held until
+/// the next retry replaces it.
+fn may_retry(left: bool, resources: &Arc<Resources>, counting: Counting<'_>, permit: &mut Option<Permit>) -> bool {
+    if !left {
+        return false;
+    }
+    match resources.acquire(Breaker::Retries) {
+        Ok(acquired) => {
+            *permit = Some(acquired);
+            counting.store.inc(counting.stats.rq_retry);
+            true
+        }
+        Err(breaker) => {
+            counting.store.inc(counting.stats.cb_open[breaker as usize]);
+            false
+        }
+    }
+}
+
+/// A 503 at once because a circuit breaker of the cluster is open.
+async fn breaker_open(
+    downstream: &mut Downstream<'_>,
+    cluster: &ClusterState,
+    counting: Counting<'_>,
+    breaker: Breaker,
+) {
+    counting.store.inc(counting.stats.cb_open[breaker as usize]);
+    let message = format!("nuncio: circuit breaker {} open for cluster {}", breaker.name(), cluster.config().name);
+    downstream.local_reply(StatusCode::SERVICE_UNAVAILABLE, &message).await;
+}
+
+/// The request's hash for a `ring_hash` cluster: its `hash_on` header, or
+/// the client's IP. `None` (a random endpoint) when the header is absent.
+fn request_hash(cluster: &Cluster, request: &RequestHead, peer: SocketAddr) -> Option<u64> {
+    match cluster.hash_on.as_ref()? {
+        HashOn::Header(name) => request.headers.get(name.as_str()).map(|v| crate::cluster::lb::hash_of(v.as_bytes())),
+        HashOn::SourceIp => Some(crate::cluster::lb::hash_of(&peer.ip())),
     }
 }
 
@@ -324,7 +434,7 @@ fn retry_on_status(policy: &RetryPolicy, status: u16) -> bool {
 /// body ended cleanly.
 async fn relay_response(
     downstream: &mut Downstream<'_>,
-    active: &ActiveRequest,
+    active: &ActiveRequest<'_>,
     response: UpstreamResponse,
     request: &RequestHead,
     ctx: &Context,
@@ -341,7 +451,7 @@ async fn relay_response(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         if let (Downstream::Http1(exchange), ResponseBody::Http1(body)) = (downstream, body) {
             let (mut upstream, early) = body.into_tunnel();
-            exchange.tunnel(head.status, &headers, &mut upstream, early).await;
+            exchange.tunnel(head.status, &headers, &mut upstream.stream, early).await;
         }
         return;
     }

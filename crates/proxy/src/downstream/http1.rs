@@ -103,8 +103,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Conne
     loop {
         // The snapshot this request is served with, whatever reloads happen
         // while it is in flight.
-        let Ok(snapshot) = worker.snapshot.get() else { return };
-        let Some(listener_snapshot) = snapshot.listeners.get(&*listener) else { return };
+        let Ok(local) = worker.local.get() else { return };
+        let Some(listener_snapshot) = local.snapshot.listeners.get(&*listener) else { return };
         let settings = &listener_snapshot.config;
         let mut limits = Limits::default();
         limits.max_head_bytes = settings.max_request_headers_bytes;
@@ -130,7 +130,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Conne
         };
         let (head, exchange) = Exchange::new(&mut conn, request);
         let mut downstream = Downstream::Http1(exchange);
-        crate::stream::serve(&worker, &snapshot, listener_snapshot, &mut downstream, head, &ctx).await;
+        crate::stream::serve(&worker, &local, listener_snapshot, &mut downstream, head, &ctx).await;
         let Downstream::Http1(exchange) = downstream else { unreachable!("built as HTTP/1.1 above") };
         if !exchange.reusable() {
             return;
@@ -160,8 +160,9 @@ pub(crate) struct Exchange<'c> {
     /// `Expect: 100-continue` not yet answered: answered when the body is
     /// first read, so a request refused before that never sends it.
     continue_pending: bool,
-    /// The response's framing, once its head is written.
+    /// The response's framing and status, once its head is written.
     framing: Option<BodyFraming>,
+    status: Option<StatusCode>,
     /// The connection closes after this response (decided with the head).
     close: bool,
     /// The response ended (last chunk, or the whole body) as it should.
@@ -187,6 +188,7 @@ impl<'c> Exchange<'c> {
             continue_pending: request.expect_continue && matches!(body, RequestBody::Reading(_)),
             body,
             framing: None,
+            status: None,
             close: false,
             ended: false,
             aborted: false,
@@ -258,6 +260,10 @@ impl<'c> Exchange<'c> {
         self.framing.is_some()
     }
 
+    pub(crate) fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+
     /// Encodes the head into the write buffer; it leaves with the first
     /// body bytes or at [`Exchange::flush`].
     pub(crate) fn send_head(&mut self, head: ResponseHead) {
@@ -286,6 +292,7 @@ impl<'c> Exchange<'c> {
         }
         nuncio_http1::encode_response_head(head.status, self.version, &headers, framing, &mut self.conn.write_buf);
         self.framing = Some(framing);
+        self.status = Some(head.status);
     }
 
     pub(crate) async fn send_data(&mut self, data: Bytes) -> Result<(), WriteError> {

@@ -40,7 +40,8 @@ const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 /// Serves one HTTP/2 connection until the client closes it or it idles
 /// out.
 pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, io: Rewind, peer: SocketAddr, ctx: Context) {
-    let Some(settings) = worker.snapshot.with(|s| s.listeners.get(&*listener).map(|l| l.config.clone())).ok().flatten()
+    let Some(settings) =
+        worker.local.with(|l| l.snapshot.listeners.get(&*listener).map(|l| l.config.clone())).ok().flatten()
     else {
         return;
     };
@@ -119,8 +120,8 @@ async fn serve_stream(
     ctx: &Context,
 ) {
     // Each stream is served with the snapshot current when it began.
-    let Ok(snapshot) = worker.snapshot.get() else { return };
-    let Some(listener_snapshot) = snapshot.listeners.get(listener) else { return };
+    let Ok(local) = worker.local.get() else { return };
+    let Some(listener_snapshot) = local.snapshot.listeners.get(listener) else { return };
     let (parts, body) = request.into_parts();
     let authority = parts
         .uri
@@ -143,11 +144,12 @@ async fn serve_stream(
         body_done: size == BodySize::Empty,
         respond,
         send: None,
+        status: None,
         ended: false,
         peer,
     };
     let mut downstream = Downstream::Http2(exchange);
-    crate::stream::serve(worker, &snapshot, listener_snapshot, &mut downstream, head, ctx).await;
+    crate::stream::serve(worker, &local, listener_snapshot, &mut downstream, head, ctx).await;
 }
 
 /// The client side of one HTTP/2 stream.
@@ -158,6 +160,7 @@ pub(crate) struct Exchange {
     respond: SendResponse<Bytes>,
     /// The response body's stream, once the head went out.
     send: Option<SendStream<Bytes>>,
+    status: Option<http::StatusCode>,
     /// END_STREAM sent.
     ended: bool,
     peer: SocketAddr,
@@ -214,6 +217,10 @@ impl Exchange {
         self.send.is_some()
     }
 
+    pub(crate) fn status(&self) -> Option<http::StatusCode> {
+        self.status
+    }
+
     pub(crate) fn send_head(&mut self, head: ResponseHead) -> Result<(), WriteError> {
         let no_body = bodiless(&self.method, head.status);
         let mut headers = head.headers;
@@ -235,6 +242,7 @@ impl Exchange {
         *response.headers_mut() = headers;
         let send = self.respond.send_response(response, end).map_err(|_| WriteError)?;
         self.send = Some(send);
+        self.status = Some(head.status);
         self.ended = end;
         Ok(())
     }

@@ -44,8 +44,8 @@ pub(crate) struct WriteError;
 /// protocol, then hands over to that protocol's connection loop.
 pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, socket: TcpStream, peer: SocketAddr, ctx: Context) {
     let Some((protocol, idle)) = worker
-        .snapshot
-        .with(|s| s.listeners.get(&*listener).map(|l| (l.config.protocol, l.config.idle_timeout)))
+        .local
+        .with(|l| l.snapshot.listeners.get(&*listener).map(|l| (l.config.protocol, l.config.idle_timeout)))
         .ok()
         .flatten()
     else {
@@ -104,6 +104,14 @@ impl Downstream<'_> {
         match self {
             Downstream::Http1(e) => e.closed().await,
             Downstream::Http2(e) => e.closed().await,
+        }
+    }
+
+    /// The response status, once a head was sent.
+    pub(crate) fn status(&self) -> Option<StatusCode> {
+        match self {
+            Downstream::Http1(e) => e.status(),
+            Downstream::Http2(e) => e.status(),
         }
     }
 

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{BodyError, RequestBody, TryError, UpstreamRequest, UpstreamResponse};
-use crate::cluster::ActiveRequest;
+use crate::cluster::{ActiveRequest, ConnectionGuard};
 use crate::downstream::{Downstream, ReadError};
 use crate::message::{BodyFrame, BodySize, ResponseHead};
 
@@ -21,11 +21,18 @@ pub(crate) struct Http1Connection {
     /// Whether it carried a request before: a reused connection the
     /// upstream closed meanwhile fails without the request being processed.
     pub(crate) reused: bool,
+    /// Counts it open (stats, `max_connections`) while it lives.
+    _guard: ConnectionGuard,
 }
 
 impl Http1Connection {
-    pub(crate) fn new(stream: TcpStream) -> Http1Connection {
-        Http1Connection { stream, read_buf: BytesMut::with_capacity(16 * 1024), reused: false }
+    pub(crate) fn new(stream: TcpStream, guard: ConnectionGuard) -> Http1Connection {
+        Http1Connection { stream, read_buf: BytesMut::with_capacity(16 * 1024), reused: false, _guard: guard }
+    }
+
+    /// The address it is connected to.
+    pub(crate) fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.stream.peer_addr().ok()
     }
 
     /// Whether an idle pooled connection can carry another request: the
@@ -74,7 +81,7 @@ pub(crate) async fn write_all_vectored(stream: &mut TcpStream, parts: &[&[u8]]) 
 /// read after); a client that leaves while the head is awaited cancels the
 /// try.
 pub(crate) async fn send(
-    active: &ActiveRequest,
+    active: &ActiveRequest<'_>,
     request: &UpstreamRequest,
     body: &mut RequestBody,
     downstream: &mut Downstream<'_>,
@@ -194,7 +201,7 @@ impl ResponseBody {
     }
 
     /// The connection back to the pool, if the exchange ended cleanly.
-    pub(crate) fn release(self, active: &ActiveRequest) {
+    pub(crate) fn release(self, active: &ActiveRequest<'_>) {
         if self.keep_alive && self.decoder.is_done() {
             active.release(self.conn);
         }
@@ -202,9 +209,10 @@ impl ResponseBody {
 
     /// The connection and what the upstream sent past its head, for a
     /// protocol switch.
-    pub(crate) fn into_tunnel(mut self) -> (TcpStream, Bytes) {
-        let early = self.conn.read_buf.split().freeze();
-        (self.conn.stream, early)
+    pub(crate) fn into_tunnel(self) -> (Http1Connection, Bytes) {
+        let mut conn = self.conn;
+        let early = conn.read_buf.split().freeze();
+        (conn, early)
     }
 }
 

@@ -19,7 +19,7 @@ use http::uri::{Authority, Scheme};
 use http::{Uri, Version, header};
 
 use super::{BodyError, RequestBody, TryError, UpstreamRequest, UpstreamResponse};
-use crate::cluster::{ActiveRequest, ConnectError};
+use crate::cluster::{ActiveRequest, ConnectError, ConnectionGuard};
 use crate::downstream::{Downstream, ReadError};
 use crate::flow_control::send_all;
 use crate::message::{BodyFrame, BodySize, ResponseHead};
@@ -34,7 +34,7 @@ const EARLY_RESPONSE_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// response head. Dropping the try (timeout, client gone) resets the
 /// upstream stream with `CANCEL`.
 pub(crate) async fn send(
-    active: &ActiveRequest,
+    active: &ActiveRequest<'_>,
     request: &UpstreamRequest,
     body: &mut RequestBody,
     downstream: &mut Downstream<'_>,
@@ -141,6 +141,8 @@ pub(crate) struct Pool {
 
 struct Connection {
     sender: SendRequest<Bytes>,
+    /// Counts it open (stats, `max_connections`) while it lives.
+    _guard: ConnectionGuard,
     /// Streams of ours open on it.
     streams: Cell<usize>,
     /// Its driver task ended (closed, GOAWAY, error).
@@ -175,7 +177,7 @@ impl Pool {
 
 /// A sender ready for a new stream, the slot that counts the stream, and
 /// whether the connection carried streams before.
-async fn sender(active: &ActiveRequest) -> Result<(SendRequest<Bytes>, StreamSlot, bool), TryError> {
+async fn sender(active: &ActiveRequest<'_>) -> Result<(SendRequest<Bytes>, StreamSlot, bool), TryError> {
     let endpoint = active.endpoint();
     while let Some(connection) = endpoint.h2.with_room() {
         let slot = StreamSlot::new(&connection);
@@ -187,7 +189,7 @@ async fn sender(active: &ActiveRequest) -> Result<(SendRequest<Bytes>, StreamSlo
             }
         }
     }
-    let stream = active.connect().await.map_err(TryError::Connect)?;
+    let (stream, guard) = active.connect().await.map_err(TryError::Connect)?;
     let handshake = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -195,7 +197,7 @@ async fn sender(active: &ActiveRequest) -> Result<(SendRequest<Bytes>, StreamSlo
         .await;
     let (sender, driver) =
         handshake.map_err(|e| TryError::Connect(ConnectError::Failed(std::io::Error::other(e.to_string()))))?;
-    let connection = Rc::new(Connection { sender, streams: Cell::new(0), closed: Cell::new(false) });
+    let connection = Rc::new(Connection { sender, _guard: guard, streams: Cell::new(0), closed: Cell::new(false) });
     endpoint.h2.connections.borrow_mut().push(connection.clone());
     let name = endpoint.name.clone();
     let watched = Rc::downgrade(&connection);

@@ -103,7 +103,7 @@ impl ResponseBody {
     }
 
     /// After the body ended: an HTTP/1.1 connection goes back to the pool.
-    pub(crate) fn release(self, active: &ActiveRequest) {
+    pub(crate) fn release(self, active: &ActiveRequest<'_>) {
         match self {
             ResponseBody::Http1(b) => b.release(active),
             ResponseBody::Http2(_) => {}
@@ -115,7 +115,7 @@ impl ResponseBody {
 /// `protocol`, the response head received.
 pub(crate) async fn send(
     protocol: UpstreamProtocol,
-    active: &ActiveRequest,
+    active: &ActiveRequest<'_>,
     request: &UpstreamRequest,
     body: &mut RequestBody,
     downstream: &mut Downstream<'_>,

@@ -1,0 +1,358 @@
+//! Clusters: which endpoint gets a request, and connections to it.
+//!
+//! Three levels, by who owns them:
+//! - [`ClusterShared`]: built by main for a config version and read by
+//!   every worker (config, hash ring, and the cross-worker counts of
+//!   [`ClusterRuntime`] — circuit breakers and outlier-detection runs —
+//!   which survive reloads that leave the cluster unchanged).
+//! - [`hosts::HostStatus`]: endpoint addresses, health and ejection, owned
+//!   by main and published through a slot.
+//! - [`ClusterState`]: a worker's own — balancer position, requests in
+//!   flight per endpoint, idle HTTP/1.1 connections, HTTP/2 connections.
+//!   Plain `Cell`s: never shared.
+
+pub(crate) mod health;
+pub(crate) mod hosts;
+pub(crate) mod lb;
+pub(crate) mod outlier;
+pub(crate) mod resources;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nuncio_config::{AllUnhealthy, Cluster, LbPolicy};
+use nuncio_runtime::Slot;
+use nuncio_stats::{Gauge, Store};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use self::hosts::{HostEvent, HostStatus};
+use self::lb::{Balancer, Ring};
+use self::resources::{Breaker, Permit, Resources};
+use crate::stats::ClusterStats;
+use crate::upstream::http1::Http1Connection;
+
+/// Most idle HTTP/1.1 connections kept per endpoint per worker.
+const MAX_IDLE: usize = 1024;
+
+/// A cluster as main built it for one config version.
+pub(crate) struct ClusterShared {
+    pub(crate) config: Arc<Cluster>,
+    pub(crate) runtime: Arc<ClusterRuntime>,
+    pub(crate) ring: Option<Arc<Ring>>,
+}
+
+impl ClusterShared {
+    /// Builds it, keeping `previous`'s counts if the cluster is unchanged.
+    pub(crate) fn new(config: Arc<Cluster>, previous: Option<&ClusterShared>) -> ClusterShared {
+        let runtime = match previous {
+            Some(p) if *p.config == *config => p.runtime.clone(),
+            _ => Arc::new(ClusterRuntime {
+                resources: Resources::new(&config),
+                endpoints: config.endpoints.iter().map(|_| EndpointCounters::default()).collect(),
+            }),
+        };
+        let ring = (config.lb == LbPolicy::RingHash).then(|| Arc::new(Ring::new(&config)));
+        ClusterShared { config, runtime, ring }
+    }
+}
+
+/// Counts shared by every worker.
+pub(crate) struct ClusterRuntime {
+    pub(crate) resources: Arc<Resources>,
+    pub(crate) endpoints: Vec<EndpointCounters>,
+}
+
+/// Outlier-detection runs of one endpoint, across workers.
+#[derive(Default)]
+pub(crate) struct EndpointCounters {
+    consecutive_5xx: AtomicU32,
+    consecutive_connect_failures: AtomicU32,
+}
+
+impl EndpointCounters {
+    /// Resets both runs (after an ejection).
+    pub(crate) fn reset(&self) {
+        self.consecutive_5xx.store(0, Ordering::Relaxed);
+        self.consecutive_connect_failures.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A worker's state of a cluster.
+pub(crate) struct ClusterState {
+    pub(crate) shared: Arc<ClusterShared>,
+    balancer: Balancer,
+    endpoints: Vec<EndpointState>,
+    /// Requests in flight from this worker, by endpoint (least request).
+    active: Vec<Cell<u32>>,
+    hosts: Slot<HostStatus>,
+    events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
+}
+
+/// One endpoint on this worker.
+pub(crate) struct EndpointState {
+    /// The endpoint as written in the config.
+    pub(crate) name: String,
+    /// Idle keep-alive connections, most recently used last.
+    idle: RefCell<Vec<(Http1Connection, Instant)>>,
+    /// HTTP/2 connections (`protocol: http2`).
+    pub(crate) h2: crate::upstream::http2::Pool,
+}
+
+/// Why no endpoint (or no connection) could be had.
+#[derive(Debug)]
+pub(crate) enum PickError {
+    /// Every endpoint is unhealthy or ejected (`when_all_unhealthy: fail`).
+    NoHealthy,
+    /// A circuit breaker is open.
+    Overflow(Breaker),
+}
+
+/// Why a connection could not be had.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    /// Every address refused or failed.
+    Failed(std::io::Error),
+    /// `connect_timeout` passed.
+    Timeout,
+    /// `max_connections` or `max_pending_requests` reached.
+    Overflow(Breaker),
+}
+
+/// All endpoints usable, without allocating, for clusters up to this size.
+static ALL_USABLE: [bool; 256] = [true; 256];
+
+impl ClusterState {
+    pub(crate) fn new(
+        shared: Arc<ClusterShared>,
+        hosts: Slot<HostStatus>,
+        events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
+    ) -> ClusterState {
+        let endpoints = shared
+            .config
+            .endpoints
+            .iter()
+            .map(|e| EndpointState {
+                name: e.address.clone(),
+                idle: RefCell::new(Vec::new()),
+                h2: crate::upstream::http2::Pool::default(),
+            })
+            .collect();
+        let balancer = Balancer::new(&shared.config, shared.ring.clone());
+        let active = shared.config.endpoints.iter().map(|_| Cell::new(0)).collect();
+        ClusterState { shared, balancer, endpoints, active, hosts, events }
+    }
+
+    pub(crate) fn config(&self) -> &Cluster {
+        &self.shared.config
+    }
+
+    /// Chooses an endpoint for a request (by the cluster's policy, among
+    /// healthy, non-ejected endpoints) and counts it in flight until the
+    /// returned guard drops. `hash` is the request's hash for `ring_hash`.
+    pub(crate) fn pick<'s>(
+        self: &Rc<Self>,
+        hash: Option<u64>,
+        store: &'s Arc<Store>,
+        stats: &'s ClusterStats,
+    ) -> Result<ActiveRequest<'s>, PickError> {
+        let n = self.endpoints.len();
+        let chosen = self
+            .hosts
+            .with(|hosts| {
+                let status = hosts.clusters.get(&self.shared.config.name);
+                let all = status.is_none_or(|s| s.iter().all(hosts::EndpointStatus::usable));
+                if all && n <= ALL_USABLE.len() {
+                    return Ok(self.balancer.choose(&ALL_USABLE[..n], &self.active, hash));
+                }
+                let mut usable: Vec<bool> = match status {
+                    Some(s) => s.iter().map(hosts::EndpointStatus::usable).collect(),
+                    None => vec![true; n],
+                };
+                usable.resize(n, false);
+                if !usable.contains(&true) {
+                    match self.shared.config.when_all_unhealthy {
+                        AllUnhealthy::Fail => return Err(PickError::NoHealthy),
+                        AllUnhealthy::UseAll => usable.fill(true),
+                    }
+                }
+                Ok(self.balancer.choose(&usable, &self.active, hash))
+            })
+            .unwrap_or(Err(PickError::NoHealthy))?;
+        let index = chosen.ok_or(PickError::NoHealthy)?;
+        let permit = self.shared.runtime.resources.acquire(Breaker::Requests).map_err(PickError::Overflow)?;
+        self.active[index].set(self.active[index].get() + 1);
+        if let Some(gauge) = stats.endpoint_rq_active.get(index) {
+            store.gauge_inc(*gauge);
+        }
+        Ok(ActiveRequest { cluster: self.clone(), index, store, stats, _permit: permit })
+    }
+}
+
+/// A request in flight to one endpoint; dropping it ends the count.
+pub(crate) struct ActiveRequest<'s> {
+    cluster: Rc<ClusterState>,
+    index: usize,
+    store: &'s Arc<Store>,
+    stats: &'s ClusterStats,
+    _permit: Permit,
+}
+
+impl ActiveRequest<'_> {
+    pub(crate) fn endpoint(&self) -> &EndpointState {
+        &self.cluster.endpoints[self.index]
+    }
+
+    /// The endpoint's current addresses (DNS may have changed them).
+    fn addresses(&self) -> Arc<[SocketAddr]> {
+        let name = &self.cluster.shared.config.name;
+        let from_hosts = self
+            .cluster
+            .hosts
+            .with(|h| h.clusters.get(name).and_then(|c| c.get(self.index)).map(|e| e.addresses.clone()))
+            .ok()
+            .flatten();
+        from_hosts.unwrap_or_else(|| Arc::from(self.cluster.shared.config.endpoints[self.index].resolved.as_slice()))
+    }
+
+    /// A pooled connection if a live one is idle (to an address the
+    /// endpoint still has), else a new one.
+    pub(crate) async fn connection(&self) -> Result<Http1Connection, ConnectError> {
+        let idle_timeout = self.cluster.shared.config.idle_timeout;
+        let endpoint = self.endpoint();
+        let mut addresses: Option<Arc<[SocketAddr]>> = None;
+        loop {
+            let Some((conn, since)) = endpoint.idle.borrow_mut().pop() else { break };
+            let fresh = idle_timeout.is_none_or(|t| since.elapsed() < t);
+            let current = addresses.get_or_insert_with(|| self.addresses());
+            if fresh && conn.is_reusable() && conn.peer().is_some_and(|p| current.contains(&p)) {
+                return Ok(conn);
+            }
+        }
+        let (stream, guard) = self.connect().await?;
+        Ok(Http1Connection::new(stream, guard))
+    }
+
+    /// A new TCP connection to the endpoint, within the cluster's
+    /// `connect_timeout` and circuit breakers; each address the name
+    /// resolved to is tried in turn. The guard counts the connection open
+    /// (stats, `max_connections`) until dropped with it.
+    pub(crate) async fn connect(&self) -> Result<(TcpStream, ConnectionGuard), ConnectError> {
+        let resources = &self.cluster.shared.runtime.resources;
+        let permit = resources.acquire(Breaker::Connections).map_err(ConnectError::Overflow)?;
+        let pending = resources.acquire(Breaker::PendingRequests).map_err(ConnectError::Overflow)?;
+        let addresses = self.addresses();
+        let endpoint = self.endpoint();
+        let attempt = async {
+            let mut last = None;
+            for address in addresses.iter() {
+                match TcpStream::connect(address).await {
+                    Ok(stream) => {
+                        let _ = stream.set_nodelay(true);
+                        return Ok(stream);
+                    }
+                    Err(e) => {
+                        tracing::debug!(endpoint = %endpoint.name, %address, error = %e, "upstream connect failed");
+                        last = Some(e);
+                    }
+                }
+            }
+            Err(ConnectError::Failed(last.unwrap_or_else(|| std::io::Error::other("endpoint resolved to no address"))))
+        };
+        let connected = tokio::time::timeout(self.cluster.shared.config.connect_timeout, attempt)
+            .await
+            .unwrap_or(Err(ConnectError::Timeout));
+        drop(pending);
+        match connected {
+            Ok(stream) => {
+                self.report_connect(true);
+                self.store.inc(self.stats.cx_total);
+                self.store.gauge_inc(self.stats.cx_active);
+                let store = Arc::clone(self.store);
+                Ok((stream, ConnectionGuard { store, gauge: self.stats.cx_active, _permit: permit }))
+            }
+            Err(e) => {
+                self.report_connect(false);
+                self.store.inc(self.stats.cx_connect_fail);
+                Err(e)
+            }
+        }
+    }
+
+    /// Returns a connection whose exchange ended cleanly to the pool.
+    pub(crate) fn release(&self, conn: Http1Connection) {
+        let mut idle = self.endpoint().idle.borrow_mut();
+        // Bounded: a burst must not leave thousands of idle sockets behind.
+        if idle.len() < MAX_IDLE {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    /// Outlier detection: a response with `status` came from the endpoint.
+    pub(crate) fn report_status(&self, status: u16) {
+        let Some(detection) = &self.cluster.shared.config.outlier_detection else { return };
+        let counters = &self.cluster.shared.runtime.endpoints[self.index];
+        if (500..600).contains(&status) {
+            let run = counters.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
+            if detection.consecutive_5xx == Some(run) {
+                self.tell_main("consecutive_5xx");
+            }
+        } else if counters.consecutive_5xx.load(Ordering::Relaxed) != 0 {
+            // Only write when there is a run to end: a healthy endpoint's
+            // counter line is never written by every worker.
+            counters.consecutive_5xx.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Outlier detection: a connection attempt succeeded or failed.
+    fn report_connect(&self, ok: bool) {
+        let Some(detection) = &self.cluster.shared.config.outlier_detection else { return };
+        let counters = &self.cluster.shared.runtime.endpoints[self.index];
+        if ok {
+            if counters.consecutive_connect_failures.load(Ordering::Relaxed) != 0 {
+                counters.consecutive_connect_failures.store(0, Ordering::Relaxed);
+            }
+        } else {
+            let run = counters.consecutive_connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if detection.consecutive_connect_failures == Some(run) {
+                self.tell_main("consecutive_connect_failures");
+            }
+        }
+    }
+
+    fn tell_main(&self, reason: &'static str) {
+        let event = HostEvent::ConsecutiveFailures {
+            cluster: self.cluster.shared.config.name.clone(),
+            endpoint: self.index,
+            reason,
+        };
+        let _ = self.cluster.events.send(event);
+    }
+}
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        let active = &self.cluster.active[self.index];
+        active.set(active.get().saturating_sub(1));
+        if let Some(gauge) = self.stats.endpoint_rq_active.get(self.index) {
+            self.store.gauge_dec(*gauge);
+        }
+    }
+}
+
+/// Counts an upstream connection open (the `upstream_cx_active` gauge, the
+/// `max_connections` breaker) for as long as it lives.
+pub(crate) struct ConnectionGuard {
+    store: Arc<Store>,
+    gauge: Gauge,
+    _permit: Permit,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.store.gauge_dec(self.gauge);
+    }
+}

@@ -1,0 +1,152 @@
+//! The data plane's stats, declared on main for each config version
+//! ([`ProxyStats::declare`]) and written by workers into their own
+//! [`Store`] without locks; admin sums the stores.
+//!
+//! Names follow Prometheus conventions (see `docs/admin.md` for the list):
+//! `nuncio_downstream_rq_total`, `nuncio_upstream_cx_active{cluster="api"}`,
+//! `nuncio_downstream_rq_duration_seconds` ...
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use nuncio_config::Config;
+use nuncio_stats::{Counter, DURATION_BUCKETS, Definitions, Gauge, Histogram, StatsBuilder, WorkerGauge};
+
+/// Status classes, as label values, indexed by `status / 100 - 1`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The circuit breakers, as label values.
+pub(crate) const BREAKERS: [&str; 4] = ["max_connections", "max_pending_requests", "max_requests", "max_retries"];
+
+/// Every stat of one config version.
+pub(crate) struct ProxyStats {
+    pub(crate) defs: Arc<Definitions>,
+    pub(crate) downstream_cx_total: Counter,
+    pub(crate) downstream_cx_active: Gauge,
+    pub(crate) downstream_rq_total: Counter,
+    pub(crate) downstream_rq_class: [Counter; 5],
+    pub(crate) downstream_rq_duration: Histogram,
+    pub(crate) config_version: WorkerGauge,
+    pub(crate) clusters: HashMap<String, ClusterStats>,
+}
+
+/// One cluster's stats.
+pub(crate) struct ClusterStats {
+    pub(crate) rq_total: Counter,
+    pub(crate) rq_class: [Counter; 5],
+    pub(crate) rq_duration: Histogram,
+    pub(crate) cx_active: Gauge,
+    pub(crate) cx_total: Counter,
+    pub(crate) cx_connect_fail: Counter,
+    pub(crate) rq_retry: Counter,
+    pub(crate) rq_timeout: Counter,
+    /// By breaker, in [`BREAKERS`] order.
+    pub(crate) cb_open: [Counter; 4],
+    pub(crate) health_check_success: Counter,
+    pub(crate) health_check_failure: Counter,
+    pub(crate) outlier_ejections: Counter,
+    /// Requests in flight, by endpoint index (for `/clusters`).
+    pub(crate) endpoint_rq_active: Vec<Gauge>,
+}
+
+impl ProxyStats {
+    /// Declares every stat `config` calls for.
+    pub(crate) fn declare(config: &Config) -> Result<ProxyStats, nuncio_stats::Error> {
+        let mut b = StatsBuilder::new();
+        let classes = |b: &mut StatsBuilder, name: &str, help: &str, labels: &[(&str, &str)]| {
+            let mut ids = Vec::with_capacity(5);
+            for class in CLASSES {
+                let mut all = labels.to_vec();
+                all.push(("class", class));
+                ids.push(b.counter(name, help, &all)?);
+            }
+            Ok::<[Counter; 5], nuncio_stats::Error>(ids.try_into().expect("five classes"))
+        };
+        let downstream_rq_class =
+            classes(&mut b, "downstream_rq_class_total", "Downstream requests answered, by status class.", &[])?;
+        let mut clusters = HashMap::new();
+        for cluster in &config.clusters {
+            let c: &[(&str, &str)] = &[("cluster", cluster.name.as_str())];
+            let breaker = |b: &mut StatsBuilder, name: &str| {
+                b.counter(
+                    "upstream_cb_open_total",
+                    "Requests refused at once because a circuit breaker was open.",
+                    &[("cluster", cluster.name.as_str()), ("breaker", name)],
+                )
+            };
+            let health = |b: &mut StatsBuilder, result: &str| {
+                b.counter(
+                    "health_check_total",
+                    "Active health checks, by result.",
+                    &[("cluster", cluster.name.as_str()), ("result", result)],
+                )
+            };
+            let mut endpoint_rq_active = Vec::with_capacity(cluster.endpoints.len());
+            for endpoint in &cluster.endpoints {
+                endpoint_rq_active.push(b.gauge(
+                    "upstream_endpoint_rq_active",
+                    "Requests in flight to an endpoint.",
+                    &[("cluster", cluster.name.as_str()), ("endpoint", endpoint.address.as_str())],
+                )?);
+            }
+            let stats = ClusterStats {
+                rq_total: b.counter("upstream_rq_total", "Requests sent upstream (each try counts).", c)?,
+                rq_class: classes(&mut b, "upstream_rq_class_total", "Upstream responses, by status class.", c)?,
+                rq_duration: b.histogram(
+                    "upstream_rq_duration_seconds",
+                    "Time from sending a request upstream to its response head.",
+                    c,
+                    DURATION_BUCKETS,
+                )?,
+                cx_active: b.gauge("upstream_cx_active", "Open upstream connections.", c)?,
+                cx_total: b.counter("upstream_cx_total", "Upstream connections opened.", c)?,
+                cx_connect_fail: b.counter(
+                    "upstream_cx_connect_fail_total",
+                    "Upstream connections that failed or timed out.",
+                    c,
+                )?,
+                rq_retry: b.counter("upstream_rq_retry_total", "Retries of upstream requests.", c)?,
+                rq_timeout: b.counter(
+                    "upstream_rq_timeout_total",
+                    "Upstream requests that hit the route or per-try timeout.",
+                    c,
+                )?,
+                cb_open: [
+                    breaker(&mut b, BREAKERS[0])?,
+                    breaker(&mut b, BREAKERS[1])?,
+                    breaker(&mut b, BREAKERS[2])?,
+                    breaker(&mut b, BREAKERS[3])?,
+                ],
+                health_check_success: health(&mut b, "success")?,
+                health_check_failure: health(&mut b, "failure")?,
+                outlier_ejections: b.counter(
+                    "outlier_ejections_total",
+                    "Endpoints ejected by outlier detection.",
+                    c,
+                )?,
+                endpoint_rq_active,
+            };
+            clusters.insert(cluster.name.clone(), stats);
+        }
+        Ok(ProxyStats {
+            downstream_cx_total: b.counter("downstream_cx_total", "Client connections accepted.", &[])?,
+            downstream_cx_active: b.gauge("downstream_cx_active", "Open client connections.", &[])?,
+            downstream_rq_total: b.counter("downstream_rq_total", "Client requests answered.", &[])?,
+            downstream_rq_class,
+            downstream_rq_duration: b.histogram(
+                "downstream_rq_duration_seconds",
+                "Time from a request's head to the end of its response.",
+                &[],
+                DURATION_BUCKETS,
+            )?,
+            config_version: b.worker_gauge("config_version", "The config version each worker serves.", &[])?,
+            clusters,
+            defs: b.build(),
+        })
+    }
+}
+
+/// The index of `status`'s class in a `[Counter; 5]`.
+pub(crate) fn class(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
