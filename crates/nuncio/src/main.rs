@@ -96,13 +96,7 @@ fn validate(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_max_level(args.log_level)
-        .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+    let set_log_level = init_logging(args.log_level);
     let config = match (&args.config, &args.upstream) {
         (Some(path), _) => Config::load(path),
         (None, Some(url)) => Config::single_upstream(url, args.listen),
@@ -121,7 +115,9 @@ fn run(args: &RunArgs) -> ExitCode {
     if let Some(admin) = args.admin {
         config.admin.address = admin;
     }
-    let result = nuncio_proxy::run(config, shutdown_signal(), |addresses| {
+    let mut options = nuncio_proxy::Options::default();
+    options.set_log_level = Some(set_log_level);
+    let result = nuncio_proxy::run(config, options, shutdown_signal(), |addresses| {
         let mut listeners: Vec<_> = addresses.listeners.iter().collect();
         listeners.sort();
         for (name, address) in listeners {
@@ -136,6 +132,22 @@ fn run(args: &RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr at `level`; the returned hook changes the level at run
+/// time (admin `POST /logging?level=`).
+fn init_logging(level: LevelFilter) -> nuncio_proxy::LogLevelHook {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(level);
+    let fmt = tracing_subscriber::fmt::layer().with_target(false).with_ansi(ansi).with_writer(std::io::stderr);
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    std::sync::Arc::new(move |name: &str| {
+        let level: tracing::Level =
+            name.parse().map_err(|_| format!("unknown level `{name}`: use trace, debug, info, warn or error"))?;
+        handle.modify(|filter| *filter = LevelFilter::from_level(level)).map_err(|e| e.to_string())
+    })
 }
 
 /// SIGINT or SIGTERM. A signal that cannot be watched (no signal support

@@ -186,3 +186,30 @@ fn the_readme_config_is_valid() {
     let _ = std::fs::remove_file(&file);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// One request with `method` on a fresh connection; the whole response.
+fn request(address: SocketAddr, method: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn admin_changes_the_log_level_with_post_only() {
+    let proxy = start(&["--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    // Started at debug (see `start`): now quieter, and debug lines stop.
+    let reply = request(proxy.admin, "POST", "/logging?level=warn");
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(request(proxy.admin, "GET", "/logging?level=debug").starts_with("HTTP/1.1 405"));
+    let bad = request(proxy.admin, "POST", "/logging?level=loud");
+    assert!(bad.starts_with("HTTP/1.1 400") && bad.contains("unknown level"), "{bad}");
+    let before = proxy.log().len();
+    // A request that logs at debug (connect failure) must not show now.
+    let _ = get(proxy.listener("default"), "/");
+    std::thread::sleep(Duration::from_millis(200));
+    let after = proxy.log();
+    assert!(!after[before..].contains("DEBUG"), "{}", &after[before..]);
+}

@@ -9,6 +9,7 @@
 //!   requests in flight (`?format=json`).
 //! - `GET /stats`: `name{labels}: value` a line (`?filter=REGEX`).
 //! - `GET /stats/prometheus`: Prometheus text exposition.
+//! - `POST /logging?level=LEVEL`: changes the log level.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -36,6 +37,8 @@ pub(crate) struct AdminState {
     pub(crate) stores: std::sync::mpsc::Receiver<Arc<Store>>,
     /// True once every worker serves its listeners.
     pub(crate) ready: Cell<bool>,
+    /// Changes the log level (`POST /logging?level=`), if the program can.
+    pub(crate) set_log_level: Option<crate::server::LogLevelHook>,
 }
 
 impl AdminState {
@@ -91,6 +94,9 @@ async fn connection(mut stream: TcpStream, state: Rc<AdminState>) {
 const ENDPOINTS: &str = "admin endpoints: GET /ready, /config_dump[?format=json], /clusters[?format=json], /stats[?filter=REGEX], /stats/prometheus\n";
 
 fn route(state: &AdminState, method: &Method, path: &str, query: &str) -> Reply {
+    if path == "/logging" {
+        return logging(state, method, query);
+    }
     let known = matches!(path, "/ready" | "/config_dump" | "/clusters" | "/stats" | "/stats/prometheus");
     if known && method != Method::GET {
         return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
@@ -115,6 +121,27 @@ fn route(state: &AdminState, method: &Method, path: &str, query: &str) -> Reply 
             body: state.summary().prometheus(),
         },
         _ => Reply::text(StatusCode::NOT_FOUND, ENDPOINTS),
+    }
+}
+
+/// `POST /logging?level=debug`: changes state, so POST only (a link
+/// followed by a crawler or a browser prefetch must not do it).
+fn logging(state: &AdminState, method: &Method, query: &str) -> Reply {
+    if method != Method::POST {
+        return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "use POST /logging?level=LEVEL\n");
+    }
+    let Some(level) = param(query, "level") else {
+        return Reply::text(StatusCode::BAD_REQUEST, "say which: POST /logging?level=trace|debug|info|warn|error\n");
+    };
+    match &state.set_log_level {
+        None => Reply::text(StatusCode::NOT_IMPLEMENTED, "this program cannot change its log level\n"),
+        Some(set) => match set(level) {
+            Ok(()) => {
+                tracing::info!(level, "log level changed through admin");
+                Reply::text(StatusCode::OK, format!("log level: {level}\n"))
+            }
+            Err(e) => Reply::text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        },
     }
 }
 

@@ -24,6 +24,17 @@ pub enum Error {
     #[error("stats: {0}")]
     Stats(#[from] nuncio_stats::Error),
 
+    /// An access log could not be opened.
+    #[error("listener `{listener}`: cannot open access log {target}: {source}")]
+    AccessLog {
+        /// The listener whose `access_log` names it.
+        listener: String,
+        /// Where it should go.
+        target: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+
     /// The main thread ended before the server was up.
     #[error("the main thread stopped while the server was starting")]
     StartAborted,

@@ -57,8 +57,9 @@ mod server;
 mod snapshot;
 mod stats;
 mod stream;
+mod stream_info;
 mod upstream;
 mod worker;
 
 pub use error::Error;
-pub use server::{Addresses, RunningServer, run};
+pub use server::{Addresses, LogLevelHook, Options, Resolver, RunningServer, run};

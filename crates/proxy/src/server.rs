@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use nuncio_accesslog::SinkRegistry;
 use nuncio_config::Config;
 use nuncio_context::Context;
 use nuncio_runtime::{Dispatcher, DispatcherHandle, Slot, ThreadLocal};
@@ -34,11 +35,37 @@ pub struct Addresses {
     pub admin: SocketAddr,
 }
 
+/// Resolves an endpoint name (`host:port`) to its addresses.
+pub type Resolver = Arc<dyn Fn(&str) -> std::io::Result<Vec<SocketAddr>> + Send + Sync>;
+
+/// Sets the log level from a name (`debug`, `info`, ...).
+pub type LogLevelHook = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the embedding program provides beyond the config.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct Options {
+    /// Resolves endpoint names for `dns_refresh` (default: the system
+    /// resolver). Tests give their own to change what a name resolves to.
+    pub resolver: Option<Resolver>,
+    /// Changes the log level for admin `POST /logging?level=` (default:
+    /// none, and the endpoint says so).
+    pub set_log_level: Option<LogLevelHook>,
+}
+
+/// What can be asked of main from elsewhere (signals, embedding code).
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Reopen every access-log file (after logrotate moved them).
+    ReopenAccessLogs,
+}
+
 /// A server running on a main thread of its own (tests, embedding).
 /// Dropping it stops the server and waits for its threads.
 pub struct RunningServer {
     addresses: Addresses,
     main: DispatcherHandle,
+    control: tokio::sync::mpsc::UnboundedSender<Control>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -46,6 +73,12 @@ impl RunningServer {
     /// Starts nuncio with `config` on a new main thread and returns once
     /// every worker serves.
     pub fn start(config: Config) -> Result<RunningServer, Error> {
+        RunningServer::start_with(config, Options::default())
+    }
+
+    /// [`RunningServer::start`] with hooks.
+    pub fn start_with(config: Config, options: Options) -> Result<RunningServer, Error> {
+        let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("nuncio-main".into())
@@ -56,7 +89,8 @@ impl RunningServer {
                 };
                 let handle = main.handle();
                 let report = tx.clone();
-                let result = serve(&main, config, move |addresses| drop(report.send(Ok((addresses, handle)))));
+                let started = move |addresses| drop(report.send(Ok((addresses, handle))));
+                let result = serve(&main, config, &options, control_rx, started);
                 if let Err(e) = result {
                     let _ = tx.send(Err(e));
                 }
@@ -65,7 +99,12 @@ impl RunningServer {
                 Error::Runtime(nuncio_runtime::Error::Runtime { name: "main".into(), reason: e.to_string() })
             })?;
         let (addresses, main) = rx.recv().map_err(|_| Error::StartAborted)??;
-        Ok(RunningServer { addresses, main, thread: Some(thread) })
+        Ok(RunningServer { addresses, main, control, thread: Some(thread) })
+    }
+
+    /// Reopens every access-log file (what `SIGUSR1` does for the binary).
+    pub fn reopen_access_logs(&self) {
+        let _ = self.control.send(Control::ReopenAccessLogs);
     }
 
     /// Where it listens.
@@ -99,22 +138,45 @@ impl Drop for RunningServer {
 
 /// Runs nuncio with the calling thread as main until `until` completes
 /// (for the binary: a shutdown signal). `started` is called once every
-/// worker serves.
-pub fn run<F: Future + 'static>(config: Config, until: F, started: impl FnOnce(&Addresses)) -> Result<(), Error> {
+/// worker serves. `SIGUSR1` reopens the access logs.
+// `options` is taken by value like `config`: it belongs to the server now.
+#[allow(clippy::needless_pass_by_value)]
+pub fn run<F: Future + 'static>(
+    config: Config,
+    options: Options,
+    until: F,
+    started: impl FnOnce(&Addresses),
+) -> Result<(), Error> {
     let main = Dispatcher::new("main")?;
     let handle = main.handle();
     let stopper = main.spawn_local(async move {
         until.await;
         handle.stop();
     })?;
-    let result = serve(&main, config, |addresses| started(&addresses));
+    let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
+    let usr1 = main.spawn_local(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else { return };
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: reopening access logs");
+            let _ = control.send(Control::ReopenAccessLogs);
+        }
+    })?;
+    let result = serve(&main, config, &options, control_rx, |addresses| started(&addresses));
     stopper.abort();
+    usr1.abort();
     result
 }
 
 /// The main thread's life: start everything, run the loop until stopped,
 /// shut everything down.
-fn serve(main: &Dispatcher, config: Config, started: impl FnOnce(Addresses)) -> Result<(), Error> {
+fn serve(
+    main: &Dispatcher,
+    config: Config,
+    options: &Options,
+    mut control: tokio::sync::mpsc::UnboundedReceiver<Control>,
+    started: impl FnOnce(Addresses),
+) -> Result<(), Error> {
     let workers = config.workers.max(1);
     let mut bound: Vec<BoundListener> =
         config.listeners.iter().map(|l| listener::bind(&l.name, l.address, workers)).collect::<Result<_, _>>()?;
@@ -137,11 +199,20 @@ fn serve(main: &Dispatcher, config: Config, started: impl FnOnce(Addresses)) -> 
     let slot = tls.allocate_slot::<Local>()?;
     let hosts = Hosts::new(hosts_slot.clone(), &config)?;
     let (stores_tx, stores) = std::sync::mpsc::channel();
-    deliver(&slot, Arc::new(Snapshot::new(1, Arc::new(config), None)?), stores_tx)?;
+    let mut sinks = SinkRegistry::new();
+    deliver(&slot, Arc::new(Snapshot::new(1, Arc::new(config), None, &mut sinks)?), stores_tx)?;
+    main.spawn_local(async move {
+        while let Some(command) = control.recv().await {
+            match command {
+                Control::ReopenAccessLogs => sinks.reopen_all(),
+            }
+        }
+    })?;
 
     let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
     main.spawn_local(crate::cluster::outlier::run(hosts.clone(), slot.clone(), events))?;
     crate::cluster::health::start(main, &hosts, &slot)?;
+    crate::cluster::dns::start(main, &hosts, &slot, options.resolver.clone())?;
 
     let admin_state = Rc::new(AdminState {
         local: slot.clone(),
@@ -149,6 +220,7 @@ fn serve(main: &Dispatcher, config: Config, started: impl FnOnce(Addresses)) -> 
         stats: RefCell::new(nuncio_stats::Stats::new()),
         stores,
         ready: std::cell::Cell::new(false),
+        set_log_level: options.set_log_level.clone(),
     });
     let state = admin_state.clone();
     // Registering with the event loop needs its runtime: done in the task.

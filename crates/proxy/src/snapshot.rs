@@ -9,10 +9,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use nuncio_config::{Config, Listener};
+use nuncio_accesslog::{Format, Sink, SinkRegistry, Target};
+use nuncio_config::{Config, Listener, LogPath};
 use nuncio_stats::Store;
 
 use crate::cluster::ClusterShared;
+use crate::error::Error;
 use crate::router::RouteTable;
 use crate::stats::ProxyStats;
 
@@ -30,26 +32,51 @@ pub(crate) struct Snapshot {
     pub(crate) stats: Arc<ProxyStats>,
 }
 
-/// A listener's settings and compiled routes.
-#[derive(Debug)]
+/// A listener's settings, compiled routes and access log.
 pub(crate) struct ListenerSnapshot {
     pub(crate) config: Listener,
     pub(crate) routes: RouteTable,
+    pub(crate) access_log: Option<AccessLog>,
+}
+
+/// Where and how a listener logs its streams.
+pub(crate) struct AccessLog {
+    pub(crate) sink: Sink,
+    pub(crate) format: Format,
 }
 
 impl Snapshot {
     /// Builds version `version` of `config`; clusters unchanged since
     /// `previous` keep their cross-worker counts (breakers, outlier runs).
+    /// Access-log sinks come from `sinks` (one per file, shared by the
+    /// listeners that name it; opened here, on main).
     pub(crate) fn new(
         version: u64,
         config: Arc<Config>,
         previous: Option<&Snapshot>,
-    ) -> Result<Snapshot, nuncio_stats::Error> {
-        let listeners = config
-            .listeners
-            .iter()
-            .map(|l| (l.name.clone(), ListenerSnapshot { config: l.clone(), routes: RouteTable::new(&l.routes) }))
-            .collect();
+        sinks: &mut SinkRegistry,
+    ) -> Result<Snapshot, Error> {
+        let mut listeners = HashMap::new();
+        for l in &config.listeners {
+            let access_log = match &l.access_log {
+                None => None,
+                Some(log) => {
+                    let target = match &log.path {
+                        LogPath::Stdout => Target::Stdout,
+                        LogPath::Stderr => Target::Stderr,
+                        LogPath::File(path) => Target::File(path.clone()),
+                    };
+                    let sink = sinks.get(&target).map_err(|source| Error::AccessLog {
+                        listener: l.name.clone(),
+                        target: format!("{target:?}"),
+                        source,
+                    })?;
+                    Some(AccessLog { sink, format: log.format.clone() })
+                }
+            };
+            let snapshot = ListenerSnapshot { config: l.clone(), routes: RouteTable::new(&l.routes), access_log };
+            listeners.insert(l.name.clone(), snapshot);
+        }
         let clusters = config
             .clusters
             .iter()

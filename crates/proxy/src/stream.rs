@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
+use nuncio_accesslog::{Record, ResponseFlags};
 use nuncio_config::{
     Cluster, Forward, HashOn, PathMatch, Redirect, RedirectPath, RetryOn, RetryPolicy, RouteAction, UpstreamProtocol,
 };
@@ -29,11 +30,12 @@ use tokio::time::Instant;
 
 use crate::cluster::resources::{Breaker, Permit, Resources};
 use crate::cluster::{ActiveRequest, ClusterState, ConnectError, PickError};
-use crate::downstream::{Downstream, ReadError};
+use crate::downstream::{Codec, Downstream, ReadError};
 use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead};
 use crate::router::CompiledRoute;
 use crate::snapshot::{ListenerSnapshot, Local};
 use crate::stats::ClusterStats;
+use crate::stream_info::StreamInfo;
 use crate::upstream::{self, RequestBody, ResponseBody, TryError, UpstreamRequest, UpstreamResponse};
 use crate::worker::Worker;
 
@@ -53,17 +55,42 @@ pub(crate) async fn serve(
     local: &SlotRef<Local>,
     listener: &ListenerSnapshot,
     downstream: &mut Downstream<'_>,
-    request: RequestHead,
+    mut request: RequestHead,
     ctx: &Context,
 ) {
-    let start = Instant::now();
-    answer(worker, local, listener, downstream, request, ctx).await;
+    let mut info = StreamInfo::new(listener.access_log.is_some());
+    answer(worker, local, listener, downstream, &mut request, ctx, &mut info).await;
     let (store, stats) = (&local.stats, &local.snapshot.stats);
     store.inc(stats.downstream_rq_total);
     if let Some(status) = downstream.status() {
         store.inc(stats.downstream_rq_class[crate::stats::class(status.as_u16())]);
     }
-    store.observe(stats.downstream_rq_duration, start.elapsed());
+    let duration = info.start.elapsed();
+    store.observe(stats.downstream_rq_duration, duration);
+    if let Some(log) = &listener.access_log {
+        let record = Record {
+            method: Some(&request.method),
+            path: request.uri.path_and_query().map(|pq| pq.as_str()),
+            authority: request.authority.as_ref().map(|a| a.as_str()),
+            scheme: Some("http"),
+            version: Some(request.version),
+            request_headers: Some(&request.headers),
+            response_headers: info.response_headers.as_ref(),
+            status: downstream.status(),
+            flags: info.flags,
+            bytes_received: downstream.bytes_received,
+            bytes_sent: downstream.bytes_sent,
+            duration,
+            response_duration: info.response_duration,
+            upstream_service_time: info.upstream_service_time,
+            upstream_host: info.upstream_host,
+            upstream_cluster: info.cluster.as_deref(),
+            downstream_remote_address: Some(downstream.peer()),
+            upstream_request_attempt_count: info.attempts,
+            ..Record::new(info.start_time.unwrap_or_else(std::time::SystemTime::now))
+        };
+        log.sink.log(&log.format, &record);
+    }
 }
 
 async fn answer(
@@ -71,13 +98,15 @@ async fn answer(
     local: &SlotRef<Local>,
     listener: &ListenerSnapshot,
     downstream: &mut Downstream<'_>,
-    mut request: RequestHead,
+    request: &mut RequestHead,
     ctx: &Context,
+    info: &mut StreamInfo,
 ) {
     let host = request.authority.as_ref().map_or("", |a| a.as_str()).to_owned();
     let path = request.uri.path().to_owned();
     let Some(route) = listener.routes.select(&host, &path, &request.headers) else {
         let message = format!("nuncio: no route for host \"{host}\" path \"{path}\"");
+        info.flags |= ResponseFlags::NO_ROUTE_FOUND;
         return downstream.local_reply(StatusCode::NOT_FOUND, &message).await;
     };
     match &route.route.action {
@@ -110,6 +139,7 @@ async fn answer(
             });
             let Some((cluster, stats)) = cluster else {
                 let message = "nuncio: route names no known cluster";
+                info.flags |= ResponseFlags::NO_ROUTE_FOUND;
                 return downstream.local_reply(StatusCode::INTERNAL_SERVER_ERROR, message).await;
             };
             if request.upgrade && cluster.config().protocol != UpstreamProtocol::Http1 {
@@ -117,10 +147,21 @@ async fn answer(
                 let message = "nuncio: protocol upgrades go to HTTP/1.1 clusters only";
                 return downstream.local_reply(StatusCode::NOT_IMPLEMENTED, message).await;
             }
-            let hash = request_hash(cluster.config(), &request, downstream.peer());
-            let upstream_request = prepare_upstream_request(&mut request, downstream.peer(), route, forward);
+            let hash = request_hash(cluster.config(), request, downstream.peer());
+            info.cluster = Some(cluster.config().name.clone());
+            let target = prepare_upstream_request(request, downstream.peer(), route, forward);
+            let request = &*request;
+            // A small body is read in full first (see `forward_request`), so
+            // it goes upstream with its exact length whatever framing the
+            // client used.
+            let upstream_request = UpstreamRequest {
+                method: request.method.clone(),
+                target,
+                headers: &request.headers,
+                body: request.body,
+            };
             let counting = Counting { store: &local.stats, stats };
-            forward_request(downstream, &cluster, counting, upstream_request, &request, hash, forward, ctx).await;
+            forward_request(downstream, &cluster, counting, &upstream_request, request, hash, forward, ctx, info).await;
         }
     }
 }
@@ -158,11 +199,12 @@ async fn forward_request(
     downstream: &mut Downstream<'_>,
     cluster: &Rc<ClusterState>,
     counting: Counting<'_>,
-    request: UpstreamRequest,
+    request: &UpstreamRequest<'_>,
     client_request: &RequestHead,
     hash: Option<u64>,
     forward: &Forward,
     ctx: &Context,
+    info: &mut StreamInfo,
 ) {
     let (stream_ctx, _stream_guard) = match forward.timeout {
         Some(timeout) => ctx.with_timeout(timeout),
@@ -179,9 +221,13 @@ async fn forward_request(
                     Ok(Ok(None)) => break,
                     Ok(Err(ReadError::Invalid(e))) => {
                         downstream.close_connection();
+                        info.flags |= ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR;
                         return downstream.local_reply(e.status(), &format!("nuncio: bad request body: {e}")).await;
                     }
-                    Ok(Err(ReadError::Closed)) => return,
+                    Ok(Err(ReadError::Closed)) => {
+                        info.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
+                        return;
+                    }
                     Err(_) => {
                         let message = "nuncio: request body not received in time";
                         return downstream.local_reply(StatusCode::REQUEST_TIMEOUT, message).await;
@@ -206,10 +252,14 @@ async fn forward_request(
         let active = match cluster.pick(hash, store, stats) {
             Ok(active) => active,
             Err(PickError::NoHealthy) => {
+                info.flags |= ResponseFlags::NO_HEALTHY_UPSTREAM;
                 let message = format!("nuncio: no healthy endpoint in cluster {}", cluster.config().name);
                 return downstream.local_reply(StatusCode::SERVICE_UNAVAILABLE, &message).await;
             }
-            Err(PickError::Overflow(breaker)) => return breaker_open(downstream, cluster, counting, breaker).await,
+            Err(PickError::Overflow(breaker)) => {
+                info.flags |= ResponseFlags::UPSTREAM_OVERFLOW;
+                return breaker_open(downstream, cluster, counting, breaker).await;
+            }
         };
         let per_try = policy.and_then(|p| p.per_try_timeout);
         let (try_ctx, _try_guard) = match per_try {
@@ -217,8 +267,9 @@ async fn forward_request(
             None => stream_ctx.with_cancel(),
         };
         store.inc(stats.rq_total);
+        info.attempts += 1;
         let sent_at = Instant::now();
-        let sent = upstream::send(cluster.config().protocol, &active, &request, &mut body, downstream);
+        let sent = upstream::send(cluster.config().protocol, &active, request, &mut body, downstream);
         let error = match under(&try_ctx, sent).await {
             // A 101 nobody asked for would make the client connection a raw
             // pipe to the upstream, past every route.
@@ -228,6 +279,8 @@ async fn forward_request(
                 store.inc(stats.rq_class[crate::stats::class(status)]);
                 store.observe(stats.rq_duration, sent_at.elapsed());
                 active.report_status(status);
+                info.upstream_service_time = Some(sent_at.elapsed());
+                info.upstream_host = response.peer;
                 if policy.is_some_and(|p| retry_on_status(p, status))
                     && may_retry(tried < tries && body.replayable(), resources, counting, &mut retry_permit)
                 {
@@ -235,14 +288,16 @@ async fn forward_request(
                 }
                 // The route timeout ends with the response head: the body
                 // may take longer, bounded only by the connection.
-                return relay_response(downstream, &active, response, client_request, ctx).await;
+                return relay_response(downstream, &active, response, client_request, ctx, info).await;
             }
             Ok(Err(TryError::Connect(ConnectError::Overflow(breaker)))) => {
+                info.flags |= ResponseFlags::UPSTREAM_OVERFLOW;
                 return breaker_open(downstream, cluster, counting, breaker).await;
             }
             Ok(Err(error)) => error,
             Err(_) if stream_ctx.err().is_some() => {
                 store.inc(stats.rq_timeout);
+                info.flags |= ResponseFlags::UPSTREAM_REQUEST_TIMEOUT;
                 return downstream.local_reply(StatusCode::GATEWAY_TIMEOUT, "nuncio: upstream request timeout").await;
             }
             Err(_) => {
@@ -264,6 +319,10 @@ async fn forward_request(
             && may_retry(tried < tries && body.replayable(), resources, counting, &mut retry_permit)
         {
             continue;
+        }
+        info.flags |= flag_of(&error);
+        if tried > 1 {
+            info.flags |= ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
         }
         let (status, message) = match &error {
             TryError::Connect(ConnectError::Timeout) => {
@@ -294,6 +353,20 @@ async fn forward_request(
         // Part of a streamed body may be unread: the connection cannot
         // carry another request then (the HTTP/1.1 codec sees to it).
         return downstream.local_reply(status, &message).await;
+    }
+}
+
+/// The response flag a failed try leaves in the access log.
+fn flag_of(error: &TryError) -> ResponseFlags {
+    match error {
+        TryError::Connect(ConnectError::Overflow(_)) => ResponseFlags::UPSTREAM_OVERFLOW,
+        TryError::Connect(_) => ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+        TryError::Reset { .. } => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+        TryError::Refused => ResponseFlags::UPSTREAM_REMOTE_RESET,
+        TryError::BadResponse(_) | TryError::UnaskedUpgrade => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+        TryError::TryTimeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+        TryError::Downstream(ReadError::Invalid(_)) => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+        TryError::Downstream(ReadError::Closed) => ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
     }
 }
 
@@ -348,15 +421,16 @@ fn request_hash(cluster: &Cluster, request: &RequestHead, peer: SocketAddr) -> O
 
 /// Turns the client's head into the upstream's: hop-by-hop fields out,
 /// forwarding fields in, rewrites applied.
+/// Returns the upstream request target.
 fn prepare_upstream_request(
     request: &mut RequestHead,
     peer: SocketAddr,
     route: &CompiledRoute,
     forward: &Forward,
-) -> UpstreamRequest {
-    let mut headers = std::mem::take(&mut request.headers);
+) -> Uri {
+    let headers = &mut request.headers;
     let upgrade = request.upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
-    nuncio_http1::remove_hop_by_hop(&mut headers);
+    nuncio_http1::remove_hop_by_hop(headers);
     headers.remove(header::EXPECT);
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -386,17 +460,14 @@ fn prepare_upstream_request(
         headers.insert(header::HOST, value);
     }
     let path_and_query = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let target = match &forward.prefix_rewrite {
+    match &forward.prefix_rewrite {
         Some(replacement) => {
             let path = rewrite_prefix(request.uri.path(), &route.route.matcher.path, replacement);
             let query = request.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
             format!("{path}{query}").parse().unwrap_or_else(|_| Uri::from_static("/"))
         }
         None => path_and_query.parse().unwrap_or_else(|_| Uri::from_static("/")),
-    };
-    // A small body is read in full first (see `forward_request`), so it
-    // goes upstream with its exact length whatever framing the client used.
-    UpstreamRequest { method: request.method.clone(), target, headers, body: request.body }
+    }
 }
 
 /// A new request id: 128 random bits in hex.
@@ -438,8 +509,9 @@ async fn relay_response(
     response: UpstreamResponse,
     request: &RequestHead,
     ctx: &Context,
+    info: &mut StreamInfo,
 ) {
-    let UpstreamResponse { head, mut body, tunnel } = response;
+    let UpstreamResponse { head, mut body, tunnel, .. } = response;
     let mut headers = head.headers;
     // The protocol the upstream chose, before hop-by-hop fields go.
     let upgrade = headers.get(header::UPGRADE).cloned();
@@ -449,13 +521,18 @@ async fn relay_response(
             headers.insert(header::UPGRADE, protocol);
         }
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        if let (Downstream::Http1(exchange), ResponseBody::Http1(body)) = (downstream, body) {
+        if let (Codec::Http1(exchange), ResponseBody::Http1(body)) = (&mut downstream.codec, body) {
             let (mut upstream, early) = body.into_tunnel();
             exchange.tunnel(head.status, &headers, &mut upstream.stream, early).await;
         }
         return;
     }
+    if info.keep_response_headers {
+        info.response_headers = Some(headers.clone());
+    }
+    info.response_duration = Some(info.start.elapsed());
     if downstream.send_head(ResponseHead { status: head.status, headers, body: head.body }).await.is_err() {
+        info.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
         return;
     }
     let relayed = under(ctx, async {
@@ -485,7 +562,10 @@ async fn relay_response(
         Ok(Ok(())) => body.release(active),
         // The head is out: all that can be done is make the client see the
         // response fail rather than end short.
-        _ => downstream.abort(),
+        _ => {
+            info.flags |= ResponseFlags::UPSTREAM_CONNECTION_TERMINATION;
+            downstream.abort();
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //!   flight per endpoint, idle HTTP/1.1 connections, HTTP/2 connections.
 //!   Plain `Cell`s: never shared.
 
+pub(crate) mod dns;
 pub(crate) mod health;
 pub(crate) mod hosts;
 pub(crate) mod lb;

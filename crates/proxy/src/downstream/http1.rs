@@ -14,7 +14,7 @@ use nuncio_http1::{BodyDecoder, BodyEvent, BodyFraming, Limits, Request, Request
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{Downstream, ReadError, WriteError, within};
+use super::{Codec, Downstream, ReadError, WriteError, within};
 use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead, bodiless};
 use crate::upstream::http1::write_all_vectored;
 use crate::worker::Worker;
@@ -129,9 +129,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Conne
             Some(Ok(request)) => request,
         };
         let (head, exchange) = Exchange::new(&mut conn, request);
-        let mut downstream = Downstream::Http1(exchange);
+        let mut downstream = Downstream::new(Codec::Http1(exchange));
         crate::stream::serve(&worker, &local, listener_snapshot, &mut downstream, head, &ctx).await;
-        let Downstream::Http1(exchange) = downstream else { unreachable!("built as HTTP/1.1 above") };
+        let Codec::Http1(exchange) = downstream.codec else { unreachable!("built as HTTP/1.1 above") };
         if !exchange.reusable() {
             return;
         }

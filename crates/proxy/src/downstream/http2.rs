@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::{Downstream, ReadError, WriteError, within};
+use super::{Codec, Downstream, ReadError, WriteError, within};
 use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead, bodiless};
 use crate::worker::Worker;
 
@@ -148,7 +148,7 @@ async fn serve_stream(
         ended: false,
         peer,
     };
-    let mut downstream = Downstream::Http2(exchange);
+    let mut downstream = Downstream::new(Codec::Http2(exchange));
     crate::stream::serve(worker, &local, listener_snapshot, &mut downstream, head, ctx).await;
 }
 

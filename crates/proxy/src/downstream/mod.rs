@@ -73,100 +73,118 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, socket: TcpStre
 }
 
 /// The client side of one stream: where the request body comes from and
-/// the response goes to.
-pub(crate) enum Downstream<'c> {
+/// the response goes to, with the bytes counted both ways.
+pub(crate) struct Downstream<'c> {
+    pub(crate) codec: Codec<'c>,
+    /// Request body bytes read.
+    pub(crate) bytes_received: u64,
+    /// Response body bytes sent.
+    pub(crate) bytes_sent: u64,
+}
+
+/// The protocol of a [`Downstream`].
+pub(crate) enum Codec<'c> {
     Http1(http1::Exchange<'c>),
     Http2(http2::Exchange),
 }
 
-impl Downstream<'_> {
+impl<'c> Downstream<'c> {
+    fn new(codec: Codec<'c>) -> Downstream<'c> {
+        Downstream { codec, bytes_received: 0, bytes_sent: 0 }
+    }
+
     /// The client's address.
     pub(crate) fn peer(&self) -> SocketAddr {
-        match self {
-            Downstream::Http1(e) => e.peer(),
-            Downstream::Http2(e) => e.peer(),
+        match &self.codec {
+            Codec::Http1(e) => e.peer(),
+            Codec::Http2(e) => e.peer(),
         }
     }
 
     /// The next piece of the request body; `None` once it ended. Trailers,
     /// if any, come last.
     pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, ReadError> {
-        match self {
-            Downstream::Http1(e) => e.read_body().await,
-            Downstream::Http2(e) => e.read_body().await,
+        let frame = match &mut self.codec {
+            Codec::Http1(e) => e.read_body().await,
+            Codec::Http2(e) => e.read_body().await,
+        };
+        if let Ok(Some(BodyFrame::Data(data))) = &frame {
+            self.bytes_received += data.len() as u64;
         }
+        frame
     }
 
     /// Resolves when the client leaves: closes or resets the connection
     /// (HTTP/1.1, where a half-close counts as leaving, as in nginx) or
     /// resets the stream (HTTP/2). Cancel-safe.
     pub(crate) async fn closed(&mut self) {
-        match self {
-            Downstream::Http1(e) => e.closed().await,
-            Downstream::Http2(e) => e.closed().await,
+        match &mut self.codec {
+            Codec::Http1(e) => e.closed().await,
+            Codec::Http2(e) => e.closed().await,
         }
     }
 
     /// The response status, once a head was sent.
     pub(crate) fn status(&self) -> Option<StatusCode> {
-        match self {
-            Downstream::Http1(e) => e.status(),
-            Downstream::Http2(e) => e.status(),
+        match &self.codec {
+            Codec::Http1(e) => e.status(),
+            Codec::Http2(e) => e.status(),
         }
     }
 
     /// Whether a response head went out (or is queued): after that, a
     /// failure can only abort the stream.
     pub(crate) fn response_started(&self) -> bool {
-        match self {
-            Downstream::Http1(e) => e.response_started(),
-            Downstream::Http2(e) => e.response_started(),
+        match &self.codec {
+            Codec::Http1(e) => e.response_started(),
+            Codec::Http2(e) => e.response_started(),
         }
     }
 
     /// Starts the response. The HTTP/1.1 codec buffers the head so that it
     /// leaves with the first body bytes (one write for a small response).
     pub(crate) async fn send_head(&mut self, head: ResponseHead) -> Result<(), WriteError> {
-        match self {
-            Downstream::Http1(e) => {
+        match &mut self.codec {
+            Codec::Http1(e) => {
                 e.send_head(head);
                 Ok(())
             }
-            Downstream::Http2(e) => e.send_head(head),
+            Codec::Http2(e) => e.send_head(head),
         }
     }
 
     /// Sends a piece of the response body, waiting for the client to take
     /// it (TCP or HTTP/2 flow control): the upstream is read no faster.
     pub(crate) async fn send_data(&mut self, data: Bytes) -> Result<(), WriteError> {
-        match self {
-            Downstream::Http1(e) => e.send_data(data).await,
-            Downstream::Http2(e) => e.send_data(data).await,
+        self.bytes_sent += data.len() as u64;
+        match &mut self.codec {
+            Codec::Http1(e) => e.send_data(data).await,
+            Codec::Http2(e) => e.send_data(data).await,
         }
     }
 
     /// Ends the response with trailer fields (dropped if the response is
     /// not chunked HTTP/1.1 or HTTP/2: nothing else can carry them).
     pub(crate) async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {
-        match self {
-            Downstream::Http1(e) => e.send_trailers(trailers).await,
-            Downstream::Http2(e) => e.send_trailers(trailers),
+        match &mut self.codec {
+            Codec::Http1(e) => e.send_trailers(trailers).await,
+            Codec::Http2(e) => e.send_trailers(trailers),
         }
     }
 
     /// Ends the response (no-op if trailers ended it).
     pub(crate) async fn finish(&mut self) -> Result<(), WriteError> {
-        match self {
-            Downstream::Http1(e) => e.finish().await,
-            Downstream::Http2(e) => e.finish(),
+        match &mut self.codec {
+            Codec::Http1(e) => e.finish().await,
+            Codec::Http2(e) => e.finish(),
         }
     }
 
     /// Sends what is buffered (a response head waiting for body bytes).
     pub(crate) async fn flush(&mut self) -> Result<(), WriteError> {
-        match self {
-            Downstream::Http1(e) => e.flush().await,
-            Downstream::Http2(_) => Ok(()),
+        match &mut self.codec {
+            Codec::Http1(e) => e.flush().await,
+            Codec::Http2(_) => Ok(()),
         }
     }
 
@@ -174,9 +192,9 @@ impl Downstream<'_> {
     /// client must see it fail rather than end short. HTTP/1.1 closes the
     /// connection; HTTP/2 resets the stream.
     pub(crate) fn abort(&mut self) {
-        match self {
-            Downstream::Http1(e) => e.abort(),
-            Downstream::Http2(e) => e.abort(),
+        match &mut self.codec {
+            Codec::Http1(e) => e.abort(),
+            Codec::Http2(e) => e.abort(),
         }
     }
 
@@ -209,9 +227,9 @@ impl Downstream<'_> {
     /// Gives up on the client connection after this stream whatever the
     /// protocol would allow (a request the codec could not frame).
     pub(crate) fn close_connection(&mut self) {
-        match self {
-            Downstream::Http1(e) => e.abort(),
-            Downstream::Http2(_) => {}
+        match &mut self.codec {
+            Codec::Http1(e) => e.abort(),
+            Codec::Http2(_) => {}
         }
     }
 }

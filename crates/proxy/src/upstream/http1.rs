@@ -82,7 +82,7 @@ pub(crate) async fn write_all_vectored(stream: &mut TcpStream, parts: &[&[u8]]) 
 /// try.
 pub(crate) async fn send(
     active: &ActiveRequest<'_>,
-    request: &UpstreamRequest,
+    request: &UpstreamRequest<'_>,
     body: &mut RequestBody,
     downstream: &mut Downstream<'_>,
 ) -> Result<UpstreamResponse, TryError> {
@@ -96,7 +96,7 @@ pub(crate) async fn send(
         BodySize::Unknown => BodyFraming::Chunked,
     };
     let mut head = BytesMut::with_capacity(512);
-    nuncio_http1::encode_request_head(&request.method, &request.target, &request.headers, framing, &mut head);
+    nuncio_http1::encode_request_head(&request.method, &request.target, request.headers, framing, &mut head);
     match body {
         RequestBody::Empty => write_all_vectored(&mut upstream.stream, &[&head]).await.map_err(reset)?,
         RequestBody::Buffered(chunks) => {
@@ -140,12 +140,18 @@ pub(crate) async fn send(
                     BodyFraming::Chunked | BodyFraming::UntilClose => BodySize::Unknown,
                 };
                 let head = ResponseHead { status: response.status, headers: response.headers, body: size };
+                let peer = upstream.peer();
                 let body = ResponseBody {
                     decoder: BodyDecoder::new(response.framing, Limits::default()),
                     keep_alive: response.keep_alive,
                     conn: upstream,
                 };
-                return Ok(UpstreamResponse { head, body: super::ResponseBody::Http1(body), tunnel: response.tunnel });
+                return Ok(UpstreamResponse {
+                    head,
+                    body: super::ResponseBody::Http1(body),
+                    tunnel: response.tunnel,
+                    peer,
+                });
             }
             Ok(None) => {}
             Err(e) => return Err(TryError::BadResponse(e.to_string())),

@@ -35,11 +35,12 @@ const EARLY_RESPONSE_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// upstream stream with `CANCEL`.
 pub(crate) async fn send(
     active: &ActiveRequest<'_>,
-    request: &UpstreamRequest,
+    request: &UpstreamRequest<'_>,
     body: &mut RequestBody,
     downstream: &mut Downstream<'_>,
 ) -> Result<UpstreamResponse, TryError> {
     let (mut sender, slot, reused) = sender(active).await?;
+    let peer = slot.peer();
     let mut headers = request.headers.clone();
     // `:authority` replaces `Host` (RFC 9113 §8.3.1).
     let authority = headers
@@ -88,6 +89,7 @@ pub(crate) async fn send(
         head,
         body: super::ResponseBody::Http2(ResponseBody { body, done: false, _slot: slot }),
         tunnel: false,
+        peer,
     })
 }
 
@@ -143,6 +145,7 @@ struct Connection {
     sender: SendRequest<Bytes>,
     /// Counts it open (stats, `max_connections`) while it lives.
     _guard: ConnectionGuard,
+    peer: Option<std::net::SocketAddr>,
     /// Streams of ours open on it.
     streams: Cell<usize>,
     /// Its driver task ended (closed, GOAWAY, error).
@@ -154,6 +157,10 @@ struct Connection {
 pub(crate) struct StreamSlot(Rc<Connection>);
 
 impl StreamSlot {
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.0.peer
+    }
+
     fn new(connection: &Rc<Connection>) -> StreamSlot {
         connection.streams.set(connection.streams.get() + 1);
         StreamSlot(connection.clone())
@@ -190,6 +197,7 @@ async fn sender(active: &ActiveRequest<'_>) -> Result<(SendRequest<Bytes>, Strea
         }
     }
     let (stream, guard) = active.connect().await.map_err(TryError::Connect)?;
+    let peer = stream.peer_addr().ok();
     let handshake = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -197,7 +205,8 @@ async fn sender(active: &ActiveRequest<'_>) -> Result<(SendRequest<Bytes>, Strea
         .await;
     let (sender, driver) =
         handshake.map_err(|e| TryError::Connect(ConnectError::Failed(std::io::Error::other(e.to_string()))))?;
-    let connection = Rc::new(Connection { sender, _guard: guard, streams: Cell::new(0), closed: Cell::new(false) });
+    let connection =
+        Rc::new(Connection { sender, _guard: guard, peer, streams: Cell::new(0), closed: Cell::new(false) });
     endpoint.h2.connections.borrow_mut().push(connection.clone());
     let name = endpoint.name.clone();
     let watched = Rc::downgrade(&connection);

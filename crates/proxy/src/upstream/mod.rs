@@ -17,12 +17,13 @@ use crate::downstream::{Downstream, ReadError};
 use crate::message::{BodyFrame, BodySize, ResponseHead};
 
 /// The request as it goes upstream (prepared once, sent by every try).
-pub(crate) struct UpstreamRequest {
+pub(crate) struct UpstreamRequest<'r> {
     pub(crate) method: Method,
     /// Origin-form: `/path?query`.
     pub(crate) target: Uri,
-    /// Hop-by-hop fields removed, forwarding fields and `Host` set.
-    pub(crate) headers: HeaderMap,
+    /// Hop-by-hop fields removed, forwarding fields and `Host` set (the
+    /// client's head, changed in place: the access log sees what was sent).
+    pub(crate) headers: &'r HeaderMap,
     pub(crate) body: BodySize,
 }
 
@@ -72,6 +73,8 @@ pub(crate) struct UpstreamResponse {
     /// `101 Switching Protocols` (HTTP/1.1 only): the connection becomes a
     /// byte pipe.
     pub(crate) tunnel: bool,
+    /// The address that answered.
+    pub(crate) peer: Option<std::net::SocketAddr>,
 }
 
 /// A response body being received.
@@ -116,7 +119,7 @@ impl ResponseBody {
 pub(crate) async fn send(
     protocol: UpstreamProtocol,
     active: &ActiveRequest<'_>,
-    request: &UpstreamRequest,
+    request: &UpstreamRequest<'_>,
     body: &mut RequestBody,
     downstream: &mut Downstream<'_>,
 ) -> Result<UpstreamResponse, TryError> {

@@ -93,6 +93,11 @@ clusters:
     pub fn admin(&self) -> SocketAddr {
         self.server.addresses().admin
     }
+
+    /// What `SIGUSR1` does to the binary.
+    pub fn reopen_access_logs(&self) {
+        self.server.reopen_access_logs();
+    }
 }
 
 // ------------------------------------------------------------- upstreams --

@@ -1,0 +1,51 @@
+//! What happened to a stream, gathered as it is served: for stats, the
+//! access log and (later) filters — Envoy's `StreamInfo`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+use nuncio_accesslog::ResponseFlags;
+use tokio::time::Instant;
+
+/// A stream's record.
+pub(crate) struct StreamInfo {
+    /// When its head was decoded.
+    pub(crate) start: Instant,
+    /// The same moment on the wall clock (read only when a log needs it).
+    pub(crate) start_time: Option<SystemTime>,
+    /// Why nuncio answered itself, or how the upstream failed.
+    pub(crate) flags: ResponseFlags,
+    /// Upstream tries made.
+    pub(crate) attempts: u32,
+    /// The cluster the route chose.
+    pub(crate) cluster: Option<String>,
+    /// The address of the upstream that answered (or was tried last).
+    pub(crate) upstream_host: Option<SocketAddr>,
+    /// From sending the request upstream to its response head.
+    pub(crate) upstream_service_time: Option<Duration>,
+    /// From the start to the response head sent downstream.
+    pub(crate) response_duration: Option<Duration>,
+    /// The response's fields as sent, kept only when the access log may
+    /// need them.
+    pub(crate) response_headers: Option<HeaderMap>,
+    /// Whether to keep `response_headers`.
+    pub(crate) keep_response_headers: bool,
+}
+
+impl StreamInfo {
+    pub(crate) fn new(logged: bool) -> StreamInfo {
+        StreamInfo {
+            start: Instant::now(),
+            start_time: logged.then(SystemTime::now),
+            flags: ResponseFlags::NONE,
+            attempts: 0,
+            cluster: None,
+            upstream_host: None,
+            upstream_service_time: None,
+            response_duration: None,
+            response_headers: None,
+            keep_response_headers: logged,
+        }
+    }
+}
