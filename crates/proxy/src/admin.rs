@@ -168,7 +168,7 @@ fn clusters(state: &AdminState, json: bool) -> Reply {
         let status = state.hosts.endpoints(&cluster.name);
         for (i, endpoint) in cluster.endpoints.iter().enumerate() {
             let labels = [("cluster", cluster.name.as_str()), ("endpoint", endpoint.address.as_str())];
-            let active = summary.gauge("upstream_endpoint_rq_active", &labels).unwrap_or(0);
+            let active = summary.gauge("nuncio_upstream_endpoint_rq_active", &labels).unwrap_or(0);
             let s = status.get(i);
             let addresses: Vec<String> =
                 s.map(|s| s.addresses.iter().map(ToString::to_string).collect()).unwrap_or_default();

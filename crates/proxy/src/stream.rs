@@ -385,6 +385,9 @@ fn may_retry(left: bool, resources: &Arc<Resources>, counting: Counting<'_>, per
     if !left {
         return false;
     }
+    // This request's previous retry is over: its unit goes back first, so
+    // one request never needs two.
+    permit.take();
     match resources.acquire(Breaker::Retries) {
         Ok(acquired) => {
             *permit = Some(acquired);

@@ -30,6 +30,11 @@ pub(crate) async fn run(hosts: Rc<Hosts>, local: Slot<Local>, mut events: Unboun
         if ejected >= allowed {
             tracing::info!(%cluster, endpoint = %shared.config.endpoints[endpoint].address, reason,
                 "outlier not ejected: max_ejection_percent reached");
+            // A new run must reach the threshold again to be reconsidered
+            // (the workers report a run only when it equals the threshold).
+            if let Some(counters) = shared.runtime.endpoints.get(endpoint) {
+                counters.reset();
+            }
             continue;
         }
         let duration =

@@ -682,3 +682,176 @@ fn chunk_size(line: &[u8]) -> usize {
     let digits = text.split(';').next().unwrap_or("");
     usize::from_str_radix(digits, 16).unwrap_or_else(|_| panic!("bad chunk size line {text:?}"))
 }
+
+// ---- clusters and stats tests ----
+
+/// How a [`Upstream::controlled`] server answers; the test changes it while
+/// the server runs. Clones share the settings.
+#[derive(Clone)]
+pub struct Control {
+    status: Arc<std::sync::atomic::AtomicU16>,
+    health: Arc<std::sync::atomic::AtomicU16>,
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Default for Control {
+    fn default() -> Control {
+        Control::new()
+    }
+}
+
+impl Control {
+    /// Requests and health checks answered `200`; held requests held.
+    pub fn new() -> Control {
+        Control { status: Arc::new(200.into()), health: Arc::new(200.into()), open: Arc::new(false.into()) }
+    }
+
+    /// The status every request gets from now on.
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// The status every health check (`GET /health`) gets from now on.
+    pub fn set_health(&self, status: u16) {
+        self.health.store(status, Ordering::SeqCst);
+    }
+
+    /// Lets held requests (and any later one) be answered.
+    pub fn release(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Upstream {
+    /// A hyper HTTP/1.1 upstream steered by `control`:
+    /// - `GET /health` (an active health check) gets `control`'s health
+    ///   status, and is not recorded in [`Upstream::requests`];
+    /// - any other request is recorded; one whose path starts with `/held`
+    ///   then waits until [`Control::release`] (at most [`TIMEOUT`]);
+    /// - the answer has `control`'s status, `x-upstream: NAME` and the body
+    ///   `hello from NAME`.
+    pub fn controlled(name: &str, control: &Control) -> Upstream {
+        let state = Arc::new(UpstreamState { name: name.to_owned(), ..UpstreamState::default() });
+        let control = control.clone();
+        Upstream::serve(state, move |state, stream, connection| {
+            let control = control.clone();
+            async move {
+                let service = hyper::service::service_fn(move |request| {
+                    controlled(state.clone(), control.clone(), connection, request)
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            }
+        })
+    }
+}
+
+async fn controlled(
+    state: Arc<UpstreamState>,
+    control: Control,
+    connection: usize,
+    request: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+    let status = if parts.uri.path() == "/health" {
+        control.health.load(Ordering::SeqCst)
+    } else {
+        let held = parts.uri.path().starts_with("/held");
+        state.record(Seen {
+            method: parts.method.to_string(),
+            target,
+            headers: parts.headers,
+            body: body.to_vec(),
+            connection,
+            version: parts.version,
+            authority: parts.uri.authority().map(ToString::to_string),
+        });
+        let deadline = Instant::now() + TIMEOUT;
+        while held && !control.open.load(Ordering::SeqCst) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        control.status.load(Ordering::SeqCst)
+    };
+    let response = hyper::Response::builder()
+        .status(status)
+        .header("x-upstream", state.name.as_str())
+        .body(Full::new(Bytes::from(format!("hello from {}\n", state.name))))
+        .expect("valid response");
+    Ok(response)
+}
+
+/// Waits until `condition` holds, at most [`TIMEOUT`]; `what` names it in
+/// the failure.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "waited {TIMEOUT:?} for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `GET path` on `proxy`'s admin listener.
+pub fn admin_get(proxy: &Proxy, path: &str) -> Reply {
+    exchange(proxy.admin(), format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n"))
+}
+
+/// The value on the `/stats` line of `series` (`name` or `name{labels}`,
+/// exactly as written there), `None` when there is no such line.
+pub fn stat(proxy: &Proxy, series: &str) -> Option<String> {
+    let reply = admin_get(proxy, "/stats");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let prefix = format!("{series}: ");
+    reply.text().lines().find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+}
+
+/// Waits (at most [`TIMEOUT`]) until `/stats` has every line of `expected`
+/// (`series: value`), and fails listing the missing ones if it never does.
+/// Workers count a request just after its response is written, so a
+/// client can see the response before the count.
+pub fn wait_for_stats(proxy: &Proxy, expected: &[&str]) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let text = admin_get(proxy, "/stats").text();
+        let missing: Vec<&&str> = expected.iter().filter(|line| !text.lines().any(|l| l == **line)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "after {TIMEOUT:?}, /stats lacks {missing:#?}\n/stats:\n{text}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `field` of endpoint `endpoint` in cluster `cluster`, read from
+/// `/clusters` (text: `cluster::endpoint::field::value` lines).
+pub fn endpoint_field(proxy: &Proxy, cluster: &str, endpoint: SocketAddr, field: &str) -> String {
+    let reply = admin_get(proxy, "/clusters");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let prefix = format!("{cluster}::{endpoint}::{field}::");
+    let text = reply.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no {prefix} line in /clusters:\n{text}"))
+}
+
+/// Waits (at most [`TIMEOUT`]) until `/clusters` shows `value` for `field`
+/// of `endpoint`.
+pub fn wait_for_endpoint(proxy: &Proxy, cluster: &str, endpoint: SocketAddr, field: &str, value: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let now = endpoint_field(proxy, cluster, endpoint, field);
+        if now == value {
+            return;
+        }
+        assert!(Instant::now() < deadline, "after {TIMEOUT:?}, {cluster}::{endpoint}::{field} is {now}, not {value}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `GET path` to `addr` on a connection of its own from another
+/// thread (a request left in flight); join for the reply.
+pub fn get_in_background(addr: SocketAddr, path: &str) -> std::thread::JoinHandle<Reply> {
+    let path = path.to_owned();
+    std::thread::spawn(move || get(addr, &path))
+}
