@@ -113,6 +113,15 @@ fn run(args: &RunArgs) -> ExitCode {
         config.workers = workers.max(1);
     }
     if let Some(admin) = args.admin {
+        // The flag gets the file's rule: admin changes state, so it stays on
+        // loopback unless the config says `admin.allow_remote: true`.
+        if !admin.ip().is_loopback() && !config.admin.allow_remote {
+            eprintln!(
+                "nuncio: --admin {admin} is not a loopback address; admin can change nuncio's state, \
+                 so set admin.allow_remote: true in a config file to expose it"
+            );
+            return ExitCode::FAILURE;
+        }
         config.admin.address = admin;
     }
     let mut options = nuncio_proxy::Options::default();

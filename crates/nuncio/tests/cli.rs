@@ -213,3 +213,54 @@ fn admin_changes_the_log_level_with_post_only() {
     let after = proxy.log();
     assert!(!after[before..].contains("DEBUG"), "{}", &after[before..]);
 }
+
+#[test]
+fn a_non_loopback_admin_flag_is_refused() {
+    let out = Command::new(NUNCIO)
+        .args(["--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allow_remote"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn sigusr1_reopens_the_access_log() {
+    let dir = std::env::temp_dir().join(format!("nuncio-cli-usr1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let config = dir.join("nuncio.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "admin: {{ address: 127.0.0.1:0 }}\nworkers: 1\nlisteners:\n  - name: web\n    address: 127.0.0.1:0\n    access_log: {{ path: '{}', format: '%REQ(:PATH)%' }}\n    routes:\n      - match: {{}}\n        direct_response: {{ status: 200 }}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let proxy = start(&["-c", config.to_str().unwrap()]);
+    let web = proxy.listener("web");
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert!(get(web, "/before").starts_with("HTTP/1.1 200"));
+    wait("first line", &|| read(&log).contains("/before"));
+    let rotated = dir.join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let pid = proxy.child.id().to_string();
+    assert!(Command::new("kill").args(["-USR1", &pid]).status().unwrap().success());
+    // The reopen is asynchronous: log until a line lands in the new file.
+    wait("a line in the reopened file", &|| {
+        let _ = get(web, "/after");
+        read(&log).contains("/after")
+    });
+    assert!(read(&rotated).starts_with("/before\n"));
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
