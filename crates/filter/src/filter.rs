@@ -1,0 +1,141 @@
+//! The filter trait and what a hook sees of its stream.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use nuncio_context::Context;
+
+use crate::head::{RequestHead, ResponseHead};
+use crate::status::{Hook, Status};
+
+/// An HTTP filter: one instance per stream, created on the stream's worker
+/// by its factory. Every hook has a default that continues, so a filter
+/// implements only what it needs.
+pub trait Filter: 'static {
+    /// The request head. `end_of_stream`: no body follows.
+    fn request_headers<'a>(
+        &'a mut self,
+        cx: &'a mut StreamCx,
+        head: &'a mut RequestHead,
+        end_of_stream: bool,
+    ) -> Hook<'a> {
+        let _ = (cx, head, end_of_stream);
+        Status::Continue.into()
+    }
+
+    /// A piece of the request body, owned by the filter while the hook
+    /// runs (replace or clear it to change what goes on).
+    fn request_body<'a>(&'a mut self, cx: &'a mut StreamCx, body: &'a mut Bytes, end_of_stream: bool) -> Hook<'a> {
+        let _ = (cx, body, end_of_stream);
+        Status::Continue.into()
+    }
+
+    /// The request trailers (the body ends with them).
+    fn request_trailers<'a>(&'a mut self, cx: &'a mut StreamCx, trailers: &'a mut HeaderMap) -> Hook<'a> {
+        let _ = (cx, trailers);
+        Status::Continue.into()
+    }
+
+    /// The response head (from the upstream, or a local reply).
+    fn response_headers<'a>(
+        &'a mut self,
+        cx: &'a mut StreamCx,
+        head: &'a mut ResponseHead,
+        end_of_stream: bool,
+    ) -> Hook<'a> {
+        let _ = (cx, head, end_of_stream);
+        Status::Continue.into()
+    }
+
+    /// A piece of the response body.
+    fn response_body<'a>(&'a mut self, cx: &'a mut StreamCx, body: &'a mut Bytes, end_of_stream: bool) -> Hook<'a> {
+        let _ = (cx, body, end_of_stream);
+        Status::Continue.into()
+    }
+
+    /// The response trailers.
+    fn response_trailers<'a>(&'a mut self, cx: &'a mut StreamCx, trailers: &'a mut HeaderMap) -> Hook<'a> {
+        let _ = (cx, trailers);
+        Status::Continue.into()
+    }
+
+    /// The stream ended (answered, reset or timed out): the last call, for
+    /// logging and accounting. Synchronous.
+    fn on_complete(&mut self, cx: &StreamCx) {
+        let _ = cx;
+    }
+}
+
+/// What a hook sees of its stream besides the message: its [`Context`],
+/// where it is going, and state the stream's filters share.
+pub struct StreamCx {
+    context: Context,
+    downstream: SocketAddr,
+    route: Option<String>,
+    cluster: Option<String>,
+    state: HashMap<TypeId, Box<dyn Any>>,
+}
+
+impl StreamCx {
+    /// A stream's filter context (made by the proxy).
+    pub fn new(context: Context, downstream: SocketAddr) -> StreamCx {
+        StreamCx { context, downstream, route: None, cluster: None, state: HashMap::new() }
+    }
+
+    /// The stream's context: cancelled when the stream ends for any reason
+    /// (client reset, timeout, local reply), with the route timeout as its
+    /// deadline. Give it to any work done for the stream.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// The client's address.
+    pub fn downstream_address(&self) -> SocketAddr {
+        self.downstream
+    }
+
+    /// The route's name, once routed.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
+    }
+
+    /// The cluster the route chose, once routed.
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
+    }
+
+    /// Sets where the stream is going (the proxy, when it routes).
+    pub fn set_route(&mut self, route: Option<String>, cluster: Option<String>) {
+        self.route = route;
+        self.cluster = cluster;
+    }
+
+    /// A value of type `T` shared by the stream's filters, if one was put.
+    pub fn state<T: 'static>(&self) -> Option<&T> {
+        self.state.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref())
+    }
+
+    /// The same, mutable.
+    pub fn state_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.state.get_mut(&TypeId::of::<T>()).and_then(|v| v.downcast_mut())
+    }
+
+    /// Puts a value of type `T` (replacing one there was); returns the old.
+    pub fn put_state<T: 'static>(&mut self, value: T) -> Option<T> {
+        self.state.insert(TypeId::of::<T>(), Box::new(value)).and_then(|old| old.downcast().ok()).map(|b| *b)
+    }
+}
+
+impl std::fmt::Debug for StreamCx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamCx")
+            .field("downstream", &self.downstream)
+            .field("route", &self.route)
+            .field("cluster", &self.cluster)
+            .field("state", &self.state.len())
+            .finish_non_exhaustive()
+    }
+}
