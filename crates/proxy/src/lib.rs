@@ -49,6 +49,7 @@ mod admin;
 mod cluster;
 mod downstream;
 mod error;
+mod filter_manager;
 mod flow_control;
 mod listener;
 mod message;
@@ -62,4 +63,5 @@ mod upstream;
 mod worker;
 
 pub use error::Error;
+pub use filter_manager::{FilterChainFactory, FilterFactory};
 pub use server::{Addresses, LogLevelHook, Options, Resolver, RunningServer, run};

@@ -79,3 +79,26 @@ pub(crate) fn bodiless(method: &Method, status: StatusCode) -> bool {
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
 }
+
+impl RequestHead {
+    /// The head as filters see it, moved out (no copy); give it back with
+    /// [`RequestHead::restore`].
+    pub(crate) fn take_for_filters(&mut self) -> nuncio_filter::RequestHead {
+        nuncio_filter::RequestHead {
+            method: std::mem::replace(&mut self.method, Method::GET),
+            uri: std::mem::take(&mut self.uri),
+            version: self.version,
+            headers: std::mem::take(&mut self.headers),
+            authority: self.authority.take(),
+        }
+    }
+
+    /// Takes back what filters made of the head.
+    pub(crate) fn restore(&mut self, head: nuncio_filter::RequestHead) {
+        self.method = head.method;
+        self.uri = head.uri;
+        self.version = head.version;
+        self.headers = head.headers;
+        self.authority = head.authority;
+    }
+}

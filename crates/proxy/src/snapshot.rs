@@ -15,6 +15,7 @@ use nuncio_stats::Store;
 
 use crate::cluster::ClusterShared;
 use crate::error::Error;
+use crate::filter_manager::FilterChainFactory;
 use crate::router::RouteTable;
 use crate::stats::ProxyStats;
 
@@ -37,6 +38,8 @@ pub(crate) struct ListenerSnapshot {
     pub(crate) config: Listener,
     pub(crate) routes: RouteTable,
     pub(crate) access_log: Option<AccessLog>,
+    /// Its filters, when it has any.
+    pub(crate) filters: Option<FilterChainFactory>,
 }
 
 /// Where and how a listener logs its streams.
@@ -55,6 +58,7 @@ impl Snapshot {
         config: Arc<Config>,
         previous: Option<&Snapshot>,
         sinks: &mut SinkRegistry,
+        filters: &HashMap<String, FilterChainFactory>,
     ) -> Result<Snapshot, Error> {
         let mut listeners = HashMap::new();
         for l in &config.listeners {
@@ -74,7 +78,9 @@ impl Snapshot {
                     Some(AccessLog { sink, format: log.format.clone() })
                 }
             };
-            let snapshot = ListenerSnapshot { config: l.clone(), routes: RouteTable::new(&l.routes), access_log };
+            let filters = filters.get(&l.name).filter(|f| !f.is_empty()).cloned();
+            let snapshot =
+                ListenerSnapshot { config: l.clone(), routes: RouteTable::new(&l.routes), access_log, filters };
             listeners.insert(l.name.clone(), snapshot);
         }
         let clusters = config

@@ -27,6 +27,7 @@ pub(crate) struct ProxyStats {
     pub(crate) downstream_rq_class: [Counter; 5],
     pub(crate) downstream_rq_duration: Histogram,
     pub(crate) config_version: WorkerGauge,
+    pub(crate) filter_panics: Counter,
     pub(crate) clusters: HashMap<String, ClusterStats>,
 }
 
@@ -140,6 +141,11 @@ impl ProxyStats {
                 DURATION_BUCKETS,
             )?,
             config_version: b.worker_gauge("config_version", "The config version each worker serves.", &[])?,
+            filter_panics: b.counter(
+                "filter_panics_total",
+                "Filter hooks that panicked (each ended its stream with a 500).",
+                &[],
+            )?,
             clusters,
             defs: b.build(),
         })

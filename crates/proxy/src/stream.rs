@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use crate::cluster::resources::{Breaker, Permit, Resources};
 use crate::cluster::{ActiveRequest, ClusterState, ConnectError, PickError};
 use crate::downstream::{Codec, Downstream, ReadError};
+use crate::filter_manager::{Chain, Outcome};
 use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead};
 use crate::router::CompiledRoute;
 use crate::snapshot::{ListenerSnapshot, Local};
@@ -59,7 +60,20 @@ pub(crate) async fn serve(
     ctx: &Context,
 ) {
     let mut info = StreamInfo::new(listener.access_log.is_some());
-    answer(worker, local, listener, downstream, &mut request, ctx, &mut info).await;
+    // The stream's own context: cancelled when the stream ends, whatever
+    // ends it, so that filter work for it stops too.
+    let (stream_ctx, _stream_cancel) = ctx.with_cancel();
+    if let Some(factories) = &listener.filters {
+        let cx = nuncio_filter::StreamCx::new(stream_ctx.clone(), downstream.peer());
+        downstream.filters = Some(Box::new(Chain::new(factories, cx)));
+    }
+    answer(worker, local, listener, downstream, &mut request, &stream_ctx, &mut info).await;
+    if let Some(chain) = &mut downstream.filters {
+        chain.complete();
+        if chain.panics > 0 {
+            local.stats.add(local.snapshot.stats.filter_panics, chain.panics);
+        }
+    }
     let (store, stats) = (&local.stats, &local.snapshot.stats);
     store.inc(stats.downstream_rq_total);
     if let Some(status) = downstream.status() {
@@ -102,6 +116,14 @@ async fn answer(
     ctx: &Context,
     info: &mut StreamInfo,
 ) {
+    if let Some(chain) = &mut downstream.filters {
+        let mut view = request.take_for_filters();
+        let outcome = chain.request_headers(&mut view, request.body == BodySize::Empty).await;
+        request.restore(view);
+        if let Outcome::Reply(reply) = outcome {
+            return downstream.reply(reply).await;
+        }
+    }
     let host = request.authority.as_ref().map_or("", |a| a.as_str()).to_owned();
     let path = request.uri.path().to_owned();
     let Some(route) = listener.routes.select(&host, &path, &request.headers) else {

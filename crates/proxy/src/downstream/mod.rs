@@ -21,8 +21,10 @@ use nuncio_config::ListenerProtocol;
 use nuncio_context::Context;
 use tokio::net::TcpStream;
 
+use crate::filter_manager::{Chain, Outcome};
 use crate::message::{BodyFrame, BodySize, ResponseHead};
 use crate::worker::Worker;
+use nuncio_filter::LocalReply;
 
 /// What starts every HTTP/2 connection (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -80,6 +82,12 @@ pub(crate) struct Downstream<'c> {
     pub(crate) bytes_received: u64,
     /// Response body bytes sent.
     pub(crate) bytes_sent: u64,
+    /// The listener's filters, when it has any: every response head passes
+    /// their response hooks on its way out.
+    pub(crate) filters: Option<Box<Chain>>,
+    /// A response hook answered instead: what the caller still sends of the
+    /// original response is dropped.
+    replaced: bool,
 }
 
 /// The protocol of a [`Downstream`].
@@ -90,7 +98,7 @@ pub(crate) enum Codec<'c> {
 
 impl<'c> Downstream<'c> {
     fn new(codec: Codec<'c>) -> Downstream<'c> {
-        Downstream { codec, bytes_received: 0, bytes_sent: 0 }
+        Downstream { codec, bytes_received: 0, bytes_sent: 0, filters: None, replaced: false }
     }
 
     /// The client's address.
@@ -143,7 +151,28 @@ impl<'c> Downstream<'c> {
 
     /// Starts the response. The HTTP/1.1 codec buffers the head so that it
     /// leaves with the first body bytes (one write for a small response).
-    pub(crate) async fn send_head(&mut self, head: ResponseHead) -> Result<(), WriteError> {
+    pub(crate) async fn send_head(&mut self, mut head: ResponseHead) -> Result<(), WriteError> {
+        if let Some(chain) = &mut self.filters {
+            let mut view =
+                nuncio_filter::ResponseHead { status: head.status, headers: std::mem::take(&mut head.headers) };
+            let end = head.body == BodySize::Empty;
+            match chain.response_headers(&mut view, end).await {
+                Outcome::Continue => {
+                    head.status = view.status;
+                    head.headers = view.headers;
+                }
+                Outcome::Reply(reply) => {
+                    // The filter's answer goes out as is (its own hooks do
+                    // not run again); the original response is dropped.
+                    self.replaced = true;
+                    return self.send_raw_reply(reply).await;
+                }
+            }
+        }
+        self.send_head_raw(head).await
+    }
+
+    async fn send_head_raw(&mut self, head: ResponseHead) -> Result<(), WriteError> {
         match &mut self.codec {
             Codec::Http1(e) => {
                 e.send_head(head);
@@ -156,6 +185,13 @@ impl<'c> Downstream<'c> {
     /// Sends a piece of the response body, waiting for the client to take
     /// it (TCP or HTTP/2 flow control): the upstream is read no faster.
     pub(crate) async fn send_data(&mut self, data: Bytes) -> Result<(), WriteError> {
+        if self.replaced {
+            return Ok(());
+        }
+        self.send_data_raw(data).await
+    }
+
+    async fn send_data_raw(&mut self, data: Bytes) -> Result<(), WriteError> {
         self.bytes_sent += data.len() as u64;
         match &mut self.codec {
             Codec::Http1(e) => e.send_data(data).await,
@@ -166,6 +202,9 @@ impl<'c> Downstream<'c> {
     /// Ends the response with trailer fields (dropped if the response is
     /// not chunked HTTP/1.1 or HTTP/2: nothing else can carry them).
     pub(crate) async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {
+        if self.replaced {
+            return Ok(());
+        }
         match &mut self.codec {
             Codec::Http1(e) => e.send_trailers(trailers).await,
             Codec::Http2(e) => e.send_trailers(trailers),
@@ -174,6 +213,13 @@ impl<'c> Downstream<'c> {
 
     /// Ends the response (no-op if trailers ended it).
     pub(crate) async fn finish(&mut self) -> Result<(), WriteError> {
+        if self.replaced {
+            return Ok(());
+        }
+        self.finish_raw().await
+    }
+
+    async fn finish_raw(&mut self) -> Result<(), WriteError> {
         match &mut self.codec {
             Codec::Http1(e) => e.finish().await,
             Codec::Http2(e) => e.finish(),
@@ -196,6 +242,25 @@ impl<'c> Downstream<'c> {
             Codec::Http1(e) => e.abort(),
             Codec::Http2(e) => e.abort(),
         }
+    }
+
+    /// A filter's local reply, past the response hooks.
+    async fn send_raw_reply(&mut self, reply: LocalReply) -> Result<(), WriteError> {
+        let LocalReply { status, mut headers, body } = reply;
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let size = if body.is_empty() { BodySize::Empty } else { BodySize::Exact(body.len() as u64) };
+        self.send_head_raw(ResponseHead { status, headers, body: size }).await?;
+        if !body.is_empty() {
+            self.send_data_raw(body).await?;
+        }
+        self.finish_raw().await
+    }
+
+    /// A filter's local reply from the request path: through the response
+    /// hooks of the filters before it, like any response.
+    pub(crate) async fn reply(&mut self, reply: LocalReply) {
+        let LocalReply { status, headers, body } = reply;
+        self.respond(status, headers, body).await;
     }
 
     /// A whole response nuncio makes itself.

@@ -1,0 +1,167 @@
+//! The filter manager: runs a stream's filters with Envoy's semantics.
+//!
+//! Request hooks run in order; a filter that answers locally ends the
+//! request path there, and the response — its own or the upstream's —
+//! passes the response hooks of the filters that saw the request, in
+//! reverse order. A hook may be synchronous (no allocation) or a future
+//! awaited on the worker; the stream's context going done drops it. A hook
+//! that panics ends the stream with a 500 (or a reset once the response
+//! started), counts `filter_panics`, and leaves the worker serving.
+//!
+//! Status of this module (issue 5, in progress): header hooks, local
+//! replies, `on_complete` and panics are done; body and trailer hooks,
+//! stop-iteration with resume through `StreamHandle`, buffering and
+//! watermarks are not wired yet — a filter returning those statuses from a
+//! header hook gets a 500 saying so, rather than a silent continue.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use nuncio_filter::{Filter, Hook, LocalReply, RequestHead, ResponseHead, Status, StreamCx};
+
+/// Makes one filter instance per stream, on the stream's worker.
+pub trait FilterFactory: Send + Sync + 'static {
+    /// The filter's name (for logs and errors).
+    fn name(&self) -> &str;
+    /// A new instance for a new stream.
+    fn create(&self) -> Box<dyn Filter>;
+}
+
+/// The filters of a listener, in order.
+pub type FilterChainFactory = Arc<[Arc<dyn FilterFactory>]>;
+
+/// What a hook (or the chain) decided, for the stream layer.
+pub(crate) enum Outcome {
+    /// Go on (to the router, or to the client).
+    Continue,
+    /// Answer the client with this instead.
+    Reply(LocalReply),
+}
+
+/// A stream's filters and their state.
+pub(crate) struct Chain {
+    filters: Vec<Box<dyn Filter>>,
+    names: FilterChainFactory,
+    pub(crate) cx: StreamCx,
+    /// How many filters saw the request (the response path runs these).
+    entered: usize,
+    /// Hooks that panicked on this stream.
+    pub(crate) panics: u64,
+}
+
+impl Chain {
+    pub(crate) fn new(factories: &FilterChainFactory, cx: StreamCx) -> Chain {
+        Chain {
+            filters: factories.iter().map(|f| f.create()).collect(),
+            names: factories.clone(),
+            cx,
+            entered: 0,
+            panics: 0,
+        }
+    }
+
+    /// The request head through every filter, in order.
+    pub(crate) async fn request_headers(&mut self, head: &mut RequestHead, end_of_stream: bool) -> Outcome {
+        for i in 0..self.filters.len() {
+            self.entered = i + 1;
+            let (filter, cx, head) = (&mut self.filters[i], &mut self.cx, &mut *head);
+            let hook = call(move || filter.request_headers(cx, head, end_of_stream));
+            let status = guarded(hook).await;
+            match self.decide(i, status) {
+                Outcome::Continue => {}
+                reply @ Outcome::Reply(_) => {
+                    // Its answer passes the filters before it, not itself.
+                    self.entered = i;
+                    return reply;
+                }
+            }
+        }
+        Outcome::Continue
+    }
+
+    /// The response head through the filters that saw the request, in
+    /// reverse order.
+    pub(crate) async fn response_headers(&mut self, head: &mut ResponseHead, end_of_stream: bool) -> Outcome {
+        for i in (0..self.entered).rev() {
+            let (filter, cx, head) = (&mut self.filters[i], &mut self.cx, &mut *head);
+            let hook = call(move || filter.response_headers(cx, head, end_of_stream));
+            let status = guarded(hook).await;
+            match self.decide(i, status) {
+                Outcome::Continue => {}
+                reply @ Outcome::Reply(_) => return reply,
+            }
+        }
+        Outcome::Continue
+    }
+
+    /// The stream ended: every filter's last call.
+    pub(crate) fn complete(&mut self) {
+        for filter in &mut self.filters {
+            let cx = &self.cx;
+            if std::panic::catch_unwind(AssertUnwindSafe(|| filter.on_complete(cx))).is_err() {
+                self.panics += 1;
+            }
+        }
+    }
+
+    /// A hook's status, as the stream layer acts on it.
+    fn decide(&mut self, index: usize, status: Result<Status, Box<dyn Any + Send>>) -> Outcome {
+        let name = self.names.get(index).map_or("?", |f| f.name());
+        match status {
+            Ok(Status::Continue) => Outcome::Continue,
+            Ok(Status::LocalReply(reply)) => Outcome::Reply(reply),
+            Ok(other) => {
+                tracing::warn!(filter = name, status = ?other, "filter status not supported on this hook yet");
+                Outcome::Reply(internal(&format!("nuncio: filter {name} returned {other:?}, not supported here yet")))
+            }
+            Err(panic) => {
+                self.panics += 1;
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(filter = name, panic = %why, "filter panicked; the stream gets a 500");
+                Outcome::Reply(internal(&format!("nuncio: filter {name} failed")))
+            }
+        }
+    }
+}
+
+fn internal(message: &str) -> LocalReply {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    LocalReply { status: http::StatusCode::INTERNAL_SERVER_ERROR, headers, body: format!("{message}\n").into() }
+}
+
+/// Calls a hook, catching a panic in the call itself.
+fn call<'a>(hook: impl FnOnce() -> Hook<'a>) -> std::thread::Result<Hook<'a>> {
+    std::panic::catch_unwind(AssertUnwindSafe(hook))
+}
+
+/// A hook's status, with a panic (in the call or in its future) caught.
+async fn guarded(hook: std::thread::Result<Hook<'_>>) -> Result<Status, Box<dyn Any + Send>> {
+    match hook? {
+        Hook::Done(status) => Ok(status),
+        Hook::Pending(future) => CatchUnwind(future).await,
+    }
+}
+
+/// Polls a future, turning a panic into an `Err`.
+struct CatchUnwind<'a>(Pin<Box<dyn Future<Output = Status> + 'a>>);
+
+impl Future for CatchUnwind<'_> {
+    type Output = Result<Status, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(Poll::Ready(status)) => Poll::Ready(Ok(status)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}

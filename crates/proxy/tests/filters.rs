@@ -1,0 +1,208 @@
+//! The filter chain through the real proxy: header hooks in order on the
+//! way in and in reverse on the way out, async hooks awaiting on the
+//! worker, local replies that skip the rest of the request path, and a
+//! panicking filter costing its own stream only.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderValue, StatusCode};
+use nuncio_config::Config;
+use nuncio_filter::{Filter, Hook, RequestHead, ResponseHead, Status, StreamCx};
+use nuncio_proxy::{FilterFactory, Options, RunningServer};
+use support::{Upstream, get};
+
+/// Records every hook call as `name:hook` in a shared journal; answers as
+/// configured.
+struct Recorder {
+    name: &'static str,
+    journal: Arc<Mutex<Vec<String>>>,
+    on_request: Action,
+    completed: Arc<AtomicUsize>,
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Continue,
+    Reply,
+    Panic,
+    PanicLater,
+    SleepThenContinue,
+}
+
+impl Recorder {
+    fn note(&self, what: &str) {
+        self.journal.lock().unwrap().push(format!("{}:{what}", self.name));
+    }
+}
+
+impl Filter for Recorder {
+    fn request_headers<'a>(&'a mut self, _cx: &'a mut StreamCx, head: &'a mut RequestHead, _eos: bool) -> Hook<'a> {
+        self.note("request");
+        head.headers.append("x-filtered-by", HeaderValue::from_static(self.name));
+        match self.on_request {
+            Continue => Status::Continue.into(),
+            Reply => Status::local_reply(StatusCode::FORBIDDEN, format!("denied by {}\n", self.name)).into(),
+            Panic => panic!("{} broke", self.name),
+            PanicLater => Hook::pending(async move {
+                tokio::task::yield_now().await;
+                panic!("{} broke later", self.name)
+            }),
+            SleepThenContinue => Hook::pending(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                head.headers.insert("x-slept", HeaderValue::from_static("50ms"));
+                Status::Continue
+            }),
+        }
+    }
+
+    fn response_headers<'a>(&'a mut self, _cx: &'a mut StreamCx, head: &'a mut ResponseHead, _eos: bool) -> Hook<'a> {
+        self.note("response");
+        head.headers.append("x-seen-by", HeaderValue::from_static(self.name));
+        Status::Continue.into()
+    }
+
+    fn on_complete(&mut self, _cx: &StreamCx) {
+        self.completed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct RecorderFactory {
+    name: &'static str,
+    journal: Arc<Mutex<Vec<String>>>,
+    on_request: Action,
+    completed: Arc<AtomicUsize>,
+}
+
+impl FilterFactory for RecorderFactory {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn create(&self) -> Box<dyn Filter> {
+        Box::new(Recorder {
+            name: self.name,
+            journal: self.journal.clone(),
+            on_request: self.on_request,
+            completed: self.completed.clone(),
+        })
+    }
+}
+
+/// nuncio in front of `upstream`, with filters `a`, `b`, `c` acting as given.
+struct Setup {
+    server: RunningServer,
+    journal: Arc<Mutex<Vec<String>>>,
+    completed: Arc<AtomicUsize>,
+}
+
+impl Setup {
+    fn new(upstream: &Upstream, actions: [Action; 3]) -> Setup {
+        let journal = Arc::new(Mutex::new(Vec::new()));
+        let completed = Arc::new(AtomicUsize::new(0));
+        let factories: Vec<Arc<dyn FilterFactory>> = ["a", "b", "c"]
+            .into_iter()
+            .zip(actions)
+            .map(|(name, on_request)| {
+                Arc::new(RecorderFactory { name, journal: journal.clone(), on_request, completed: completed.clone() })
+                    as Arc<dyn FilterFactory>
+            })
+            .collect();
+        let mut options = Options::default();
+        options.filters.insert("main".to_owned(), factories.into());
+        let yaml = format!(
+            "
+admin: {{ address: 127.0.0.1:0 }}
+workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    routes:
+      - match: {{}}
+        cluster: app
+clusters:
+  - name: app
+    endpoints: [ '{}' ]
+",
+            upstream.addr
+        );
+        let server = RunningServer::start_with(Config::from_yaml(&yaml, "test.yaml").unwrap(), options).unwrap();
+        Setup { server, journal, completed }
+    }
+
+    fn journal(&self) -> Vec<String> {
+        self.journal.lock().unwrap().clone()
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.server.listener("main").unwrap()
+    }
+
+    fn stats(&self) -> String {
+        support::exchange(self.server.addresses().admin, "GET /stats HTTP/1.1\r\nHost: a\r\n\r\n").text()
+    }
+}
+
+use Action::{Continue, Panic, PanicLater, Reply, SleepThenContinue};
+
+#[test]
+fn request_hooks_run_in_order_and_response_hooks_in_reverse() {
+    let upstream = Upstream::echo("up");
+    let setup = Setup::new(&upstream, [Continue, Continue, Continue]);
+    let reply = get(setup.addr(), "/");
+    assert_eq!(reply.status, 200);
+    assert_eq!(setup.journal(), ["a:request", "b:request", "c:request", "c:response", "b:response", "a:response"]);
+    // What the filters did to the heads reached the upstream and the client.
+    let seen: Vec<_> = upstream.last_request().headers.get_all("x-filtered-by").iter().cloned().collect();
+    assert_eq!(seen, ["a", "b", "c"]);
+    let back: Vec<_> = reply.headers.get_all("x-seen-by").iter().cloned().collect();
+    assert_eq!(back, ["c", "b", "a"]);
+}
+
+#[test]
+fn a_local_reply_skips_the_rest_and_runs_the_response_hooks_before_it() {
+    let upstream = Upstream::echo("up");
+    let setup = Setup::new(&upstream, [Continue, Reply, Continue]);
+    let reply = get(setup.addr(), "/");
+    assert_eq!((reply.status, reply.text().as_str()), (403, "denied by b\n"));
+    assert_eq!(setup.journal(), ["a:request", "b:request", "a:response"]);
+    assert_eq!(upstream.requests().len(), 0, "the router never ran");
+}
+
+#[test]
+fn an_async_hook_awaits_on_the_worker_and_the_chain_waits_for_it() {
+    let upstream = Upstream::echo("up");
+    let setup = Setup::new(&upstream, [SleepThenContinue, Continue, Continue]);
+    assert_eq!(get(setup.addr(), "/").status, 200);
+    assert_eq!(upstream.last_request().header("x-slept"), "50ms");
+    assert_eq!(setup.journal()[..3], ["a:request".to_owned(), "b:request".to_owned(), "c:request".to_owned()]);
+}
+
+#[test]
+fn a_panicking_hook_costs_its_stream_a_500_and_nothing_else() {
+    for action in [Panic, PanicLater] {
+        let upstream = Upstream::echo("up");
+        let setup = Setup::new(&upstream, [Continue, action, Continue]);
+        let reply = get(setup.addr(), "/");
+        assert_eq!(reply.status, 500);
+        assert!(reply.text().contains("filter b failed"), "{}", reply.text());
+        assert_eq!(upstream.requests().len(), 0);
+        // The worker lives on: the next stream is served (and panics too).
+        assert_eq!(get(setup.addr(), "/").status, 500);
+        support::wait_until("two filter panics counted", || setup.stats().contains("nuncio_filter_panics_total: 2\n"));
+    }
+}
+
+#[test]
+fn every_filter_hears_the_end_of_every_stream() {
+    let upstream = Upstream::echo("up");
+    let setup = Setup::new(&upstream, [Continue, Reply, Continue]);
+    for _ in 0..4 {
+        assert_eq!(get(setup.addr(), "/").status, 403);
+    }
+    support::wait_until("12 on_complete calls", || setup.completed.load(Ordering::SeqCst) >= 12);
+    assert_eq!(setup.completed.load(Ordering::SeqCst), 12, "3 filters × 4 streams, once each");
+}
