@@ -8,20 +8,26 @@
 //! that panics ends the stream with a 500 (or a reset once the response
 //! started), counts `filter_panics`, and leaves the worker serving.
 //!
-//! Status of this module (issue 5, in progress): header hooks, local
-//! replies, `on_complete` and panics are done; body and trailer hooks,
-//! stop-iteration with resume through `StreamHandle`, buffering and
-//! watermarks are not wired yet — a filter returning those statuses from a
-//! header hook gets a 500 saying so, rather than a silent continue.
+//! Status of this module (issue 5, in progress): header, body and trailer
+//! hooks, local replies, request-body buffering (`StopAndBuffer`, 413 over
+//! the limit), `on_complete` and panics are done; stop-iteration with
+//! resume through `StreamHandle`, response buffering and watermarks are not
+//! wired yet — a filter returning those gets a 500 saying so, rather than a
+//! silent continue.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
 use nuncio_filter::{Filter, Hook, LocalReply, RequestHead, ResponseHead, Status, StreamCx};
+
+use crate::message::BodyFrame;
 
 /// Makes one filter instance per stream, on the stream's worker.
 pub trait FilterFactory: Send + Sync + 'static {
@@ -51,6 +57,8 @@ pub(crate) struct Chain {
     entered: usize,
     /// Hooks that panicked on this stream.
     pub(crate) panics: u64,
+    /// The request body kept for each filter that answered `StopAndBuffer`.
+    buffers: Vec<Option<BytesMut>>,
 }
 
 impl Chain {
@@ -61,6 +69,7 @@ impl Chain {
             cx,
             entered: 0,
             panics: 0,
+            buffers: factories.iter().map(|_| None).collect(),
         }
     }
 
@@ -93,6 +102,107 @@ impl Chain {
             match self.decide(i, status) {
                 Outcome::Continue => {}
                 reply @ Outcome::Reply(_) => return reply,
+            }
+        }
+        Outcome::Continue
+    }
+
+    /// A request body frame through every filter, in order; what comes out
+    /// (zero or more frames) goes to `out`. A filter that answers
+    /// `StopAndBuffer` gets the frames kept for it (up to the limit) and is
+    /// called once more with the whole body at its end.
+    pub(crate) async fn request_body(&mut self, frame: Option<BodyFrame>, out: &mut VecDeque<BodyFrame>) -> Outcome {
+        // Frames entering filter `i`, and whether the body ends with them.
+        let mut frames: VecDeque<Option<BodyFrame>> = VecDeque::from([frame]);
+        for i in 0..self.filters.len() {
+            let mut next = VecDeque::new();
+            while let Some(frame) = frames.pop_front() {
+                match frame {
+                    Some(BodyFrame::Data(mut data)) => {
+                        if let Some(buffer) = &mut self.buffers[i] {
+                            if buffer.len() + data.len() > REQUEST_BUFFER_LIMIT {
+                                return Outcome::Reply(too_large());
+                            }
+                            buffer.extend_from_slice(&data);
+                            continue;
+                        }
+                        let eos = false;
+                        let (filter, cx, body) = (&mut self.filters[i], &mut self.cx, &mut data);
+                        let status = guarded(call(move || filter.request_body(cx, body, eos))).await;
+                        match status {
+                            Ok(Status::Continue) => next.push_back(Some(BodyFrame::Data(data))),
+                            Ok(Status::StopAndBuffer) => {
+                                if data.len() > REQUEST_BUFFER_LIMIT {
+                                    return Outcome::Reply(too_large());
+                                }
+                                self.buffers[i] = Some(BytesMut::from(&data[..]));
+                            }
+                            other => match self.decide(i, other) {
+                                Outcome::Continue => next.push_back(Some(BodyFrame::Data(data))),
+                                reply => return reply,
+                            },
+                        }
+                    }
+                    end @ (Some(BodyFrame::Trailers(_)) | None) => {
+                        // The body ends here: a buffering filter gets it whole.
+                        if let Some(buffer) = self.buffers[i].take() {
+                            let mut whole = buffer.freeze();
+                            let (filter, cx, body) = (&mut self.filters[i], &mut self.cx, &mut whole);
+                            let status = guarded(call(move || filter.request_body(cx, body, true))).await;
+                            match status {
+                                Ok(Status::Continue) => {}
+                                other => {
+                                    if let reply @ Outcome::Reply(_) = self.decide(i, other) {
+                                        return reply;
+                                    }
+                                }
+                            }
+                            if !whole.is_empty() {
+                                next.push_back(Some(BodyFrame::Data(whole)));
+                            }
+                        }
+                        let end = match end {
+                            Some(BodyFrame::Trailers(mut trailers)) => {
+                                let (filter, cx, t) = (&mut self.filters[i], &mut self.cx, &mut trailers);
+                                let status = guarded(call(move || filter.request_trailers(cx, t))).await;
+                                if let reply @ Outcome::Reply(_) = self.decide(i, status) {
+                                    return reply;
+                                }
+                                Some(BodyFrame::Trailers(trailers))
+                            }
+                            _ => None,
+                        };
+                        next.push_back(end);
+                    }
+                }
+            }
+            frames = next;
+        }
+        out.extend(frames.into_iter().flatten());
+        Outcome::Continue
+    }
+
+    /// A response body chunk through the filters that saw the request, in
+    /// reverse order. (Buffering a response is not supported yet: it would
+    /// need the head held back too.)
+    pub(crate) async fn response_body(&mut self, data: &mut Bytes, end_of_stream: bool) -> Outcome {
+        for i in (0..self.entered).rev() {
+            let (filter, cx, body) = (&mut self.filters[i], &mut self.cx, &mut *data);
+            let status = guarded(call(move || filter.response_body(cx, body, end_of_stream))).await;
+            if let reply @ Outcome::Reply(_) = self.decide(i, status) {
+                return reply;
+            }
+        }
+        Outcome::Continue
+    }
+
+    /// The response trailers through the filters, in reverse order.
+    pub(crate) async fn response_trailers(&mut self, trailers: &mut HeaderMap) -> Outcome {
+        for i in (0..self.entered).rev() {
+            let (filter, cx, t) = (&mut self.filters[i], &mut self.cx, &mut *trailers);
+            let status = guarded(call(move || filter.response_trailers(cx, t))).await;
+            if let reply @ Outcome::Reply(_) = self.decide(i, status) {
+                return reply;
             }
         }
         Outcome::Continue
@@ -132,8 +242,18 @@ impl Chain {
     }
 }
 
+/// Most request body kept for a buffering filter (Envoy's default buffer
+/// limit); past it the client gets 413.
+const REQUEST_BUFFER_LIMIT: usize = 1024 * 1024;
+
+fn too_large() -> LocalReply {
+    let mut reply = internal("nuncio: request body larger than a filter may buffer");
+    reply.status = http::StatusCode::PAYLOAD_TOO_LARGE;
+    reply
+}
+
 fn internal(message: &str) -> LocalReply {
-    let mut headers = http::HeaderMap::new();
+    let mut headers = HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
     LocalReply { status: http::StatusCode::INTERNAL_SERVER_ERROR, headers, body: format!("{message}\n").into() }
 }

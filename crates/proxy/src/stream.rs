@@ -175,13 +175,14 @@ async fn answer(
             let request = &*request;
             // A small body is read in full first (see `forward_request`), so
             // it goes upstream with its exact length whatever framing the
-            // client used.
-            let upstream_request = UpstreamRequest {
-                method: request.method.clone(),
-                target,
-                headers: &request.headers,
-                body: request.body,
+            // client used. A larger one streams: with its declared length,
+            // unless body filters may change it.
+            let body = match request.body {
+                BodySize::Exact(n) if n > RETRY_BUFFER && downstream.filters.is_some() => BodySize::Unknown,
+                size => size,
             };
+            let upstream_request =
+                UpstreamRequest { method: request.method.clone(), target, headers: &request.headers, body };
             let counting = Counting { store: &local.stats, stats };
             forward_request(downstream, &cluster, counting, &upstream_request, request, hash, forward, ctx, info).await;
         }
@@ -250,6 +251,7 @@ async fn forward_request(
                         info.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
                         return;
                     }
+                    Ok(Err(ReadError::Replied(reply))) => return downstream.reply(reply).await,
                     Err(_) => {
                         let message = "nuncio: request body not received in time";
                         return downstream.local_reply(StatusCode::REQUEST_TIMEOUT, message).await;
@@ -342,6 +344,10 @@ async fn forward_request(
         {
             continue;
         }
+        if let TryError::Downstream(ReadError::Replied(reply)) = error {
+            // A filter answered while the body streamed upstream.
+            return downstream.reply(reply).await;
+        }
         info.flags |= flag_of(&error);
         if tried > 1 {
             info.flags |= ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
@@ -370,7 +376,7 @@ async fn forward_request(
                 downstream.close_connection();
                 (e.status(), format!("nuncio: bad request body: {e}"))
             }
-            TryError::Downstream(ReadError::Closed) => return,
+            TryError::Downstream(ReadError::Closed | ReadError::Replied(_)) => return,
         };
         // Part of a streamed body may be unread: the connection cannot
         // carry another request then (the HTTP/1.1 codec sees to it).
@@ -389,6 +395,7 @@ fn flag_of(error: &TryError) -> ResponseFlags {
         TryError::TryTimeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
         TryError::Downstream(ReadError::Invalid(_)) => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
         TryError::Downstream(ReadError::Closed) => ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
+        TryError::Downstream(ReadError::Replied(_)) => ResponseFlags::NONE,
     }
 }
 

@@ -122,7 +122,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Conne
             None => {
                 return conn.reject(StatusCode::REQUEST_TIMEOUT, "nuncio: request headers not received in time").await;
             }
-            Some(Err(ReadError::Closed)) => return,
+            Some(Err(ReadError::Closed | ReadError::Replied(_))) => return,
             Some(Err(ReadError::Invalid(e))) => {
                 return conn.reject(e.status(), &format!("nuncio: bad request: {e}")).await;
             }

@@ -11,6 +11,7 @@
 mod http1;
 mod http2;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -36,6 +37,9 @@ pub(crate) enum ReadError {
     Closed,
     /// The client sent a body the codec refuses.
     Invalid(nuncio_http1::Error),
+    /// A filter answered while the body passed it (or the body overflowed
+    /// a buffering filter): send this instead.
+    Replied(LocalReply),
 }
 
 /// The client is gone: a response write failed.
@@ -88,6 +92,10 @@ pub(crate) struct Downstream<'c> {
     /// A response hook answered instead: what the caller still sends of the
     /// original response is dropped.
     replaced: bool,
+    /// Request body frames that came out of the filters, not yet taken.
+    filtered: VecDeque<BodyFrame>,
+    /// The filtered request body ended.
+    filtered_end: bool,
 }
 
 /// The protocol of a [`Downstream`].
@@ -98,7 +106,15 @@ pub(crate) enum Codec<'c> {
 
 impl<'c> Downstream<'c> {
     fn new(codec: Codec<'c>) -> Downstream<'c> {
-        Downstream { codec, bytes_received: 0, bytes_sent: 0, filters: None, replaced: false }
+        Downstream {
+            codec,
+            bytes_received: 0,
+            bytes_sent: 0,
+            filters: None,
+            replaced: false,
+            filtered: VecDeque::new(),
+            filtered_end: false,
+        }
     }
 
     /// The client's address.
@@ -112,6 +128,28 @@ impl<'c> Downstream<'c> {
     /// The next piece of the request body; `None` once it ended. Trailers,
     /// if any, come last.
     pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, ReadError> {
+        if self.filters.is_none() {
+            return self.read_body_raw().await;
+        }
+        // Through the request body hooks: a frame in may give none out (a
+        // filter buffering) or several (a buffer released at the end).
+        loop {
+            if let Some(frame) = self.filtered.pop_front() {
+                return Ok(Some(frame));
+            }
+            if self.filtered_end {
+                return Ok(None);
+            }
+            let frame = self.read_body_raw().await?;
+            self.filtered_end = frame.is_none() || matches!(frame, Some(BodyFrame::Trailers(_)));
+            let Some(chain) = &mut self.filters else { return Ok(frame) };
+            if let Outcome::Reply(reply) = chain.request_body(frame, &mut self.filtered).await {
+                return Err(ReadError::Replied(reply));
+            }
+        }
+    }
+
+    async fn read_body_raw(&mut self) -> Result<Option<BodyFrame>, ReadError> {
         let frame = match &mut self.codec {
             Codec::Http1(e) => e.read_body().await,
             Codec::Http2(e) => e.read_body().await,
@@ -192,6 +230,16 @@ impl<'c> Downstream<'c> {
     }
 
     async fn send_data_raw(&mut self, data: Bytes) -> Result<(), WriteError> {
+        let mut data = data;
+        // A filter's own local reply (sent raw) does not pass the hooks.
+        if !self.replaced
+            && let Some(chain) = &mut self.filters
+            && let Outcome::Reply(_) = chain.response_body(&mut data, false).await
+        {
+            // The head is out: a filter refusing the body can only cut it.
+            self.abort();
+            return Err(WriteError);
+        }
         self.bytes_sent += data.len() as u64;
         match &mut self.codec {
             Codec::Http1(e) => e.send_data(data).await,
@@ -201,9 +249,15 @@ impl<'c> Downstream<'c> {
 
     /// Ends the response with trailer fields (dropped if the response is
     /// not chunked HTTP/1.1 or HTTP/2: nothing else can carry them).
-    pub(crate) async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {
+    pub(crate) async fn send_trailers(&mut self, mut trailers: HeaderMap) -> Result<(), WriteError> {
         if self.replaced {
             return Ok(());
+        }
+        if let Some(chain) = &mut self.filters
+            && let Outcome::Reply(_) = chain.response_trailers(&mut trailers).await
+        {
+            self.abort();
+            return Err(WriteError);
         }
         match &mut self.codec {
             Codec::Http1(e) => e.send_trailers(trailers).await,

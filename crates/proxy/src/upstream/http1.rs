@@ -90,10 +90,12 @@ pub(crate) async fn send(
     let reused = upstream.reused;
     upstream.reused = true;
     let reset = |_| TryError::Reset { reused };
-    let framing = match request.body {
-        BodySize::Empty => BodyFraming::None,
-        BodySize::Exact(n) => BodyFraming::Length(n),
-        BodySize::Unknown => BodyFraming::Chunked,
+    let framing = match (&*body, request.body) {
+        // What was read is what goes: filters may have changed its length.
+        (RequestBody::Buffered(chunks), _) => BodyFraming::Length(chunks.iter().map(|c| c.len() as u64).sum()),
+        (_, BodySize::Empty) => BodyFraming::None,
+        (_, BodySize::Exact(n)) => BodyFraming::Length(n),
+        (_, BodySize::Unknown) => BodyFraming::Chunked,
     };
     let mut head = BytesMut::with_capacity(512);
     nuncio_http1::encode_request_head(&request.method, &request.target, request.headers, framing, &mut head);

@@ -42,6 +42,17 @@ pub(crate) async fn send(
     let (mut sender, slot, reused) = sender(active).await?;
     let peer = slot.peer();
     let mut headers = request.headers.clone();
+    // The length is the body's as sent now (filters may have changed it).
+    match (&*body, request.body) {
+        (RequestBody::Buffered(chunks), _) => {
+            let length: usize = chunks.iter().map(Bytes::len).sum();
+            headers.insert(header::CONTENT_LENGTH, length.into());
+        }
+        (_, BodySize::Unknown) => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        _ => {}
+    }
     // `:authority` replaces `Host` (RFC 9113 §8.3.1).
     let authority = headers
         .remove(header::HOST)
