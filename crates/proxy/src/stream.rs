@@ -181,10 +181,15 @@ async fn answer(
                 BodySize::Exact(n) if n > RETRY_BUFFER && downstream.filters.is_some() => BodySize::Unknown,
                 size => size,
             };
-            let upstream_request =
-                UpstreamRequest { method: request.method.clone(), target, headers: &request.headers, body };
+            let upstream_request = UpstreamRequest {
+                method: request.method.clone(),
+                target,
+                headers: &request.headers,
+                body,
+                deadline: None,
+            };
             let counting = Counting { store: &local.stats, stats };
-            forward_request(downstream, &cluster, counting, &upstream_request, request, hash, forward, ctx, info).await;
+            forward_request(downstream, &cluster, counting, upstream_request, request, hash, forward, ctx, info).await;
         }
     }
 }
@@ -222,17 +227,23 @@ async fn forward_request(
     downstream: &mut Downstream<'_>,
     cluster: &Rc<ClusterState>,
     counting: Counting<'_>,
-    request: &UpstreamRequest<'_>,
+    mut request: UpstreamRequest<'_>,
     client_request: &RequestHead,
     hash: Option<u64>,
     forward: &Forward,
     ctx: &Context,
     info: &mut StreamInfo,
 ) {
-    let (stream_ctx, _stream_guard) = match forward.timeout {
+    let (route_ctx, _route_guard) = match forward.timeout {
         Some(timeout) => ctx.with_timeout(timeout),
         None => ctx.with_cancel(),
     };
+    // A gRPC client's own deadline can only shorten the route's.
+    let (stream_ctx, _stream_guard) = match grpc_timeout(&client_request.headers) {
+        Some(timeout) => route_ctx.with_timeout(timeout),
+        None => route_ctx.with_cancel(),
+    };
+    let grpc = is_grpc(&client_request.headers);
     let mut body = match request.body {
         BodySize::Empty => RequestBody::Empty,
         BodySize::Exact(n) if n <= RETRY_BUFFER => {
@@ -293,7 +304,8 @@ async fn forward_request(
         store.inc(stats.rq_total);
         info.attempts += 1;
         let sent_at = Instant::now();
-        let sent = upstream::send(cluster.config().protocol, &active, request, &mut body, downstream);
+        request.deadline = try_ctx.deadline().map(|deadline| time_left_header(deadline, grpc));
+        let sent = upstream::send(cluster.config().protocol, &active, &request, &mut body, downstream);
         let error = match under(&try_ctx, sent).await {
             // A 101 nobody asked for would make the client connection a raw
             // pipe to the upstream, past every route.
@@ -381,6 +393,48 @@ async fn forward_request(
         // Part of a streamed body may be unread: the connection cannot
         // carry another request then (the HTTP/1.1 codec sees to it).
         return downstream.local_reply(status, &message).await;
+    }
+}
+
+static X_NUNCIO_EXPECTED_TIMEOUT_MS: header::HeaderName =
+    header::HeaderName::from_static("x-nuncio-expected-timeout-ms");
+static GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-timeout");
+
+/// Whether the request is gRPC (`content-type: application/grpc...`).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// An incoming `grpc-timeout` (`1*8DIGIT` and a unit: H M S m u n).
+fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    let value = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The time left before `deadline`, as the upstream should hear it:
+/// `grpc-timeout: Nm` for gRPC, `x-nuncio-expected-timeout-ms: N` otherwise
+/// (Envoy's `x-envoy-expected-rq-timeout-ms`).
+fn time_left_header(deadline: Instant, grpc: bool) -> (header::HeaderName, HeaderValue) {
+    let ms = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
+    if grpc {
+        // At most 8 digits: past that, say it in seconds.
+        let value = if ms < 100_000_000 { format!("{ms}m") } else { format!("{}S", (ms / 1000).min(99_999_999)) };
+        (GRPC_TIMEOUT.clone(), HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("1m")))
+    } else {
+        (X_NUNCIO_EXPECTED_TIMEOUT_MS.clone(), HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX)))
     }
 }
 

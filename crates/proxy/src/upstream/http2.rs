@@ -42,6 +42,9 @@ pub(crate) async fn send(
     let (mut sender, slot, reused) = sender(active).await?;
     let peer = slot.peer();
     let mut headers = request.headers.clone();
+    if let Some((name, value)) = &request.deadline {
+        headers.insert(name.clone(), value.clone());
+    }
     // The length is the body's as sent now (filters may have changed it).
     match (&*body, request.body) {
         (RequestBody::Buffered(chunks), _) => {

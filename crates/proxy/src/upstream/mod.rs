@@ -9,7 +9,7 @@ pub(crate) mod http1;
 pub(crate) mod http2;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use nuncio_config::UpstreamProtocol;
 
 use crate::cluster::{ActiveRequest, ConnectError};
@@ -25,6 +25,9 @@ pub(crate) struct UpstreamRequest<'r> {
     /// client's head, changed in place: the access log sees what was sent).
     pub(crate) headers: &'r HeaderMap,
     pub(crate) body: BodySize,
+    /// The time left to this try, told to the upstream (`grpc-timeout` or
+    /// `x-nuncio-expected-timeout-ms`), set per try.
+    pub(crate) deadline: Option<(HeaderName, HeaderValue)>,
 }
 
 /// The request body as the tries see it.
