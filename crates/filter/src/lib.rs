@@ -52,13 +52,21 @@
 mod filter;
 mod handle;
 mod head;
+mod mailbox;
 mod status;
+mod sync;
+
+#[cfg(all(test, nuncio_loom))]
+mod tests;
 
 pub use bytes::{Bytes, BytesMut};
 pub use filter::{Filter, StreamCx};
 pub use handle::{StreamHandle, StreamOps};
 pub use head::{RequestHead, ResponseHead};
 pub use http;
+pub use mailbox::Mailbox;
+#[doc(hidden)]
+pub use mailbox::live_mailboxes;
 pub use nuncio_context::Context;
 pub use status::{Hook, LocalReply, Status};
 
