@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use nuncio_context::Context;
 
+use crate::handle::StreamHandle;
 use crate::head::{RequestHead, ResponseHead};
 use crate::status::{Hook, Status};
 
@@ -77,12 +78,26 @@ pub struct StreamCx {
     route: Option<String>,
     cluster: Option<String>,
     state: HashMap<TypeId, Box<dyn Any>>,
+    handle: Option<StreamHandle>,
 }
 
 impl StreamCx {
     /// A stream's filter context (made by the proxy).
     pub fn new(context: Context, downstream: SocketAddr) -> StreamCx {
-        StreamCx { context, downstream, route: None, cluster: None, state: HashMap::new() }
+        StreamCx { context, downstream, route: None, cluster: None, state: HashMap::new(), handle: None }
+    }
+
+    /// Gives the stream a handle (the proxy, with the stream's mailbox).
+    pub fn set_handle(&mut self, handle: StreamHandle) {
+        self.handle = Some(handle);
+    }
+
+    /// A handle to this stream, to give to work off the worker (or to a
+    /// later task on it). `None` only for a stream made without one (tests).
+    /// A hook must not await a call on its own stream's handle: the chain
+    /// answers handle calls between hooks, not during one.
+    pub fn handle(&self) -> Option<StreamHandle> {
+        self.handle.clone()
     }
 
     /// The stream's context: cancelled when the stream ends for any reason

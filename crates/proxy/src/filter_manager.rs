@@ -20,12 +20,15 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
-use nuncio_filter::{Filter, Hook, LocalReply, RequestHead, ResponseHead, Status, StreamCx};
+use nuncio_filter::{
+    Error as FilterError, Filter, Hook, LocalReply, Mailbox, RequestHead, ResponseHead, Status, StreamCx, StreamOps,
+};
 
 use crate::message::BodyFrame;
 
@@ -46,6 +49,9 @@ pub(crate) enum Outcome {
     Continue,
     /// Answer the client with this instead.
     Reply(LocalReply),
+    /// The stream ended while a filter held it (client gone, timeout):
+    /// nothing more to do.
+    Gone,
 }
 
 /// A stream's filters and their state.
@@ -59,11 +65,25 @@ pub(crate) struct Chain {
     pub(crate) panics: u64,
     /// The request body kept for each filter that answered `StopAndBuffer`.
     buffers: Vec<Option<BytesMut>>,
+    /// Where the stream's handles' calls wait to be applied.
+    mailbox: Rc<Mailbox>,
+}
+
+/// How a wait at a stopped filter ended.
+enum Waited {
+    Resumed,
+    Reply(LocalReply),
+    /// The stream's context is done (client gone, timeout).
+    Gone,
 }
 
 impl Chain {
-    pub(crate) fn new(factories: &FilterChainFactory, cx: StreamCx) -> Chain {
+    /// Runs on the stream's worker (the mailbox belongs to it).
+    pub(crate) fn new(factories: &FilterChainFactory, mut cx: StreamCx) -> Chain {
+        let (mailbox, handle) = Mailbox::new(cx.context().clone());
+        cx.set_handle(handle);
         Chain {
+            mailbox,
             filters: factories.iter().map(|f| f.create()).collect(),
             names: factories.clone(),
             cx,
@@ -74,14 +94,40 @@ impl Chain {
     }
 
     /// The request head through every filter, in order.
-    pub(crate) async fn request_headers(&mut self, head: &mut RequestHead, end_of_stream: bool) -> Outcome {
+    /// `closed` resolves when the client leaves: a hook pending or a filter
+    /// stopped then ends the stream at once (`Gone`).
+    pub(crate) async fn request_headers(
+        &mut self,
+        head: &mut RequestHead,
+        end_of_stream: bool,
+        mut closed: Pin<&mut dyn Future<Output = ()>>,
+    ) -> Outcome {
         for i in 0..self.filters.len() {
             self.entered = i + 1;
-            let (filter, cx, head) = (&mut self.filters[i], &mut self.cx, &mut *head);
-            let hook = call(move || filter.request_headers(cx, head, end_of_stream));
-            let status = guarded(hook).await;
+            let (filter, cx, view) = (&mut self.filters[i], &mut self.cx, &mut *head);
+            let hook = call(move || filter.request_headers(cx, view, end_of_stream));
+            let status = tokio::select! {
+                status = guarded(hook) => status,
+                () = closed.as_mut() => return Outcome::Gone,
+            };
+            let status = match status {
+                Ok(Status::StopIteration) => match self.wait(head, closed.as_mut()).await {
+                    Waited::Resumed => Ok(Status::Continue),
+                    Waited::Reply(reply) => Ok(Status::LocalReply(reply)),
+                    Waited::Gone => return Outcome::Gone,
+                },
+                other => other,
+            };
+            // Calls that came in while the hook ran apply now.
+            let mut ops = RequestOps { head: &mut *head, stopped: false, resumed: false, reply: None };
+            self.mailbox.drain(&mut ops);
+            let status = match ops.reply {
+                Some(reply) => Ok(Status::LocalReply(reply)),
+                None => status,
+            };
             match self.decide(i, status) {
                 Outcome::Continue => {}
+                Outcome::Gone => return Outcome::Gone,
                 reply @ Outcome::Reply(_) => {
                     // Its answer passes the filters before it, not itself.
                     self.entered = i;
@@ -90,6 +136,33 @@ impl Chain {
             }
         }
         Outcome::Continue
+    }
+
+    /// Stopped at a filter: applies handle calls as they come until one
+    /// resumes the chain or answers, or the stream ends.
+    async fn wait(&mut self, head: &mut RequestHead, mut closed: Pin<&mut dyn Future<Output = ()>>) -> Waited {
+        let context = self.cx.context().clone();
+        loop {
+            let mut ops = RequestOps { head: &mut *head, stopped: true, resumed: false, reply: None };
+            self.mailbox.drain(&mut ops);
+            if let Some(reply) = ops.reply {
+                return Waited::Reply(reply);
+            }
+            if ops.resumed {
+                return Waited::Resumed;
+            }
+            tokio::select! {
+                () = self.mailbox.ready() => {}
+                () = context.done() => return Waited::Gone,
+                () = closed.as_mut() => return Waited::Gone,
+            }
+        }
+    }
+
+    /// Applies handle calls that came in, once the request head is gone
+    /// upstream (they see `HeadersAlreadySent` for it).
+    pub(crate) fn drain_forwarded(&mut self) {
+        self.mailbox.drain(&mut ForwardedOps);
     }
 
     /// The response head through the filters that saw the request, in
@@ -101,7 +174,7 @@ impl Chain {
             let status = guarded(hook).await;
             match self.decide(i, status) {
                 Outcome::Continue => {}
-                reply @ Outcome::Reply(_) => return reply,
+                end => return end,
             }
         }
         Outcome::Continue
@@ -210,6 +283,8 @@ impl Chain {
 
     /// The stream ended: every filter's last call.
     pub(crate) fn complete(&mut self) {
+        self.drain_forwarded();
+        self.mailbox.close();
         for filter in &mut self.filters {
             let cx = &self.cx;
             if std::panic::catch_unwind(AssertUnwindSafe(|| filter.on_complete(cx))).is_err() {
@@ -224,6 +299,7 @@ impl Chain {
         match status {
             Ok(Status::Continue) => Outcome::Continue,
             Ok(Status::LocalReply(reply)) => Outcome::Reply(reply),
+            Ok(Status::StopIteration) if self.cx.context().err().is_some() => Outcome::Gone,
             Ok(other) => {
                 tracing::warn!(filter = name, status = ?other, "filter status not supported on this hook yet");
                 Outcome::Reply(internal(&format!("nuncio: filter {name} returned {other:?}, not supported here yet")))
@@ -283,5 +359,110 @@ impl Future for CatchUnwind<'_> {
             Ok(Poll::Pending) => Poll::Pending,
             Err(panic) => Poll::Ready(Err(panic)),
         }
+    }
+}
+
+/// What a handle may do while the request head is still here.
+struct RequestOps<'h> {
+    head: &'h mut RequestHead,
+    /// The chain is stopped at a filter (ownership transfer and resume
+    /// allowed).
+    stopped: bool,
+    resumed: bool,
+    reply: Option<LocalReply>,
+}
+
+impl StreamOps for RequestOps<'_> {
+    fn request_headers(&mut self) -> Result<&mut HeaderMap, FilterError> {
+        Ok(&mut self.head.headers)
+    }
+
+    fn response_headers(&mut self) -> Result<&mut HeaderMap, FilterError> {
+        Err(FilterError::NotStopped)
+    }
+
+    fn take_request_headers(&mut self) -> Result<HeaderMap, FilterError> {
+        if !self.stopped {
+            return Err(FilterError::NotStopped);
+        }
+        Ok(std::mem::take(&mut self.head.headers))
+    }
+
+    fn put_request_headers(&mut self, headers: HeaderMap) -> Result<(), FilterError> {
+        if !self.stopped {
+            return Err(FilterError::NotStopped);
+        }
+        self.head.headers = headers;
+        Ok(())
+    }
+
+    fn take_body(&mut self) -> Result<Bytes, FilterError> {
+        Err(FilterError::NotStopped)
+    }
+
+    fn replace_body(&mut self, _body: Bytes) -> Result<(), FilterError> {
+        Err(FilterError::NotStopped)
+    }
+
+    fn append_body(&mut self, _data: Bytes) -> Result<(), FilterError> {
+        Err(FilterError::NotStopped)
+    }
+
+    fn resume(&mut self) -> Result<(), FilterError> {
+        if !self.stopped {
+            return Err(FilterError::NotStopped);
+        }
+        self.resumed = true;
+        Ok(())
+    }
+
+    fn local_reply(&mut self, reply: LocalReply) -> Result<(), FilterError> {
+        if self.reply.is_some() {
+            return Err(FilterError::HeadersAlreadySent);
+        }
+        self.reply = Some(reply);
+        Ok(())
+    }
+}
+
+/// What a handle may do once the request went upstream: nothing to the
+/// request any more.
+struct ForwardedOps;
+
+impl StreamOps for ForwardedOps {
+    fn request_headers(&mut self) -> Result<&mut HeaderMap, FilterError> {
+        Err(FilterError::HeadersAlreadySent)
+    }
+
+    fn response_headers(&mut self) -> Result<&mut HeaderMap, FilterError> {
+        Err(FilterError::NotStopped)
+    }
+
+    fn take_request_headers(&mut self) -> Result<HeaderMap, FilterError> {
+        Err(FilterError::HeadersAlreadySent)
+    }
+
+    fn put_request_headers(&mut self, _headers: HeaderMap) -> Result<(), FilterError> {
+        Err(FilterError::HeadersAlreadySent)
+    }
+
+    fn take_body(&mut self) -> Result<Bytes, FilterError> {
+        Err(FilterError::NotStopped)
+    }
+
+    fn replace_body(&mut self, _body: Bytes) -> Result<(), FilterError> {
+        Err(FilterError::NotStopped)
+    }
+
+    fn append_body(&mut self, _data: Bytes) -> Result<(), FilterError> {
+        Err(FilterError::NotStopped)
+    }
+
+    fn resume(&mut self) -> Result<(), FilterError> {
+        Err(FilterError::NotStopped)
+    }
+
+    fn local_reply(&mut self, _reply: LocalReply) -> Result<(), FilterError> {
+        Err(FilterError::HeadersAlreadySent)
     }
 }

@@ -116,12 +116,23 @@ async fn answer(
     ctx: &Context,
     info: &mut StreamInfo,
 ) {
-    if let Some(chain) = &mut downstream.filters {
+    if let Some(mut chain) = downstream.filters.take() {
         let mut view = request.take_for_filters();
-        let outcome = chain.request_headers(&mut view, request.body == BodySize::Empty).await;
+        let outcome = {
+            // The chain may wait (a filter stopped, a hook pending): a client
+            // that leaves meanwhile ends it.
+            let closed = std::pin::pin!(downstream.closed());
+            chain.request_headers(&mut view, request.body == BodySize::Empty, closed).await
+        };
+        downstream.filters = Some(chain);
         request.restore(view);
-        if let Outcome::Reply(reply) = outcome {
-            return downstream.reply(reply).await;
+        match outcome {
+            Outcome::Continue => {}
+            Outcome::Reply(reply) => return downstream.reply(reply).await,
+            Outcome::Gone => {
+                info.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
+                return;
+            }
         }
     }
     let host = request.authority.as_ref().map_or("", |a| a.as_str()).to_owned();

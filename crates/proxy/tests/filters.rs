@@ -318,3 +318,103 @@ fn stop_and_buffer_hands_the_whole_body_once_and_refuses_too_much() {
     raw.send(format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{big}", big.len()));
     assert_eq!(raw.response().status, 413);
 }
+
+/// What the off-worker thread's handle calls returned, stream by stream.
+type Results = Arc<Mutex<Vec<Result<(), nuncio_filter::Error>>>>;
+
+/// Hands every request to another thread: it takes the request fields out
+/// of the stopped stream (ownership transfer), adds one, puts them back and
+/// resumes the chain — after `delay`. What the handle calls returned is
+/// recorded.
+struct OffWorker {
+    delay: Duration,
+    results: Results,
+}
+
+impl Filter for OffWorker {
+    fn request_headers<'a>(&'a mut self, cx: &'a mut StreamCx, _head: &'a mut RequestHead, _eos: bool) -> Hook<'a> {
+        let handle = cx.handle().expect("streams have handles");
+        let (delay, results) = (self.delay, self.results.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let outcome = rt.block_on(async {
+                let mut headers = handle.take_request_headers().await?;
+                headers.insert("x-off-worker", HeaderValue::from_static("yes"));
+                handle.put_request_headers(headers).await?;
+                handle.resume().await
+            });
+            results.lock().unwrap().push(outcome);
+        });
+        Status::StopIteration.into()
+    }
+}
+
+struct OffWorkerFactory(Duration, Results);
+
+impl FilterFactory for OffWorkerFactory {
+    fn name(&self) -> &str {
+        "off_worker"
+    }
+
+    fn create(&self) -> Box<dyn Filter> {
+        Box::new(OffWorker { delay: self.0, results: self.1.clone() })
+    }
+}
+
+fn off_worker(upstream: &Upstream, delay: Duration) -> (RunningServer, Results) {
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let mut options = Options::default();
+    let factory: Arc<dyn FilterFactory> = Arc::new(OffWorkerFactory(delay, results.clone()));
+    options.filters.insert("main".to_owned(), vec![factory].into());
+    let yaml = format!(
+        "
+admin: {{ address: 127.0.0.1:0 }}
+workers: 2
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    routes:
+      - match: {{}}
+        cluster: app
+clusters:
+  - name: app
+    endpoints: [ '{}' ]
+",
+        upstream.addr
+    );
+    (RunningServer::start_with(Config::from_yaml(&yaml, "test.yaml").unwrap(), options).unwrap(), results)
+}
+
+#[test]
+fn an_off_worker_filter_takes_the_headers_and_resumes_the_stream() {
+    let upstream = Upstream::echo("up");
+    let (server, results) = off_worker(&upstream, Duration::ZERO);
+    let addr = server.listener("main").unwrap();
+    for _ in 0..20 {
+        assert_eq!(get(addr, "/").status, 200);
+        assert_eq!(upstream.last_request().header("x-off-worker"), "yes");
+    }
+    assert!(results.lock().unwrap().iter().all(Result::is_ok));
+}
+
+#[test]
+fn once_the_client_is_gone_every_handle_call_says_stream_gone() {
+    let upstream = Upstream::echo("up");
+    let (server, results) = off_worker(&upstream, Duration::from_millis(300));
+    let addr = server.listener("main").unwrap();
+    // Clients that leave while their stream waits for the other thread.
+    for _ in 0..10 {
+        let mut raw = support::RawClient::connect(addr);
+        raw.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        drop(raw);
+    }
+    support::wait_until("10 off-worker results", || results.lock().unwrap().len() == 10);
+    let results = results.lock().unwrap().clone();
+    assert!(results.iter().all(|r| *r == Err(nuncio_filter::Error::StreamGone)), "{results:?}");
+    assert_eq!(upstream.requests().len(), 0, "nothing went upstream for a client that left");
+    // And the proxy serves on.
+    let (server2, _) = (server, ());
+    let mut client = support::Client::connect(server2.listener("main").unwrap());
+    assert_eq!(client.get("/").status, 200);
+}

@@ -438,17 +438,30 @@ listeners:
 
 #[test]
 fn a_full_http2_connection_makes_nuncio_open_another() {
-    // The upstream allows 2 streams per connection and holds each answer a
-    // moment, so that 8 requests at once need 4 connections.
-    let upstream = Upstream::raw("narrow", |conn| async move {
-        let mut server = h2::server::Builder::new().max_concurrent_streams(2).handshake(conn.stream).await.unwrap();
-        while let Some(Ok((_request, mut respond))) = server.accept().await {
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let response = http::Response::builder().status(200).body(()).unwrap();
-                let mut send = respond.send_response(response, false).unwrap();
-                let _ = send.send_data(Bytes::from_static(b"ok"), true);
-            });
+    // The upstream allows 2 streams per connection and holds every answer
+    // until 8 streams are open at once (the warm-up request aside), which
+    // takes 4 connections: nuncio queueing streams on one would never get
+    // there (and the test would fail on its timeout).
+    let open = Arc::new(AtomicUsize::new(0));
+    let (seen, gate) = (open.clone(), open.clone());
+    let upstream = Upstream::raw("narrow", move |conn| {
+        let (seen, gate) = (seen.clone(), gate.clone());
+        async move {
+            let mut server = h2::server::Builder::new().max_concurrent_streams(2).handshake(conn.stream).await.unwrap();
+            while let Some(Ok((_request, mut respond))) = server.accept().await {
+                let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                let gate = gate.clone();
+                tokio::spawn(async move {
+                    // The first stream is the warm-up; then 8 at once.
+                    let deadline = tokio::time::Instant::now() + TIMEOUT;
+                    while n > 1 && gate.load(Ordering::SeqCst) < 9 && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    let response = http::Response::builder().status(200).body(()).unwrap();
+                    let mut send = respond.send_response(response, false).unwrap();
+                    let _ = send.send_data(Bytes::from_static(b"ok"), true);
+                });
+            }
         }
     });
     let proxy = Proxy::start(
@@ -484,5 +497,6 @@ clusters:
         replies
     });
     assert!(replies.iter().all(|r| r.status == StatusCode::OK && r.body == b"ok"));
+    assert_eq!(open.load(Ordering::SeqCst), 9, "8 streams were open at once");
     assert!(upstream.connections() >= 4, "8 streams at 2 per connection: {} connections", upstream.connections());
 }

@@ -143,8 +143,10 @@ impl<'c> Downstream<'c> {
             let frame = self.read_body_raw().await?;
             self.filtered_end = frame.is_none() || matches!(frame, Some(BodyFrame::Trailers(_)));
             let Some(chain) = &mut self.filters else { return Ok(frame) };
-            if let Outcome::Reply(reply) = chain.request_body(frame, &mut self.filtered).await {
-                return Err(ReadError::Replied(reply));
+            match chain.request_body(frame, &mut self.filtered).await {
+                Outcome::Continue => {}
+                Outcome::Reply(reply) => return Err(ReadError::Replied(reply)),
+                Outcome::Gone => return Err(ReadError::Closed),
             }
         }
     }
@@ -199,6 +201,7 @@ impl<'c> Downstream<'c> {
                     head.status = view.status;
                     head.headers = view.headers;
                 }
+                Outcome::Gone => return Err(WriteError),
                 Outcome::Reply(reply) => {
                     // The filter's answer goes out as is (its own hooks do
                     // not run again); the original response is dropped.
