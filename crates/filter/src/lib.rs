@@ -49,6 +49,7 @@
 //! }
 //! ```
 
+mod factory;
 mod filter;
 mod handle;
 mod head;
@@ -60,6 +61,7 @@ mod sync;
 mod tests;
 
 pub use bytes::{Bytes, BytesMut};
+pub use factory::{ConfigError, FilterFactory, FilterKind, parse_config};
 pub use filter::{Filter, StreamCx};
 pub use handle::{StreamHandle, StreamOps};
 pub use head::{RequestHead, ResponseHead};

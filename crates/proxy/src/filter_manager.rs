@@ -27,18 +27,11 @@ use std::task::{Context as TaskContext, Poll};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use nuncio_filter::{
-    Error as FilterError, Filter, Hook, LocalReply, Mailbox, RequestHead, ResponseHead, Status, StreamCx, StreamOps,
+    Error as FilterError, Filter, FilterFactory, Hook, LocalReply, Mailbox, RequestHead, ResponseHead, Status,
+    StreamCx, StreamOps,
 };
 
 use crate::message::BodyFrame;
-
-/// Makes one filter instance per stream, on the stream's worker.
-pub trait FilterFactory: Send + Sync + 'static {
-    /// The filter's name (for logs and errors).
-    fn name(&self) -> &str;
-    /// A new instance for a new stream.
-    fn create(&self) -> Box<dyn Filter>;
-}
 
 /// The filters of a listener, in order.
 pub type FilterChainFactory = Arc<[Arc<dyn FilterFactory>]>;

@@ -63,5 +63,6 @@ mod upstream;
 mod worker;
 
 pub use error::Error;
-pub use filter_manager::{FilterChainFactory, FilterFactory};
+pub use filter_manager::FilterChainFactory;
+pub use nuncio_filter::FilterFactory;
 pub use server::{Addresses, LogLevelHook, Options, Resolver, RunningServer, run};

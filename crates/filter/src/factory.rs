@@ -1,0 +1,85 @@
+//! Making filters: a [`FilterKind`] turns a listener's `config:` block into
+//! a [`FilterFactory`] at load (on main, where errors can still stop a bad
+//! config); the factory makes one [`Filter`] per stream on its worker.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::filter::Filter;
+
+/// Makes one filter instance per stream, on the stream's worker.
+pub trait FilterFactory: Send + Sync + 'static {
+    /// The filter's name (for logs and errors).
+    fn name(&self) -> &str;
+    /// A new instance for a new stream.
+    fn create(&self) -> Box<dyn Filter>;
+}
+
+/// A kind of filter the config can name (`filters: [ { name: KIND, config: {...} } ]`).
+pub trait FilterKind: Send + Sync + 'static {
+    /// The name the config uses.
+    fn name(&self) -> &'static str;
+
+    /// Checks the `config:` block and makes the factory. The block arrives
+    /// as a JSON value (YAML read into the JSON data model); parse it with
+    /// [`parse_config`] so that an error names the field, which nuncio
+    /// turns into `FILE:LINE:COL: listeners[i].filters[j].config.FIELD`.
+    fn configure(&self, config: serde_json::Value) -> Result<Arc<dyn FilterFactory>, ConfigError>;
+}
+
+/// A filter's config block is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    /// Where in the block, as a dotted path (`limits.burst`, `headers[2].name`);
+    /// empty for the block itself.
+    pub path: String,
+    /// What is wrong, for an operator.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error at `path` within the block.
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+/// Reads a config block into `T` with serde (use `#[serde(deny_unknown_fields)]`
+/// so that a misspelled field is an error); the error names the field.
+pub fn parse_config<T: DeserializeOwned>(config: serde_json::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(config).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ConfigError { path, message: e.into_inner().to_string() }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Limits {
+        #[allow(dead_code)]
+        burst: u32,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Config {
+        #[allow(dead_code)]
+        limits: Limits,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse_config::<Config>(serde_json::json!({ "limits": { "burst": "lots" } })).unwrap_err();
+        assert_eq!(e.path, "limits.burst");
+        assert!(e.message.contains("invalid type"), "{e}");
+        let e = parse_config::<Config>(serde_json::json!({ "limitz": {} })).unwrap_err();
+        assert!(e.message.contains("unknown field `limitz`"), "{e}");
+    }
+}
