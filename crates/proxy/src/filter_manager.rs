@@ -276,7 +276,7 @@ impl Chain {
 
     /// The stream ended: every filter's last call.
     pub(crate) fn complete(&mut self) {
-        self.drain_forwarded();
+        // Calls still queued find the stream gone.
         self.mailbox.close();
         for filter in &mut self.filters {
             let cx = &self.cx;

@@ -124,6 +124,10 @@ async fn answer(
             let closed = std::pin::pin!(downstream.closed());
             chain.request_headers(&mut view, request.body == BodySize::Empty, closed).await
         };
+        if matches!(outcome, Outcome::Continue) {
+            // The head goes upstream now: calls waiting to change it are told.
+            chain.drain_forwarded();
+        }
         downstream.filters = Some(chain);
         request.restore(view);
         match outcome {

@@ -418,3 +418,40 @@ fn once_the_client_is_gone_every_handle_call_says_stream_gone() {
     let mut client = support::Client::connect(server2.listener("main").unwrap());
     assert_eq!(client.get("/").status, 200);
 }
+
+#[test]
+fn streams_racing_client_resets_through_an_off_worker_filter() {
+    // Bounded for CI: 8 clients × 150 streams; about half the clients leave
+    // right after sending, at whatever point their stream has reached.
+    let upstream = Upstream::echo("up");
+    let (server, results) = off_worker(&upstream, Duration::ZERO);
+    let addr = server.listener("main").unwrap();
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                for i in 0..150 {
+                    let mut raw = support::RawClient::connect(addr);
+                    raw.send("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+                    if (c + i) % 2 == 0 {
+                        assert_eq!(raw.response().status, 200);
+                        ok += 1;
+                    }
+                    // else: dropped at once, the stream dies wherever it is.
+                }
+                ok
+            })
+        })
+        .collect();
+    let completed: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(completed, 600);
+    support::wait_until("every off-worker call answered", || results.lock().unwrap().len() == 1200);
+    let results = results.lock().unwrap().clone();
+    // Every call was applied, or refused because its stream was gone.
+    let odd: Vec<_> = results.iter().filter(|r| !(r.is_ok() || **r == Err(nuncio_filter::Error::StreamGone))).collect();
+    assert!(odd.is_empty(), "{odd:?}");
+    assert!(results.iter().filter(|r| r.is_ok()).count() >= completed);
+    let stats = || support::exchange(server.addresses().admin, "GET /stats HTTP/1.1\r\nHost: a\r\n\r\n").text();
+    support::wait_until("no connection left open", || stats().contains("nuncio_downstream_cx_active: 0\n"));
+    assert!(stats().contains("nuncio_filter_panics_total: 0\n"), "{}", stats());
+}
