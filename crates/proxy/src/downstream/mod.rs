@@ -193,6 +193,7 @@ impl<'c> Downstream<'c> {
     /// leaves with the first body bytes (one write for a small response).
     pub(crate) async fn send_head(&mut self, mut head: ResponseHead) -> Result<(), WriteError> {
         if let Some(chain) = &mut self.filters {
+            chain.drain_forwarded();
             let mut view =
                 nuncio_filter::ResponseHead { status: head.status, headers: std::mem::take(&mut head.headers) };
             let end = head.body == BodySize::Empty;
