@@ -176,6 +176,18 @@ impl Index {
         self.duplicate_keys.get(path).copied()
     }
 
+    /// Position of the value at `path` itself, if it is in the text (no
+    /// fallback to an ancestor).
+    pub(crate) fn get(&self, path: &str) -> Option<Pos> {
+        self.values.get(path).copied()
+    }
+
+    /// Position of the key of `path` itself, if it is in the text (no
+    /// fallback).
+    pub(crate) fn get_key(&self, path: &str) -> Option<Pos> {
+        self.keys.get(path).copied()
+    }
+
     /// Line of the value at `path` if it is in the text.
     pub(crate) fn line(&self, path: &str) -> Option<usize> {
         self.values.get(path).map(|p| p.line)

@@ -8,6 +8,11 @@
 //! [`ConfigErrors`]: every problem at once, each as
 //! `FILE:LINE:COL: PATH: MESSAGE`, e.g.
 //! `nuncio.yaml:14:18: listeners[0].routes[2].timeout: invalid duration "5x" (use 250ms, 5s, 1m or 1h)`.
+//! A listener's HTTP `filters` are named by filters that live outside this
+//! crate: [`Config::from_yaml_with`] and [`Config::load_with`] check each
+//! name and `config` block against a [`FilterCatalog`] (the plain
+//! [`Config::from_yaml`] and [`Config::load`] know no filter, so any
+//! `filters` entry is an error there).
 //! [`Config::builtin_default`] and [`Config::single_upstream`] build the
 //! configurations nuncio runs with no file. The model is `Serialize`, in the
 //! file's own vocabulary, for the admin `/config_dump`. The vocabulary is
@@ -35,6 +40,10 @@
 //! only stops on structure (an unknown field, a list where a mapping belongs);
 //! every value, required field and cross-reference is then checked by the
 //! validator, which collects all problems and locates each through the index.
+//! The one exception is a filter's `config` block, whose shape only the
+//! filter knows: it is read whole into a `serde_json::Value` (scalars typed
+//! as YAML 1.2 types them) and handed to the catalog, whose error path
+//! within the block is located through the same index.
 //!
 //! # Example
 //!
@@ -69,6 +78,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod catalog;
 mod duration;
 mod error;
 mod index;
@@ -79,14 +89,16 @@ mod validate;
 use std::net::SocketAddr;
 use std::path::Path;
 
+pub use catalog::{FilterCatalog, FilterCheckError};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AccessLog, Admin, AllUnhealthy, Cluster, Config, DirectResponse, Endpoint, Forward, HashOn, HeaderMatch,
-    HeaderRule, HealthCheck, HostMatch, LbPolicy, Listener, ListenerProtocol, LogPath, OutlierDetection, PathMatch,
-    Redirect, RedirectPath, RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, Target, UpstreamProtocol,
+    AccessLog, Admin, AllUnhealthy, Cluster, Config, DirectResponse, Endpoint, FilterSpec, Forward, HashOn,
+    HeaderMatch, HeaderRule, HealthCheck, HostMatch, LbPolicy, Listener, ListenerProtocol, LogPath, OutlierDetection,
+    PathMatch, Redirect, RedirectPath, RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, Target, UpstreamProtocol,
     WeightedCluster,
 };
 
+use catalog::NoFilters;
 use index::{Index, Pos};
 use validate::{
     Ctx, DEFAULT_ADMIN, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DNS_REFRESH, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
@@ -110,7 +122,16 @@ impl Config {
     /// Parses and validates a configuration. `file` is only used in error
     /// messages. Resolves endpoint names (blocking); see the crate docs on
     /// threading.
+    ///
+    /// Knows no filter: a listener with `filters` is an error here (use
+    /// [`Config::from_yaml_with`]).
     pub fn from_yaml(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        Config::from_yaml_with(text, file, &NoFilters)
+    }
+
+    /// [`Config::from_yaml`], checking each listener's `filters` (names and
+    /// config blocks) against `catalog`.
+    pub fn from_yaml_with(text: &str, file: &str, catalog: &dyn FilterCatalog) -> Result<Config, ConfigErrors> {
         let error = |pos: Pos, path: String, message: String| {
             ConfigErrors::one(ConfigError { file: file.to_owned(), line: pos.line, column: pos.column, path, message })
         };
@@ -127,16 +148,24 @@ impl Config {
                 let (pos, path, message) = serde_error(&e, &index);
                 error(pos, path, message)
             })?;
-        let mut ctx = Ctx::new(file, &index);
+        let mut ctx = Ctx::new(file, &index, catalog);
         let config = validate::config(&raw, &mut ctx);
         ctx.finish(config)
     }
 
     /// Reads and validates the file at `path` (errors name it as given).
+    ///
+    /// Knows no filter, like [`Config::from_yaml`] (use [`Config::load_with`]).
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with(path, &NoFilters)
+    }
+
+    /// [`Config::load`], checking each listener's `filters` against
+    /// `catalog`.
+    pub fn load_with(path: &Path, catalog: &dyn FilterCatalog) -> Result<Config, ConfigErrors> {
         let file = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::from_yaml(&text, &file),
+            Ok(text) => Config::from_yaml_with(&text, &file, catalog),
             Err(e) => Err(ConfigErrors::one(ConfigError {
                 file,
                 line: 0,
@@ -271,7 +300,8 @@ impl Config {
 
     /// The effective configuration as YAML, defaults filled in (what
     /// `/config_dump` shows); [`Config::from_yaml`] reads it back to an equal
-    /// `Config`.
+    /// `Config` ([`Config::from_yaml_with`], with the catalog it was loaded
+    /// with, when a listener has filters).
     pub fn to_yaml(&self) -> String {
         // Cannot fail: the model has only strings, numbers, lists and
         // string-keyed mappings.
@@ -291,6 +321,7 @@ fn default_listener(address: SocketAddr, route: Route) -> Listener {
         request_headers_timeout: Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
         idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         access_log: None,
+        filters: Vec::new(),
         routes: vec![route],
     }
 }

@@ -71,8 +71,31 @@ pub struct Listener {
     /// for no access log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLog>,
+    /// The HTTP filters every request on this listener passes through, in
+    /// file order (request path first to last, response path last to
+    /// first; the router is the implicit last one); default none. Each name
+    /// and config block was checked against the [`FilterCatalog`] the config
+    /// was loaded with.
+    ///
+    /// [`FilterCatalog`]: crate::FilterCatalog
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<FilterSpec>,
     /// The routes, tried in order; the first that matches wins (at least one).
     pub routes: Vec<Route>,
+}
+
+/// One filter of a listener's chain: which filter, and its config block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilterSpec {
+    /// The filter's name, as the catalog knows it (e.g. `headers`).
+    pub name: String,
+    /// The `config` block, read from YAML into the JSON data model:
+    /// mappings become objects (keys sorted), sequences arrays, and scalars
+    /// are typed as YAML 1.2 types them (`5` a number, `"5"` a string,
+    /// `true` a boolean, `~` null). [`serde_json::Value::Null`] when the
+    /// block is absent (written back only when not null).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub config: serde_json::Value,
 }
 
 /// A listener's access log: one line (or JSON object) per finished request.

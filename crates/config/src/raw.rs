@@ -45,6 +45,14 @@ pub(crate) struct Listener {
     pub(crate) request_headers_timeout: Text,
     pub(crate) idle_timeout: Text,
     pub(crate) access_log: Option<AccessLog>,
+    pub(crate) filters: Option<Vec<Filter>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a filter mapping (name, and config)")]
+pub(crate) struct Filter {
+    pub(crate) name: Text,
+    pub(crate) config: Option<Json>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -276,5 +284,119 @@ impl<'de> Deserialize<'de> for Fields {
         }
 
         deserializer.deserialize_map(V)
+    }
+}
+
+/// A filter's `config` block: any YAML value, read into the JSON data model
+/// (mappings → objects, sequences → arrays, scalars typed as YAML 1.2 types
+/// them). Only what JSON cannot hold is refused: `.inf`, `.nan`, integers
+/// beyond 64 bits, tagged values. Keys given twice are left to the
+/// validator (the last one wins here), which reports the second at its own
+/// position.
+///
+/// Not `serde_json::Value`'s own `Deserialize`: that turns `.nan` into
+/// `null` without a word.
+#[derive(Debug)]
+pub(crate) struct Json(pub(crate) serde_json::Value);
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+
+        impl<'de> Visitor<'de> for V {
+            type Value = Json;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a YAML value that JSON can hold")
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Json, E> {
+                Ok(Json(v.into()))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Json, E> {
+                Ok(Json(v.into()))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json, E> {
+                Ok(Json(v.into()))
+            }
+
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<Json, E> {
+                match (i64::try_from(v), u64::try_from(v)) {
+                    (Ok(n), _) => self.visit_i64(n),
+                    (_, Ok(n)) => self.visit_u64(n),
+                    _ => Err(E::custom(format!("integer {v} is out of range (a filter config holds 64-bit integers)"))),
+                }
+            }
+
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<Json, E> {
+                match u64::try_from(v) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => {
+                        Err(E::custom(format!("integer {v} is out of range (a filter config holds 64-bit integers)")))
+                    }
+                }
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
+                match serde_json::Number::from_f64(v) {
+                    Some(n) => Ok(Json(serde_json::Value::Number(n))),
+                    None => {
+                        let yaml = if v.is_nan() {
+                            ".nan"
+                        } else if v > 0.0 {
+                            ".inf"
+                        } else {
+                            "-.inf"
+                        };
+                        Err(E::custom(format!("{yaml} cannot be used in a filter config (JSON has no such number)")))
+                    }
+                }
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Json, E> {
+                Ok(Json(v.into()))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Json, E> {
+                Ok(Json(v.into()))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Json, E> {
+                Ok(Json(serde_json::Value::Null))
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Json, E> {
+                Ok(Json(serde_json::Value::Null))
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
+                Json::deserialize(deserializer)
+            }
+
+            fn visit_enum<A: de::EnumAccess<'de>>(self, _data: A) -> Result<Json, A::Error> {
+                Err(de::Error::custom("a tagged value (!TAG) cannot be used in a filter config"))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Json(item)) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Json(serde_json::Value::Array(items)))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+                let mut object = serde_json::Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let Json(value) = map.next_value()?;
+                    object.insert(key, value);
+                }
+                Ok(Json(serde_json::Value::Object(object)))
+            }
+        }
+
+        deserializer.deserialize_any(V)
     }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use nuncio_accesslog::Format;
 
+use crate::catalog::{FilterCatalog, FilterCheckError};
 use crate::error::{ConfigError, ConfigErrors};
-use crate::index::{Index, Pos, join};
+use crate::index::{Index, Pos, join, parent};
 use crate::model::*;
 use crate::{duration, raw};
 
@@ -47,16 +48,18 @@ pub(crate) fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// The error collector: knows the file and where each path is.
+/// The error collector: knows the file and where each path is (and the
+/// filters a listener may name).
 pub(crate) struct Ctx<'a> {
     file: &'a str,
     index: &'a Index,
+    catalog: &'a dyn FilterCatalog,
     errors: Vec<ConfigError>,
 }
 
 impl<'a> Ctx<'a> {
-    pub(crate) fn new(file: &'a str, index: &'a Index) -> Self {
-        Ctx { file, index, errors: Vec::new() }
+    pub(crate) fn new(file: &'a str, index: &'a Index, catalog: &'a dyn FilterCatalog) -> Self {
+        Ctx { file, index, catalog, errors: Vec::new() }
     }
 
     /// `Ok(value)` if nothing was reported, else every error in file order.
@@ -566,6 +569,7 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
     );
     let idle_timeout = ctx.timeout(&join(p, "idle_timeout"), &raw.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
     let access_log = raw.access_log.as_ref().map(|a| access_log(ctx, &join(p, "access_log"), a));
+    let filters = raw.filters.as_ref().map_or_else(Vec::new, |list| filters(ctx, &join(p, "filters"), list));
     let mut routes = Vec::new();
     match &raw.routes {
         None => ctx.missing(p, "routes", "a listener needs at least one route"),
@@ -588,7 +592,96 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
         request_headers_timeout,
         idle_timeout,
         access_log,
+        filters,
         routes,
+    }
+}
+
+/// A listener's `filters`, each name and config block checked by the
+/// catalog. Every filter named is kept, in order, even when reported.
+fn filters(ctx: &mut Ctx<'_>, p: &str, list: &[raw::Filter]) -> Vec<FilterSpec> {
+    let mut out = Vec::new();
+    for (j, raw) in list.iter().enumerate() {
+        let fp = format!("{p}[{j}]");
+        let cp = join(&fp, "config");
+        let config = raw.config.as_ref().map_or(serde_json::Value::Null, |c| c.0.clone());
+        duplicate_keys(ctx, &cp, &config);
+        let names = ctx.catalog.names();
+        let hint = if names.is_empty() {
+            "the filter to run".to_owned()
+        } else {
+            format!("the filter to run, one of: {}", names.join(", "))
+        };
+        let name = ctx.name(&fp, "name", &raw.name, &hint);
+        // An empty or malformed name is reported already.
+        if !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            match ctx.catalog.check(&name, &config) {
+                Ok(()) => {}
+                Err(FilterCheckError::UnknownName) => {
+                    let known = known_filters(ctx.catalog);
+                    ctx.error(&join(&fp, "name"), format!("unknown filter {name:?}; known: {known}"));
+                }
+                Err(FilterCheckError::Config { path, message }) => filter_config_error(ctx, &cp, &path, message),
+            }
+        }
+        out.push(FilterSpec { name, config });
+    }
+    out
+}
+
+/// `a, b, c` in the catalog's order, or `(none)`.
+fn known_filters(catalog: &dyn FilterCatalog) -> String {
+    let names = catalog.names();
+    if names.is_empty() { "(none)".to_owned() } else { names.join(", ") }
+}
+
+/// A catalog's complaint about the block at `cp`, at `path` within it:
+/// located at the deepest node of that path present in the file, else at
+/// the `config` key, else at the filter. (An unknown field, which serde
+/// names in the path, is located at its key, as elsewhere.)
+fn filter_config_error(ctx: &mut Ctx<'_>, cp: &str, path: &str, message: String) {
+    let full = match path {
+        "" => cp.to_owned(),
+        _ if path.starts_with('[') => format!("{cp}{path}"),
+        _ => format!("{cp}.{path}"),
+    };
+    if message.starts_with("unknown field")
+        && let Some(pos) = ctx.index.get_key(&full)
+    {
+        ctx.at(pos, &full, message);
+        return;
+    }
+    let mut q = full.as_str();
+    let pos = loop {
+        if q.len() <= cp.len() || !q.starts_with(cp) {
+            break ctx.index.key(cp);
+        }
+        if let Some(pos) = ctx.index.get(q) {
+            break pos;
+        }
+        q = parent(q);
+    };
+    ctx.at(pos, &full, message);
+}
+
+/// Keys given twice in a mapping of a config block (serde kept the last).
+fn duplicate_keys(ctx: &mut Ctx<'_>, path: &str, value: &serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                let kp = join(path, key);
+                if ctx.index.duplicate_key(&kp).is_some() {
+                    ctx.duplicate_key_error(&kp, "given twice in the same mapping");
+                }
+                duplicate_keys(ctx, &kp, value);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                duplicate_keys(ctx, &format!("{path}[{i}]"), item);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -112,10 +112,19 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Conne
         let mut decoder = RequestDecoder::new(limits);
 
         // Between requests only the idle timeout applies; a client that
-        // goes quiet is dropped without a word.
-        if conn.read_buf.is_empty() && within(settings.idle_timeout, conn.read_more()).await.is_none_or(|r| r.is_err())
-        {
-            return;
+        // goes quiet is dropped without a word. An idle keep-alive
+        // connection holds no buffer (as in nginx): they are dropped here
+        // and allocated again once the next request is readable.
+        if conn.read_buf.is_empty() {
+            conn.read_buf = BytesMut::new();
+            conn.write_buf = BytesMut::new();
+            let next = async {
+                conn.stream.readable().await.map_err(|_| ReadError::Closed)?;
+                conn.read_more().await
+            };
+            if within(settings.idle_timeout, next).await.is_none_or(|r| r.is_err()) {
+                return;
+            }
         }
         // Once a head has started it must complete in time (slowloris).
         let request = match within(settings.request_headers_timeout, conn.read_head(&mut decoder)).await {
@@ -130,7 +139,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Conne
         };
         let (head, exchange) = Exchange::new(&mut conn, request);
         let mut downstream = Downstream::new(Codec::Http1(exchange));
-        crate::stream::serve(&worker, &local, listener_snapshot, &mut downstream, head, &ctx).await;
+        // Boxed: the stream's future is large and exists only while a request
+        // is in flight, so an idle connection's task stays small.
+        Box::pin(crate::stream::serve(&worker, &local, listener_snapshot, &mut downstream, head, &ctx)).await;
         let Codec::Http1(exchange) = downstream.codec else { unreachable!("built as HTTP/1.1 above") };
         if !exchange.reusable() {
             return;

@@ -60,7 +60,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, socket: TcpStre
     let mut conn = http1::Connection::new(socket, peer);
     match protocol {
         ListenerProtocol::Http1 => http1::serve(worker, listener, conn, ctx).await,
-        ListenerProtocol::Http2 => http2::serve(worker, listener, conn.into_io(), peer, ctx).await,
+        ListenerProtocol::Http2 => Box::pin(http2::serve(worker, listener, conn.into_io(), peer, ctx)).await,
         ListenerProtocol::Auto => {
             // Read until the bytes stop looking like the preface (one read
             // for any HTTP/1.1 request) or the whole preface is there.
@@ -70,7 +70,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, socket: TcpStre
                 }
             }
             if conn.read_buf.starts_with(PREFACE) {
-                http2::serve(worker, listener, conn.into_io(), peer, ctx).await;
+                Box::pin(http2::serve(worker, listener, conn.into_io(), peer, ctx)).await;
             } else {
                 http1::serve(worker, listener, conn, ctx).await;
             }
