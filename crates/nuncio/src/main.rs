@@ -75,7 +75,7 @@ fn main() -> ExitCode {
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
+    match Config::load_with(path, &filter_kinds()) {
         Ok(config) => {
             let routes: usize = config.listeners.iter().map(|l| l.routes.len()).sum();
             println!(
@@ -98,7 +98,7 @@ fn validate(path: &std::path::Path) -> ExitCode {
 fn run(args: &RunArgs) -> ExitCode {
     let set_log_level = init_logging(args.log_level);
     let config = match (&args.config, &args.upstream) {
-        (Some(path), _) => Config::load(path),
+        (Some(path), _) => Config::load_with(path, &filter_kinds()),
         (None, Some(url)) => Config::single_upstream(url, args.listen),
         (None, None) => Ok(Config::builtin_default()),
     };
@@ -126,6 +126,7 @@ fn run(args: &RunArgs) -> ExitCode {
     }
     let mut options = nuncio_proxy::Options::default();
     options.set_log_level = Some(set_log_level);
+    options.filter_kinds = filter_kinds();
     let result = nuncio_proxy::run(config, options, shutdown_signal(), |addresses| {
         let mut listeners: Vec<_> = addresses.listeners.iter().collect();
         listeners.sort();
@@ -141,6 +142,13 @@ fn run(args: &RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The filters a config may name: the built-in ones (`nuncio-filters`). A
+/// program with filters of its own adds its kinds here (see
+/// examples/filter-example).
+fn filter_kinds() -> nuncio_proxy::FilterKinds {
+    nuncio_proxy::FilterKinds::new(nuncio_filters::builtin())
 }
 
 /// Logs to stderr at `level`; the returned hook changes the level at run

@@ -264,3 +264,32 @@ fn sigusr1_reopens_the_access_log() {
     drop(proxy);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn config_filters_run_and_bad_filter_config_names_line_and_field() {
+    let dir = std::env::temp_dir().join(format!("nuncio-cli-filters-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        "admin: { address: 127.0.0.1:0 }\nworkers: 1\nlisteners:\n  - name: web\n    address: 127.0.0.1:0\n    filters:\n      - name: headers\n        config: { response: { set: [ { name: x-via, value: nuncio } ] } }\n    routes:\n      - match: {}\n        direct_response: { status: 200 }\n",
+    )
+    .unwrap();
+    let proxy = start(&["-c", good.to_str().unwrap()]);
+    let reply = get(proxy.listener("web"), "/");
+    assert!(reply.starts_with("HTTP/1.1 200") && reply.to_ascii_lowercase().contains("x-via: nuncio\r\n"), "{reply}");
+    drop(proxy);
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listeners:\n  - name: web\n    address: 127.0.0.1:0\n    filters:\n      - name: local_ratelimit\n        config: { tokens: 10, interval: soon }\n    routes:\n      - match: {}\n        direct_response: { status: 200 }\n",
+    )
+    .unwrap();
+    let out = Command::new(NUNCIO).args(["validate", "-c", bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.yaml:6:") && stderr.contains("listeners[0].filters[0].config.interval"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

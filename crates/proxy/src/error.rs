@@ -35,6 +35,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A configured filter could not be made (a config checked without the
+    /// kinds the server runs with).
+    #[error("listener `{listener}`: {message}")]
+    Filter {
+        /// The listener whose `filters` names it.
+        listener: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// The main thread ended before the server was up.
     #[error("the main thread stopped while the server was starting")]
     StartAborted,

@@ -8,12 +8,12 @@
 //! that panics ends the stream with a 500 (or a reset once the response
 //! started), counts `filter_panics`, and leaves the worker serving.
 //!
-//! Status of this module (issue 5, in progress): header, body and trailer
-//! hooks, local replies, request-body buffering (`StopAndBuffer`, 413 over
-//! the limit), `on_complete` and panics are done; stop-iteration with
-//! resume through `StreamHandle`, response buffering and watermarks are not
-//! wired yet — a filter returning those gets a 500 saying so, rather than a
-//! silent continue.
+//! Supported now: every hook; `Continue` and `LocalReply` everywhere;
+//! `StopIteration` on request headers (resumed through the stream's
+//! `StreamHandle`, whose calls are applied between hooks); `StopAndBuffer`
+//! on request bodies (1 MiB, then 413). Not yet: `StopAndWatermark`, and
+//! stopping on the response path — a filter returning those gets a 500
+//! saying so, rather than a silent continue.
 
 use std::any::Any;
 use std::collections::VecDeque;

@@ -49,6 +49,7 @@ mod admin;
 mod cluster;
 mod downstream;
 mod error;
+mod filter_catalog;
 mod filter_manager;
 mod flow_control;
 mod listener;
@@ -63,6 +64,7 @@ mod upstream;
 mod worker;
 
 pub use error::Error;
+pub use filter_catalog::FilterKinds;
 pub use filter_manager::FilterChainFactory;
 pub use nuncio_filter::FilterFactory;
 pub use server::{Addresses, LogLevelHook, Options, Resolver, RunningServer, run};

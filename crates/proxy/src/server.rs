@@ -22,6 +22,7 @@ use nuncio_stats::Store;
 use crate::admin::{self, AdminState};
 use crate::cluster::hosts::{HostStatus, Hosts};
 use crate::error::Error;
+use crate::filter_catalog::FilterKinds;
 use crate::filter_manager::FilterChainFactory;
 use crate::listener::{self, BoundListener};
 use crate::snapshot::{Local, Snapshot};
@@ -52,8 +53,12 @@ pub struct Options {
     /// Changes the log level for admin `POST /logging?level=` (default:
     /// none, and the endpoint says so).
     pub set_log_level: Option<LogLevelHook>,
-    /// Filters by listener name, in order (the router is the implicit last).
+    /// Filters by listener name, in order, ahead of those the config names
+    /// (the router is the implicit last).
     pub filters: HashMap<String, FilterChainFactory>,
+    /// The filter kinds the config's `filters:` lists may name (give the
+    /// same set to `Config::load_with`).
+    pub filter_kinds: FilterKinds,
 }
 
 /// What can be asked of main from elsewhere (signals, embedding code).
@@ -203,7 +208,7 @@ fn serve(
     let hosts = Hosts::new(hosts_slot.clone(), &config)?;
     let (stores_tx, stores) = std::sync::mpsc::channel();
     let mut sinks = SinkRegistry::new();
-    deliver(&slot, Arc::new(Snapshot::new(1, Arc::new(config), None, &mut sinks, &options.filters)?), stores_tx)?;
+    deliver(&slot, Arc::new(Snapshot::new(1, Arc::new(config), None, &mut sinks, options)?), stores_tx)?;
     main.spawn_local(async move {
         while let Some(command) = control.recv().await {
             match command {

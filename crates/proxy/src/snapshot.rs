@@ -17,7 +17,9 @@ use crate::cluster::ClusterShared;
 use crate::error::Error;
 use crate::filter_manager::FilterChainFactory;
 use crate::router::RouteTable;
+use crate::server::Options;
 use crate::stats::ProxyStats;
+use nuncio_filter::FilterFactory;
 
 /// One version of the effective config, ready to serve.
 pub(crate) struct Snapshot {
@@ -58,7 +60,7 @@ impl Snapshot {
         config: Arc<Config>,
         previous: Option<&Snapshot>,
         sinks: &mut SinkRegistry,
-        filters: &HashMap<String, FilterChainFactory>,
+        options: &Options,
     ) -> Result<Snapshot, Error> {
         let mut listeners = HashMap::new();
         for l in &config.listeners {
@@ -78,7 +80,17 @@ impl Snapshot {
                     Some(AccessLog { sink, format: log.format.clone() })
                 }
             };
-            let filters = filters.get(&l.name).filter(|f| !f.is_empty()).cloned();
+            // The embedding program's filters, then the config's.
+            let mut chain: Vec<Arc<dyn FilterFactory>> =
+                options.filters.get(&l.name).map(|f| f.iter().cloned().collect()).unwrap_or_default();
+            for spec in &l.filters {
+                let factory = options
+                    .filter_kinds
+                    .build(spec)
+                    .map_err(|message| Error::Filter { listener: l.name.clone(), message })?;
+                chain.push(factory);
+            }
+            let filters: Option<FilterChainFactory> = (!chain.is_empty()).then(|| chain.into());
             let snapshot =
                 ListenerSnapshot { config: l.clone(), routes: RouteTable::new(&l.routes), access_log, filters };
             listeners.insert(l.name.clone(), snapshot);
