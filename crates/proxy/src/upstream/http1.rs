@@ -23,16 +23,19 @@ pub(crate) struct Http1Connection {
     pub(crate) reused: bool,
     /// Counts it open (stats, `max_connections`) while it lives.
     _guard: ConnectionGuard,
+    /// Where it is connected (read once: no syscall per reuse).
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Http1Connection {
     pub(crate) fn new(stream: TcpStream, guard: ConnectionGuard) -> Http1Connection {
-        Http1Connection { stream, read_buf: BytesMut::with_capacity(16 * 1024), reused: false, _guard: guard }
+        let peer = stream.peer_addr().ok();
+        Http1Connection { stream, read_buf: BytesMut::with_capacity(16 * 1024), reused: false, _guard: guard, peer }
     }
 
     /// The address it is connected to.
     pub(crate) fn peer(&self) -> Option<std::net::SocketAddr> {
-        self.stream.peer_addr().ok()
+        self.peer
     }
 
     /// Whether an idle pooled connection can carry another request: the
