@@ -6,7 +6,7 @@ use std::time::Duration;
 pub(crate) const FORMS: &str = "use 250ms, 5s, 1m or 1h";
 
 /// Parses a whole number followed by `ms`, `s`, `m` or `h`, or a bare `0`.
-pub(crate) fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, String> {
     let invalid = || format!("invalid duration {text:?} ({FORMS})");
     if text == "0" {
         return Ok(Duration::ZERO);

@@ -90,6 +90,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 pub use catalog::{FilterCatalog, FilterCheckError};
+/// Parses a duration as the config writes it (`250ms`, `5s`, `1m`, `1h`, `0`),
+/// for filter configs that must read durations the same way.
+pub use duration::parse as parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLog, Admin, AllUnhealthy, Cluster, Config, DirectResponse, Endpoint, FilterSpec, Forward, HashOn,

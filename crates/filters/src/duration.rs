@@ -1,38 +1,11 @@
-//! Durations in a filter's config, written as nuncio's config writes them:
-//! a whole number and a unit, `250ms`, `5s`, `1m`, `1h`.
+//! Durations in a filter's config, read with the main config's grammar
+//! (`nuncio_config::parse_duration`): `250ms`, `5s`, `1m`, `1h`.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// The accepted forms, for error messages.
-const FORMS: &str = "use 250ms, 5s, 1m or 1h";
-
-/// Parses a whole number followed by `ms`, `s`, `m` or `h`, or a bare `0`
-/// (the same grammar and messages as the main config's durations).
-pub(crate) fn parse(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {text:?} ({FORMS})");
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    let (number, unit) = text.split_at(digits);
-    if number.is_empty() {
-        return Err(invalid());
-    }
-    let millis_per_unit: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "" => return Err(format!("invalid duration {text:?}: missing unit ({FORMS})")),
-        _ => return Err(invalid()),
-    };
-    let too_long = || format!("duration {text:?} is too long");
-    let n: u64 = number.parse().map_err(|_| too_long())?;
-    let millis = n.checked_mul(millis_per_unit).ok_or_else(too_long)?;
-    Ok(Duration::from_millis(millis))
-}
+use nuncio_config::parse_duration as parse;
 
 /// `deserialize_with` for a duration that must be above zero.
 pub(crate) fn positive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {

@@ -328,9 +328,10 @@ async fn forward_request(
             Ok(Ok(response)) => {
                 let status = response.head.status.as_u16();
                 store.inc(stats.rq_class[crate::stats::class(status)]);
-                store.observe(stats.rq_duration, sent_at.elapsed());
+                let service_time = sent_at.elapsed();
+                store.observe(stats.rq_duration, service_time);
                 active.report_status(status);
-                info.upstream_service_time = Some(sent_at.elapsed());
+                info.upstream_service_time = Some(service_time);
                 info.upstream_host = response.peer;
                 if policy.is_some_and(|p| retry_on_status(p, status))
                     && may_retry(tried < tries && body.replayable(), resources, counting, &mut retry_permit)

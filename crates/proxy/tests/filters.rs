@@ -111,25 +111,7 @@ impl Setup {
                     as Arc<dyn FilterFactory>
             })
             .collect();
-        let mut options = Options::default();
-        options.filters.insert("main".to_owned(), factories.into());
-        let yaml = format!(
-            "
-admin: {{ address: 127.0.0.1:0 }}
-workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-clusters:
-  - name: app
-    endpoints: [ '{}' ]
-",
-            upstream.addr
-        );
-        let server = RunningServer::start_with(Config::from_yaml(&yaml, "test.yaml").unwrap(), options).unwrap();
+        let server = with_filters(upstream, 1, factories);
         Setup { server, journal, completed }
     }
 
@@ -144,6 +126,30 @@ clusters:
     fn stats(&self) -> String {
         support::exchange(self.server.addresses().admin, "GET /stats HTTP/1.1\r\nHost: a\r\n\r\n").text()
     }
+}
+
+/// nuncio with `workers` workers in front of `upstream`, its listener
+/// `main` running `factories` in order.
+fn with_filters(upstream: &Upstream, workers: usize, factories: Vec<Arc<dyn FilterFactory>>) -> RunningServer {
+    let mut options = Options::default();
+    options.filters.insert("main".to_owned(), factories.into());
+    let yaml = format!(
+        "
+admin: {{ address: 127.0.0.1:0 }}
+workers: {workers}
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    routes:
+      - match: {{}}
+        cluster: app
+clusters:
+  - name: app
+    endpoints: [ '{}' ]
+",
+        upstream.addr
+    );
+    RunningServer::start_with(Config::from_yaml(&yaml, "test.yaml").unwrap(), options).unwrap()
 }
 
 use Action::{Continue, Panic, PanicLater, Reply, SleepThenContinue};
@@ -250,26 +256,8 @@ impl FilterFactory for ShoutFactory {
 
 fn shouting(upstream: &Upstream, buffer: bool) -> (RunningServer, Calls) {
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let mut options = Options::default();
     let factory: Arc<dyn FilterFactory> = Arc::new(ShoutFactory { buffer, calls: calls.clone() });
-    options.filters.insert("main".to_owned(), vec![factory].into());
-    let yaml = format!(
-        "
-admin: {{ address: 127.0.0.1:0 }}
-workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-clusters:
-  - name: app
-    endpoints: [ '{}' ]
-",
-        upstream.addr
-    );
-    (RunningServer::start_with(Config::from_yaml(&yaml, "test.yaml").unwrap(), options).unwrap(), calls)
+    (with_filters(upstream, 1, vec![factory]), calls)
 }
 
 #[test]
@@ -364,26 +352,8 @@ impl FilterFactory for OffWorkerFactory {
 
 fn off_worker(upstream: &Upstream, delay: Duration) -> (RunningServer, Results) {
     let results = Arc::new(Mutex::new(Vec::new()));
-    let mut options = Options::default();
     let factory: Arc<dyn FilterFactory> = Arc::new(OffWorkerFactory(delay, results.clone()));
-    options.filters.insert("main".to_owned(), vec![factory].into());
-    let yaml = format!(
-        "
-admin: {{ address: 127.0.0.1:0 }}
-workers: 2
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-clusters:
-  - name: app
-    endpoints: [ '{}' ]
-",
-        upstream.addr
-    );
-    (RunningServer::start_with(Config::from_yaml(&yaml, "test.yaml").unwrap(), options).unwrap(), results)
+    (with_filters(upstream, 2, vec![factory]), results)
 }
 
 #[test]
