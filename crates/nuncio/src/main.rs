@@ -127,7 +127,11 @@ fn run(args: &RunArgs) -> ExitCode {
     let mut options = nuncio_proxy::Options::default();
     options.set_log_level = Some(set_log_level);
     options.filter_kinds = filter_kinds();
-    let result = nuncio_proxy::run(config, options, shutdown_signal(), |addresses| {
+    // SIGHUP, admin POST /config/reload and edits of the file reload it.
+    options.watch_config = args.config.is_some();
+    options.config_path.clone_from(&args.config);
+    // Signals are the proxy's: SIGTERM drains, SIGINT stops at once.
+    let result = nuncio_proxy::run(config, options, std::future::pending::<()>(), |addresses| {
         let mut listeners: Vec<_> = addresses.listeners.iter().collect();
         listeners.sort();
         for (name, address) in listeners {
@@ -165,27 +169,4 @@ fn init_logging(level: LevelFilter) -> nuncio_proxy::LogLevelHook {
             name.parse().map_err(|_| format!("unknown level `{name}`: use trace, debug, info, warn or error"))?;
         handle.modify(|filter| *filter = LevelFilter::from_level(level)).map_err(|e| e.to_string())
     })
-}
-
-/// SIGINT or SIGTERM. A signal that cannot be watched (no signal support
-/// in this environment) is logged and never fires: nuncio keeps serving
-/// rather than stopping at once.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let watch = |kind: SignalKind, name: &'static str| {
-        let registered = signal(kind).inspect_err(|e| tracing::warn!(signal = name, error = %e, "cannot watch signal"));
-        async move {
-            match registered {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        }
-    };
-    tokio::select! {
-        () = watch(SignalKind::interrupt(), "SIGINT") => {}
-        () = watch(SignalKind::terminate(), "SIGTERM") => {}
-    }
-    tracing::info!("shutting down");
 }

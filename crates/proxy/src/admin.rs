@@ -10,6 +10,12 @@
 //! - `GET /stats`: `name{labels}: value` a line (`?filter=REGEX`).
 //! - `GET /stats/prometheus`: Prometheus text exposition.
 //! - `POST /logging?level=LEVEL`: changes the log level.
+//! - `POST /config/reload`: reads the config file again and applies it;
+//!   `POST /config`: applies the YAML body. Both answer once every worker
+//!   serves the new version (200), or with every error (400; the running
+//!   config keeps serving).
+//! - `POST /drain`: stops accepting, lets open connections finish within
+//!   `drain_timeout`, then stops nuncio (`/ready` says "draining").
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -23,14 +29,16 @@ use nuncio_stats::{Stats, Store, Summary};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::cluster::hosts::Hosts;
+use crate::error::Error;
+use crate::reload::{ConfigManager, Reloaded};
 use crate::snapshot::Local;
 use crate::upstream::http1::write_all_vectored;
 
 /// What admin handlers read, all on main.
 pub(crate) struct AdminState {
     pub(crate) local: Slot<Local>,
-    pub(crate) hosts: Rc<Hosts>,
+    /// Reloads, drains, endpoint state.
+    pub(crate) manager: Rc<ConfigManager>,
     /// Every stats store, summed on read.
     pub(crate) stats: RefCell<Stats>,
     /// Stores made for new snapshots, attached on the next read.
@@ -87,11 +95,77 @@ async fn connection(mut stream: TcpStream, state: Rc<AdminState>) {
             _ => return,
         }
     };
-    let reply = route(&state, &request.method, request.uri.path(), request.uri.query().unwrap_or(""));
+    let (method, path, query) = (&request.method, request.uri.path(), request.uri.query().unwrap_or(""));
+    let reply = match path {
+        "/config" | "/config/reload" | "/drain" if method != Method::POST => {
+            Reply::text(StatusCode::METHOD_NOT_ALLOWED, format!("use POST {path}\n"))
+        }
+        "/config/reload" => reloaded(state.manager.reload_file().await),
+        "/config" => match read_body(&mut stream, &mut buf, request.framing).await {
+            Ok(body) => match std::str::from_utf8(&body) {
+                Ok(text) => reloaded(state.manager.reload_text(text).await),
+                Err(_) => Reply::text(StatusCode::BAD_REQUEST, "the config must be UTF-8 YAML\n"),
+            },
+            Err(reply) => reply,
+        },
+        "/drain" => {
+            let manager = state.manager.clone();
+            tokio::task::spawn_local(async move {
+                manager.drain_all().await;
+                manager.stop();
+            });
+            Reply::text(StatusCode::ACCEPTED, "draining: nuncio stops once open connections finish\n")
+        }
+        _ => route(&state, method, path, query),
+    };
     respond(&mut stream, reply).await;
 }
 
-const ENDPOINTS: &str = "admin endpoints: GET /ready, /config_dump[?format=json], /clusters[?format=json], /stats[?filter=REGEX], /stats/prometheus\n";
+/// Largest config `POST /config` takes.
+const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A request body with a `Content-Length` (all admin needs), whatever of
+/// it is already in `buf` first.
+async fn read_body(stream: &mut TcpStream, buf: &mut BytesMut, framing: BodyFraming) -> Result<BytesMut, Reply> {
+    let length = match framing {
+        BodyFraming::Length(n) if n <= MAX_CONFIG_BYTES => n as usize,
+        BodyFraming::Length(_) => {
+            return Err(Reply::text(StatusCode::PAYLOAD_TOO_LARGE, "a config is at most 16 MiB\n"));
+        }
+        _ => return Err(Reply::text(StatusCode::LENGTH_REQUIRED, "send the config with a Content-Length\n")),
+    };
+    while buf.len() < length {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Err(Reply::text(StatusCode::REQUEST_TIMEOUT, "the config body did not arrive\n")),
+        }
+    }
+    Ok(buf.split_to(length))
+}
+
+/// The answer to a reload: 200 with the version every worker serves, or
+/// 400 with every error (the running config keeps serving).
+fn reloaded(result: Result<Reloaded, Error>) -> Reply {
+    match result {
+        Ok(r) => Reply::text(
+            StatusCode::OK,
+            format!(
+                "config version {} serving on every worker ({:.3} ms)\n",
+                r.version,
+                r.duration.as_secs_f64() * 1e3
+            ),
+        ),
+        Err(e @ (Error::Invalid(_) | Error::NoConfigFile | Error::Draining)) => {
+            Reply::text(StatusCode::BAD_REQUEST, format!("config refused, the running one keeps serving:\n{e}\n"))
+        }
+        Err(e) => Reply::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("config refused, the running one keeps serving:\n{e}\n"),
+        ),
+    }
+}
+
+const ENDPOINTS: &str = "admin endpoints: GET /ready, /config_dump[?format=json], /clusters[?format=json], /stats[?filter=REGEX], /stats/prometheus; POST /logging?level=LEVEL, /config/reload, /config (YAML body), /drain\n";
 
 fn route(state: &AdminState, method: &Method, path: &str, query: &str) -> Reply {
     if path == "/logging" {
@@ -103,6 +177,7 @@ fn route(state: &AdminState, method: &Method, path: &str, query: &str) -> Reply 
     }
     let json = param(query, "format") == Some("json");
     match path {
+        "/ready" if state.manager.is_draining() => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/ready" if state.ready.get() => Reply::text(StatusCode::OK, "ready\n"),
         "/ready" => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         "/config_dump" => config_dump(state, json),
@@ -151,12 +226,35 @@ fn config_dump(state: &AdminState, json: bool) -> Reply {
         Err(e) => return Reply::text(StatusCode::SERVICE_UNAVAILABLE, format!("no config: {e}\n")),
     };
     let snapshot = &local.snapshot;
+    // What each worker serves (its `config_version` gauge), and the last
+    // reload every worker confirmed.
+    let summary = state.summary();
+    let workers: std::collections::BTreeMap<String, i64> =
+        summary.worker_gauges("nuncio_config_version").into_iter().filter(|(worker, _)| worker != "main").collect();
+    let applied = state.manager.applied();
     if json {
-        let dump = serde_json::json!({ "version": snapshot.version, "config": &*snapshot.config });
+        let dump = serde_json::json!({
+            "version": snapshot.version,
+            "workers": workers,
+            "last_reload": applied.map(|(version, took)| serde_json::json!({
+                "version": version,
+                "duration_ms": took.as_secs_f64() * 1e3,
+            })),
+            "config": &*snapshot.config,
+        });
         return Reply { status: StatusCode::OK, content_type: "application/json", body: format!("{dump:#}\n") };
     }
-    // The version is a comment, so the dump still reads back as a config.
-    let dump = format!("# config version {}\n{}", snapshot.version, snapshot.config.to_yaml());
+    // The versions are comments, so the dump still reads back as a config.
+    let mut dump = format!("# config version {}\n", snapshot.version);
+    let each: Vec<String> = workers.iter().map(|(w, v)| format!("{w}={v}")).collect();
+    dump.push_str(&format!("# workers serving: {}\n", each.join(" ")));
+    if let Some((version, took)) = applied {
+        dump.push_str(&format!(
+            "# last reload: version {version} on every worker in {:.3} ms\n",
+            took.as_secs_f64() * 1e3
+        ));
+    }
+    dump.push_str(&snapshot.config.to_yaml());
     Reply { status: StatusCode::OK, content_type: "application/yaml", body: dump }
 }
 
@@ -165,7 +263,7 @@ fn clusters(state: &AdminState, json: bool) -> Reply {
     let summary = state.summary();
     let mut rows = Vec::new();
     for cluster in &local.snapshot.config.clusters {
-        let status = state.hosts.endpoints(&cluster.name);
+        let status = state.manager.hosts.endpoints(&cluster.name);
         for (i, endpoint) in cluster.endpoints.iter().enumerate() {
             let labels = [("cluster", cluster.name.as_str()), ("endpoint", endpoint.address.as_str())];
             let active = summary.gauge("nuncio_upstream_endpoint_rq_active", &labels).unwrap_or(0);

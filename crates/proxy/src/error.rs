@@ -48,4 +48,26 @@ pub enum Error {
     /// The main thread ended before the server was up.
     #[error("the main thread stopped while the server was starting")]
     StartAborted,
+
+    /// The server stopped before the operation completed.
+    #[error("the server stopped")]
+    Stopped,
+
+    /// A new config is invalid (the running one keeps serving): every
+    /// error, with file, line and field.
+    #[error("{0}")]
+    Invalid(nuncio_config::ConfigErrors),
+
+    /// A reload from the config file was asked for, but nuncio was started
+    /// without one.
+    #[error("nuncio was started without a config file (-c FILE); POST /config a YAML body instead")]
+    NoConfigFile,
+
+    /// The config file could not be read.
+    #[error("cannot read the config file: {0}")]
+    ReadConfig(String),
+
+    /// The server is draining: it takes no new config.
+    #[error("the server is draining; it takes no new config")]
+    Draining,
 }

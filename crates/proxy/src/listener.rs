@@ -15,7 +15,6 @@ use crate::worker::Worker;
 
 /// The sockets of one listener, one per worker, all on the same address.
 pub(crate) struct BoundListener {
-    pub(crate) name: String,
     /// The address actually bound (port 0 in the config is resolved here).
     pub(crate) address: SocketAddr,
     pub(crate) sockets: Vec<std::net::TcpListener>,
@@ -34,7 +33,7 @@ pub(crate) fn bind(name: &str, address: SocketAddr, count: usize) -> Result<Boun
     for _ in 1..count {
         sockets.push(reuseport_socket(actual).map_err(bind_error)?);
     }
-    Ok(BoundListener { name: name.to_owned(), address: actual, sockets, open: Arc::new(AtomicUsize::new(0)) })
+    Ok(BoundListener { address: actual, sockets, open: Arc::new(AtomicUsize::new(0)) })
 }
 
 fn reuseport_socket(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -48,13 +47,16 @@ fn reuseport_socket(address: SocketAddr) -> std::io::Result<std::net::TcpListene
 }
 
 /// Accepts connections on one worker's socket and serves each on this
-/// worker for its whole life.
+/// worker for its whole life. Connections get children of `ctx` (cancelled
+/// when the listener closes for good) and watch `draining` (cancelled when
+/// the listener drains: finish, then close).
 pub(crate) async fn accept_loop(
     worker: Rc<Worker>,
     name: Rc<str>,
     socket: tokio::net::TcpListener,
     open: Arc<AtomicUsize>,
     ctx: Context,
+    draining: Context,
 ) {
     loop {
         let (stream, peer) = match socket.accept().await {
@@ -81,10 +83,10 @@ pub(crate) async fn accept_loop(
         local.stats.inc(local.snapshot.stats.downstream_cx_total);
         local.stats.gauge_inc(local.snapshot.stats.downstream_cx_active);
         let guard = OpenConnection { open: open.clone(), local };
-        let (worker, name) = (worker.clone(), name.clone());
+        let (worker, name, draining) = (worker.clone(), name.clone(), draining.clone());
         let (conn_ctx, conn_cancel) = ctx.with_cancel();
         tokio::task::spawn_local(async move {
-            crate::downstream::serve(worker, name, stream, peer, conn_ctx).await;
+            crate::downstream::serve(worker, name, stream, peer, conn_ctx, draining).await;
             drop(conn_cancel);
             drop(guard);
         });

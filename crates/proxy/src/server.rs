@@ -10,22 +10,21 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
-use nuncio_accesslog::SinkRegistry;
 use nuncio_config::Config;
-use nuncio_context::Context;
-use nuncio_runtime::{Dispatcher, DispatcherHandle, Slot, ThreadLocal};
-use nuncio_stats::Store;
+use nuncio_runtime::{Dispatcher, DispatcherHandle, ThreadLocal};
 
 use crate::admin::{self, AdminState};
-use crate::cluster::hosts::{HostStatus, Hosts};
+use crate::cluster::hosts::HostStatus;
 use crate::error::Error;
 use crate::filter_catalog::FilterKinds;
 use crate::filter_manager::FilterChainFactory;
-use crate::listener::{self, BoundListener};
-use crate::snapshot::{Local, Snapshot};
+use crate::reload::{ConfigManager, Reloaded};
+use crate::snapshot::Local;
 use crate::worker::Worker;
 
 /// Where a running server listens.
@@ -59,13 +58,29 @@ pub struct Options {
     /// The filter kinds the config's `filters:` lists may name (give the
     /// same set to `Config::load_with`).
     pub filter_kinds: FilterKinds,
+    /// The file the config came from: `SIGHUP` and admin `POST
+    /// /config/reload` read it again (default: none; those say so).
+    pub config_path: Option<PathBuf>,
+    /// Reload when the config file changes (polled every
+    /// [`WATCH_INTERVAL`], applied once it stayed the same for one more
+    /// poll, and only if its text changed). Default: off.
+    pub watch_config: bool,
 }
+
+/// How often a watched config file is looked at.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What can be asked of main from elsewhere (signals, embedding code).
 #[derive(Debug)]
 pub(crate) enum Control {
     /// Reopen every access-log file (after logrotate moved them).
     ReopenAccessLogs,
+    /// Apply this config; say how it went.
+    Reload(Box<Config>, std::sync::mpsc::Sender<Result<Reloaded, Error>>),
+    /// Read the config file again and apply it (`SIGHUP`).
+    ReloadFile,
+    /// Drain, then stop (`SIGTERM`).
+    Drain,
 }
 
 /// A server running on a main thread of its own (tests, embedding).
@@ -98,7 +113,7 @@ impl RunningServer {
                 let handle = main.handle();
                 let report = tx.clone();
                 let started = move |addresses| drop(report.send(Ok((addresses, handle))));
-                let result = serve(&main, config, &options, control_rx, started);
+                let result = serve(&main, config, options, control_rx, started);
                 if let Err(e) = result {
                     let _ = tx.send(Err(e));
                 }
@@ -113,6 +128,32 @@ impl RunningServer {
     /// Reopens every access-log file (what `SIGUSR1` does for the binary).
     pub fn reopen_access_logs(&self) {
         let _ = self.control.send(Control::ReopenAccessLogs);
+    }
+
+    /// Replaces the running config with `config` (validated, e.g. by
+    /// `Config::from_yaml_with`) and returns once every worker serves it.
+    /// On error the running config keeps serving. New listeners' addresses
+    /// are in the answer (and in [`RunningServer::listener`] after).
+    pub fn reload(&mut self, config: Config) -> Result<Reloaded, Error> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.control.send(Control::Reload(Box::new(config), tx)).map_err(|_| Error::Stopped)?;
+        let reloaded = rx.recv().map_err(|_| Error::Stopped)??;
+        self.addresses.listeners.clone_from(&reloaded.listeners);
+        Ok(reloaded)
+    }
+
+    /// Starts a graceful drain (what `SIGTERM` does for the binary): no new
+    /// connections, those open finish within `drain_timeout`, then the
+    /// server stops. [`RunningServer::wait`] returns when it has.
+    pub fn drain(&self) {
+        let _ = self.control.send(Control::Drain);
+    }
+
+    /// Waits until the server stopped by itself (after a drain).
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 
     /// Where it listens.
@@ -144,9 +185,14 @@ impl Drop for RunningServer {
     }
 }
 
-/// Runs nuncio with the calling thread as main until `until` completes
-/// (for the binary: a shutdown signal). `started` is called once every
-/// worker serves. `SIGUSR1` reopens the access logs.
+/// Runs nuncio with the calling thread as main until it stops: when
+/// `until` completes (at once, as `SIGINT` does), or after a drain.
+/// `started` is called once every worker serves.
+///
+/// Signals: `SIGTERM` drains (no new connections, those open finish
+/// within `drain_timeout`) then returns; a second `SIGTERM` or a `SIGINT`
+/// stops at once. `SIGHUP` reloads the config file
+/// ([`Options::config_path`]); `SIGUSR1` reopens the access logs.
 // `options` is taken by value like `config`: it belongs to the server now.
 #[allow(clippy::needless_pass_by_value)]
 pub fn run<F: Future + 'static>(
@@ -162,18 +208,57 @@ pub fn run<F: Future + 'static>(
         handle.stop();
     })?;
     let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
-    let usr1 = main.spawn_local(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else { return };
-        while usr1.recv().await.is_some() {
-            tracing::info!("SIGUSR1: reopening access logs");
-            let _ = control.send(Control::ReopenAccessLogs);
-        }
-    })?;
-    let result = serve(&main, config, &options, control_rx, |addresses| started(&addresses));
+    let signals = main.spawn_local(watch_signals(control, main.handle()))?;
+    let result = serve(&main, config, options, control_rx, |addresses| started(&addresses));
     stopper.abort();
-    usr1.abort();
+    signals.abort();
     result
+}
+
+/// Turns signals into [`Control`]s (a signal that cannot be watched is
+/// logged and never fires).
+async fn watch_signals(control: tokio::sync::mpsc::UnboundedSender<Control>, main: DispatcherHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let watch = |kind: SignalKind, name: &'static str| {
+        signal(kind).inspect_err(|e| tracing::warn!(signal = name, error = %e, "cannot watch signal")).ok()
+    };
+    async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+        match signal {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let (mut term, mut int) = (watch(SignalKind::terminate(), "SIGTERM"), watch(SignalKind::interrupt(), "SIGINT"));
+    let (mut hup, mut usr1) = (watch(SignalKind::hangup(), "SIGHUP"), watch(SignalKind::user_defined1(), "SIGUSR1"));
+    let mut terms = 0;
+    loop {
+        tokio::select! {
+            () = next(&mut term) => {
+                terms += 1;
+                if terms > 1 {
+                    tracing::info!("second SIGTERM: stopping now");
+                    main.stop();
+                } else {
+                    tracing::info!("SIGTERM: draining (SIGINT or another SIGTERM stops at once)");
+                    let _ = control.send(Control::Drain);
+                }
+            }
+            () = next(&mut int) => {
+                tracing::info!("SIGINT: stopping now");
+                main.stop();
+            }
+            () = next(&mut hup) => {
+                tracing::info!("SIGHUP: reloading the config file");
+                let _ = control.send(Control::ReloadFile);
+            }
+            () = next(&mut usr1) => {
+                tracing::info!("SIGUSR1: reopening access logs");
+                let _ = control.send(Control::ReopenAccessLogs);
+            }
+        }
+    }
 }
 
 /// The main thread's life: start everything, run the loop until stopped,
@@ -181,141 +266,136 @@ pub fn run<F: Future + 'static>(
 fn serve(
     main: &Dispatcher,
     config: Config,
-    options: &Options,
+    options: Options,
     mut control: tokio::sync::mpsc::UnboundedReceiver<Control>,
     started: impl FnOnce(Addresses),
 ) -> Result<(), Error> {
     let workers = config.workers.max(1);
-    let mut bound: Vec<BoundListener> =
-        config.listeners.iter().map(|l| listener::bind(&l.name, l.address, workers)).collect::<Result<_, _>>()?;
     let admin_socket = std::net::TcpListener::bind(config.admin.address)
         .and_then(|s| s.set_nonblocking(true).map(|()| s))
         .map_err(|source| Error::Bind { address: config.admin.address, what: "admin".into(), source })?;
-    let addresses = Addresses {
-        listeners: bound.iter().map(|l| (l.name.clone(), l.address)).collect(),
-        admin: admin_socket.local_addr().map_err(|source| Error::Bind {
-            address: config.admin.address,
-            what: "admin".into(),
-            source,
-        })?,
-    };
+    let admin_address = admin_socket.local_addr().map_err(|source| Error::Bind {
+        address: config.admin.address,
+        what: "admin".into(),
+        source,
+    })?;
 
     let tls = ThreadLocal::new(main);
     // Allocation order is shutdown order reversed: endpoint status is
     // dropped after the config that names its clusters.
     let hosts_slot = tls.allocate_slot::<HostStatus>()?;
     let slot = tls.allocate_slot::<Local>()?;
-    let hosts = Hosts::new(hosts_slot.clone(), &config)?;
-    let (stores_tx, stores) = std::sync::mpsc::channel();
-    let mut sinks = SinkRegistry::new();
-    deliver(&slot, Arc::new(Snapshot::new(1, Arc::new(config), None, &mut sinks, options)?), stores_tx)?;
-    main.spawn_local(async move {
-        while let Some(command) = control.recv().await {
-            match command {
-                Control::ReopenAccessLogs => sinks.reopen_all(),
-            }
-        }
-    })?;
-
     let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
-    main.spawn_local(crate::cluster::outlier::run(hosts.clone(), slot.clone(), events))?;
-    crate::cluster::health::start(main, &hosts, &slot)?;
-    crate::cluster::dns::start(main, &hosts, &slot, options.resolver.clone())?;
 
-    let admin_state = Rc::new(AdminState {
-        local: slot.clone(),
-        hosts,
-        stats: RefCell::new(nuncio_stats::Stats::new()),
-        stores,
-        ready: std::cell::Cell::new(false),
-        set_log_level: options.set_log_level.clone(),
-    });
-    let state = admin_state.clone();
-    // Registering with the event loop needs its runtime: done in the task.
-    main.spawn_local(async move {
-        match tokio::net::TcpListener::from_std(admin_socket) {
-            Ok(socket) => admin::serve(socket, state).await,
-            Err(e) => tracing::error!(error = %e, "cannot serve admin"),
-        }
-    })?;
-
-    // Workers: each gets a dispatcher thread, the slots, and one socket of
-    // every listener.
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    // Workers: each a dispatcher thread with the slots; listeners come
+    // with the first config.
     let mut threads = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
     for index in 0..workers {
         let worker_tls = tls.clone();
         let (handle, thread) = Dispatcher::spawn(format!("nuncio-worker-{index}"), move |d| {
             d.run();
+            Worker::uninstall();
             let _ = worker_tls.shutdown_thread();
         })?;
         tls.register_thread(handle.clone())?;
-        let sockets: Vec<(String, std::net::TcpListener, Arc<std::sync::atomic::AtomicUsize>)> =
-            bound.iter_mut().map(|l| (l.name.clone(), l.sockets.remove(0), l.open.clone())).collect();
-        let (slot, hosts_slot, events, ready) = (slot.clone(), hosts_slot.clone(), events_tx.clone(), ready_tx.clone());
-        handle.post_with(move |d| {
-            let worker = Rc::new(Worker::new(slot, hosts_slot, events));
-            let root = Context::background();
-            for (name, socket, open) in sockets {
-                match tokio::net::TcpListener::from_std(socket) {
-                    Ok(socket) => {
-                        let _ = d.spawn_local(listener::accept_loop(
-                            worker.clone(),
-                            name.into(),
-                            socket,
-                            open,
-                            root.clone(),
-                        ));
-                    }
-                    Err(e) => tracing::error!(listener = %name, error = %e, "cannot serve listener"),
-                }
-            }
-            let _ = ready.send(index);
-        })?;
+        let (slot, hosts_slot, events) = (slot.clone(), hosts_slot.clone(), events_tx.clone());
+        handle.post(move || Worker::install(slot, hosts_slot, events))?;
         threads.push(thread);
         handles.push(handle);
     }
-    drop(ready_tx);
-    let all_ready = main.run_until(async {
-        let mut count = 0;
-        while count < workers && ready_rx.recv().await.is_some() {
-            count += 1;
+    drop(events_tx);
+    let stop_workers = |threads: Vec<std::thread::JoinHandle<()>>| {
+        let _ = tls.shutdown_global_threading();
+        for handle in &handles {
+            handle.stop();
         }
-        count == workers
+        for thread in threads {
+            let _ = thread.join();
+        }
+    };
+
+    let (stores_tx, stores) = std::sync::mpsc::channel();
+    let watch = options.watch_config;
+    let manager = ConfigManager::new(main, slot.clone(), hosts_slot.clone(), options, handles.clone(), stores_tx)?;
+    // The first config goes the way every reload does.
+    let first = main.run_until(async {
+        let done = manager.apply(config)?;
+        done.await.map_err(|_| Error::StartAborted)
     });
-    if all_ready == Some(true) {
-        admin_state.ready.set(true);
-        tracing::info!(workers, "nuncio is serving");
-        started(addresses);
-        main.run();
+    let first = match first {
+        Some(Ok(first)) => first,
+        Some(Err(e)) => {
+            stop_workers(threads);
+            return Err(e);
+        }
+        None => {
+            stop_workers(threads);
+            return Err(Error::StartAborted);
+        }
+    };
+    let addresses = Addresses { listeners: first.listeners, admin: admin_address };
+
+    main.spawn_local(crate::cluster::outlier::run(manager.hosts.clone(), slot.clone(), events))?;
+    let admin_state = Rc::new(AdminState {
+        local: slot.clone(),
+        manager: manager.clone(),
+        stats: RefCell::new(nuncio_stats::Stats::new()),
+        stores,
+        ready: std::cell::Cell::new(true),
+        set_log_level: manager.options().set_log_level.clone(),
+    });
+    // Registering with the event loop needs its runtime: done in the task.
+    main.spawn_local(async move {
+        match tokio::net::TcpListener::from_std(admin_socket) {
+            Ok(socket) => admin::serve(socket, admin_state).await,
+            Err(e) => tracing::error!(error = %e, "cannot serve admin"),
+        }
+    })?;
+    let commands = manager.clone();
+    main.spawn_local(async move {
+        while let Some(command) = control.recv().await {
+            handle_control(&commands, command);
+        }
+    })?;
+    if watch {
+        main.spawn_local(crate::reload::watch_file(manager.clone()))?;
     }
 
-    let _ = tls.shutdown_global_threading();
-    for handle in &handles {
-        handle.stop();
-    }
-    for thread in threads {
-        let _ = thread.join();
-    }
+    tracing::info!(workers, "nuncio is serving");
+    started(addresses);
+    main.run();
+
+    stop_workers(threads);
+    drop(manager);
     drop(slot);
     drop(hosts_slot);
     let _ = tls.shutdown_thread();
     Ok(())
 }
 
-/// Sends `snapshot` to every thread with a stats store of its own for it;
-/// main gets each store through `stores` (the admin sums them).
-fn deliver(
-    slot: &Slot<Local>,
-    snapshot: Arc<Snapshot>,
-    stores: std::sync::mpsc::Sender<Arc<Store>>,
-) -> Result<(), nuncio_runtime::Error> {
-    slot.set(move |d| {
-        let worker = d.name().strip_prefix("nuncio-worker-").unwrap_or(d.name());
-        let store = Store::new(&snapshot.stats.defs, worker);
-        store.worker_gauge_set(snapshot.stats.config_version, i64::try_from(snapshot.version).unwrap_or(i64::MAX));
-        let _ = stores.send(store.clone());
-        Arc::new(Local { snapshot: snapshot.clone(), stats: store })
-    })
+/// Acts on one [`Control`], on main.
+fn handle_control(manager: &Rc<ConfigManager>, command: Control) {
+    match command {
+        Control::ReopenAccessLogs => manager.reopen_access_logs(),
+        Control::Reload(config, reply) => {
+            let manager = manager.clone();
+            tokio::task::spawn_local(async move {
+                let _ = reply.send(manager.reload(Ok(*config)).await);
+            });
+        }
+        Control::ReloadFile => {
+            let manager = manager.clone();
+            tokio::task::spawn_local(async move {
+                let _ = manager.reload_file().await;
+            });
+        }
+        Control::Drain => {
+            let manager = manager.clone();
+            tokio::task::spawn_local(async move {
+                manager.drain_all().await;
+                manager.stop();
+            });
+        }
+    }
 }

@@ -52,18 +52,23 @@ pub(crate) struct AccessLog {
 
 impl Snapshot {
     /// Builds version `version` of `config`; clusters unchanged since
-    /// `previous` keep their cross-worker counts (breakers, outlier runs).
-    /// Access-log sinks come from `sinks` (one per file, shared by the
-    /// listeners that name it; opened here, on main).
+    /// `previous` are the same `ClusterShared` (their cross-worker counts —
+    /// breakers, outlier runs — and workers' pools carry on). Access-log
+    /// sinks come from `sinks` (one per file, shared by the listeners that
+    /// name it; opened here, on main). `draining`: listeners the config no
+    /// longer has whose connections are still finishing; they keep being
+    /// served by their last settings (a name the config reuses wins).
     pub(crate) fn new(
         version: u64,
         config: Arc<Config>,
         previous: Option<&Snapshot>,
         sinks: &mut SinkRegistry,
         options: &Options,
+        draining: &[Listener],
     ) -> Result<Snapshot, Error> {
         let mut listeners = HashMap::new();
-        for l in &config.listeners {
+        let kept = draining.iter().filter(|d| !config.listeners.iter().any(|l| l.name == d.name));
+        for l in config.listeners.iter().chain(kept) {
             let access_log = match &l.access_log {
                 None => None,
                 Some(log) => {
@@ -99,8 +104,12 @@ impl Snapshot {
             .clusters
             .iter()
             .map(|c| {
-                let before = previous.and_then(|p| p.clusters.get(&c.name)).map(|s| &**s);
-                (c.name.clone(), Arc::new(ClusterShared::new(Arc::new(c.clone()), before)))
+                let before = previous.and_then(|p| p.clusters.get(&c.name));
+                let shared = match before {
+                    Some(same) if *same.config == *c => same.clone(),
+                    _ => Arc::new(ClusterShared::new(Arc::new(c.clone()), before.map(|s| &**s))),
+                };
+                (c.name.clone(), shared)
             })
             .collect();
         let stats = Arc::new(ProxyStats::declare(&config)?);

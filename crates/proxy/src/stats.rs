@@ -28,6 +28,14 @@ pub(crate) struct ProxyStats {
     pub(crate) downstream_rq_duration: Histogram,
     pub(crate) config_version: WorkerGauge,
     pub(crate) filter_panics: Counter,
+    /// Reloads applied on every worker (written on main).
+    pub(crate) config_reload: Counter,
+    /// Reloads refused (a bad config, a port in use).
+    pub(crate) config_reload_failed: Counter,
+    /// From the new config validated to every worker serving it.
+    pub(crate) config_reload_duration: Histogram,
+    /// Client connections force-closed because a drain ran out of time.
+    pub(crate) downstream_cx_drain_close: Counter,
     pub(crate) clusters: HashMap<String, ClusterStats>,
 }
 
@@ -144,6 +152,23 @@ impl ProxyStats {
             filter_panics: b.counter(
                 "filter_panics_total",
                 "Filter hooks that panicked (each ended its stream with a 500).",
+                &[],
+            )?,
+            config_reload: b.counter("config_reload_total", "Config reloads applied on every worker.", &[])?,
+            config_reload_failed: b.counter(
+                "config_reload_failed_total",
+                "Config reloads refused (the old config kept serving).",
+                &[],
+            )?,
+            config_reload_duration: b.histogram(
+                "config_reload_duration_seconds",
+                "Time from a new config validated to every worker serving it.",
+                &[],
+                DURATION_BUCKETS,
+            )?,
+            downstream_cx_drain_close: b.counter(
+                "downstream_cx_drain_close_total",
+                "Client connections closed because drain_timeout passed before they finished.",
                 &[],
             )?,
             clusters,

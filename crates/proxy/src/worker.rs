@@ -1,13 +1,20 @@
 //! A worker thread's serving state: the slots main feeds it (config with
 //! its stats store, endpoint status), the channel to tell main about
-//! endpoints, and per-cluster state. Lives on the worker, shared by its
-//! connections through an `Rc`.
+//! endpoints, per-cluster state, and the listeners it accepts on. Lives on
+//! the worker, shared by its connections through an `Rc`.
+//!
+//! Main changes what a worker serves only by posting to it: a new snapshot
+//! (through the slot), a listener to start, drain or close
+//! ([`start_listener`], [`drain_listener`], [`close_listener`]). Those
+//! functions run on the worker and find its state in a thread-local.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
+use nuncio_context::{CancelHandle, Context};
 use nuncio_runtime::Slot;
 
 use crate::cluster::ClusterState;
@@ -23,15 +30,56 @@ pub(crate) struct Worker {
     pub(crate) events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
     /// Load-balancing state and connection pools, by cluster name.
     clusters: RefCell<HashMap<String, Rc<ClusterState>>>,
+    /// The listeners this worker accepts on (or drains), by id.
+    listeners: RefCell<HashMap<u64, ServedListener>>,
+}
+
+/// One listener on this worker: its accept loop, and the signals its
+/// connections watch.
+struct ServedListener {
+    accept: tokio::task::JoinHandle<()>,
+    /// Cancelled when the listener drains: connections finish what is in
+    /// flight, then close (`Connection: close`, `GOAWAY`).
+    drain: CancelHandle,
+    /// Cancelled when the drain runs out of time: connections close now.
+    close: CancelHandle,
+}
+
+thread_local! {
+    /// This thread's worker, once main made it one.
+    static CURRENT: RefCell<Option<Rc<Worker>>> = const { RefCell::new(None) };
 }
 
 impl Worker {
-    pub(crate) fn new(
+    /// Makes the calling thread a worker.
+    pub(crate) fn install(
         local: Slot<Local>,
         hosts: Slot<HostStatus>,
         events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
-    ) -> Worker {
-        Worker { local, hosts, events, clusters: RefCell::new(HashMap::new()) }
+    ) {
+        let worker = Rc::new(Worker {
+            local,
+            hosts,
+            events,
+            clusters: RefCell::new(HashMap::new()),
+            listeners: RefCell::new(HashMap::new()),
+        });
+        CURRENT.with(|current| *current.borrow_mut() = Some(worker));
+    }
+
+    /// This thread's worker (`None` on main, or once it stopped).
+    pub(crate) fn current() -> Option<Rc<Worker>> {
+        CURRENT.with(|current| current.borrow().clone())
+    }
+
+    /// Forgets this thread's worker state (its loop ended): listeners,
+    /// cluster pools and slots go before the thread's slot objects do.
+    pub(crate) fn uninstall() {
+        let worker = CURRENT.with(|current| current.borrow_mut().take());
+        if let Some(worker) = worker {
+            worker.listeners.borrow_mut().clear();
+            worker.clusters.borrow_mut().clear();
+        }
     }
 
     /// This worker's state for cluster `name` of `snapshot`: kept as long
@@ -50,5 +98,56 @@ impl Worker {
                 Some(state)
             }
         }
+    }
+
+    /// A new snapshot arrived: the state of clusters it removed or changed
+    /// is let go. Requests in flight keep theirs (an `Rc`) and finish;
+    /// idle pooled connections close with it.
+    pub(crate) fn retain_clusters(&self, snapshot: &Snapshot) {
+        self.clusters.borrow_mut().retain(|name, state| {
+            snapshot.clusters.get(name).is_some_and(|shared| *shared.config == *state.shared.config)
+        });
+    }
+}
+
+/// Starts accepting on `socket` for listener `name` (on this worker).
+pub(crate) fn start_listener(id: u64, name: &str, socket: std::net::TcpListener, open: Arc<AtomicUsize>) {
+    let Some(worker) = Worker::current() else { return };
+    let socket = match tokio::net::TcpListener::from_std(socket) {
+        Ok(socket) => socket,
+        Err(e) => return tracing::error!(listener = %name, error = %e, "cannot serve listener"),
+    };
+    let (root, close) = Context::background().with_cancel();
+    let (draining, drain) = Context::background().with_cancel();
+    let accept = tokio::task::spawn_local(crate::listener::accept_loop(
+        worker.clone(),
+        name.into(),
+        socket,
+        open,
+        root,
+        draining,
+    ));
+    worker.listeners.borrow_mut().insert(id, ServedListener { accept, drain, close });
+}
+
+/// Stops accepting on listener `id` (its socket closes: new connections
+/// are refused) and tells its connections to finish and close.
+pub(crate) fn drain_listener(id: u64) {
+    let Some(worker) = Worker::current() else { return };
+    if let Some(listener) = worker.listeners.borrow().get(&id) {
+        listener.accept.abort();
+        listener.drain.cancel();
+    }
+}
+
+/// Closes listener `id`'s connections now (a drain ran out of time, or it
+/// ended).
+pub(crate) fn close_listener(id: u64) {
+    let Some(worker) = Worker::current() else { return };
+    let listener = worker.listeners.borrow_mut().remove(&id);
+    if let Some(listener) = listener {
+        listener.accept.abort();
+        listener.drain.cancel();
+        listener.close.cancel();
     }
 }

@@ -125,6 +125,20 @@ impl Summary {
         }
     }
 
+    /// A per-worker gauge's value for each worker that set it, as
+    /// `(worker, value)` (series with other labels are left out).
+    pub fn worker_gauges(&self, name: &str) -> Vec<(String, i64)> {
+        let Some(family) = self.families.get(name) else { return Vec::new() };
+        family
+            .series
+            .iter()
+            .filter_map(|(labels, value)| match (labels.as_slice(), value) {
+                ([(key, worker)], Value::Gauge(v)) if key == "worker" => Some((worker.clone(), *v)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A histogram's buckets, count and sum.
     pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Option<&HistogramSummary> {
         match self.get(name, labels)? {

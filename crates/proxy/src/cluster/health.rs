@@ -12,34 +12,40 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 use http::Method;
-use nuncio_config::HealthCheck;
+use nuncio_config::{Cluster, HealthCheck};
 use nuncio_http1::{Limits, ResponseDecoder};
 use nuncio_runtime::{Dispatcher, Slot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 use super::hosts::Hosts;
 use crate::snapshot::Local;
 
-/// Starts the checkers of every cluster of the current config.
-pub(crate) fn start(main: &Dispatcher, hosts: &Rc<Hosts>, local: &Slot<Local>) -> Result<(), nuncio_runtime::Error> {
-    let Ok(current) = local.get() else { return Ok(()) };
-    for cluster in &current.snapshot.config.clusters {
-        let Some(check) = &cluster.health_check else { continue };
-        for (index, endpoint) in cluster.endpoints.iter().enumerate() {
-            let host = check.host.clone().unwrap_or_else(|| endpoint.address.clone());
-            let checker = Checker {
-                hosts: hosts.clone(),
-                local: local.clone(),
-                cluster: cluster.name.clone(),
-                index,
-                check: check.clone(),
-                host,
-            };
-            main.spawn_local(checker.run())?;
-        }
+/// Starts the checkers of `cluster`'s endpoints (none without a
+/// `health_check`); aborting the returned tasks stops them (a reload that
+/// changed or removed the cluster).
+pub(crate) fn start(
+    main: &Dispatcher,
+    hosts: &Rc<Hosts>,
+    local: &Slot<Local>,
+    cluster: &Cluster,
+) -> Result<Vec<JoinHandle<()>>, nuncio_runtime::Error> {
+    let Some(check) = &cluster.health_check else { return Ok(Vec::new()) };
+    let mut tasks = Vec::with_capacity(cluster.endpoints.len());
+    for (index, endpoint) in cluster.endpoints.iter().enumerate() {
+        let host = check.host.clone().unwrap_or_else(|| endpoint.address.clone());
+        let checker = Checker {
+            hosts: hosts.clone(),
+            local: local.clone(),
+            cluster: cluster.name.clone(),
+            index,
+            check: check.clone(),
+            host,
+        };
+        tasks.push(main.spawn_local(checker.run())?);
     }
-    Ok(())
+    Ok(tasks)
 }
 
 struct Checker {

@@ -164,7 +164,7 @@ impl ClusterState {
         let chosen = self
             .hosts
             .with(|hosts| {
-                let status = hosts.clusters.get(&self.shared.config.name);
+                let status = hosts.of(&self.shared.config);
                 let all = status.is_none_or(|s| s.iter().all(hosts::EndpointStatus::usable));
                 if all && n <= ALL_USABLE.len() {
                     return Ok(self.balancer.choose(&ALL_USABLE[..n], &self.active, hash));
@@ -209,11 +209,10 @@ impl ActiveRequest<'_> {
 
     /// The endpoint's current addresses (DNS may have changed them).
     fn addresses(&self) -> Arc<[SocketAddr]> {
-        let name = &self.cluster.shared.config.name;
         let from_hosts = self
             .cluster
             .hosts
-            .with(|h| h.clusters.get(name).and_then(|c| c.get(self.index)).map(|e| e.addresses.clone()))
+            .with(|h| h.of(&self.cluster.shared.config).and_then(|c| c.get(self.index)).map(|e| e.addresses.clone()))
             .ok()
             .flatten();
         from_hosts.unwrap_or_else(|| Arc::from(self.cluster.shared.config.endpoints[self.index].resolved.as_slice()))
@@ -326,6 +325,7 @@ impl ActiveRequest<'_> {
 
     fn tell_main(&self, reason: &'static str) {
         let event = HostEvent::ConsecutiveFailures {
+            config: self.cluster.shared.config.clone(),
             cluster: self.cluster.shared.config.name.clone(),
             endpoint: self.index,
             reason,

@@ -17,7 +17,12 @@ use crate::snapshot::Local;
 /// Handles workers' reports until every worker is gone.
 pub(crate) async fn run(hosts: Rc<Hosts>, local: Slot<Local>, mut events: UnboundedReceiver<HostEvent>) {
     while let Some(event) = events.recv().await {
-        let HostEvent::ConsecutiveFailures { cluster, endpoint, reason } = event;
+        let HostEvent::ConsecutiveFailures { config, cluster, endpoint, reason } = event;
+        // Counted under a config of the cluster a reload replaced: its
+        // positions may name other endpoints now.
+        if !hosts.is_current(&config) {
+            continue;
+        }
         let Ok(local) = local.get() else { continue };
         let Some(shared) = local.snapshot.clusters.get(&cluster) else { continue };
         let Some(detection) = &shared.config.outlier_detection else { continue };

@@ -30,11 +30,14 @@ pub(crate) struct Connection {
     pub(crate) read_buf: BytesMut,
     write_buf: BytesMut,
     peer: SocketAddr,
+    /// Done when the listener drains: answer what is in flight with
+    /// `Connection: close`, and close an idle connection at once.
+    draining: Context,
 }
 
 impl Connection {
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr) -> Connection {
-        Connection { stream, read_buf: BytesMut::with_capacity(8 * 1024), write_buf: BytesMut::new(), peer }
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, draining: Context) -> Connection {
+        Connection { stream, read_buf: BytesMut::with_capacity(8 * 1024), write_buf: BytesMut::new(), peer, draining }
     }
 
     /// The socket with the bytes read so far put back in front, for
@@ -101,8 +104,38 @@ impl Connection {
 /// to close.
 pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Connection, ctx: Context) {
     loop {
-        // The snapshot this request is served with, whatever reloads happen
-        // while it is in flight.
+        // Between requests only the idle timeout applies; a client that
+        // goes quiet is dropped without a word. An idle keep-alive
+        // connection holds no buffer (as in nginx): they are dropped here
+        // and allocated again once the next request is readable.
+        if conn.read_buf.is_empty() {
+            let Ok(Some(idle_timeout)) =
+                worker.local.with(|l| l.snapshot.listeners.get(&*listener).map(|l| l.config.idle_timeout))
+            else {
+                return;
+            };
+            conn.read_buf = BytesMut::new();
+            conn.write_buf = BytesMut::new();
+            if conn.draining.is_done() {
+                return;
+            }
+            let draining = conn.draining.clone();
+            let next = async {
+                conn.stream.readable().await.map_err(|_| ReadError::Closed)?;
+                conn.read_more().await
+            };
+            // A drain closes an idle connection at once.
+            let read = tokio::select! {
+                read = within(idle_timeout, next) => read,
+                _ = draining.done() => None,
+            };
+            if read.is_none_or(|r| r.is_err()) {
+                return;
+            }
+        }
+        // The snapshot this request is served with (the newest once its
+        // first bytes are here), whatever reloads happen while it is in
+        // flight.
         let Ok(local) = worker.local.get() else { return };
         let Some(listener_snapshot) = local.snapshot.listeners.get(&*listener) else { return };
         let settings = &listener_snapshot.config;
@@ -110,22 +143,6 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Conne
         limits.max_head_bytes = settings.max_request_headers_bytes;
         limits.max_headers = settings.max_request_headers;
         let mut decoder = RequestDecoder::new(limits);
-
-        // Between requests only the idle timeout applies; a client that
-        // goes quiet is dropped without a word. An idle keep-alive
-        // connection holds no buffer (as in nginx): they are dropped here
-        // and allocated again once the next request is readable.
-        if conn.read_buf.is_empty() {
-            conn.read_buf = BytesMut::new();
-            conn.write_buf = BytesMut::new();
-            let next = async {
-                conn.stream.readable().await.map_err(|_| ReadError::Closed)?;
-                conn.read_more().await
-            };
-            if within(settings.idle_timeout, next).await.is_none_or(|r| r.is_err()) {
-                return;
-            }
-        }
         // Once a head has started it must complete in time (slowloris).
         let request = match within(settings.request_headers_timeout, conn.read_head(&mut decoder)).await {
             None => {
@@ -292,6 +309,7 @@ impl<'c> Exchange<'c> {
         };
         // A request body left unread would be taken for the next request.
         self.close = !self.keep_alive
+            || self.conn.draining.is_done()
             || self.aborted
             || framing == BodyFraming::UntilClose
             || !matches!(self.body, RequestBody::Done);

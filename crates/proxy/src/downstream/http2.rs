@@ -39,7 +39,14 @@ const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// Serves one HTTP/2 connection until the client closes it or it idles
 /// out.
-pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, io: Rewind, peer: SocketAddr, ctx: Context) {
+pub(crate) async fn serve(
+    worker: Rc<Worker>,
+    listener: Rc<str>,
+    io: Rewind,
+    peer: SocketAddr,
+    ctx: Context,
+    draining: Context,
+) {
     let Some(settings) =
         worker.local.with(|l| l.snapshot.listeners.get(&*listener).map(|l| l.config.clone())).ok().flatten()
     else {
@@ -56,22 +63,38 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, io: Rewind, pee
     let Some(Ok(mut conn)) = handshake else { return };
     let open = Rc::new(Cell::new(0usize));
     let idle = Rc::new(Notify::new());
+    let mut goaway_sent = false;
     loop {
-        // Idle (no stream open) for `idle_timeout`: say goodbye, then let the
-        // codec finish the exchange.
-        let accepted = if open.get() == 0 {
-            match within(settings.idle_timeout, conn.accept()).await {
-                Some(accepted) => accepted,
-                None => {
+        // Idle (no stream open) for `idle_timeout`, or the listener drains:
+        // say goodbye (GOAWAY), then let the codec finish the streams in
+        // flight and the exchange.
+        let accepted = if goaway_sent {
+            conn.accept().await
+        } else if open.get() == 0 {
+            tokio::select! {
+                accepted = within(settings.idle_timeout, conn.accept()) => match accepted {
+                    Some(accepted) => accepted,
+                    None => {
+                        conn.graceful_shutdown();
+                        goaway_sent = true;
+                        continue;
+                    }
+                },
+                _ = draining.done() => {
                     conn.graceful_shutdown();
-                    while conn.accept().await.is_some() {}
-                    return;
+                    goaway_sent = true;
+                    continue;
                 }
             }
         } else {
             tokio::select! {
                 accepted = conn.accept() => accepted,
                 () = idle.notified() => continue,
+                _ = draining.done(), if !goaway_sent => {
+                    conn.graceful_shutdown();
+                    goaway_sent = true;
+                    continue;
+                }
             }
         };
         let (request, respond) = match accepted {

@@ -48,7 +48,38 @@ pub(crate) struct WriteError;
 
 /// Serves one accepted client connection until it closes: picks the
 /// protocol, then hands over to that protocol's connection loop.
-pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, socket: TcpStream, peer: SocketAddr, ctx: Context) {
+pub(crate) async fn serve(
+    worker: Rc<Worker>,
+    listener: Rc<str>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    ctx: Context,
+    draining: Context,
+) {
+    // The listener closing for good (a drain out of time) ends the
+    // connection wherever it is.
+    let (closed, local) = (ctx.clone(), worker.local.clone());
+    tokio::select! {
+        // First: once closed, not a byte more (the stream would otherwise
+        // see its context cancelled and answer).
+        biased;
+        _ = closed.done() => {
+            if let Ok(local) = local.get() {
+                local.stats.inc(local.snapshot.stats.downstream_cx_drain_close);
+            }
+        }
+        () = serve_protocol(worker, listener, socket, peer, ctx, draining) => {}
+    }
+}
+
+async fn serve_protocol(
+    worker: Rc<Worker>,
+    listener: Rc<str>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    ctx: Context,
+    draining: Context,
+) {
     let Some((protocol, idle)) = worker
         .local
         .with(|l| l.snapshot.listeners.get(&*listener).map(|l| (l.config.protocol, l.config.idle_timeout)))
@@ -57,10 +88,10 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, socket: TcpStre
     else {
         return;
     };
-    let mut conn = http1::Connection::new(socket, peer);
+    let mut conn = http1::Connection::new(socket, peer, draining.clone());
     match protocol {
         ListenerProtocol::Http1 => http1::serve(worker, listener, conn, ctx).await,
-        ListenerProtocol::Http2 => Box::pin(http2::serve(worker, listener, conn.into_io(), peer, ctx)).await,
+        ListenerProtocol::Http2 => Box::pin(http2::serve(worker, listener, conn.into_io(), peer, ctx, draining)).await,
         ListenerProtocol::Auto => {
             // Read until the bytes stop looking like the preface (one read
             // for any HTTP/1.1 request) or the whole preface is there.
@@ -70,7 +101,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, socket: TcpStre
                 }
             }
             if conn.read_buf.starts_with(PREFACE) {
-                Box::pin(http2::serve(worker, listener, conn.into_io(), peer, ctx)).await;
+                Box::pin(http2::serve(worker, listener, conn.into_io(), peer, ctx, draining)).await;
             } else {
                 http1::serve(worker, listener, conn, ctx).await;
             }

@@ -52,17 +52,7 @@ impl Proxy {
     /// `127.0.0.1:0` and there are 2 workers. Tests name their listener
     /// `main`.
     pub fn start(yaml: &str, addresses: &[(&str, SocketAddr)]) -> Proxy {
-        let mut yaml = yaml.to_owned();
-        for (name, address) in addresses {
-            yaml = yaml.replace(&format!("{{{name}}}"), &address.to_string());
-        }
-        if !yaml.contains("admin:") {
-            yaml.insert_str(0, "admin: { address: 127.0.0.1:0 }\n");
-        }
-        if !yaml.contains("workers:") {
-            yaml.insert_str(0, "workers: 2\n");
-        }
-        let config = Config::from_yaml(&yaml, "test.yaml").unwrap_or_else(|e| panic!("bad test config:\n{e}\n{yaml}"));
+        let config = test_config(yaml, addresses);
         Proxy { server: RunningServer::start(config).expect("nuncio starts") }
     }
 
@@ -98,6 +88,39 @@ clusters:
     pub fn reopen_access_logs(&self) {
         self.server.reopen_access_logs();
     }
+
+    /// Replaces the config with `yaml` (placeholders and defaults as in
+    /// [`Proxy::start`]); returns once every worker serves it.
+    pub fn reload(&mut self, yaml: &str, addresses: &[(&str, SocketAddr)]) -> nuncio_proxy::Reloaded {
+        let config = test_config(yaml, addresses);
+        self.server.reload(config).expect("the reload is applied")
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &RunningServer {
+        &self.server
+    }
+
+    /// The running server, to stop or wait for.
+    pub fn into_server(self) -> RunningServer {
+        self.server
+    }
+}
+
+/// `yaml` with each `{name}` replaced by its address, admin on
+/// `127.0.0.1:0` and 2 workers unless it says otherwise, parsed.
+pub fn test_config(yaml: &str, addresses: &[(&str, SocketAddr)]) -> Config {
+    let mut yaml = yaml.to_owned();
+    for (name, address) in addresses {
+        yaml = yaml.replace(&format!("{{{name}}}"), &address.to_string());
+    }
+    if !yaml.contains("admin:") {
+        yaml.insert_str(0, "admin: { address: 127.0.0.1:0 }\n");
+    }
+    if !yaml.contains("workers:") {
+        yaml.insert_str(0, "workers: 2\n");
+    }
+    Config::from_yaml(&yaml, "test.yaml").unwrap_or_else(|e| panic!("bad test config:\n{e}\n{yaml}"))
 }
 
 // ------------------------------------------------------------- upstreams --

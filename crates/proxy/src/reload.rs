@@ -1,0 +1,478 @@
+//! Changing what a running server serves: a reload (a whole new config)
+//! and a drain (finish what is in flight, then stop). Runs on main.
+//!
+//! # Reload
+//!
+//! The new config was parsed and validated by the caller (a bad one never
+//! gets here: it is counted in `config_reload_failed_total`, and the old
+//! config keeps serving). [`ConfigManager::apply`] then:
+//!
+//! 1. binds the listeners that are new or moved to another address (a port
+//!    in use refuses the whole reload, before anything changed);
+//! 2. builds one immutable [`Snapshot`] of version V + 1 (clusters whose
+//!    config is unchanged are the same `ClusterShared`, so workers keep
+//!    their pools; listeners still draining stay in it under their last
+//!    settings);
+//! 3. reconciles endpoint state (unchanged clusters keep health and
+//!    ejections) and restarts health checks and DNS refreshes of changed
+//!    clusters;
+//! 4. delivers the snapshot through the slot — each thread, main first,
+//!    gets it with a stats store of its own — and, in the same order on
+//!    each worker, starts the new listeners and drains the removed ones;
+//! 5. when every worker has the snapshot, the slot's completion callback
+//!    runs on main: the version is recorded as applied and the time since
+//!    step 1 is observed in `config_reload_duration_seconds`.
+//!
+//! A request keeps the snapshot it started with to its end; the next
+//! request on the same connection gets the newest. Unchanged listeners
+//! keep their sockets and connections.
+//!
+//! `workers` and `admin` cannot change while running: a reload keeps the
+//! running values (and logs that the file's need a restart).
+//!
+//! # Drain
+//!
+//! A removed listener (or every listener, on `SIGTERM` / `POST /drain`)
+//! stops accepting — its sockets close, so new connections are refused —
+//! and its connections finish: idle HTTP/1.1 connections close at once,
+//! busy ones answer with `Connection: close`, HTTP/2 ones get `GOAWAY`.
+//! After `drain_timeout` whatever is left is closed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use nuncio_accesslog::SinkRegistry;
+use nuncio_config::{Config, ConfigErrors, Listener};
+use nuncio_runtime::{Dispatcher, DispatcherHandle, Slot};
+use nuncio_stats::Store;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::cluster::hosts::{HostStatus, Hosts};
+use crate::error::Error;
+use crate::listener;
+use crate::server::{Options, WATCH_INTERVAL};
+use crate::snapshot::{Local, Snapshot};
+
+/// How often a drain looks whether its connections are gone.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// A reload every worker applied.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// The config version every worker now serves.
+    pub version: u64,
+    /// From the new config validated to the last worker serving it.
+    pub duration: Duration,
+    /// Every listener's bound address, by name (new ones included).
+    pub listeners: HashMap<String, SocketAddr>,
+}
+
+/// Main's view of what the workers serve, and the means to change it.
+pub(crate) struct ConfigManager {
+    main: DispatcherHandle,
+    slot: Slot<Local>,
+    pub(crate) hosts: Rc<Hosts>,
+    options: Options,
+    workers: Vec<DispatcherHandle>,
+    /// Where each new thread's stats store goes (the admin sums them).
+    stores: std::sync::mpsc::Sender<Arc<Store>>,
+    state: RefCell<State>,
+    /// The whole server is draining (`/ready` says so).
+    draining: Cell<bool>,
+    /// The config file's text as last read (applied or refused): the
+    /// watcher reloads only when the file says something else.
+    file_text: RefCell<Option<String>>,
+}
+
+struct State {
+    snapshot: Option<Arc<Snapshot>>,
+    sinks: SinkRegistry,
+    /// Listeners in the config, by name.
+    listeners: HashMap<String, ServedListener>,
+    /// Listeners a reload removed whose connections are finishing.
+    draining: HashMap<u64, ServedListener>,
+    /// Health-check and DNS tasks, by cluster.
+    cluster_tasks: HashMap<String, Vec<JoinHandle<()>>>,
+    next_listener_id: u64,
+    /// The last version every worker confirmed, and how long it took.
+    applied: Option<(u64, Duration)>,
+}
+
+/// A listener's sockets as main knows them (the workers serve them).
+#[derive(Clone)]
+struct ServedListener {
+    id: u64,
+    config: Listener,
+    address: SocketAddr,
+    /// Its open connections, all workers together.
+    open: Arc<AtomicUsize>,
+}
+
+impl ConfigManager {
+    /// A manager for `workers` (registered with the slot's `ThreadLocal`),
+    /// serving nothing yet: [`ConfigManager::apply`] the first config.
+    pub(crate) fn new(
+        main: &Dispatcher,
+        slot: Slot<Local>,
+        hosts_slot: Slot<HostStatus>,
+        options: Options,
+        workers: Vec<DispatcherHandle>,
+        stores: std::sync::mpsc::Sender<Arc<Store>>,
+    ) -> Result<Rc<ConfigManager>, Error> {
+        let hosts = Hosts::new(hosts_slot, std::iter::empty())?;
+        let options_text = options.config_path.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+        Ok(Rc::new(ConfigManager {
+            main: main.handle(),
+            slot,
+            hosts,
+            options,
+            workers,
+            stores,
+            state: RefCell::new(State {
+                snapshot: None,
+                sinks: SinkRegistry::new(),
+                listeners: HashMap::new(),
+                draining: HashMap::new(),
+                cluster_tasks: HashMap::new(),
+                next_listener_id: 0,
+                applied: None,
+            }),
+            draining: Cell::new(false),
+            // What the program loaded a moment ago, at start.
+            file_text: RefCell::new(options_text),
+        }))
+    }
+
+    /// The last version every worker confirmed, and how long that reload
+    /// took (`None` before the first completes).
+    pub(crate) fn applied(&self) -> Option<(u64, Duration)> {
+        self.state.borrow().applied
+    }
+
+    /// What the embedding program gave.
+    pub(crate) fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Reopens every access-log file (after logrotate moved them).
+    pub(crate) fn reopen_access_logs(&self) {
+        self.state.borrow().sinks.reopen_all();
+    }
+
+    /// Whether the whole server is draining.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Every listener's bound address, by name.
+    pub(crate) fn addresses(&self) -> HashMap<String, SocketAddr> {
+        self.state.borrow().listeners.iter().map(|(name, l)| (name.clone(), l.address)).collect()
+    }
+
+    /// Makes `config` (validated) what every worker serves; see the module
+    /// doc. Resolves once every worker serves it. An error leaves the old
+    /// config serving, untouched.
+    pub(crate) fn apply(self: &Rc<Self>, mut config: Config) -> Result<oneshot::Receiver<Reloaded>, Error> {
+        // "Validation done" is now: the clock of the reload starts here.
+        let started = Instant::now();
+        if self.draining.get() {
+            return Err(Error::Draining);
+        }
+        let mut guard = self.state.borrow_mut();
+        let state = &mut *guard;
+        let previous = state.snapshot.clone();
+        if let Some(previous) = &previous {
+            keep_restart_only_settings(&mut config, &previous.config);
+        }
+        let workers = self.workers.len();
+
+        // 1. Sockets for new and moved listeners: the only step that can
+        // fail for reasons outside the config, so it goes first.
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let same = state.listeners.get(&l.name).is_some_and(|s| s.config.address == l.address);
+            if !same {
+                bound.push((l.clone(), listener::bind(&l.name, l.address, workers)?));
+            }
+        }
+        let leaving: Vec<ServedListener> = state
+            .listeners
+            .values()
+            .filter(|s| !config.listeners.iter().any(|l| l.name == s.config.name && l.address == s.config.address))
+            .cloned()
+            .collect();
+
+        // 2. The snapshot. Listeners still draining keep their settings.
+        let version = previous.as_ref().map_or(1, |p| p.version + 1);
+        let draining: Vec<Listener> = state.draining.values().chain(&leaving).map(|l| l.config.clone()).collect();
+        let snapshot = Arc::new(Snapshot::new(
+            version,
+            Arc::new(config),
+            previous.as_deref(),
+            &mut state.sinks,
+            &self.options,
+            &draining,
+        )?);
+
+        // 3. Endpoint state and the tasks that keep it.
+        let changed = self.hosts.reconcile(snapshot.clusters.values().map(|c| &c.config))?;
+        state.cluster_tasks.retain(|name, tasks| {
+            let keep = snapshot.clusters.contains_key(name) && !changed.contains(name);
+            if !keep {
+                tasks.iter().for_each(JoinHandle::abort);
+            }
+            keep
+        });
+        if let Some(main) = Dispatcher::current() {
+            for name in &changed {
+                let cluster = &snapshot.clusters[name].config;
+                let mut tasks = crate::cluster::health::start(&main, &self.hosts, &self.slot, cluster)?;
+                tasks.extend(crate::cluster::dns::start(&main, &self.hosts, cluster, self.options.resolver.as_ref())?);
+                state.cluster_tasks.insert(name.clone(), tasks);
+            }
+        }
+
+        // 4. The snapshot to every thread, then listener changes (posted
+        // after it, so a worker has the listener's settings before it
+        // accepts on it).
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        deliver(&self.slot, snapshot.clone(), self.stores.clone(), move || {
+            let _ = done_tx.send(());
+        })?;
+        for leaving in leaving {
+            state.listeners.remove(&leaving.config.name);
+            tracing::info!(listener = %leaving.config.name, address = %leaving.address, "listener removed: draining");
+            self.drain_listener(leaving.clone(), snapshot.config.drain_timeout);
+            state.draining.insert(leaving.id, leaving);
+        }
+        for (config, mut sockets) in bound {
+            let id = state.next_listener_id;
+            state.next_listener_id += 1;
+            let served =
+                ServedListener { id, config: config.clone(), address: sockets.address, open: sockets.open.clone() };
+            for worker in &self.workers {
+                let (name, socket, open) = (config.name.clone(), sockets.sockets.remove(0), sockets.open.clone());
+                worker.post(move || crate::worker::start_listener(id, &name, socket, open))?;
+            }
+            if previous.is_some() {
+                tracing::info!(listener = %config.name, address = %served.address, "listener added");
+            }
+            state.listeners.insert(config.name.clone(), served);
+        }
+        state.snapshot = Some(snapshot);
+        drop(guard);
+
+        // 5. Completion: recorded on main when the last worker has it.
+        let (reloaded_tx, reloaded_rx) = oneshot::channel();
+        let manager = self.clone();
+        tokio::task::spawn_local(async move {
+            if done_rx.await.is_err() {
+                return; // main stopped meanwhile
+            }
+            let duration = started.elapsed();
+            manager.state.borrow_mut().applied = Some((version, duration));
+            if version > 1 {
+                if let Ok(local) = manager.slot.get() {
+                    local.stats.inc(local.snapshot.stats.config_reload);
+                    local.stats.observe(local.snapshot.stats.config_reload_duration, duration);
+                }
+                tracing::info!(version, ?duration, "config reloaded: every worker serves it");
+            }
+            let listeners = manager.addresses();
+            let _ = reloaded_tx.send(Reloaded { version, duration, listeners });
+        });
+        Ok(reloaded_rx)
+    }
+
+    /// A reload that failed before reaching the workers: logged, counted,
+    /// and the old config keeps serving.
+    pub(crate) fn refused(&self, why: &dyn std::fmt::Display) {
+        tracing::error!("config reload refused, the running config keeps serving:\n{why}");
+        if let Ok(local) = self.slot.get() {
+            local.stats.inc(local.snapshot.stats.config_reload_failed);
+        }
+    }
+
+    /// Reads the config file again and applies it (`SIGHUP`, `POST
+    /// /config/reload`, a change of the file).
+    pub(crate) async fn reload_file(self: &Rc<Self>) -> Result<Reloaded, Error> {
+        let Some(path) = self.options.config_path.clone() else {
+            return Err(Error::NoConfigFile);
+        };
+        // Read and validated off main: a slow disk or a big file must not
+        // stall admin.
+        let kinds = self.options.filter_kinds.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| Error::ReadConfig(format!("{}: {e}", path.display())))?;
+            let config = Config::from_yaml_with(&text, &path.display().to_string(), &kinds);
+            Ok::<_, Error>((text, config))
+        })
+        .await
+        .map_err(|e| Error::ReadConfig(e.to_string()));
+        let (text, config) = match read {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) | Err(e) => {
+                self.refused(&e);
+                return Err(e);
+            }
+        };
+        *self.file_text.borrow_mut() = Some(text);
+        self.reload(config).await
+    }
+
+    /// Applies a config given as YAML text (`POST /config`).
+    pub(crate) async fn reload_text(self: &Rc<Self>, text: &str) -> Result<Reloaded, Error> {
+        let config = Config::from_yaml_with(text, "POST /config", &self.options.filter_kinds);
+        self.reload(config).await
+    }
+
+    /// Applies a parsed config (or counts why there is none).
+    pub(crate) async fn reload(self: &Rc<Self>, config: Result<Config, ConfigErrors>) -> Result<Reloaded, Error> {
+        let result = match config {
+            Err(errors) => Err(Error::Invalid(errors)),
+            Ok(config) => match self.apply(config) {
+                Err(e) => Err(e),
+                Ok(done) => return done.await.map_err(|_| Error::Stopped),
+            },
+        };
+        if let Err(e) = &result {
+            self.refused(e);
+        }
+        result
+    }
+
+    /// Stops every listener accepting and lets connections finish, for at
+    /// most `drain_timeout`; then closes what is left. Resolves when no
+    /// connection is open (or the time is up). `/ready` says "draining"
+    /// from the first moment.
+    pub(crate) async fn drain_all(self: &Rc<Self>) {
+        if self.draining.replace(true) {
+            return std::future::pending().await; // the first drain stops the server
+        }
+        let (listeners, timeout) = {
+            let state = self.state.borrow();
+            let timeout = state.snapshot.as_ref().map_or(Duration::ZERO, |s| s.config.drain_timeout);
+            (state.listeners.values().chain(state.draining.values()).cloned().collect::<Vec<_>>(), timeout)
+        };
+        tracing::info!(?timeout, "draining: no new connections; waiting for those open to finish");
+        for listener in &listeners {
+            self.post_all(listener.id, crate::worker::drain_listener);
+        }
+        let open = || listeners.iter().map(|l| l.open.load(Ordering::Relaxed)).sum::<usize>();
+        let deadline = Instant::now() + timeout;
+        while open() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        let left = open();
+        if left > 0 {
+            tracing::warn!(connections = left, "drain_timeout passed: closing the connections left");
+        }
+        for listener in &listeners {
+            self.post_all(listener.id, crate::worker::close_listener);
+        }
+    }
+
+    /// Stops the main loop (and so the server).
+    pub(crate) fn stop(&self) {
+        self.main.stop();
+    }
+
+    /// Drains one listener a reload removed, in the background.
+    fn drain_listener(self: &Rc<Self>, listener: ServedListener, timeout: Duration) {
+        self.post_all(listener.id, crate::worker::drain_listener);
+        let manager = self.clone();
+        tokio::task::spawn_local(async move {
+            let deadline = Instant::now() + timeout;
+            while listener.open.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+            manager.post_all(listener.id, crate::worker::close_listener);
+            manager.state.borrow_mut().draining.remove(&listener.id);
+            tracing::info!(listener = %listener.config.name, "listener drained");
+        });
+    }
+
+    fn post_all(&self, id: u64, f: fn(u64)) {
+        for worker in &self.workers {
+            let _ = worker.post(move || f(id));
+        }
+    }
+}
+
+/// Reloads when the config file changes: its metadata (modification
+/// time, length, inode) is polled every [`WATCH_INTERVAL`]; a change is
+/// applied once the file stayed the same for one more poll (an editor or
+/// a `ConfigMap` swap writes in steps), and only if its text differs from
+/// what was last applied or refused (a `touch` reloads nothing).
+pub(crate) async fn watch_file(manager: Rc<ConfigManager>) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(path) = manager.options.config_path.clone() else { return };
+    let stamp =
+        |path: &std::path::Path| std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len(), m.ino(), m.dev()));
+    let mut seen = stamp(&path);
+    let mut pending = false;
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let now = stamp(&path);
+        if now != seen {
+            seen = now;
+            pending = true;
+            continue;
+        }
+        if !std::mem::take(&mut pending) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).ok();
+        if text.is_none() || text == *manager.file_text.borrow() {
+            continue;
+        }
+        tracing::info!(path = %path.display(), "config file changed: reloading");
+        let _ = manager.reload_file().await;
+    }
+}
+
+/// `workers` and `admin` need a restart: a reload keeps the running ones.
+fn keep_restart_only_settings(config: &mut Config, running: &Config) {
+    if config.workers != running.workers {
+        tracing::warn!(file = config.workers, running = running.workers, "`workers` changes need a restart; kept");
+        config.workers = running.workers;
+    }
+    if config.admin != running.admin {
+        tracing::warn!("`admin` changes need a restart; kept");
+        config.admin = running.admin.clone();
+    }
+}
+
+/// Sends `snapshot` to every thread with a stats store of its own for it
+/// (main gets each store through `stores`: the admin sums them), then
+/// calls `on_complete` on main once every worker has it. Workers drop the
+/// state of clusters it no longer has.
+pub(crate) fn deliver(
+    slot: &Slot<Local>,
+    snapshot: Arc<Snapshot>,
+    stores: std::sync::mpsc::Sender<Arc<Store>>,
+    on_complete: impl FnOnce() + Send + 'static,
+) -> Result<(), nuncio_runtime::Error> {
+    slot.set_then(
+        move |d| {
+            let worker = d.name().strip_prefix("nuncio-worker-").unwrap_or(d.name());
+            let store = Store::new(&snapshot.stats.defs, worker);
+            let version = i64::try_from(snapshot.version).unwrap_or(i64::MAX);
+            store.worker_gauge_set(snapshot.stats.config_version, version);
+            let _ = stores.send(store.clone());
+            if let Some(worker) = crate::worker::Worker::current() {
+                worker.retain_clusters(&snapshot);
+            }
+            Arc::new(Local { snapshot: snapshot.clone(), stats: store })
+        },
+        on_complete,
+    )
+}
