@@ -1,0 +1,276 @@
+//! The `nuncio` command line as a library, so that a program with filters
+//! of its own ships nuncio's whole command line plus its filter kinds,
+//! without copying it.
+//!
+//! ```text
+//! nuncio                               built-in default: a page on 127.0.0.1:8080
+//! nuncio --upstream http://HOST:PORT   proxy everything to one service
+//! nuncio -c nuncio.yaml                (also: nuncio run -c nuncio.yaml)
+//! nuncio validate -c nuncio.yaml       exit 0 and a summary, or 1 and every error
+//! ```
+//!
+//! The stock binary is `nuncio::Command::new().run()`. A binary with its own
+//! filters adds their kinds; a config may then name them in a listener's
+//! `filters:` list, and `validate` checks their `config:` blocks like the
+//! rest, naming line and field:
+//!
+//! ```no_run
+//! use std::process::ExitCode;
+//! use std::sync::Arc;
+//!
+//! use nuncio_filter::{ConfigError, Filter, FilterFactory, FilterKind};
+//!
+//! /// A filter that lets everything through (every hook defaults to `Continue`).
+//! struct Noop;
+//! impl Filter for Noop {}
+//!
+//! /// `filters: [ { name: noop } ]`: one `Noop` per stream.
+//! struct NoopKind;
+//! impl FilterKind for NoopKind {
+//!     fn name(&self) -> &'static str {
+//!         "noop"
+//!     }
+//!     fn configure(&self, _config: serde_json::Value) -> Result<Arc<dyn FilterFactory>, ConfigError> {
+//!         Ok(Arc::new(NoopKind))
+//!     }
+//! }
+//! impl FilterFactory for NoopKind {
+//!     fn name(&self) -> &str {
+//!         "noop"
+//!     }
+//!     fn create(&self) -> Box<dyn Filter> {
+//!         Box::new(Noop)
+//!     }
+//! }
+//!
+//! fn main() -> ExitCode {
+//!     nuncio::Command::new().filter_kind(NoopKind).run()
+//! }
+//! ```
+//!
+//! examples/filter-example is a whole crate built this way (an async
+//! filter, its config type, its binary and config), and docs/filters.md
+//! walks through it.
+
+// A command line prints to stdout; that is its job.
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use nuncio_config::Config;
+use nuncio_filter::FilterKind;
+use nuncio_proxy::FilterKinds;
+use tracing::level_filters::LevelFilter;
+
+/// nuncio's command line with a set of filter kinds: the built-in ones
+/// (`nuncio-filters`) and any a program adds.
+///
+/// Every subcommand and flag works the same whatever the kinds; they only
+/// change which names a config's `filters:` lists may use, for `run` and
+/// `validate` alike.
+#[derive(Clone)]
+pub struct Command {
+    kinds: Vec<Arc<dyn FilterKind>>,
+}
+
+impl Command {
+    /// The stock command: the built-in filter kinds.
+    pub fn new() -> Command {
+        Command { kinds: nuncio_filters::builtin() }
+    }
+
+    /// Adds a filter kind the config may name. A kind with the name of one
+    /// already there (built-in or added) replaces it: the last one added
+    /// wins, so a program can swap a built-in for its own version.
+    #[must_use]
+    pub fn filter_kind(mut self, kind: impl FilterKind) -> Command {
+        self.kinds.push(Arc::new(kind));
+        self
+    }
+
+    /// Parses the process's arguments and runs what they say: the proxy
+    /// (until SIGINT or SIGTERM), `validate`, `--help` or `--version`.
+    /// Returns the process's exit code; a usage error exits the process
+    /// with clap's code 2, as the stock binary always did.
+    pub fn run(self) -> ExitCode {
+        let cli = Cli::parse();
+        let kinds = FilterKinds::new(self.kinds);
+        match cli.command {
+            Some(Action::Validate { config }) => validate(&config, &kinds),
+            Some(Action::Run(args)) => run(&args, kinds),
+            None => run(&cli.run, kinds),
+        }
+    }
+}
+
+impl Default for Command {
+    fn default() -> Command {
+        Command::new()
+    }
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Command").field("filter_kinds", &self.kinds.iter().map(|k| k.name()).collect::<Vec<_>>()).finish()
+    }
+}
+
+/// nuncio: an HTTP reverse proxy.
+#[derive(Debug, Parser)]
+#[command(name = "nuncio", version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Action>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Run the proxy (the default).
+    Run(RunArgs),
+    /// Check a config file and exit: 0 and a one-line summary when valid,
+    /// 1 and every error (FILE:LINE:COL: FIELD: MESSAGE) otherwise.
+    Validate {
+        /// The config file.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The YAML config file (see docs/config.md). Without one, nuncio serves
+    /// a built-in page, or proxies to --upstream.
+    #[arg(short = 'c', long = "config", value_name = "FILE", conflicts_with = "upstream")]
+    config: Option<PathBuf>,
+    /// Proxy every request to this service, e.g. http://127.0.0.1:3000.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Where to listen with --upstream.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", requires = "upstream")]
+    listen: SocketAddr,
+    /// Where the admin listener binds, overriding the config's
+    /// `admin.address` (default 127.0.0.1:9901; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Worker threads (default: the config's `workers`, else one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: LevelFilter,
+}
+
+fn validate(path: &std::path::Path, kinds: &FilterKinds) -> ExitCode {
+    match Config::load_with(path, kinds) {
+        Ok(config) => {
+            let routes: usize = config.listeners.iter().map(|l| l.routes.len()).sum();
+            println!(
+                "{}: valid: {} listener(s), {} route(s), {} cluster(s), {} worker(s)",
+                path.display(),
+                config.listeners.len(),
+                routes,
+                config.clusters.len(),
+                config.workers
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &RunArgs, kinds: FilterKinds) -> ExitCode {
+    let set_log_level = init_logging(args.log_level);
+    let config = match (&args.config, &args.upstream) {
+        (Some(path), _) => Config::load_with(path, &kinds),
+        (None, Some(url)) => Config::single_upstream(url, args.listen),
+        (None, None) => Ok(Config::builtin_default()),
+    };
+    let mut config = match config {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(workers) = args.workers {
+        config.workers = workers.max(1);
+    }
+    if let Some(admin) = args.admin {
+        // The flag gets the file's rule: admin changes state, so it stays on
+        // loopback unless the config says `admin.allow_remote: true`.
+        if !admin.ip().is_loopback() && !config.admin.allow_remote {
+            eprintln!(
+                "nuncio: --admin {admin} is not a loopback address; admin can change nuncio's state, \
+                 so set admin.allow_remote: true in a config file to expose it"
+            );
+            return ExitCode::FAILURE;
+        }
+        config.admin.address = admin;
+    }
+    let mut options = nuncio_proxy::Options::default();
+    options.set_log_level = Some(set_log_level);
+    options.filter_kinds = kinds;
+    let result = nuncio_proxy::run(config, options, shutdown_signal(), |addresses| {
+        let mut listeners: Vec<_> = addresses.listeners.iter().collect();
+        listeners.sort();
+        for (name, address) in listeners {
+            tracing::info!("listener {name} on http://{address}");
+        }
+        tracing::info!("admin on http://{}", addresses.admin);
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nuncio: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr at `level`; the returned hook changes the level at run
+/// time (admin `POST /logging?level=`).
+fn init_logging(level: LevelFilter) -> nuncio_proxy::LogLevelHook {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(level);
+    let fmt = tracing_subscriber::fmt::layer().with_target(false).with_ansi(ansi).with_writer(std::io::stderr);
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    Arc::new(move |name: &str| {
+        let level: tracing::Level =
+            name.parse().map_err(|_| format!("unknown level `{name}`: use trace, debug, info, warn or error"))?;
+        handle.modify(|filter| *filter = LevelFilter::from_level(level)).map_err(|e| e.to_string())
+    })
+}
+
+/// SIGINT or SIGTERM. A signal that cannot be watched (no signal support
+/// in this environment) is logged and never fires: nuncio keeps serving
+/// rather than stopping at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let watch = |kind: SignalKind, name: &'static str| {
+        let registered = signal(kind).inspect_err(|e| tracing::warn!(signal = name, error = %e, "cannot watch signal"));
+        async move {
+            match registered {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        }
+    };
+    tokio::select! {
+        () = watch(SignalKind::interrupt(), "SIGINT") => {}
+        () = watch(SignalKind::terminate(), "SIGTERM") => {}
+    }
+    tracing::info!("shutting down");
+}
