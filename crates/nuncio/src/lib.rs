@@ -115,7 +115,9 @@ impl Default for Command {
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Command").field("filter_kinds", &self.kinds.iter().map(|k| k.name()).collect::<Vec<_>>()).finish()
+        f.debug_struct("Command")
+            .field("filter_kinds", &self.kinds.iter().map(|k| k.name()).collect::<Vec<_>>())
+            .finish()
     }
 }
 
