@@ -93,17 +93,27 @@ impl Command {
     }
 
     /// Parses the process's arguments and runs what they say: the proxy
-    /// (until SIGINT or SIGTERM), `validate`, `--help` or `--version`.
-    /// Returns the process's exit code; a usage error exits the process
-    /// with clap's code 2, as the stock binary always did.
+    /// (until SIGINT or SIGTERM) or `validate`, returning the process's
+    /// exit code. `--help`, `--version` and usage errors are answered by
+    /// clap, which exits the process itself (0, or 2 for a usage error),
+    /// as the stock binary always did.
+    ///
+    /// Call it once, from the process's main thread: running the proxy
+    /// makes the calling thread nuncio's main thread until shutdown, and
+    /// installs the process's logger.
     pub fn run(self) -> ExitCode {
         let cli = Cli::parse();
-        let kinds = FilterKinds::new(self.kinds);
+        let kinds = self.kinds();
         match cli.command {
             Some(Action::Validate { config }) => validate(&config, &kinds),
             Some(Action::Run(args)) => run(&args, kinds),
             None => run(&cli.run, kinds),
         }
+    }
+
+    /// The kinds as the config and the server take them.
+    fn kinds(self) -> FilterKinds {
+        FilterKinds::new(self.kinds)
     }
 }
 
@@ -275,4 +285,39 @@ async fn shutdown_signal() {
         () = watch(SignalKind::terminate(), "SIGTERM") => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use nuncio_config::FilterCatalog;
+    use nuncio_filter::{ConfigError, FilterFactory};
+    use serde_json::json;
+
+    use super::*;
+
+    /// A kind named like a built-in, which tells its checks apart from the
+    /// built-in's by refusing every config block with a message of its own.
+    struct MyHeaders;
+
+    impl FilterKind for MyHeaders {
+        fn name(&self) -> &'static str {
+            "headers"
+        }
+
+        fn configure(&self, _config: serde_json::Value) -> Result<Arc<dyn FilterFactory>, ConfigError> {
+            Err(ConfigError::at("", "checked by MyHeaders"))
+        }
+    }
+
+    #[test]
+    fn an_added_kind_joins_the_builtins_and_replaces_one_of_the_same_name() {
+        let builtin_names = Command::new().kinds().names();
+        let kinds = Command::new().filter_kind(MyHeaders).kinds();
+        assert_eq!(kinds.names(), builtin_names, "same names, none twice");
+        // A block the built-in would accept: the added kind checks it.
+        let block = json!({ "response": { "remove": ["server"] } });
+        assert!(Command::new().kinds().check("headers", &block).is_ok());
+        let error = kinds.check("headers", &block).unwrap_err();
+        assert!(format!("{error:?}").contains("checked by MyHeaders"), "{error:?}");
+    }
 }
