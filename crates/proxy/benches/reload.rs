@@ -77,28 +77,34 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 
 fn reload_time(rt: &tokio::runtime::Runtime, app: SocketAddr) {
     println!("## reload time, {ROUTES} routes ({RELOADS} reloads each)\n");
-    println!("| workers | parse + validate (median) | validated → every worker serving: median | p90 | max |");
-    println!("|---|---|---|---|---|");
+    println!("| workers | parse + validate (median) | validated → every worker serving: median | p90 | max | of which building the snapshot (median) | delivery to every worker (median) |");
+    println!("|---|---|---|---|---|---|---|");
     for workers in [2, 8] {
         let _ = rt;
         let first = Config::from_yaml(&yaml(workers, ROUTES, app, 0), "bench.yaml").unwrap();
         let mut server = RunningServer::start(first).unwrap();
-        let (mut parse, mut apply) = (Vec::new(), Vec::new());
+        let (mut parse, mut apply, mut build, mut delivery) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 1..=RELOADS {
             let text = yaml(workers, ROUTES, app, i);
             let started = Instant::now();
             let config = Config::from_yaml(&text, "bench.yaml").unwrap();
             parse.push(started.elapsed());
-            apply.push(server.reload(config).unwrap().duration);
+            let reloaded = server.reload(config).unwrap();
+            apply.push(reloaded.duration);
+            build.push(reloaded.build);
+            delivery.push(reloaded.duration - reloaded.build);
         }
-        parse.sort();
-        apply.sort();
+        for v in [&mut parse, &mut apply, &mut build, &mut delivery] {
+            v.sort();
+        }
         println!(
-            "| {workers} | {:.2} ms | {:.3} ms | {:.3} ms | {:.3} ms |",
+            "| {workers} | {:.2} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms |",
             quantile(&parse, 0.5).as_secs_f64() * 1e3,
             quantile(&apply, 0.5).as_secs_f64() * 1e3,
             quantile(&apply, 0.9).as_secs_f64() * 1e3,
             apply.last().unwrap().as_secs_f64() * 1e3,
+            quantile(&build, 0.5).as_secs_f64() * 1e3,
+            quantile(&delivery, 0.5).as_secs_f64() * 1e3,
         );
         server.shutdown();
     }
@@ -114,8 +120,7 @@ fn load(rt: &tokio::runtime::Runtime, addr: SocketAddr, connections: usize, dura
             .map(|_| {
                 tokio::spawn(async move {
                     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-                    let (mut sender, conn) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+                    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
                     tokio::spawn(conn);
                     let mut latencies = Vec::new();
                     while Instant::now() < until {
