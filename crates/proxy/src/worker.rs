@@ -17,12 +17,18 @@ use crate::snapshot::{Local, Snapshot};
 pub(crate) struct Worker {
     /// The current config snapshot and this worker's stats store for it.
     pub(crate) local: Slot<Local>,
+    /// Load-balancing state and connection pools, by cluster name (in an
+    /// `Rc`: filters' HTTP clients reach the same pools).
+    clusters: Rc<WorkerClusters>,
+}
+
+/// A worker's state of every cluster it served, by name.
+pub(crate) struct WorkerClusters {
     /// Endpoint addresses, health and ejections, from main.
-    pub(crate) hosts: Slot<HostStatus>,
+    hosts: Slot<HostStatus>,
     /// Reports to main (outlier runs).
-    pub(crate) events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
-    /// Load-balancing state and connection pools, by cluster name.
-    clusters: RefCell<HashMap<String, Rc<ClusterState>>>,
+    events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
+    states: RefCell<HashMap<String, Rc<ClusterState>>>,
 }
 
 impl Worker {
@@ -31,15 +37,28 @@ impl Worker {
         hosts: Slot<HostStatus>,
         events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
     ) -> Worker {
-        Worker { local, hosts, events, clusters: RefCell::new(HashMap::new()) }
+        let clusters = Rc::new(WorkerClusters { hosts, events, states: RefCell::new(HashMap::new()) });
+        Worker { local, clusters }
+    }
+
+    /// The worker's cluster states, for a filter's HTTP client to share.
+    pub(crate) fn clusters(&self) -> &Rc<WorkerClusters> {
+        &self.clusters
     }
 
     /// This worker's state for cluster `name` of `snapshot`: kept as long
     /// as the cluster's config is unchanged (pools survive reloads that do
     /// not touch it), rebuilt when it changed.
     pub(crate) fn cluster(&self, snapshot: &Snapshot, name: &str) -> Option<Rc<ClusterState>> {
+        self.clusters.get(snapshot, name)
+    }
+}
+
+impl WorkerClusters {
+    /// See [`Worker::cluster`].
+    pub(crate) fn get(&self, snapshot: &Snapshot, name: &str) -> Option<Rc<ClusterState>> {
         let shared = snapshot.clusters.get(name)?;
-        let mut clusters = self.clusters.borrow_mut();
+        let mut clusters = self.states.borrow_mut();
         match clusters.get(name) {
             Some(state) if Arc::ptr_eq(&state.shared, shared) || *state.shared.config == *shared.config => {
                 Some(state.clone())
