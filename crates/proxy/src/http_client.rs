@@ -104,7 +104,7 @@ impl Call {
             // as forwarding does (nothing was processed upstream).
             let mut free_retry = true;
             loop {
-                let active = state.pick(None, store, stats).map_err(|e| self.pick_error(e, store, stats))?;
+                let active = state.pick(None, store, stats).map_err(|e| self.pick_error(&e, store, stats))?;
                 store.inc(stats.rq_total);
                 let upstream_request = UpstreamRequest {
                     method: parts.method.clone(),
@@ -222,10 +222,10 @@ impl Call {
         Ok(response)
     }
 
-    fn pick_error(&self, error: PickError, store: &Store, stats: &ClusterStats) -> CallError {
+    fn pick_error(&self, error: &PickError, store: &Store, stats: &ClusterStats) -> CallError {
         match error {
             PickError::NoHealthy => CallError::NoHealthyEndpoint { cluster: self.cluster.clone() },
-            PickError::Overflow(breaker) => self.overflow(breaker, store, stats),
+            PickError::Overflow(breaker) => self.overflow(*breaker, store, stats),
         }
     }
 
