@@ -57,6 +57,29 @@ pub trait FilterCatalog {
     /// what. `config` is [`serde_json::Value::Null`] when the block is
     /// absent.
     fn check(&self, name: &str, config: &serde_json::Value) -> Result<(), FilterCheckError>;
+
+    /// [`check`](Self::check), and the clusters the block names (a filter
+    /// that calls other services): the config refuses a name that is not
+    /// one of its clusters, at the field that names it. This is what the
+    /// config calls; the default checks and names no cluster.
+    fn check_with_clusters(
+        &self,
+        name: &str,
+        config: &serde_json::Value,
+    ) -> Result<Vec<FilterClusterRef>, FilterCheckError> {
+        self.check(name, config).map(|()| Vec::new())
+    }
+}
+
+/// A cluster a filter's config block names
+/// ([`FilterCatalog::check_with_clusters`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterClusterRef {
+    /// The field naming it, as a dotted path within the block (`cluster`,
+    /// `services[1].cluster`).
+    pub path: String,
+    /// The cluster's name.
+    pub name: String,
 }
 
 /// Why a [`FilterCatalog`] refused a filter.

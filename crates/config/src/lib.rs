@@ -89,7 +89,7 @@ mod validate;
 use std::net::SocketAddr;
 use std::path::Path;
 
-pub use catalog::{FilterCatalog, FilterCheckError};
+pub use catalog::{FilterCatalog, FilterCheckError, FilterClusterRef};
 /// Parses a duration as the config writes it (`250ms`, `5s`, `1m`, `1h`, `0`),
 /// for filter configs that must read durations the same way.
 pub use duration::parse as parse_duration;

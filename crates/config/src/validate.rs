@@ -569,7 +569,7 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
     );
     let idle_timeout = ctx.timeout(&join(p, "idle_timeout"), &raw.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
     let access_log = raw.access_log.as_ref().map(|a| access_log(ctx, &join(p, "access_log"), a));
-    let filters = raw.filters.as_ref().map_or_else(Vec::new, |list| filters(ctx, &join(p, "filters"), list));
+    let filters = raw.filters.as_ref().map_or_else(Vec::new, |list| filters(ctx, &join(p, "filters"), list, clusters));
     let mut routes = Vec::new();
     match &raw.routes {
         None => ctx.missing(p, "routes", "a listener needs at least one route"),
@@ -598,8 +598,9 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
 }
 
 /// A listener's `filters`, each name and config block checked by the
-/// catalog. Every filter named is kept, in order, even when reported.
-fn filters(ctx: &mut Ctx<'_>, p: &str, list: &[raw::Filter]) -> Vec<FilterSpec> {
+/// catalog, and the clusters a block names checked against `clusters`.
+/// Every filter named is kept, in order, even when reported.
+fn filters(ctx: &mut Ctx<'_>, p: &str, list: &[raw::Filter], clusters: &[&str]) -> Vec<FilterSpec> {
     let mut out = Vec::new();
     for (j, raw) in list.iter().enumerate() {
         let fp = format!("{p}[{j}]");
@@ -615,8 +616,13 @@ fn filters(ctx: &mut Ctx<'_>, p: &str, list: &[raw::Filter]) -> Vec<FilterSpec> 
         let name = ctx.name(&fp, "name", &raw.name, &hint);
         // An empty or malformed name is reported already.
         if !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            match ctx.catalog.check(&name, &config) {
-                Ok(()) => {}
+            match ctx.catalog.check_with_clusters(&name, &config) {
+                Ok(named) => {
+                    for cluster in named.iter().filter(|c| !clusters.contains(&c.name.as_str())) {
+                        let message = unknown_cluster_message(&cluster.name, clusters);
+                        filter_config_error(ctx, &cp, &cluster.path, message);
+                    }
+                }
                 Err(FilterCheckError::UnknownName) => {
                     let known = known_filters(ctx.catalog);
                     ctx.error(&join(&fp, "name"), format!("unknown filter {name:?}; known: {known}"));
@@ -864,12 +870,18 @@ fn cluster_ref(ctx: &mut Ctx<'_>, path: &str, name: &str, clusters: &[&str]) {
     if clusters.contains(&name) {
         return;
     }
+    ctx.error(path, unknown_cluster_message(name, clusters));
+}
+
+/// `unknown cluster "x" (defined: a, b)`: the same words wherever a
+/// cluster is named (routes, filter config blocks).
+fn unknown_cluster_message(name: &str, clusters: &[&str]) -> String {
     let known = if clusters.is_empty() {
         "no clusters are defined".to_owned()
     } else {
         format!("defined: {}", clusters.join(", "))
     };
-    ctx.error(path, format!("unknown cluster {name:?} ({known})"));
+    format!("unknown cluster {name:?} ({known})")
 }
 
 fn route_match(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Match) -> RouteMatch {

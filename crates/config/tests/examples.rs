@@ -2,7 +2,22 @@
 
 use std::path::Path;
 
-use nuncio_config::Config;
+use nuncio_config::{Config, FilterCatalog, FilterCheckError};
+
+/// Takes any filter with any config block: the blocks are the filters'
+/// to check, which this crate does not know (`crates/filters` tests check
+/// the examples that name built-in filters with the real kinds).
+struct AnyFilter;
+
+impl FilterCatalog for AnyFilter {
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn check(&self, _name: &str, _config: &serde_json::Value) -> Result<(), FilterCheckError> {
+        Ok(())
+    }
+}
 
 #[test]
 fn every_example_is_accepted() {
@@ -11,7 +26,7 @@ fn every_example_is_accepted() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            if let Err(errors) = Config::load(&path) {
+            if let Err(errors) = Config::load_with(&path, &AnyFilter) {
                 panic!("{} rejected:\n{errors}", path.display());
             }
             seen.push(path.file_name().unwrap().to_string_lossy().into_owned());

@@ -1,7 +1,7 @@
 //! A listener's `filters`: shape, order, config blocks, and their errors,
 //! checked against a small catalog standing in for nuncio's.
 
-use nuncio_config::{Config, FilterCatalog, FilterCheckError, FilterSpec};
+use nuncio_config::{Config, FilterCatalog, FilterCheckError, FilterClusterRef, FilterSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -388,4 +388,65 @@ listeners:
     let bad = yaml.replace("value: b", "value: [ b ]");
     let e = error(&bad);
     assert!(e.starts_with("nuncio.yaml:14:49: listeners[1].filters[1].config.add[0].value: invalid type"), "{e}");
+}
+
+/// Knows `caller`, whose block names the clusters it calls under
+/// `services: [ { cluster } ]`.
+struct CallerCatalog;
+
+impl FilterCatalog for CallerCatalog {
+    fn names(&self) -> Vec<String> {
+        vec!["caller".into()]
+    }
+
+    fn check(&self, name: &str, config: &Value) -> Result<(), FilterCheckError> {
+        self.check_with_clusters(name, config).map(drop)
+    }
+
+    fn check_with_clusters(&self, name: &str, config: &Value) -> Result<Vec<FilterClusterRef>, FilterCheckError> {
+        if name != "caller" {
+            return Err(FilterCheckError::UnknownName);
+        }
+        let services = config["services"].as_array().cloned().unwrap_or_default();
+        let named = services.iter().enumerate().filter_map(|(i, s)| {
+            let name = s["cluster"].as_str()?.to_owned();
+            Some(FilterClusterRef { path: format!("services[{i}].cluster"), name })
+        });
+        Ok(named.collect())
+    }
+}
+
+#[test]
+fn a_cluster_a_filter_names_must_exist_and_is_reported_at_its_field() {
+    let yaml = "\
+listeners:
+  - name: public
+    address: 127.0.0.1:18080
+    filters:
+      - name: caller
+        config:
+          services:
+            - { cluster: app }
+            - { cluster: nope }
+    routes:
+      - match: { prefix: / }
+        cluster: app
+clusters:
+  - name: app
+    endpoints: [ 127.0.0.1:9000 ]
+";
+    let errors: Vec<String> = match Config::from_yaml_with(yaml, "nuncio.yaml", &CallerCatalog) {
+        Ok(_) => panic!("accepted:\n{yaml}"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    };
+    let line = yaml.lines().position(|l| l.contains("cluster: nope")).unwrap() + 1;
+    let column = yaml.lines().nth(line - 1).unwrap().find("nope").unwrap() + 1;
+    assert_eq!(
+        errors,
+        [format!(
+            "nuncio.yaml:{line}:{column}: listeners[0].filters[0].config.services[1].cluster: \
+             unknown cluster \"nope\" (defined: app)"
+        )]
+    );
+    assert!(Config::from_yaml_with(&yaml.replace("nope", "app"), "nuncio.yaml", &CallerCatalog).is_ok());
 }

@@ -14,6 +14,31 @@ pub trait FilterFactory: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// A new instance for a new stream.
     fn create(&self) -> Box<dyn Filter>;
+
+    /// The clusters this filter calls through
+    /// [`HttpClient`](crate::HttpClient), each with the field of its config
+    /// block that names it. The config refuses a block naming a cluster it
+    /// does not define, at that field's line. Default: none.
+    fn clusters(&self) -> Vec<ClusterRef> {
+        Vec::new()
+    }
+}
+
+/// A cluster a filter's config names ([`FilterFactory::clusters`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterRef {
+    /// The field naming it, as a dotted path within the config block
+    /// (`cluster`, `services[1].cluster`), for the error's line and field.
+    pub path: String,
+    /// The cluster's name.
+    pub name: String,
+}
+
+impl ClusterRef {
+    /// Cluster `name`, named at `path` within the block.
+    pub fn at(path: impl Into<String>, name: impl Into<String>) -> ClusterRef {
+        ClusterRef { path: path.into(), name: name.into() }
+    }
 }
 
 /// A kind of filter the config can name (`filters: [ { name: KIND, config: {...} } ]`).

@@ -3,6 +3,7 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -10,6 +11,7 @@ use nuncio_context::Context;
 
 use crate::handle::StreamHandle;
 use crate::head::{RequestHead, ResponseHead};
+use crate::http_client::HttpClient;
 use crate::status::{Hook, Status};
 
 /// An HTTP filter: one instance per stream, created on the stream's worker
@@ -79,12 +81,21 @@ pub struct StreamCx {
     cluster: Option<String>,
     state: HashMap<TypeId, Box<dyn Any>>,
     handle: Option<StreamHandle>,
+    http_client: Option<Rc<dyn HttpClient>>,
 }
 
 impl StreamCx {
     /// A stream's filter context (made by the proxy).
     pub fn new(context: Context, downstream: SocketAddr) -> StreamCx {
-        StreamCx { context, downstream, route: None, cluster: None, state: HashMap::new(), handle: None }
+        StreamCx {
+            context,
+            downstream,
+            route: None,
+            cluster: None,
+            state: HashMap::new(),
+            handle: None,
+            http_client: None,
+        }
     }
 
     /// Gives the stream a handle (the proxy, with the stream's mailbox).
@@ -98,6 +109,19 @@ impl StreamCx {
     /// answers handle calls between hooks, not during one.
     pub fn handle(&self) -> Option<StreamHandle> {
         self.handle.clone()
+    }
+
+    /// Gives the stream an HTTP client (the proxy, on the stream's worker).
+    pub fn set_http_client(&mut self, client: Rc<dyn HttpClient>) {
+        self.http_client = Some(client);
+    }
+
+    /// The client for HTTP calls to the config's clusters from this
+    /// stream's worker (see [`HttpClient`]); pass it [`StreamCx::context`]
+    /// so that the call ends with the stream. `None` only for a stream
+    /// made without one (tests).
+    pub fn http_client(&self) -> Option<Rc<dyn HttpClient>> {
+        self.http_client.clone()
     }
 
     /// The stream's context: cancelled when the stream ends for any reason
@@ -151,6 +175,7 @@ impl std::fmt::Debug for StreamCx {
             .field("route", &self.route)
             .field("cluster", &self.cluster)
             .field("state", &self.state.len())
+            .field("http_client", &self.http_client.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -25,6 +25,14 @@
 //! A hook that completes synchronously returns [`Hook::Done`]: no heap
 //! allocation.
 //!
+//! # Calls to other services
+//!
+//! An async hook can make HTTP requests to the config's clusters through
+//! [`StreamCx::http_client`] ([`HttpClient`]: the proxy's pools, balancing
+//! and breakers, bounded by the stream's context). A filter that calls a
+//! cluster names it in [`FilterFactory::clusters`], so that a config
+//! naming a cluster that does not exist is refused at load.
+//!
 //! # Example
 //!
 //! ```
@@ -53,6 +61,7 @@ mod factory;
 mod filter;
 mod handle;
 mod head;
+mod http_client;
 mod mailbox;
 mod status;
 mod sync;
@@ -61,11 +70,12 @@ mod sync;
 mod tests;
 
 pub use bytes::{Bytes, BytesMut};
-pub use factory::{ConfigError, FilterFactory, FilterKind, parse_config};
+pub use factory::{ClusterRef, ConfigError, FilterFactory, FilterKind, parse_config};
 pub use filter::{Filter, StreamCx};
 pub use handle::{StreamHandle, StreamOps};
 pub use head::{RequestHead, ResponseHead};
 pub use http;
+pub use http_client::{CallError, CallFuture, CallOptions, DEFAULT_MAX_RESPONSE_BYTES, HttpClient};
 pub use mailbox::Mailbox;
 #[doc(hidden)]
 pub use mailbox::live_mailboxes;

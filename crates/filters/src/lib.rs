@@ -16,9 +16,7 @@
 //! | [`local_ratelimit`] | a token bucket per worker; empty → `429` with `retry-after` | `{ tokens: N, fill: N (default tokens), interval: 1s }` |
 //! | [`buffer`] | holds the request body until it is complete, so the upstream gets it at once; over the limit → `413` | `{ max_bytes: N }` (≤ 1 MiB) |
 //! | [`request_signature`] | adds an HMAC-SHA256 of method, authority, path and chosen fields, computed on the [extension pool](pool): the off-worker reference | `{ key: "...", header: x-signature, headers: [names] }` |
-//!
-//! Not here yet: `ext_authz`, which needs the proxy to offer filters an
-//! HTTP call to another cluster (it does not yet).
+//! | [`ext_authz`] | asks an HTTP authorization service (a cluster) about each request: 2xx → on (copying chosen fields), else its answer to the client; no answer → `status_on_error`, or on when `failure_mode_allow`: the async-on-the-worker reference | `{ cluster: NAME, path_prefix: /authz, timeout: 200ms, headers_to_send: [names], headers_to_copy: [names], failure_mode_allow: false, status_on_error: 403 }` |
 //!
 //! # The threading rule
 //!
@@ -34,7 +32,10 @@
 //! [`StreamHandle`](nuncio_filter::StreamHandle) to the [extension
 //! pool](pool), and the pool thread moves the request fields out, signs,
 //! moves them back and resumes the stream — or finds it gone
-//! (`StreamGone`) and stops.
+//! (`StreamGone`) and stops. Waiting on I/O stays on the worker:
+//! `ext_authz`'s hook is a future awaiting an HTTP call to a cluster
+//! through the stream's [`HttpClient`](nuncio_filter::HttpClient), dropped
+//! (and the call with it) if the client leaves.
 //!
 //! # Example
 //!
@@ -68,6 +69,7 @@ use nuncio_filter::FilterKind;
 
 pub mod buffer;
 mod duration;
+pub mod ext_authz;
 pub mod headers;
 pub mod local_ratelimit;
 pub mod pool;
@@ -75,13 +77,14 @@ pub mod request_signature;
 mod template;
 
 /// Every built-in filter kind, for the config to name: `headers`,
-/// `local_ratelimit`, `buffer`, `request_signature`.
+/// `local_ratelimit`, `buffer`, `request_signature`, `ext_authz`.
 pub fn builtin() -> Vec<Arc<dyn FilterKind>> {
     vec![
         Arc::new(headers::HeadersKind),
         Arc::new(local_ratelimit::LocalRateLimitKind),
         Arc::new(buffer::BufferKind),
         Arc::new(request_signature::RequestSignatureKind),
+        Arc::new(ext_authz::ExtAuthzKind),
     ]
 }
 
@@ -92,7 +95,7 @@ mod tests {
     #[test]
     fn builtin_names_are_unique_and_as_documented() {
         let names: Vec<&str> = builtin().iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["headers", "local_ratelimit", "buffer", "request_signature"]);
+        assert_eq!(names, ["headers", "local_ratelimit", "buffer", "request_signature", "ext_authz"]);
     }
 
     #[test]

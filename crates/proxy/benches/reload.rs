@@ -77,7 +77,9 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 
 fn reload_time(rt: &tokio::runtime::Runtime, app: SocketAddr) {
     println!("## reload time, {ROUTES} routes ({RELOADS} reloads each)\n");
-    println!("| workers | parse + validate (median) | validated → every worker serving: median | p90 | max | of which building the snapshot (median) | delivery to every worker (median) |");
+    println!(
+        "| workers | parse + validate (median) | validated → every worker serving: median | p90 | max | of which building the snapshot (median) | delivery to every worker (median) |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for workers in [2, 8] {
         let _ = rt;

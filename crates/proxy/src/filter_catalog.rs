@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use nuncio_config::{FilterCatalog, FilterCheckError, FilterSpec};
+use nuncio_config::{FilterCatalog, FilterCheckError, FilterClusterRef, FilterSpec};
 use nuncio_filter::{FilterFactory, FilterKind};
 
 /// A set of filter kinds, by name.
@@ -38,10 +38,21 @@ impl FilterCatalog for FilterKinds {
     }
 
     fn check(&self, name: &str, config: &serde_json::Value) -> Result<(), FilterCheckError> {
+        self.check_with_clusters(name, config).map(drop)
+    }
+
+    /// Configures the kind (the factory is dropped: snapshots make their
+    /// own) and reports the clusters the factory says it calls.
+    fn check_with_clusters(
+        &self,
+        name: &str,
+        config: &serde_json::Value,
+    ) -> Result<Vec<FilterClusterRef>, FilterCheckError> {
         let kind = self.find(name).ok_or(FilterCheckError::UnknownName)?;
-        kind.configure(config.clone())
-            .map(drop)
-            .map_err(|e| FilterCheckError::Config { path: e.path, message: e.message })
+        let factory = kind
+            .configure(config.clone())
+            .map_err(|e| FilterCheckError::Config { path: e.path, message: e.message })?;
+        Ok(factory.clusters().into_iter().map(|c| FilterClusterRef { path: c.path, name: c.name }).collect())
     }
 }
 

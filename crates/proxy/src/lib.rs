@@ -52,6 +52,7 @@ mod error;
 mod filter_catalog;
 mod filter_manager;
 mod flow_control;
+mod http_client;
 mod listener;
 mod message;
 mod reload;

@@ -64,7 +64,8 @@ pub(crate) async fn serve(
     // ends it, so that filter work for it stops too.
     let (stream_ctx, _stream_cancel) = ctx.with_cancel();
     if let Some(factories) = &listener.filters {
-        let cx = nuncio_filter::StreamCx::new(stream_ctx.clone(), downstream.peer());
+        let mut cx = nuncio_filter::StreamCx::new(stream_ctx.clone(), downstream.peer());
+        cx.set_http_client(crate::http_client::ClusterClient::for_stream(local));
         downstream.filters = Some(Box::new(Chain::new(factories, cx)));
     }
     answer(worker, local, listener, downstream, &mut request, &stream_ctx, &mut info).await;
@@ -417,7 +418,7 @@ static X_NUNCIO_EXPECTED_TIMEOUT_MS: header::HeaderName =
 static GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-timeout");
 
 /// Whether the request is gRPC (`content-type: application/grpc...`).
-fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
@@ -443,7 +444,7 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
 /// The time left before `deadline`, as the upstream should hear it:
 /// `grpc-timeout: Nm` for gRPC, `x-nuncio-expected-timeout-ms: N` otherwise
 /// (Envoy's `x-envoy-expected-rq-timeout-ms`).
-fn time_left_header(deadline: Instant, grpc: bool) -> (header::HeaderName, HeaderValue) {
+pub(crate) fn time_left_header(deadline: Instant, grpc: bool) -> (header::HeaderName, HeaderValue) {
     let ms = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
     if grpc {
         // At most 8 digits: past that, say it in seconds.

@@ -1,21 +1,25 @@
 //! Fixtures for running the built-in filters through the real proxy (the
 //! patterns of `crates/proxy/tests/support`, trimmed to what these tests
-//! use): nuncio started from YAML with filter factories for its listener,
-//! a raw HTTP/1.1 upstream that records what it receives (chunk by chunk),
+//! use): nuncio started from YAML with filter factories for its listener
+//! (or from a whole config naming built-in filters), a raw HTTP/1.1
+//! upstream that records what it receives (chunk by chunk), an
+//! authorization service (HTTP/1.1 or h2c) answering as a test scripts it,
 //! and a raw client.
 //!
 //! Every server binds 127.0.0.1 only; every wait is bounded by [`TIMEOUT`].
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use nuncio_config::Config;
-use nuncio_proxy::{FilterFactory, Options, RunningServer};
+use nuncio_proxy::{FilterFactory, FilterKinds, Options, RunningServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The longest any single wait may take. Generous: a loaded 2-core
@@ -60,6 +64,17 @@ clusters:
         Proxy { server: RunningServer::start_with(config, options).expect("nuncio starts") }
     }
 
+    /// nuncio from a whole config, loaded as the `nuncio` command loads
+    /// one (the built-in filter kinds), each `{name}` replaced by the
+    /// address given for it. The config names its listener `main`.
+    pub fn from_yaml(yaml: &str, addresses: &[(&str, SocketAddr)]) -> Proxy {
+        let yaml = with_addresses(yaml, addresses);
+        let config = load(&yaml).unwrap_or_else(|e| panic!("bad test config:\n{e}\n{yaml}"));
+        let mut options = Options::default();
+        options.filter_kinds = builtin_kinds();
+        Proxy { server: RunningServer::start_with(config, options).expect("nuncio starts") }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.server.listener("main").expect("listener main")
     }
@@ -78,6 +93,32 @@ clusters:
     pub fn get(&self, path: &str) -> Reply {
         self.exchange(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
     }
+}
+
+/// The filter kinds the `nuncio` command knows.
+pub fn builtin_kinds() -> FilterKinds {
+    FilterKinds::new(nuncio_filters::builtin())
+}
+
+/// `yaml` checked as the `nuncio` command checks a file named
+/// `nuncio.yaml`; the errors as it prints them.
+pub fn load(yaml: &str) -> Result<Config, String> {
+    Config::from_yaml_with(yaml, "nuncio.yaml", &builtin_kinds()).map_err(|e| e.to_string())
+}
+
+/// `yaml` with each `{name}` replaced by its address.
+pub fn with_addresses(yaml: &str, addresses: &[(&str, SocketAddr)]) -> String {
+    let mut yaml = yaml.to_owned();
+    for (name, address) in addresses {
+        yaml = yaml.replace(&format!("{{{name}}}"), &address.to_string());
+    }
+    yaml
+}
+
+/// An address nothing listens on (bound, then closed).
+pub fn dead_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().unwrap()
 }
 
 // ------------------------------------------------------------- upstream --
@@ -162,6 +203,175 @@ impl Upstream {
     pub fn last_request(&self) -> Seen {
         self.requests().pop().expect("the upstream received a request")
     }
+}
+
+// ------------------------------------------------ authorization service --
+
+/// What the authorization service answers a check.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// This status, these fields, this body.
+    Respond { status: u16, headers: Vec<(String, String)>, body: String },
+    /// No answer: waits until the proxy gives up on the call (closes the
+    /// connection, or resets the HTTP/2 stream), and counts it abandoned.
+    Hold,
+}
+
+impl Answer {
+    /// `status` with no field and no body.
+    pub fn status(status: u16) -> Answer {
+        Answer::Respond { status, headers: Vec::new(), body: String::new() }
+    }
+
+    /// The same with one more field.
+    pub fn with(self, name: &str, value: &str) -> Answer {
+        match self {
+            Answer::Respond { status, mut headers, body } => {
+                headers.push((name.to_owned(), value.to_owned()));
+                Answer::Respond { status, headers, body }
+            }
+            Answer::Hold => Answer::Hold,
+        }
+    }
+
+    /// The same with this body.
+    pub fn body(self, text: &str) -> Answer {
+        match self {
+            Answer::Respond { status, headers, .. } => Answer::Respond { status, headers, body: text.to_owned() },
+            Answer::Hold => Answer::Hold,
+        }
+    }
+}
+
+type Script = Arc<dyn Fn(&Seen) -> Answer + Send + Sync>;
+
+/// An authorization service on `127.0.0.1:0`: records every check it
+/// receives and answers as `script` says. Stops accepting when dropped.
+pub struct Authz {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Seen>>>,
+    abandoned: Arc<AtomicUsize>,
+    accept: tokio::task::AbortHandle,
+}
+
+impl Drop for Authz {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl Authz {
+    /// Speaking HTTP/1.1 (keep-alive).
+    pub fn start(script: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Authz {
+        Authz::serve(Arc::new(script), |conn, state| async move {
+            let mut conn = RawConn { stream: conn, buf: Vec::new() };
+            while let Some(request) = conn.read_request().await {
+                state.requests.lock().unwrap().push(request.clone());
+                match (state.script)(&request) {
+                    Answer::Respond { status, headers, body } => {
+                        let mut head = format!("HTTP/1.1 {status} Scripted\r\ncontent-length: {}\r\n", body.len());
+                        for (name, value) in headers {
+                            head.push_str(&format!("{name}: {value}\r\n"));
+                        }
+                        head.push_str("\r\n");
+                        if conn.stream.write_all(format!("{head}{body}").as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                    Answer::Hold => {
+                        while conn.fill().await.is_some() {}
+                        state.abandoned.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Speaking HTTP/2 with prior knowledge (h2c), as a `protocol: http2`
+    /// cluster expects.
+    pub fn start_h2(script: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Authz {
+        Authz::serve(Arc::new(script), |conn, state| async move {
+            let Ok(mut connection) = h2::server::handshake(conn).await else { return };
+            while let Some(Ok((request, mut respond))) = connection.accept().await {
+                let mut headers = request.headers().clone();
+                if let Some(authority) = request.uri().authority() {
+                    headers.insert(http::header::HOST, HeaderValue::from_str(authority.as_str()).unwrap());
+                }
+                let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                let seen = Seen {
+                    method: request.method().to_string(),
+                    target,
+                    headers,
+                    body: Vec::new(),
+                    chunks: Vec::new(),
+                };
+                state.requests.lock().unwrap().push(seen.clone());
+                match (state.script)(&seen) {
+                    Answer::Respond { status, headers, body } => {
+                        let mut response = http::Response::builder().status(status);
+                        for (name, value) in headers {
+                            response = response.header(name, value);
+                        }
+                        let response = response.body(()).unwrap();
+                        let Ok(mut send) = respond.send_response(response, body.is_empty()) else { continue };
+                        if !body.is_empty() {
+                            let _ = send.send_data(bytes::Bytes::from(body), true);
+                        }
+                    }
+                    Answer::Hold => {
+                        let state = state.clone();
+                        tokio::spawn(async move {
+                            let _ = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
+                            state.abandoned.fetch_add(1, Ordering::SeqCst);
+                        });
+                    }
+                }
+            }
+        })
+    }
+
+    fn serve<F, Fut>(script: Script, on_connection: F) -> Authz
+    where
+        F: Fn(tokio::net::TcpStream, Arc<AuthzState>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = rt().block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind authz");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(AuthzState { script, requests: Arc::default(), abandoned: Arc::default() });
+        let (requests, abandoned) = (state.requests.clone(), state.abandoned.clone());
+        let accept = rt().spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                tokio::spawn(on_connection(stream, state.clone()));
+            }
+        });
+        Authz { addr, requests, abandoned, accept: accept.abort_handle() }
+    }
+
+    /// Every check received so far, in order.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The last check received.
+    pub fn last_request(&self) -> Seen {
+        self.requests().pop().expect("the authorization service received a check")
+    }
+
+    /// Checks held ([`Answer::Hold`]) that the proxy gave up on.
+    pub fn abandoned(&self) -> usize {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+}
+
+pub struct AuthzState {
+    script: Script,
+    requests: Arc<Mutex<Vec<Seen>>>,
+    abandoned: Arc<AtomicUsize>,
 }
 
 struct RawConn {

@@ -8,9 +8,9 @@ use nuncio_http1::{BodyDecoder, BodyEvent, BodyFraming, Limits, ResponseDecoder}
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{BodyError, RequestBody, TryError, UpstreamRequest, UpstreamResponse};
+use super::{BodyError, RequestBody, RequestSource, TryError, UpstreamRequest, UpstreamResponse};
 use crate::cluster::{ActiveRequest, ConnectionGuard};
-use crate::downstream::{Downstream, ReadError};
+use crate::downstream::ReadError;
 use crate::message::{BodyFrame, BodySize, ResponseHead};
 
 /// A connection to an upstream, with its read buffer (reused across the
@@ -87,7 +87,7 @@ pub(crate) async fn send(
     active: &ActiveRequest<'_>,
     request: &UpstreamRequest<'_>,
     body: &mut RequestBody,
-    downstream: &mut Downstream<'_>,
+    source: &mut impl RequestSource,
 ) -> Result<UpstreamResponse, TryError> {
     let mut upstream = active.connection().await.map_err(TryError::Connect)?;
     let reused = upstream.reused;
@@ -124,7 +124,7 @@ pub(crate) async fn send(
             write_all_vectored(&mut upstream.stream, &[&head]).await.map_err(reset)?;
             let chunked = framing == BodyFraming::Chunked;
             let mut trailers = None;
-            while let Some(frame) = downstream.read_body().await.map_err(TryError::Downstream)? {
+            while let Some(frame) = source.read_body().await.map_err(TryError::Downstream)? {
                 match frame {
                     BodyFrame::Data(data) if chunked => {
                         let size = nuncio_http1::ChunkSizeLine::new(data.len() as u64).expect("a chunk is never empty");
@@ -173,7 +173,7 @@ pub(crate) async fn send(
         // A client that leaves meanwhile takes its upstream request with it.
         let read = tokio::select! {
             read = upstream.read_more() => read,
-            () = downstream.closed() => return Err(TryError::Downstream(ReadError::Closed)),
+            () = source.closed() => return Err(TryError::Downstream(ReadError::Closed)),
         };
         match read {
             Ok(0) | Err(_) => return Err(TryError::Reset { reused }),

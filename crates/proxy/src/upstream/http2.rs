@@ -18,9 +18,9 @@ use h2::{Reason, RecvStream, SendStream};
 use http::uri::{Authority, Scheme};
 use http::{Uri, Version, header};
 
-use super::{BodyError, RequestBody, TryError, UpstreamRequest, UpstreamResponse};
+use super::{BodyError, RequestBody, RequestSource, TryError, UpstreamRequest, UpstreamResponse};
 use crate::cluster::{ActiveRequest, ConnectError, ConnectionGuard};
-use crate::downstream::{Downstream, ReadError};
+use crate::downstream::ReadError;
 use crate::flow_control::send_all;
 use crate::message::{BodyFrame, BodySize, ResponseHead};
 
@@ -37,7 +37,7 @@ pub(crate) async fn send(
     active: &ActiveRequest<'_>,
     request: &UpstreamRequest<'_>,
     body: &mut RequestBody,
-    downstream: &mut Downstream<'_>,
+    source: &mut impl RequestSource,
 ) -> Result<UpstreamResponse, TryError> {
     let (mut sender, slot, reused) = sender(active).await?;
     let peer = slot.peer();
@@ -80,7 +80,7 @@ pub(crate) async fn send(
         RequestBody::Streaming { .. } => false,
     };
     let (response, mut stream) = sender.send_request(upstream_request, empty).map_err(fail)?;
-    let sent = send_body(&mut stream, body, empty, downstream).await;
+    let sent = send_body(&mut stream, body, empty, source).await;
     // An upstream may answer before taking the whole body and then reset
     // the request side (RFC 9113 §8.1): a response, if one came, wins over
     // the failed send.
@@ -88,7 +88,7 @@ pub(crate) async fn send(
         Ok(()) => tokio::select! {
             // A client that leaves meanwhile takes its upstream stream with it.
             response = response => response.map_err(fail)?,
-            () = downstream.closed() => return Err(TryError::Downstream(ReadError::Closed)),
+            () = source.closed() => return Err(TryError::Downstream(ReadError::Closed)),
         },
         Err(SendError::Downstream(e)) => return Err(TryError::Downstream(e)),
         Err(SendError::Upstream(e)) => match tokio::time::timeout(EARLY_RESPONSE_WAIT, response).await {
@@ -118,7 +118,7 @@ async fn send_body(
     stream: &mut SendStream<Bytes>,
     body: &mut RequestBody,
     empty: bool,
-    downstream: &mut Downstream<'_>,
+    source: &mut impl RequestSource,
 ) -> Result<(), SendError> {
     match body {
         RequestBody::Empty => {}
@@ -133,7 +133,7 @@ async fn send_body(
         RequestBody::Streaming { started } => {
             *started = true;
             loop {
-                match downstream.read_body().await.map_err(SendError::Downstream)? {
+                match source.read_body().await.map_err(SendError::Downstream)? {
                     Some(BodyFrame::Data(data)) => send_all(stream, data).await.map_err(SendError::Upstream)?,
                     Some(BodyFrame::Trailers(trailers)) => {
                         return stream.send_trailers(trailers).map_err(SendError::Upstream);

@@ -4,6 +4,9 @@
 //! [`send`] is the one entry: the stream layer does not know whether the
 //! cluster speaks HTTP/1.1 (nuncio's codec, pooled connections) or HTTP/2
 //! (the `h2` crate, one multiplexed connection per endpoint per worker).
+//! Who asked is a [`RequestSource`]: a client's [`Downstream`] (a streamed
+//! body, and a client that may leave), or [`NoClient`] for nuncio's own
+//! requests (a filter's call), whose body is buffered whole.
 
 pub(crate) mod http1;
 pub(crate) mod http2;
@@ -118,16 +121,53 @@ impl ResponseBody {
 }
 
 /// One try: the request (head and body) sent to `active`'s endpoint in
-/// `protocol`, the response head received.
-pub(crate) async fn send(
+/// `protocol`, the response head received. A [`RequestBody::Streaming`]
+/// body comes from `source`; a source that leaves cancels the try.
+pub(crate) async fn send<S: RequestSource>(
     protocol: UpstreamProtocol,
     active: &ActiveRequest<'_>,
     request: &UpstreamRequest<'_>,
     body: &mut RequestBody,
-    downstream: &mut Downstream<'_>,
+    source: &mut S,
 ) -> Result<UpstreamResponse, TryError> {
     match protocol {
-        UpstreamProtocol::Http1 => http1::send(active, request, body, downstream).await,
-        UpstreamProtocol::Http2 => http2::send(active, request, body, downstream).await,
+        UpstreamProtocol::Http1 => http1::send(active, request, body, source).await,
+        UpstreamProtocol::Http2 => http2::send(active, request, body, source).await,
+    }
+}
+
+/// Who a try is made for: where a streamed request body comes from, and
+/// whether they are still there. Worker-local.
+pub(crate) trait RequestSource {
+    /// The next piece of the request body; `None` once it ended.
+    async fn read_body(&mut self) -> Result<Option<BodyFrame>, ReadError>;
+
+    /// Resolves when whoever asked is gone (the try is abandoned then).
+    /// Cancel-safe.
+    async fn closed(&mut self);
+}
+
+impl RequestSource for Downstream<'_> {
+    async fn read_body(&mut self) -> Result<Option<BodyFrame>, ReadError> {
+        Downstream::read_body(self).await
+    }
+
+    async fn closed(&mut self) {
+        Downstream::closed(self).await;
+    }
+}
+
+/// A request nuncio makes itself (a filter's HTTP call): its body is
+/// [`RequestBody::Empty`] or [`RequestBody::Buffered`], never streamed, and
+/// nobody can leave midway (the caller's context bounds the call instead).
+pub(crate) struct NoClient;
+
+impl RequestSource for NoClient {
+    async fn read_body(&mut self) -> Result<Option<BodyFrame>, ReadError> {
+        Ok(None)
+    }
+
+    async fn closed(&mut self) {
+        std::future::pending::<()>().await;
     }
 }

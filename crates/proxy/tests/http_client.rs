@@ -1,0 +1,132 @@
+//! A filter's HTTP calls to clusters (`StreamCx::http_client`) through the
+//! real proxy, against real upstreams: the request as sent, the response
+//! read whole, and each way a call fails.
+//!
+//! The test filter calls the cluster named in the client's `x-call`
+//! field with the client's method, path and body, and answers the client
+//! itself with what came back: `200` and `status=S body=B` for a
+//! response, `502` and the error's `Debug` for a failure.
+
+mod support;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use nuncio_config::Config;
+use nuncio_filter::{CallOptions, Filter, FilterFactory, Hook, RequestHead, Status, StreamCx};
+use nuncio_proxy::{Options, RunningServer};
+use support::{Upstream, exchange};
+
+/// Calls `x-call`'s cluster; body limit `max_response_bytes`.
+struct Caller {
+    max_response_bytes: usize,
+}
+
+impl Filter for Caller {
+    fn request_headers<'a>(&'a mut self, cx: &'a mut StreamCx, head: &'a mut RequestHead, _eos: bool) -> Hook<'a> {
+        let client = cx.http_client().expect("the proxy gives every stream a client");
+        let cluster = head.headers.get("x-call").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let body = head.headers.get("x-call-body").map_or(Bytes::new(), |v| Bytes::copy_from_slice(v.as_bytes()));
+        let mut request = http::Request::new(body);
+        *request.method_mut() = head.method.clone();
+        *request.uri_mut() = head.uri.clone();
+        let options = CallOptions { max_response_bytes: self.max_response_bytes, ..CallOptions::default() };
+        let call = client.call(&cluster, request, cx.context(), options);
+        Hook::pending(async move {
+            match call.await {
+                Ok(response) => {
+                    let text =
+                        format!("status={} body={}", response.status(), String::from_utf8_lossy(response.body()));
+                    Status::local_reply(StatusCode::OK, text)
+                }
+                Err(error) => Status::local_reply(StatusCode::BAD_GATEWAY, format!("{error:?}")),
+            }
+        })
+    }
+}
+
+struct CallerFactory {
+    max_response_bytes: usize,
+}
+
+impl FilterFactory for CallerFactory {
+    fn name(&self) -> &str {
+        "caller"
+    }
+
+    fn create(&self) -> Box<dyn Filter> {
+        Box::new(Caller { max_response_bytes: self.max_response_bytes })
+    }
+}
+
+/// nuncio whose listener `main` runs the caller; cluster `service` is
+/// `service` (speaking `protocol`).
+fn start(service: std::net::SocketAddr, protocol: &str, max_response_bytes: usize) -> RunningServer {
+    let mut options = Options::default();
+    let caller: Arc<dyn FilterFactory> = Arc::new(CallerFactory { max_response_bytes });
+    options.filters.insert("main".to_owned(), vec![caller].into());
+    let yaml = format!(
+        "
+admin: {{ address: 127.0.0.1:0 }}
+workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    routes: [ {{ match: {{}}, direct_response: {{ status: 204 }} }} ]
+clusters:
+  - name: service
+    endpoints: [ '{service}' ]
+    protocol: {protocol}
+"
+    );
+    let config = Config::from_yaml(&yaml, "test.yaml").unwrap_or_else(|e| panic!("bad test config:\n{e}"));
+    RunningServer::start_with(config, options).expect("nuncio starts")
+}
+
+fn call(server: &RunningServer, request: &str) -> support::Reply {
+    exchange(server.listener("main").unwrap(), request)
+}
+
+#[test]
+fn a_call_sends_method_path_and_body_and_reads_the_whole_answer() {
+    for (protocol, upstream) in [("http1", Upstream::echo("service")), ("http2", Upstream::echo_h2("service"))] {
+        let server = start(upstream.addr, protocol, 1024);
+        let reply =
+            call(&server, "PUT /items/7?x=1 HTTP/1.1\r\nHost: shop\r\nX-Call: service\r\nX-Call-Body: hello\r\n\r\n");
+        assert_eq!(reply.text(), "status=200 OK body=hello", "{protocol}");
+        let seen = upstream.last_request();
+        assert_eq!((seen.method.as_str(), seen.target.as_str()), ("PUT", "/items/7?x=1"), "{protocol}");
+        assert_eq!(seen.body, b"hello", "{protocol}");
+        // No `Host` given: the cluster's name.
+        let host = seen.authority.clone().unwrap_or_else(|| seen.header("host").to_owned());
+        assert_eq!(host, "service", "{protocol}");
+        assert!(seen.header("x-nuncio-expected-timeout-ms").is_empty(), "no deadline, no time left: {protocol}");
+    }
+}
+
+#[test]
+fn a_cluster_the_config_lacks_fails_the_call_clearly() {
+    let upstream = Upstream::echo("service");
+    let server = start(upstream.addr, "http1", 1024);
+    let reply = call(&server, "GET / HTTP/1.1\r\nHost: t\r\nX-Call: nowhere\r\n\r\n");
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.text(), "UnknownCluster { cluster: \"nowhere\" }");
+    assert!(upstream.requests().is_empty());
+}
+
+#[test]
+fn an_answer_over_the_limit_fails_the_call() {
+    // Declared too long, and chunked past the limit.
+    let sized = Upstream::fixed("sized", b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n01234567890123456789");
+    let chunked = Upstream::fixed(
+        "chunked",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n8\r\n01234567\r\n8\r\n01234567\r\n0\r\n\r\n",
+    );
+    for upstream in [sized, chunked] {
+        let server = start(upstream.addr, "http1", 10);
+        let reply = call(&server, "GET / HTTP/1.1\r\nHost: t\r\nX-Call: service\r\n\r\n");
+        assert_eq!(reply.status, 502);
+        assert_eq!(reply.text(), "ResponseTooLarge { cluster: \"service\", limit: 10 }");
+    }
+}
