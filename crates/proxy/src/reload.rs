@@ -460,15 +460,18 @@ fn keep_restart_only_settings(config: &mut Config, running: &Config) {
 /// Sends `snapshot` to every thread with a stats store of its own for it
 /// (main gets each store through `stores`: the admin sums them), then
 /// calls `on_complete` on main once every worker has it. Workers drop the
-/// state of clusters it no longer has.
+/// state of clusters it no longer has. The snapshot a thread replaces is
+/// freed at the end of that loop turn (deferred drop), after the swap is
+/// reported: freeing a big route table must not delay the completion.
 pub(crate) fn deliver(
     slot: &Slot<Local>,
     snapshot: Arc<Snapshot>,
     stores: std::sync::mpsc::Sender<Arc<Store>>,
     on_complete: impl FnOnce() + Send + 'static,
 ) -> Result<(), nuncio_runtime::Error> {
-    slot.set_then(
-        move |d| {
+    slot.run_on_all_threads(
+        move |current| {
+            let Some(d) = Dispatcher::current() else { return };
             let worker = d.name().strip_prefix("nuncio-worker-").unwrap_or(d.name());
             let store = Store::new(&snapshot.stats.defs, worker);
             let version = i64::try_from(snapshot.version).unwrap_or(i64::MAX);
@@ -477,7 +480,9 @@ pub(crate) fn deliver(
             if let Some(worker) = crate::worker::Worker::current() {
                 worker.retain_clusters(&snapshot);
             }
-            Arc::new(Local { snapshot: snapshot.clone(), stats: store })
+            if let Some(old) = current.replace(Arc::new(Local { snapshot: snapshot.clone(), stats: store })) {
+                d.deferred_drop(old);
+            }
         },
         on_complete,
     )
