@@ -279,6 +279,10 @@ impl ConfigManager {
         let (reloaded_tx, reloaded_rx) = oneshot::channel();
         let manager = self.clone();
         tokio::task::spawn_local(async move {
+            // The replaced snapshot lives until the swap is reported: it
+            // may be the last reference, and freeing a big route table
+            // here, before main reads the completion, would delay it.
+            let _previous = previous;
             if done_rx.await.is_err() {
                 return; // main stopped meanwhile
             }
