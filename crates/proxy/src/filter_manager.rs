@@ -158,7 +158,10 @@ struct BodyState {
 
 impl BodyState {
     fn new(filters: usize) -> BodyState {
-        BodyState { held: (0..filters).map(|_| Held { hold: Hold::Passing, data: BytesMut::new() }).collect(), ended: false }
+        BodyState {
+            held: (0..filters).map(|_| Held { hold: Hold::Passing, data: BytesMut::new() }).collect(),
+            ended: false,
+        }
     }
 }
 
@@ -239,11 +242,13 @@ impl Chain {
                 () = closed.as_mut() => return Outcome::Gone,
             };
             let status = match status {
-                Ok(Status::StopIteration) => match self.wait(&mut At::RequestHead(&mut head.headers), &mut closed).await {
-                    Waited::Resumed => Ok(Status::Continue),
-                    Waited::Reply(reply) => Ok(Status::LocalReply(reply)),
-                    Waited::Gone => return Outcome::Gone,
-                },
+                Ok(Status::StopIteration) => {
+                    match self.wait(&mut At::RequestHead(&mut head.headers), &mut closed).await {
+                        Waited::Resumed => Ok(Status::Continue),
+                        Waited::Reply(reply) => Ok(Status::LocalReply(reply)),
+                        Waited::Gone => return Outcome::Gone,
+                    }
+                }
                 other => other,
             };
             // Calls that came in while the hook ran apply now.
@@ -286,12 +291,13 @@ impl Chain {
                 () = closed.as_mut() => return Outcome::Gone,
             };
             let status = match status {
-                Ok(Status::StopIteration) => match self.wait(&mut At::ResponseHead(&mut head.headers), &mut closed).await
-                {
-                    Waited::Resumed => Ok(Status::Continue),
-                    Waited::Reply(reply) => Ok(Status::LocalReply(reply)),
-                    Waited::Gone => return Outcome::Gone,
-                },
+                Ok(Status::StopIteration) => {
+                    match self.wait(&mut At::ResponseHead(&mut head.headers), &mut closed).await {
+                        Waited::Resumed => Ok(Status::Continue),
+                        Waited::Reply(reply) => Ok(Status::LocalReply(reply)),
+                        Waited::Gone => return Outcome::Gone,
+                    }
+                }
                 other => other,
             };
             let status = match self.apply(&mut At::ResponseHead(&mut head.headers), false).1 {
@@ -609,7 +615,11 @@ impl Chain {
         let name = self.names.get(i).map_or("?", |f| f.name());
         match dir {
             Direction::Request => {
-                tracing::debug!(filter = name, limit = PER_STREAM_BUFFER_LIMIT, "request body over the buffer limit; 413");
+                tracing::debug!(
+                    filter = name,
+                    limit = PER_STREAM_BUFFER_LIMIT,
+                    "request body over the buffer limit; 413"
+                );
                 let mut reply = internal("nuncio: request body larger than a filter may buffer");
                 reply.status = http::StatusCode::PAYLOAD_TOO_LARGE;
                 reply

@@ -165,7 +165,13 @@ impl FilterFactory for ScriptedFactory {
     }
 
     fn create(&self) -> Box<dyn Filter> {
-        Box::new(Scripted { name: self.name, on: self.on, act: self.act.clone(), stopped: false, shared: self.shared.clone() })
+        Box::new(Scripted {
+            name: self.name,
+            on: self.on,
+            act: self.act.clone(),
+            stopped: false,
+            shared: self.shared.clone(),
+        })
     }
 }
 
@@ -227,8 +233,10 @@ fn trailing_upstream(seen: Arc<Mutex<Vec<u8>>>) -> Upstream {
                 }
             }
             *seen.lock().unwrap() = request;
-            conn.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nworld\r\n0\r\nx-resp-trailer: yes\r\n\r\n")
-                .await;
+            conn.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nworld\r\n0\r\nx-resp-trailer: yes\r\n\r\n",
+            )
+            .await;
         }
     })
 }
@@ -627,7 +635,15 @@ fn handle_calls_get_precise_errors_for_where_the_stream_stands() {
     use Error::{HeadersAlreadySent, NotStopped, StreamGone};
     assert_eq!(
         *seen.lock().unwrap(),
-        [Err(NotStopped), Err(HeadersAlreadySent), Err(HeadersAlreadySent), Ok(()), Ok(()), Err(NotStopped), Err(StreamGone)]
+        [
+            Err(NotStopped),
+            Err(HeadersAlreadySent),
+            Err(HeadersAlreadySent),
+            Ok(()),
+            Ok(()),
+            Err(NotStopped),
+            Err(StreamGone)
+        ]
     );
 
     // Stopped on the response body once the head went out: too late to
@@ -638,7 +654,14 @@ fn handle_calls_get_precise_errors_for_where_the_stream_stands() {
         let s = probe.clone();
         async move {
             h.call(move |ops| {
-                note(&s, ops.local_reply(LocalReply { status: StatusCode::OK, headers: HeaderMap::new(), body: Bytes::new() }));
+                note(
+                    &s,
+                    ops.local_reply(LocalReply {
+                        status: StatusCode::OK,
+                        headers: HeaderMap::new(),
+                        body: Bytes::new(),
+                    }),
+                );
                 note(&s, ops.response_headers());
                 let chunk = ops.take_body()?;
                 note(&s, ops.replace_body(chunk));
