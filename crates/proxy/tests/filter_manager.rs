@@ -179,10 +179,17 @@ impl FilterFactory for ScriptedFactory {
 /// only record), in front of `upstream`.
 fn chain(upstream: &Upstream, on: On, act: Act) -> (RunningServer, Shared) {
     let shared = Shared::default();
+    let mut act = Some(act);
     let factories = ["a", "b", "c"]
         .into_iter()
         .map(|name| {
-            let act = if name == "b" { act.clone() } else { Act::Return(|_| Status::Continue) };
+            let act = match act.take() {
+                Some(act) if name == "b" => act,
+                other => {
+                    act = other;
+                    Act::Return(|_| Status::Continue)
+                }
+            };
             Arc::new(ScriptedFactory { name, on, act, shared: shared.clone() }) as Arc<dyn FilterFactory>
         })
         .collect();

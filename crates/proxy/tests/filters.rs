@@ -448,6 +448,7 @@ fn streams_racing_client_resets_through_an_off_worker_filter() {
 /// filters -- --ignored --nocapture` (about a minute on 2 cores).
 #[test]
 #[ignore = "100k streams: run in release mode, on purpose"]
+#[allow(clippy::print_stdout, reason = "the figures are what this opt-in run is for")]
 fn a_hundred_thousand_streams_racing_client_resets() {
     let race = race_client_resets(100_000);
     println!(
