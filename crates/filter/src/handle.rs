@@ -77,24 +77,37 @@ use crate::sync::Arc;
 /// What a handle can do to a stream, implemented by the proxy's filter
 /// manager for the stream's current state. Called on the stream's worker,
 /// between hooks (never while a hook runs: a hook owns what it was given).
+///
+/// The errors, as nuncio's manager answers them: [`Error::HeadersAlreadySent`]
+/// for the request fields once forwarded upstream, and for the response
+/// fields or a local reply once the response head went to the client;
+/// [`Error::NotStopped`] for what needs the stream stopped where it is not
+/// (a body operation when no filter holds body, `resume` with nothing
+/// stopped, the response fields before the response exists).
 pub trait StreamOps {
     /// The request fields, if not yet forwarded upstream.
     fn request_headers(&mut self) -> Result<&mut HeaderMap, Error>;
-    /// The response fields, if not yet sent to the client.
+    /// The response fields: in the response head hooks, or while the proxy
+    /// holds the head back (a filter holds response body); not once sent.
     fn response_headers(&mut self) -> Result<&mut HeaderMap, Error>;
-    /// Moves the request fields out of a stopped stream.
+    /// Moves the request fields out of a stream stopped at a request
+    /// headers hook.
     fn take_request_headers(&mut self) -> Result<HeaderMap, Error>;
     /// Puts request fields back (after [`StreamOps::take_request_headers`]).
     fn put_request_headers(&mut self, headers: HeaderMap) -> Result<(), Error>;
-    /// Moves the buffered body (of the direction the stream stopped in) out.
+    /// Moves out the body held by the filter where the stream is stopped
+    /// (in the current direction: the first filter holding body — stopped,
+    /// buffering or watermarking). The filter keeps holding (now nothing)
+    /// until it is resumed.
     fn take_body(&mut self) -> Result<Bytes, Error>;
-    /// Replaces the buffered body.
+    /// Replaces that held body.
     fn replace_body(&mut self, body: Bytes) -> Result<(), Error>;
-    /// Appends to the buffered body.
+    /// Appends to that held body.
     fn append_body(&mut self, data: Bytes) -> Result<(), Error>;
-    /// Resumes the chain at the filter after the one that stopped.
+    /// Resumes the chain at the filter after the one that stopped (what it
+    /// held goes on). Later calls in the same batch find it not stopped.
     fn resume(&mut self) -> Result<(), Error>;
-    /// Answers the client now.
+    /// Answers the client now (see [`Status::LocalReply`](crate::Status)).
     fn local_reply(&mut self, reply: LocalReply) -> Result<(), Error>;
 }
 
@@ -243,7 +256,10 @@ impl StreamHandle {
         self.call(|ops| Ok(ops.response_headers()?.clone())).await
     }
 
-    /// Moves the buffered body of the stopped direction out of the stream.
+    /// Moves the body held where the stream is stopped out of the stream
+    /// (see [`StreamOps::take_body`]); give it back with
+    /// [`StreamHandle::replace_body`] before resuming. `NotStopped` when no
+    /// filter holds body.
     pub async fn take_body(&self) -> Result<Bytes, Error> {
         self.call(|ops| ops.take_body()).await
     }

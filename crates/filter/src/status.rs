@@ -6,25 +6,41 @@ use std::pin::Pin;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-/// What the chain does after a hook, with Envoy's meaning.
+/// What the chain does after a hook, with Envoy's meaning. Every status is
+/// valid on every hook unless said otherwise; `docs/filters.md` has the
+/// table of what each does on each hook.
 #[derive(Debug)]
 pub enum Status {
-    /// Go on to the next filter.
+    /// Go on to the next filter (with anything this filter held first).
     Continue,
-    /// Stop here; the chain resumes at the next filter when the filter
-    /// calls [`StreamHandle::resume`](crate::StreamHandle) (or the stream ends).
+    /// Stop here, holding what the hook was given (the head, the body
+    /// chunk; on a trailers hook an empty body that goes out before the
+    /// trailers). Nothing more is read from that side. The chain resumes at
+    /// the next filter when someone calls
+    /// [`StreamHandle::resume`](crate::StreamHandle::resume) (from any
+    /// thread), or answers through
+    /// [`StreamHandle::local_reply`](crate::StreamHandle::local_reply); the
+    /// handle's `take_body` / `replace_body` / `append_body` act on the held
+    /// body meanwhile. A client that leaves ends the stream.
     StopIteration,
-    /// Body hooks: keep the body in the stream's buffer up to the
-    /// listener's limit, then call this hook once more with the whole body
-    /// and end of stream. Over the limit: 413 for a request, 500 for a
-    /// response.
+    /// Body hooks: keep the body, up to the proxy's per-stream limit
+    /// (1 MiB), then call this hook once more with the whole body and end
+    /// of stream. Over the limit: 413 for a request, 500 for a response
+    /// (whose head the proxy holds back until the body comes out of the
+    /// chain; a reset if it had to go out already). A 500 on a headers or
+    /// trailers hook (a filter bug).
     StopAndBuffer,
-    /// Body hooks: keep buffering, but let the sender slow down at the high
-    /// watermark instead of failing (streaming with backpressure).
+    /// Body hooks: keep the body like `StopAndBuffer`, but call this hook
+    /// again with each new chunk; past the limit the proxy stops reading
+    /// from the sender (backpressure) until the filter continues (`Continue`
+    /// from a later call, or `resume`) or takes the body down under the
+    /// limit. Never an error for size. A 500 on a headers or trailers hook.
     StopAndWatermark,
-    /// Answer the client now: the rest of the request path is skipped, and
-    /// the response goes through the response hooks of the filters before
-    /// this one.
+    /// Answer the client now. From the request path the rest of it is
+    /// skipped, and the reply passes the response hooks of the filters
+    /// before this one. From the response path it replaces the response if
+    /// its head has not gone out yet; after that the client sees the
+    /// response cut short (a reset or a closed connection).
     LocalReply(LocalReply),
 }
 

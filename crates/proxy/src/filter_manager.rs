@@ -1,19 +1,74 @@
 //! The filter manager: runs a stream's filters with Envoy's semantics.
 //!
-//! Request hooks run in order; a filter that answers locally ends the
-//! request path there, and the response — its own or the upstream's —
-//! passes the response hooks of the filters that saw the request, in
-//! reverse order. A hook may be synchronous (no allocation) or a future
-//! awaited on the worker; the stream's context going done drops it. A hook
+//! Request hooks run in order; response hooks in reverse order, over the
+//! filters that saw the request. A hook may be synchronous (no allocation)
+//! or a future awaited on the worker; the client leaving drops it. A hook
 //! that panics ends the stream with a 500 (or a reset once the response
-//! started), counts `filter_panics`, and leaves the worker serving.
+//! head went out), counts `filter_panics`, and leaves the worker serving.
 //!
-//! Supported now: every hook; `Continue` and `LocalReply` everywhere;
-//! `StopIteration` on request headers (resumed through the stream's
-//! `StreamHandle`, whose calls are applied between hooks); `StopAndBuffer`
-//! on request bodies (1 MiB, then 413). Not yet: `StopAndWatermark`, and
-//! stopping on the response path — a filter returning those gets a 500
-//! saying so, rather than a silent continue.
+//! # Statuses, on every hook
+//!
+//! * `Continue`: on to the next filter, with what this one holds first.
+//! * `StopIteration`: the chain waits at this filter, holding what the hook
+//!   was given (the request or response head, or the body chunk — or, on a
+//!   trailers hook, an empty body that goes out before the trailers). The
+//!   stream's [`StreamHandle`](nuncio_filter::StreamHandle) acts on what is
+//!   held (headers, `take_body` / `replace_body` / `append_body`) and
+//!   resumes the chain at the next filter, or answers locally. Nothing more
+//!   is read from that side meanwhile; a client that leaves ends the stream.
+//! * `StopAndBuffer` (body hooks): the filter's body is kept, up to
+//!   [`PER_STREAM_BUFFER_LIMIT`], and the hook is called once more with all
+//!   of it and `end_of_stream` when the body ends (before the trailers, if
+//!   any). Over the limit: 413 for a request; 500 for a response if its head
+//!   is still held back, a reset otherwise (logged).
+//! * `StopAndWatermark` (body hooks): the filter's body is kept as with
+//!   `StopAndBuffer`, but the hook is called again with each new chunk
+//!   (Envoy's `StopIterationAndWatermark`); past the limit nothing more is
+//!   read from the sender (the client, or the upstream) until the filter
+//!   continues (`Continue` from a hook, or `resume` through the handle) or
+//!   takes the body down under the limit (`take_body`). No error at the
+//!   limit: the sender is slowed down instead (TCP or HTTP/2 flow control).
+//! * `LocalReply`: from the request path (a hook, or the handle while the
+//!   chain is stopped there), the rest of the request path is skipped and
+//!   the reply passes the response hooks of the filters before this one.
+//!   From the response path it replaces the response if its head is still
+//!   held back; once the head went out the stream is reset (HTTP/2) or the
+//!   connection closed (HTTP/1.1): the client sees a response cut short.
+//!
+//! `StopAndBuffer` and `StopAndWatermark` from a headers or trailers hook
+//! are a filter bug: 500, logged. Any stop returned with `end_of_stream`
+//! (nothing more will come) waits like `StopIteration`.
+//!
+//! # End of stream
+//!
+//! A body hook's `end_of_stream` means no more body follows (trailers may).
+//! When a body ends without trailers, every filter's body hook is called
+//! once with an empty chunk and `end_of_stream` (a buffering filter gets its
+//! whole body instead); a body that ends with trailers reaches the trailers
+//! hooks. A head that said "no body" calls no body hook.
+//!
+//! # The response head is held back
+//!
+//! With filters, the response head leaves only with the first body bytes
+//! that come out of the chain, or when nuncio waits for the upstream and no
+//! filter holds response body. So a filter buffering the response can still
+//! replace it, and when the whole body came out at once the head gets its
+//! exact length. Released earlier, the head keeps its `content-length`, as
+//! the response hooks left it: a filter that changes the length of a body
+//! it streams removes that field (Envoy's rule), and the body goes chunked.
+//!
+//! # Handle calls
+//!
+//! Calls are applied between hooks: after each headers hook, while the
+//! chain is stopped or waiting for the sender to drain, after each body
+//! piece, and (when a filter holds body, or on the response path) while
+//! nuncio waits for more body. Body operations act on what the first
+//! holding filter of the current direction holds (the one where the stream
+//! is stopped); `resume` releases it to the next filter. Errors: request
+//! fields once forwarded and a local reply or response fields once the
+//! response head went out → `HeadersAlreadySent`; anything that needs the
+//! stream stopped, when it is not (or, for response fields, before the
+//! response exists) → `NotStopped`; after the stream → `StreamGone`.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -31,10 +86,16 @@ use nuncio_filter::{
     StreamCx, StreamOps,
 };
 
-use crate::message::BodyFrame;
+use crate::message;
 
 /// The filters of a listener, in order.
 pub type FilterChainFactory = Arc<[Arc<dyn FilterFactory>]>;
+
+/// The most body kept for one filter of a stream, per direction (Envoy's
+/// `per_connection_buffer_limit_bytes` default, 1 MiB): the buffering
+/// limit (`StopAndBuffer`) and the high watermark (`StopAndWatermark`). One
+/// constant rather than a setting until an operator needs another value.
+pub(crate) const PER_STREAM_BUFFER_LIMIT: usize = 1024 * 1024;
 
 /// What a hook (or the chain) decided, for the stream layer.
 pub(crate) enum Outcome {
@@ -47,7 +108,64 @@ pub(crate) enum Outcome {
     Gone,
 }
 
-/// A stream's filters and their state.
+/// Which way a body flows through the chain.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Direction {
+    /// Client to upstream: filters first to last.
+    Request,
+    /// Upstream (or a local reply) to client: last to first.
+    Response,
+}
+
+/// A piece of a body, between filters or out of the chain.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    Data(Bytes),
+    /// The body ends, with its trailers if it has some.
+    End(Option<HeaderMap>),
+}
+
+/// Resolves when the client leaves (a stop or a pending hook then ends).
+pub(crate) type Closed<'c> = Pin<&'c mut (dyn Future<Output = ()> + 'c)>;
+
+/// What a filter is doing with its direction's body.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Hold {
+    /// Nothing kept: pieces go straight on.
+    Passing,
+    /// `StopAndBuffer`: kept until the end (or a resume).
+    Buffering,
+    /// `StopAndWatermark`: kept, the hook called per chunk.
+    Watermark,
+    /// `StopIteration` (or a stop at the end): the chain waits here.
+    Stopped,
+}
+
+/// One filter's part of a body.
+struct Held {
+    hold: Hold,
+    data: BytesMut,
+}
+
+/// One direction's body through the chain.
+struct BodyState {
+    /// By filter index.
+    held: Vec<Held>,
+    /// The end went in (or the head said there is no body): whatever comes
+    /// after passes no hook.
+    ended: bool,
+}
+
+impl BodyState {
+    fn new(filters: usize) -> BodyState {
+        BodyState {
+            held: (0..filters).map(|_| Held { hold: Hold::Passing, data: BytesMut::new() }).collect(),
+            ended: false,
+        }
+    }
+}
+
+/// A stream's filters and their state. Lives on the stream's worker.
 pub(crate) struct Chain {
     filters: Vec<Box<dyn Filter>>,
     names: FilterChainFactory,
@@ -56,8 +174,13 @@ pub(crate) struct Chain {
     entered: usize,
     /// Hooks that panicked on this stream.
     pub(crate) panics: u64,
-    /// The request body kept for each filter that answered `StopAndBuffer`.
-    buffers: Vec<Option<BytesMut>>,
+    request: BodyState,
+    response: BodyState,
+    /// The response head, past its hooks, held back until body comes out of
+    /// the chain (see the module docs); the stream layer writes it.
+    pub(crate) held_head: Option<message::ResponseHead>,
+    /// A response head went to the client: too late to change or replace.
+    pub(crate) response_started: bool,
     /// Where the stream's handles' calls wait to be applied.
     mailbox: Rc<Mailbox>,
 }
@@ -66,8 +189,18 @@ pub(crate) struct Chain {
 enum Waited {
     Resumed,
     Reply(LocalReply),
-    /// The stream's context is done (client gone, timeout).
+    /// The stream's context is done or the client left.
     Gone,
+}
+
+/// Where the stream stands when handle calls are applied.
+enum At<'h> {
+    /// In the request headers hooks: their fields.
+    RequestHead(&'h mut HeaderMap),
+    /// In the response headers hooks: their fields.
+    ResponseHead(&'h mut HeaderMap),
+    /// In a direction's body.
+    Body(Direction),
 }
 
 impl Chain {
@@ -82,19 +215,24 @@ impl Chain {
             cx,
             entered: 0,
             panics: 0,
-            buffers: factories.iter().map(|_| None).collect(),
+            request: BodyState::new(factories.len()),
+            response: BodyState::new(factories.len()),
+            held_head: None,
+            response_started: false,
         }
     }
 
-    /// The request head through every filter, in order.
-    /// `closed` resolves when the client leaves: a hook pending or a filter
-    /// stopped then ends the stream at once (`Gone`).
+    /// The request head through every filter, in order. Calls on the
+    /// stream's handle apply after each hook and while a filter holds the
+    /// chain; once this returns `Continue` the head is forwarded and calls
+    /// on it get `HeadersAlreadySent`.
     pub(crate) async fn request_headers(
         &mut self,
         head: &mut RequestHead,
         end_of_stream: bool,
-        mut closed: Pin<&mut dyn Future<Output = ()>>,
+        mut closed: Closed<'_>,
     ) -> Outcome {
+        self.request.ended = end_of_stream;
         for i in 0..self.filters.len() {
             self.entered = i + 1;
             let (filter, cx, view) = (&mut self.filters[i], &mut self.cx, &mut *head);
@@ -104,17 +242,17 @@ impl Chain {
                 () = closed.as_mut() => return Outcome::Gone,
             };
             let status = match status {
-                Ok(Status::StopIteration) => match self.wait(head, closed.as_mut()).await {
-                    Waited::Resumed => Ok(Status::Continue),
-                    Waited::Reply(reply) => Ok(Status::LocalReply(reply)),
-                    Waited::Gone => return Outcome::Gone,
-                },
+                Ok(Status::StopIteration) => {
+                    match self.wait(&mut At::RequestHead(&mut head.headers), &mut closed).await {
+                        Waited::Resumed => Ok(Status::Continue),
+                        Waited::Reply(reply) => Ok(Status::LocalReply(reply)),
+                        Waited::Gone => return Outcome::Gone,
+                    }
+                }
                 other => other,
             };
             // Calls that came in while the hook ran apply now.
-            let mut ops = RequestOps { head: &mut *head, stopped: false, resumed: false, reply: None };
-            self.mailbox.drain(&mut ops);
-            let status = match ops.reply {
+            let status = match self.apply(&mut At::RequestHead(&mut head.headers), false).1 {
                 Some(reply) => Ok(Status::LocalReply(reply)),
                 None => status,
             };
@@ -131,40 +269,41 @@ impl Chain {
         Outcome::Continue
     }
 
-    /// Stopped at a filter: applies handle calls as they come until one
-    /// resumes the chain or answers, or the stream ends.
-    async fn wait(&mut self, head: &mut RequestHead, mut closed: Pin<&mut dyn Future<Output = ()>>) -> Waited {
-        let context = self.cx.context().clone();
-        loop {
-            let mut ops = RequestOps { head: &mut *head, stopped: true, resumed: false, reply: None };
-            self.mailbox.drain(&mut ops);
-            if let Some(reply) = ops.reply {
-                return Waited::Reply(reply);
-            }
-            if ops.resumed {
-                return Waited::Resumed;
-            }
-            tokio::select! {
-                () = self.mailbox.ready() => {}
-                () = context.done() => return Waited::Gone,
-                () = closed.as_mut() => return Waited::Gone,
-            }
-        }
-    }
-
-    /// Applies handle calls that came in, once the request head is gone
-    /// upstream (they see `HeadersAlreadySent` for it).
-    pub(crate) fn drain_forwarded(&mut self) {
-        self.mailbox.drain(&mut ForwardedOps);
-    }
-
     /// The response head through the filters that saw the request, in
-    /// reverse order.
-    pub(crate) async fn response_headers(&mut self, head: &mut ResponseHead, end_of_stream: bool) -> Outcome {
+    /// reverse order. On `Continue` the caller holds the head back in
+    /// [`Chain::held_head`] until body comes out of the chain.
+    pub(crate) async fn response_headers(
+        &mut self,
+        head: &mut ResponseHead,
+        end_of_stream: bool,
+        mut closed: Closed<'_>,
+    ) -> Outcome {
+        // Calls made while the upstream worked: the response exists now.
+        if let (_, Some(reply)) = self.apply(&mut At::ResponseHead(&mut head.headers), false) {
+            return Outcome::Reply(reply);
+        }
+        self.response.ended = end_of_stream;
         for i in (0..self.entered).rev() {
-            let (filter, cx, head) = (&mut self.filters[i], &mut self.cx, &mut *head);
-            let hook = call(move || filter.response_headers(cx, head, end_of_stream));
-            let status = guarded(hook).await;
+            let (filter, cx, view) = (&mut self.filters[i], &mut self.cx, &mut *head);
+            let hook = call(move || filter.response_headers(cx, view, end_of_stream));
+            let status = tokio::select! {
+                status = guarded(hook) => status,
+                () = closed.as_mut() => return Outcome::Gone,
+            };
+            let status = match status {
+                Ok(Status::StopIteration) => {
+                    match self.wait(&mut At::ResponseHead(&mut head.headers), &mut closed).await {
+                        Waited::Resumed => Ok(Status::Continue),
+                        Waited::Reply(reply) => Ok(Status::LocalReply(reply)),
+                        Waited::Gone => return Outcome::Gone,
+                    }
+                }
+                other => other,
+            };
+            let status = match self.apply(&mut At::ResponseHead(&mut head.headers), false).1 {
+                Some(reply) => Ok(Status::LocalReply(reply)),
+                None => status,
+            };
             match self.decide(i, status) {
                 Outcome::Continue => {}
                 end => return end,
@@ -173,105 +312,60 @@ impl Chain {
         Outcome::Continue
     }
 
-    /// A request body frame through every filter, in order; what comes out
-    /// (zero or more frames) goes to `out`. A filter that answers
-    /// `StopAndBuffer` gets the frames kept for it (up to the limit) and is
-    /// called once more with the whole body at its end.
-    pub(crate) async fn request_body(&mut self, frame: Option<BodyFrame>, out: &mut VecDeque<BodyFrame>) -> Outcome {
-        // Frames entering filter `i`, and whether the body ends with them.
-        let mut frames: VecDeque<Option<BodyFrame>> = VecDeque::from([frame]);
-        for i in 0..self.filters.len() {
-            let mut next = VecDeque::new();
-            while let Some(frame) = frames.pop_front() {
-                match frame {
-                    Some(BodyFrame::Data(mut data)) => {
-                        if let Some(buffer) = &mut self.buffers[i] {
-                            if buffer.len() + data.len() > REQUEST_BUFFER_LIMIT {
-                                return Outcome::Reply(too_large());
-                            }
-                            buffer.extend_from_slice(&data);
-                            continue;
-                        }
-                        let eos = false;
-                        let (filter, cx, body) = (&mut self.filters[i], &mut self.cx, &mut data);
-                        let status = guarded(call(move || filter.request_body(cx, body, eos))).await;
-                        match status {
-                            Ok(Status::Continue) => next.push_back(Some(BodyFrame::Data(data))),
-                            Ok(Status::StopAndBuffer) => {
-                                if data.len() > REQUEST_BUFFER_LIMIT {
-                                    return Outcome::Reply(too_large());
-                                }
-                                self.buffers[i] = Some(BytesMut::from(&data[..]));
-                            }
-                            other => match self.decide(i, other) {
-                                Outcome::Continue => next.push_back(Some(BodyFrame::Data(data))),
-                                reply => return reply,
-                            },
-                        }
-                    }
-                    end @ (Some(BodyFrame::Trailers(_)) | None) => {
-                        // The body ends here: a buffering filter gets it whole.
-                        if let Some(buffer) = self.buffers[i].take() {
-                            let mut whole = buffer.freeze();
-                            let (filter, cx, body) = (&mut self.filters[i], &mut self.cx, &mut whole);
-                            let status = guarded(call(move || filter.request_body(cx, body, true))).await;
-                            match status {
-                                Ok(Status::Continue) => {}
-                                other => {
-                                    if let reply @ Outcome::Reply(_) = self.decide(i, other) {
-                                        return reply;
-                                    }
-                                }
-                            }
-                            if !whole.is_empty() {
-                                next.push_back(Some(BodyFrame::Data(whole)));
-                            }
-                        }
-                        let end = match end {
-                            Some(BodyFrame::Trailers(mut trailers)) => {
-                                let (filter, cx, t) = (&mut self.filters[i], &mut self.cx, &mut trailers);
-                                let status = guarded(call(move || filter.request_trailers(cx, t))).await;
-                                if let reply @ Outcome::Reply(_) = self.decide(i, status) {
-                                    return reply;
-                                }
-                                Some(BodyFrame::Trailers(trailers))
-                            }
-                            _ => None,
-                        };
-                        next.push_back(end);
-                    }
-                }
-            }
-            frames = next;
+    /// A body piece through the filters of `dir`; what comes out (zero or
+    /// more pieces, the end last) goes to `out`. Then calls that came in
+    /// apply, and while a watermarking filter holds more than the limit this
+    /// waits (the caller reads nothing from the sender meanwhile).
+    pub(crate) async fn body(
+        &mut self,
+        dir: Direction,
+        piece: Piece,
+        out: &mut VecDeque<Piece>,
+        mut closed: Closed<'_>,
+    ) -> Outcome {
+        let state = self.state(dir);
+        if state.ended {
+            out.push_back(piece);
+            return Outcome::Continue;
         }
-        out.extend(frames.into_iter().flatten());
-        Outcome::Continue
+        if matches!(piece, Piece::End(_)) {
+            state.ended = true;
+        }
+        let outcome = self.push(dir, 0, VecDeque::from([piece]), out, &mut closed).await;
+        if !matches!(outcome, Outcome::Continue) {
+            return outcome;
+        }
+        let outcome = self.body_calls(dir, out, &mut closed).await;
+        if !matches!(outcome, Outcome::Continue) {
+            return outcome;
+        }
+        self.relieve(dir, out, &mut closed).await
     }
 
-    /// A response body chunk through the filters that saw the request, in
-    /// reverse order. (Buffering a response is not supported yet: it would
-    /// need the head held back too.)
-    pub(crate) async fn response_body(&mut self, data: &mut Bytes, end_of_stream: bool) -> Outcome {
-        for i in (0..self.entered).rev() {
-            let (filter, cx, body) = (&mut self.filters[i], &mut self.cx, &mut *data);
-            let status = guarded(call(move || filter.response_body(cx, body, end_of_stream))).await;
-            if let reply @ Outcome::Reply(_) = self.decide(i, status) {
-                return reply;
-            }
-        }
-        Outcome::Continue
+    /// Whether a filter holds body of `dir` (calls may then release it:
+    /// the caller waits for [`Chain::calls_ready`] too, not only the sender).
+    pub(crate) fn holding(&self, dir: Direction) -> bool {
+        self.first_holder(dir).is_some()
     }
 
-    /// The response trailers through the filters, in reverse order.
-    pub(crate) async fn response_trailers(&mut self, trailers: &mut HeaderMap) -> Outcome {
-        for i in (0..self.entered).rev() {
-            let (filter, cx, t) = (&mut self.filters[i], &mut self.cx, &mut *trailers);
-            let status = guarded(call(move || filter.response_trailers(cx, t))).await;
-            if let reply @ Outcome::Reply(_) = self.decide(i, status) {
-                return reply;
-            }
+    /// Resolves when a handle call is queued (cancel-safe).
+    pub(crate) async fn calls_ready(&self) {
+        self.mailbox.ready().await;
+    }
+
+    /// Applies the calls queued for `dir`'s body; what a resume releases
+    /// goes on through the chain into `out`.
+    pub(crate) async fn apply_body_calls(
+        &mut self,
+        dir: Direction,
+        out: &mut VecDeque<Piece>,
+        mut closed: Closed<'_>,
+    ) -> Outcome {
+        let outcome = self.body_calls(dir, out, &mut closed).await;
+        if !matches!(outcome, Outcome::Continue) {
+            return outcome;
         }
-        Outcome::Continue
+        self.relieve(dir, out, &mut closed).await
     }
 
     /// The stream ended: every filter's last call.
@@ -286,7 +380,375 @@ impl Chain {
         }
     }
 
-    /// A hook's status, as the stream layer acts on it.
+    fn state(&mut self, dir: Direction) -> &mut BodyState {
+        match dir {
+            Direction::Request => &mut self.request,
+            Direction::Response => &mut self.response,
+        }
+    }
+
+    /// How many filters `dir` passes.
+    fn span(&self, dir: Direction) -> usize {
+        match dir {
+            Direction::Request => self.filters.len(),
+            Direction::Response => self.entered,
+        }
+    }
+
+    /// The filter at `pos` in `dir`'s order.
+    fn index(&self, dir: Direction, pos: usize) -> usize {
+        match dir {
+            Direction::Request => pos,
+            Direction::Response => self.entered - 1 - pos,
+        }
+    }
+
+    /// The position of the first filter of `dir` that holds body: where
+    /// the stream is stopped, and what body calls act on.
+    fn first_holder(&self, dir: Direction) -> Option<usize> {
+        let state = match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        };
+        (0..self.span(dir)).find(|&pos| state.held[self.index(dir, pos)].hold != Hold::Passing)
+    }
+
+    /// Pieces through the filters of `dir` from position `from` on, each
+    /// through the rest of the chain before the next, so that a filter
+    /// stopped downstream never has a later piece held upstream of it.
+    async fn push(
+        &mut self,
+        dir: Direction,
+        from: usize,
+        pieces: VecDeque<Piece>,
+        out: &mut VecDeque<Piece>,
+        closed: &mut Closed<'_>,
+    ) -> Outcome {
+        let mut work: VecDeque<(usize, Piece)> = pieces.into_iter().map(|piece| (from, piece)).collect();
+        while let Some((pos, piece)) = work.pop_front() {
+            if pos >= self.span(dir) {
+                out.push_back(piece);
+                continue;
+            }
+            let i = self.index(dir, pos);
+            let mut next = VecDeque::new();
+            match self.at_filter(dir, i, piece, &mut next, closed).await {
+                Outcome::Continue => {}
+                Outcome::Reply(reply) => {
+                    if dir == Direction::Request {
+                        // Its answer passes the filters before it only.
+                        self.entered = i;
+                    }
+                    return Outcome::Reply(reply);
+                }
+                Outcome::Gone => return Outcome::Gone,
+            }
+            for piece in next.into_iter().rev() {
+                work.push_front((pos + 1, piece));
+            }
+        }
+        Outcome::Continue
+    }
+
+    /// One piece at filter `i`; what it lets through goes to `next`.
+    async fn at_filter(
+        &mut self,
+        dir: Direction,
+        i: usize,
+        piece: Piece,
+        next: &mut VecDeque<Piece>,
+        closed: &mut Closed<'_>,
+    ) -> Outcome {
+        let hold = self.state(dir).held[i].hold;
+        match piece {
+            Piece::Data(data) if hold == Hold::Buffering => self.keep(dir, i, &data, Hold::Buffering),
+            Piece::Data(mut data) => {
+                let Some(status) = self.body_hook(dir, i, &mut data, false, closed).await else {
+                    return Outcome::Gone;
+                };
+                self.settle(dir, i, status, data, false, next, closed).await
+            }
+            Piece::End(trailers) => {
+                if hold == Hold::Buffering || trailers.is_none() {
+                    // A buffering filter gets its whole body; any other
+                    // hears the end with an empty chunk (none before
+                    // trailers: the trailers hook says it).
+                    let mut last = {
+                        let held = &mut self.state(dir).held[i];
+                        if hold == Hold::Buffering {
+                            held.hold = Hold::Passing;
+                            held.data.split().freeze()
+                        } else {
+                            Bytes::new()
+                        }
+                    };
+                    let Some(status) = self.body_hook(dir, i, &mut last, true, closed).await else {
+                        return Outcome::Gone;
+                    };
+                    let outcome = self.settle(dir, i, status, last, true, next, closed).await;
+                    if !matches!(outcome, Outcome::Continue) {
+                        return outcome;
+                    }
+                }
+                let Some(mut trailers) = trailers else {
+                    next.push_back(Piece::End(None));
+                    return Outcome::Continue;
+                };
+                let (filter, cx, t) = (&mut self.filters[i], &mut self.cx, &mut trailers);
+                let hook = call(move || match dir {
+                    Direction::Request => filter.request_trailers(cx, t),
+                    Direction::Response => filter.response_trailers(cx, t),
+                });
+                let status = tokio::select! {
+                    status = guarded(hook) => status,
+                    () = closed.as_mut() => return Outcome::Gone,
+                };
+                let outcome = match status {
+                    Ok(Status::Continue) => {
+                        self.release(dir, i, next);
+                        Outcome::Continue
+                    }
+                    Ok(Status::StopIteration) => self.stop(dir, i, next, closed).await,
+                    other => self.decide(i, other),
+                };
+                if matches!(outcome, Outcome::Continue) {
+                    next.push_back(Piece::End(Some(trailers)));
+                }
+                outcome
+            }
+        }
+    }
+
+    /// A body hook's status at filter `i` for the chunk it was given.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &mut self,
+        dir: Direction,
+        i: usize,
+        status: Result<Status, Box<dyn Any + Send>>,
+        data: Bytes,
+        end_of_stream: bool,
+        next: &mut VecDeque<Piece>,
+        closed: &mut Closed<'_>,
+    ) -> Outcome {
+        match status {
+            Ok(Status::Continue) => {
+                self.release(dir, i, next);
+                if !data.is_empty() {
+                    next.push_back(Piece::Data(data));
+                }
+                Outcome::Continue
+            }
+            Ok(Status::StopAndBuffer) if !end_of_stream => self.keep(dir, i, &data, Hold::Buffering),
+            Ok(Status::StopAndWatermark) if !end_of_stream => self.keep(dir, i, &data, Hold::Watermark),
+            // With the end given there is nothing more to wait for but the
+            // handle: any stop is a stop.
+            Ok(Status::StopIteration | Status::StopAndBuffer | Status::StopAndWatermark) => {
+                self.state(dir).held[i].data.extend_from_slice(&data);
+                self.stop(dir, i, next, closed).await
+            }
+            other => self.decide(i, other),
+        }
+    }
+
+    /// Waits at filter `i`, which holds its body, for the handle; on resume
+    /// what it holds goes to `next`.
+    async fn stop(&mut self, dir: Direction, i: usize, next: &mut VecDeque<Piece>, closed: &mut Closed<'_>) -> Outcome {
+        if self.cx.context().err().is_some() {
+            return Outcome::Gone;
+        }
+        self.state(dir).held[i].hold = Hold::Stopped;
+        match self.wait(&mut At::Body(dir), closed).await {
+            Waited::Resumed => {
+                self.release(dir, i, next);
+                Outcome::Continue
+            }
+            Waited::Reply(reply) => Outcome::Reply(reply),
+            Waited::Gone => Outcome::Gone,
+        }
+    }
+
+    /// Keeps `data` for filter `i`, now in `hold` mode; a buffering filter
+    /// over the limit fails the stream.
+    fn keep(&mut self, dir: Direction, i: usize, data: &[u8], hold: Hold) -> Outcome {
+        let held = &mut self.state(dir).held[i];
+        held.data.extend_from_slice(data);
+        held.hold = hold;
+        if hold == Hold::Buffering && held.data.len() > PER_STREAM_BUFFER_LIMIT {
+            return Outcome::Reply(self.overflow(dir, i));
+        }
+        Outcome::Continue
+    }
+
+    /// What filter `i` holds goes on (to `next`); it holds nothing now.
+    fn release(&mut self, dir: Direction, i: usize, next: &mut VecDeque<Piece>) {
+        let held = &mut self.state(dir).held[i];
+        held.hold = Hold::Passing;
+        if !held.data.is_empty() {
+            next.push_back(Piece::Data(held.data.split().freeze()));
+        }
+    }
+
+    /// A body hook of filter `i`; `None` if the client left while it was
+    /// pending.
+    async fn body_hook(
+        &mut self,
+        dir: Direction,
+        i: usize,
+        data: &mut Bytes,
+        end_of_stream: bool,
+        closed: &mut Closed<'_>,
+    ) -> Option<Result<Status, Box<dyn Any + Send>>> {
+        let (filter, cx) = (&mut self.filters[i], &mut self.cx);
+        let hook = call(move || match dir {
+            Direction::Request => filter.request_body(cx, data, end_of_stream),
+            Direction::Response => filter.response_body(cx, data, end_of_stream),
+        });
+        tokio::select! {
+            status = guarded(hook) => Some(status),
+            () = closed.as_mut() => None,
+        }
+    }
+
+    /// The answer when a buffering filter's body outgrew the limit.
+    fn overflow(&self, dir: Direction, i: usize) -> LocalReply {
+        let name = self.names.get(i).map_or("?", |f| f.name());
+        match dir {
+            Direction::Request => {
+                tracing::debug!(
+                    filter = name,
+                    limit = PER_STREAM_BUFFER_LIMIT,
+                    "request body over the buffer limit; 413"
+                );
+                let mut reply = internal("nuncio: request body larger than a filter may buffer");
+                reply.status = http::StatusCode::PAYLOAD_TOO_LARGE;
+                reply
+            }
+            Direction::Response => {
+                tracing::warn!(
+                    filter = name,
+                    limit = PER_STREAM_BUFFER_LIMIT,
+                    "response body over the buffer limit of a buffering filter; the client gets a 500"
+                );
+                internal(&format!("nuncio: response body larger than filter {name} may buffer"))
+            }
+        }
+    }
+
+    /// Applies queued calls to `dir`'s body; a resume releases the first
+    /// holding filter's body through the rest of the chain.
+    async fn body_calls(&mut self, dir: Direction, out: &mut VecDeque<Piece>, closed: &mut Closed<'_>) -> Outcome {
+        let holder = self.first_holder(dir);
+        let (resumed, reply) = self.apply(&mut At::Body(dir), false);
+        if let Some(reply) = reply {
+            if dir == Direction::Request
+                && let Some(pos) = holder
+            {
+                self.entered = self.index(dir, pos);
+            }
+            return Outcome::Reply(reply);
+        }
+        match holder {
+            Some(pos) if resumed => {
+                let mut next = VecDeque::new();
+                self.release(dir, self.index(dir, pos), &mut next);
+                self.push(dir, pos + 1, next, out, closed).await
+            }
+            _ => Outcome::Continue,
+        }
+    }
+
+    /// Backpressure: while a watermarking filter holds more than the limit,
+    /// waits for calls that resume it or take its body.
+    async fn relieve(&mut self, dir: Direction, out: &mut VecDeque<Piece>, closed: &mut Closed<'_>) -> Outcome {
+        let context = self.cx.context().clone();
+        while self.over_watermark(dir) {
+            let mailbox = self.mailbox.clone();
+            tokio::select! {
+                () = mailbox.ready() => {}
+                () = context.done() => return Outcome::Gone,
+                () = closed.as_mut() => return Outcome::Gone,
+            }
+            let outcome = self.body_calls(dir, out, closed).await;
+            if !matches!(outcome, Outcome::Continue) {
+                return outcome;
+            }
+        }
+        Outcome::Continue
+    }
+
+    fn over_watermark(&self, dir: Direction) -> bool {
+        let state = match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        };
+        state.held.iter().any(|held| held.hold == Hold::Watermark && held.data.len() > PER_STREAM_BUFFER_LIMIT)
+    }
+
+    /// Stopped somewhere: applies handle calls as they come until one
+    /// resumes the chain or answers, or the stream ends.
+    async fn wait(&mut self, at: &mut At<'_>, closed: &mut Closed<'_>) -> Waited {
+        let context = self.cx.context().clone();
+        loop {
+            let (resumed, reply) = self.apply(at, true);
+            if let Some(reply) = reply {
+                return Waited::Reply(reply);
+            }
+            if resumed {
+                return Waited::Resumed;
+            }
+            let mailbox = self.mailbox.clone();
+            tokio::select! {
+                () = mailbox.ready() => {}
+                () = context.done() => return Waited::Gone,
+                () = closed.as_mut() => return Waited::Gone,
+            }
+        }
+    }
+
+    /// Applies the queued handle calls to the stream as it stands `at`;
+    /// `stopped`: the chain waits at a headers hook. Returns whether a call
+    /// resumed the chain, and the local reply one asked for.
+    fn apply(&mut self, at: &mut At<'_>, stopped: bool) -> (bool, Option<LocalReply>) {
+        let mailbox = self.mailbox.clone();
+        let holder = match at {
+            At::Body(dir) => self.first_holder(*dir).map(|pos| self.index(*dir, pos)),
+            _ => None,
+        };
+        let mut ops = Ops {
+            request: None,
+            request_stopped: false,
+            response: None,
+            response_started: self.response_started,
+            body: None,
+            stopped,
+            resumed: false,
+            reply: None,
+        };
+        match at {
+            At::RequestHead(headers) => {
+                ops.request = Some(headers);
+                ops.request_stopped = stopped;
+            }
+            At::ResponseHead(headers) => ops.response = Some(headers),
+            At::Body(dir) => {
+                let state = match dir {
+                    Direction::Request => &mut self.request,
+                    Direction::Response => {
+                        ops.response = self.held_head.as_mut().map(|head| &mut head.headers);
+                        &mut self.response
+                    }
+                };
+                ops.stopped = holder.is_some();
+                ops.body = holder.map(|i| &mut state.held[i].data);
+            }
+        }
+        mailbox.drain(&mut ops);
+        (ops.resumed, ops.reply)
+    }
+
+    /// A hook's status, as the stream layer acts on it (stops are handled
+    /// before this: any left here are misplaced).
     fn decide(&mut self, index: usize, status: Result<Status, Box<dyn Any + Send>>) -> Outcome {
         let name = self.names.get(index).map_or("?", |f| f.name());
         match status {
@@ -294,8 +756,10 @@ impl Chain {
             Ok(Status::LocalReply(reply)) => Outcome::Reply(reply),
             Ok(Status::StopIteration) if self.cx.context().err().is_some() => Outcome::Gone,
             Ok(other) => {
-                tracing::warn!(filter = name, status = ?other, "filter status not supported on this hook yet");
-                Outcome::Reply(internal(&format!("nuncio: filter {name} returned {other:?}, not supported here yet")))
+                tracing::warn!(filter = name, status = ?other, "filter returned a body status from a headers or trailers hook");
+                Outcome::Reply(internal(&format!(
+                    "nuncio: filter {name} returned {other:?} from a headers or trailers hook (it is for body hooks)"
+                )))
             }
             Err(panic) => {
                 self.panics += 1;
@@ -309,16 +773,6 @@ impl Chain {
             }
         }
     }
-}
-
-/// Most request body kept for a buffering filter (Envoy's default buffer
-/// limit); past it the client gets 413.
-const REQUEST_BUFFER_LIMIT: usize = 1024 * 1024;
-
-fn too_large() -> LocalReply {
-    let mut reply = internal("nuncio: request body larger than a filter may buffer");
-    reply.status = http::StatusCode::PAYLOAD_TOO_LARGE;
-    reply
 }
 
 fn internal(message: &str) -> LocalReply {
@@ -355,107 +809,90 @@ impl Future for CatchUnwind<'_> {
     }
 }
 
-/// What a handle may do while the request head is still here.
-struct RequestOps<'h> {
-    head: &'h mut RequestHead,
-    /// The chain is stopped at a filter (ownership transfer and resume
-    /// allowed).
+/// What a handle may do to the stream as it stands when its calls apply.
+struct Ops<'s> {
+    /// The request fields, while the head is in the chain.
+    request: Option<&'s mut HeaderMap>,
+    /// Stopped at a request headers hook (the fields may leave).
+    request_stopped: bool,
+    /// The response fields, while the head is in the chain or held back.
+    response: Option<&'s mut HeaderMap>,
+    response_started: bool,
+    /// What the filter where the stream is stopped holds of the body.
+    body: Option<&'s mut BytesMut>,
+    /// Stopped at a filter: `resume` has something to resume.
     stopped: bool,
     resumed: bool,
     reply: Option<LocalReply>,
 }
 
-impl StreamOps for RequestOps<'_> {
+impl StreamOps for Ops<'_> {
     fn request_headers(&mut self) -> Result<&mut HeaderMap, FilterError> {
-        Ok(&mut self.head.headers)
+        self.request.as_deref_mut().ok_or(FilterError::HeadersAlreadySent)
     }
 
     fn response_headers(&mut self) -> Result<&mut HeaderMap, FilterError> {
-        Err(FilterError::NotStopped)
+        match &mut self.response {
+            Some(headers) => Ok(headers),
+            None if self.response_started => Err(FilterError::HeadersAlreadySent),
+            None => Err(FilterError::NotStopped),
+        }
     }
 
     fn take_request_headers(&mut self) -> Result<HeaderMap, FilterError> {
-        if !self.stopped {
-            return Err(FilterError::NotStopped);
+        match &mut self.request {
+            None => Err(FilterError::HeadersAlreadySent),
+            Some(_) if !self.request_stopped => Err(FilterError::NotStopped),
+            Some(headers) => Ok(std::mem::take(*headers)),
         }
-        Ok(std::mem::take(&mut self.head.headers))
     }
 
     fn put_request_headers(&mut self, headers: HeaderMap) -> Result<(), FilterError> {
-        if !self.stopped {
-            return Err(FilterError::NotStopped);
+        match &mut self.request {
+            None => Err(FilterError::HeadersAlreadySent),
+            Some(_) if !self.request_stopped => Err(FilterError::NotStopped),
+            Some(fields) => {
+                **fields = headers;
+                Ok(())
+            }
         }
-        self.head.headers = headers;
-        Ok(())
     }
 
     fn take_body(&mut self) -> Result<Bytes, FilterError> {
-        Err(FilterError::NotStopped)
+        let body = self.body.as_deref_mut().ok_or(FilterError::NotStopped)?;
+        Ok(body.split().freeze())
     }
 
-    fn replace_body(&mut self, _body: Bytes) -> Result<(), FilterError> {
-        Err(FilterError::NotStopped)
+    fn replace_body(&mut self, data: Bytes) -> Result<(), FilterError> {
+        let body = self.body.as_deref_mut().ok_or(FilterError::NotStopped)?;
+        body.clear();
+        body.extend_from_slice(&data);
+        Ok(())
     }
 
-    fn append_body(&mut self, _data: Bytes) -> Result<(), FilterError> {
-        Err(FilterError::NotStopped)
+    fn append_body(&mut self, data: Bytes) -> Result<(), FilterError> {
+        let body = self.body.as_deref_mut().ok_or(FilterError::NotStopped)?;
+        body.extend_from_slice(&data);
+        Ok(())
     }
 
     fn resume(&mut self) -> Result<(), FilterError> {
         if !self.stopped {
             return Err(FilterError::NotStopped);
         }
+        // Calls after this one in the same batch find the stream going on.
         self.resumed = true;
+        self.stopped = false;
+        self.request_stopped = false;
+        self.body = None;
         Ok(())
     }
 
     fn local_reply(&mut self, reply: LocalReply) -> Result<(), FilterError> {
-        if self.reply.is_some() {
+        if self.response_started || self.reply.is_some() {
             return Err(FilterError::HeadersAlreadySent);
         }
         self.reply = Some(reply);
         Ok(())
-    }
-}
-
-/// What a handle may do once the request went upstream: nothing to the
-/// request any more.
-struct ForwardedOps;
-
-impl StreamOps for ForwardedOps {
-    fn request_headers(&mut self) -> Result<&mut HeaderMap, FilterError> {
-        Err(FilterError::HeadersAlreadySent)
-    }
-
-    fn response_headers(&mut self) -> Result<&mut HeaderMap, FilterError> {
-        Err(FilterError::NotStopped)
-    }
-
-    fn take_request_headers(&mut self) -> Result<HeaderMap, FilterError> {
-        Err(FilterError::HeadersAlreadySent)
-    }
-
-    fn put_request_headers(&mut self, _headers: HeaderMap) -> Result<(), FilterError> {
-        Err(FilterError::HeadersAlreadySent)
-    }
-
-    fn take_body(&mut self) -> Result<Bytes, FilterError> {
-        Err(FilterError::NotStopped)
-    }
-
-    fn replace_body(&mut self, _body: Bytes) -> Result<(), FilterError> {
-        Err(FilterError::NotStopped)
-    }
-
-    fn append_body(&mut self, _data: Bytes) -> Result<(), FilterError> {
-        Err(FilterError::NotStopped)
-    }
-
-    fn resume(&mut self) -> Result<(), FilterError> {
-        Err(FilterError::NotStopped)
-    }
-
-    fn local_reply(&mut self, _reply: LocalReply) -> Result<(), FilterError> {
-        Err(FilterError::HeadersAlreadySent)
     }
 }

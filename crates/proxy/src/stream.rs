@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::cluster::resources::{Breaker, Permit, Resources};
 use crate::cluster::{ActiveRequest, ClusterState, ConnectError, PickError};
-use crate::downstream::{Codec, Downstream, ReadError};
+use crate::downstream::{Codec, Downstream, Interrupt, ReadError};
 use crate::filter_manager::{Chain, Outcome};
 use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead};
 use crate::router::CompiledRoute;
@@ -125,10 +125,6 @@ async fn answer(
             let closed = std::pin::pin!(downstream.closed());
             chain.request_headers(&mut view, request.body == BodySize::Empty, closed).await
         };
-        if matches!(outcome, Outcome::Continue) {
-            // The head goes upstream now: calls waiting to change it are told.
-            chain.drain_forwarded();
-        }
         downstream.filters = Some(chain);
         request.restore(view);
         match outcome {
@@ -640,16 +636,30 @@ async fn relay_response(
     }
     let relayed = under(ctx, async {
         loop {
+            // A filter answered instead: the rest of the upstream's body is
+            // not wanted (its connection is not reused).
+            if downstream.response_replaced() {
+                return Ok(());
+            }
             // The head goes out with the first body bytes (one write for a
             // small response), or alone when the upstream is slow to send.
             let frame = match body.ready_frame() {
                 Some(frame) => frame,
                 None => {
                     downstream.flush().await.map_err(|_| ())?;
-                    tokio::select! {
-                        frame = body.next_frame() => frame,
+                    let interrupt = tokio::select! {
+                        frame = body.next_frame() => Ok(frame),
+                        interrupt = downstream.interrupted() => Err(interrupt),
+                    };
+                    match interrupt {
+                        Ok(frame) => frame,
                         // The client left: stop reading for nobody.
-                        () = downstream.closed() => return Err(()),
+                        Err(Interrupt::ClientGone) => return Err(()),
+                        // A filter's handle call (it may release held body).
+                        Err(Interrupt::FilterCalls) => {
+                            downstream.apply_filter_calls().await.map_err(|_| ())?;
+                            continue;
+                        }
                     }
                 }
             };

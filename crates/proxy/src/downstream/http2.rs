@@ -213,8 +213,12 @@ impl Exchange {
                     return Err(ReadError::Closed);
                 }
                 None => {
+                    // Done only once the trailers are in: a read cancelled
+                    // while they are awaited (the filters wait for a handle
+                    // call beside it) asks again.
+                    let trailers = self.body.trailers().await;
                     self.body_done = true;
-                    return match self.body.trailers().await {
+                    return match trailers {
                         Ok(Some(trailers)) => Ok(Some(BodyFrame::Trailers(trailers))),
                         Ok(None) => Ok(None),
                         Err(_) => Err(ReadError::Closed),

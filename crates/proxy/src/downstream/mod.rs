@@ -22,7 +22,7 @@ use nuncio_config::ListenerProtocol;
 use nuncio_context::Context;
 use tokio::net::TcpStream;
 
-use crate::filter_manager::{Chain, Outcome};
+use crate::filter_manager::{Chain, Direction, Outcome, Piece};
 use crate::message::{BodyFrame, BodySize, ResponseHead};
 use crate::worker::Worker;
 use nuncio_filter::LocalReply;
@@ -117,14 +117,15 @@ pub(crate) struct Downstream<'c> {
     pub(crate) bytes_received: u64,
     /// Response body bytes sent.
     pub(crate) bytes_sent: u64,
-    /// The listener's filters, when it has any: every response head passes
-    /// their response hooks on its way out.
+    /// The listener's filters, when it has any: the request body passes
+    /// their body hooks as it is read, and the response their response
+    /// hooks on its way out.
     pub(crate) filters: Option<Box<Chain>>,
-    /// A response hook answered instead: what the caller still sends of the
-    /// original response is dropped.
+    /// A filter answered instead of the response: what the caller still
+    /// sends of the original is dropped.
     replaced: bool,
-    /// Request body frames that came out of the filters, not yet taken.
-    filtered: VecDeque<BodyFrame>,
+    /// Request body pieces that came out of the filters, not yet taken.
+    filtered: VecDeque<Piece>,
     /// The filtered request body ended.
     filtered_end: bool,
 }
@@ -133,6 +134,21 @@ pub(crate) struct Downstream<'c> {
 pub(crate) enum Codec<'c> {
     Http1(http1::Exchange<'c>),
     Http2(http2::Exchange),
+}
+
+/// What interrupted a wait for the upstream ([`Downstream::interrupted`]).
+pub(crate) enum Interrupt {
+    /// The client left.
+    ClientGone,
+    /// A handle call for the stream's filters is queued: apply it with
+    /// [`Downstream::apply_filter_calls`].
+    FilterCalls,
+}
+
+/// What the request body read waited for.
+enum Next {
+    Frame(Result<Option<BodyFrame>, ReadError>),
+    FilterCalls,
 }
 
 impl<'c> Downstream<'c> {
@@ -159,22 +175,44 @@ impl<'c> Downstream<'c> {
     /// The next piece of the request body; `None` once it ended. Trailers,
     /// if any, come last.
     pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, ReadError> {
-        if self.filters.is_none() {
-            return self.read_body_raw().await;
-        }
-        // Through the request body hooks: a frame in may give none out (a
-        // filter buffering) or several (a buffer released at the end).
+        let Some(chain) = self.filters.as_deref_mut() else {
+            return read_raw(&mut self.codec, &mut self.bytes_received).await;
+        };
+        // Through the request body hooks: a piece in may give none out (a
+        // filter holding it) or several (what a filter held, released).
         loop {
-            if let Some(frame) = self.filtered.pop_front() {
-                return Ok(Some(frame));
+            match self.filtered.pop_front() {
+                Some(Piece::Data(data)) => return Ok(Some(BodyFrame::Data(data))),
+                Some(Piece::End(trailers)) => {
+                    self.filtered_end = true;
+                    return Ok(trailers.map(BodyFrame::Trailers));
+                }
+                None if self.filtered_end => return Ok(None),
+                None => {}
             }
-            if self.filtered_end {
-                return Ok(None);
-            }
-            let frame = self.read_body_raw().await?;
-            self.filtered_end = frame.is_none() || matches!(frame, Some(BodyFrame::Trailers(_)));
-            let Some(chain) = &mut self.filters else { return Ok(frame) };
-            match chain.request_body(frame, &mut self.filtered).await {
+            // While a filter holds body, a handle call may release it: wait
+            // for either (both reads are cancel-safe once the body started).
+            let next = if chain.holding(Direction::Request) {
+                tokio::select! {
+                    frame = read_raw(&mut self.codec, &mut self.bytes_received) => Next::Frame(frame),
+                    () = chain.calls_ready() => Next::FilterCalls,
+                }
+            } else {
+                Next::Frame(read_raw(&mut self.codec, &mut self.bytes_received).await)
+            };
+            let closed = std::pin::pin!(codec_closed(&mut self.codec));
+            let outcome = match next {
+                Next::FilterCalls => chain.apply_body_calls(Direction::Request, &mut self.filtered, closed).await,
+                Next::Frame(frame) => {
+                    let piece = match frame? {
+                        Some(BodyFrame::Data(data)) => Piece::Data(data),
+                        Some(BodyFrame::Trailers(trailers)) => Piece::End(Some(trailers)),
+                        None => Piece::End(None),
+                    };
+                    chain.body(Direction::Request, piece, &mut self.filtered, closed).await
+                }
+            };
+            match outcome {
                 Outcome::Continue => {}
                 Outcome::Reply(reply) => return Err(ReadError::Replied(reply)),
                 Outcome::Gone => return Err(ReadError::Closed),
@@ -182,25 +220,37 @@ impl<'c> Downstream<'c> {
         }
     }
 
-    async fn read_body_raw(&mut self) -> Result<Option<BodyFrame>, ReadError> {
-        let frame = match &mut self.codec {
-            Codec::Http1(e) => e.read_body().await,
-            Codec::Http2(e) => e.read_body().await,
-        };
-        if let Ok(Some(BodyFrame::Data(data))) = &frame {
-            self.bytes_received += data.len() as u64;
-        }
-        frame
-    }
-
     /// Resolves when the client leaves: closes or resets the connection
     /// (HTTP/1.1, where a half-close counts as leaving, as in nginx) or
     /// resets the stream (HTTP/2). Cancel-safe.
     pub(crate) async fn closed(&mut self) {
-        match &mut self.codec {
-            Codec::Http1(e) => e.closed().await,
-            Codec::Http2(e) => e.closed().await,
+        codec_closed(&mut self.codec).await;
+    }
+
+    /// While waiting for the upstream: resolves when the client leaves, or
+    /// when a call on the stream's handle is queued (filters only).
+    /// Cancel-safe.
+    pub(crate) async fn interrupted(&mut self) -> Interrupt {
+        let Some(chain) = self.filters.as_deref() else {
+            codec_closed(&mut self.codec).await;
+            return Interrupt::ClientGone;
+        };
+        tokio::select! {
+            () = codec_closed(&mut self.codec) => Interrupt::ClientGone,
+            () = chain.calls_ready() => Interrupt::FilterCalls,
         }
+    }
+
+    /// Applies the queued handle calls to the response (a resume may
+    /// release held body to the client).
+    pub(crate) async fn apply_filter_calls(&mut self) -> Result<(), WriteError> {
+        let Some(chain) = self.filters.as_deref_mut() else { return Ok(()) };
+        let mut out = VecDeque::new();
+        let outcome = {
+            let closed = std::pin::pin!(codec_closed(&mut self.codec));
+            chain.apply_body_calls(Direction::Response, &mut out, closed).await
+        };
+        self.flow(outcome, out).await
     }
 
     /// The response status, once a head was sent.
@@ -211,41 +261,148 @@ impl<'c> Downstream<'c> {
         }
     }
 
-    /// Whether a response head went out (or is queued): after that, a
-    /// failure can only abort the stream.
+    /// Whether a response is under way (its head sent, queued, or held
+    /// back by the filters): after that, a failure can only abort the
+    /// stream.
     pub(crate) fn response_started(&self) -> bool {
+        if self.filters.as_ref().is_some_and(|chain| chain.held_head.is_some()) {
+            return true;
+        }
         match &self.codec {
             Codec::Http1(e) => e.response_started(),
             Codec::Http2(e) => e.response_started(),
         }
     }
 
-    /// Starts the response. The HTTP/1.1 codec buffers the head so that it
-    /// leaves with the first body bytes (one write for a small response).
-    pub(crate) async fn send_head(&mut self, mut head: ResponseHead) -> Result<(), WriteError> {
-        if let Some(chain) = &mut self.filters {
-            chain.drain_forwarded();
-            let mut view =
-                nuncio_filter::ResponseHead { status: head.status, headers: std::mem::take(&mut head.headers) };
-            let end = head.body == BodySize::Empty;
-            match chain.response_headers(&mut view, end).await {
-                Outcome::Continue => {
-                    head.status = view.status;
-                    head.headers = view.headers;
-                }
-                Outcome::Gone => return Err(WriteError),
-                Outcome::Reply(reply) => {
-                    // The filter's answer goes out as is (its own hooks do
-                    // not run again); the original response is dropped.
-                    self.replaced = true;
-                    return self.send_raw_reply(reply).await;
-                }
-            }
-        }
-        self.send_head_raw(head).await
+    /// A filter answered instead of the response being sent: the rest of
+    /// it is not wanted.
+    pub(crate) fn response_replaced(&self) -> bool {
+        self.replaced
     }
 
-    async fn send_head_raw(&mut self, head: ResponseHead) -> Result<(), WriteError> {
+    /// Starts the response. The head goes out with the first body bytes
+    /// (the HTTP/1.1 codec buffers it: one write for a small response);
+    /// with filters it is held back until body comes out of them.
+    pub(crate) async fn send_head(&mut self, mut head: ResponseHead) -> Result<(), WriteError> {
+        let Some(chain) = self.filters.as_deref_mut() else { return self.write_head(head).await };
+        let mut view = nuncio_filter::ResponseHead { status: head.status, headers: std::mem::take(&mut head.headers) };
+        let end = head.body == BodySize::Empty;
+        let outcome = {
+            let closed = std::pin::pin!(codec_closed(&mut self.codec));
+            chain.response_headers(&mut view, end, closed).await
+        };
+        match outcome {
+            Outcome::Continue => {
+                head.status = view.status;
+                head.headers = view.headers;
+                chain.held_head = Some(head);
+                Ok(())
+            }
+            Outcome::Gone => Err(WriteError),
+            Outcome::Reply(reply) => {
+                // The filter's answer goes out as is (its own hooks do not
+                // run again); the original response is dropped.
+                self.replaced = true;
+                self.send_raw_reply(reply).await
+            }
+        }
+    }
+
+    /// Sends a piece of the response body, waiting for the client to take
+    /// it (TCP or HTTP/2 flow control): the upstream is read no faster.
+    pub(crate) async fn send_data(&mut self, data: Bytes) -> Result<(), WriteError> {
+        self.send_piece(Piece::Data(data)).await
+    }
+
+    /// Ends the response with trailer fields (dropped if the response is
+    /// not chunked HTTP/1.1 or HTTP/2: nothing else can carry them).
+    pub(crate) async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {
+        self.send_piece(Piece::End(Some(trailers))).await
+    }
+
+    /// Ends the response (no-op if trailers ended it).
+    pub(crate) async fn finish(&mut self) -> Result<(), WriteError> {
+        self.send_piece(Piece::End(None)).await
+    }
+
+    /// A piece of the response through the response body hooks, then out.
+    async fn send_piece(&mut self, piece: Piece) -> Result<(), WriteError> {
+        if self.replaced {
+            return Ok(());
+        }
+        let Some(chain) = self.filters.as_deref_mut() else {
+            return self.write_pieces(VecDeque::from([piece])).await;
+        };
+        let mut out = VecDeque::new();
+        let outcome = {
+            let closed = std::pin::pin!(codec_closed(&mut self.codec));
+            chain.body(Direction::Response, piece, &mut out, closed).await
+        };
+        self.flow(outcome, out).await
+    }
+
+    /// Acts on what the response body hooks decided.
+    async fn flow(&mut self, outcome: Outcome, out: VecDeque<Piece>) -> Result<(), WriteError> {
+        match outcome {
+            Outcome::Continue => self.write_pieces(out).await,
+            Outcome::Gone => Err(WriteError),
+            Outcome::Reply(reply) => {
+                let held = self.filters.as_deref_mut().and_then(|chain| chain.held_head.take());
+                if held.is_none() && self.response_started() {
+                    // The head is out: a filter refusing the body can only
+                    // cut the response.
+                    self.abort();
+                    return Err(WriteError);
+                }
+                self.replaced = true;
+                self.send_raw_reply(reply).await
+            }
+        }
+    }
+
+    /// Writes what came out of the filters (or the piece itself, without
+    /// filters); a held-back head goes first.
+    async fn write_pieces(&mut self, mut out: VecDeque<Piece>) -> Result<(), WriteError> {
+        while let Some(piece) = out.pop_front() {
+            if self.filters.as_ref().is_some_and(|chain| chain.held_head.is_some()) {
+                // The whole body is here when its end is: the exact length.
+                let whole = matches!(piece, Piece::End(None)) || matches!(out.back(), Some(Piece::End(None)));
+                let length = whole.then(|| {
+                    std::iter::once(&piece)
+                        .chain(out.iter())
+                        .map(|p| if let Piece::Data(d) = p { d.len() as u64 } else { 0 })
+                        .sum::<u64>()
+                });
+                self.release_head(length).await?;
+            }
+            match piece {
+                Piece::Data(data) => self.write_data(data).await?,
+                Piece::End(Some(trailers)) => self.write_trailers(trailers).await?,
+                Piece::End(None) => self.finish_raw().await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the held-back head: with `length` when the whole body is
+    /// known, else with the `content-length` the hooks left (none: chunked).
+    async fn release_head(&mut self, length: Option<u64>) -> Result<(), WriteError> {
+        let Some(mut head) = self.filters.as_deref_mut().and_then(|chain| chain.held_head.take()) else {
+            return Ok(());
+        };
+        head.body = match (head.body, length) {
+            (BodySize::Empty, _) => BodySize::Empty,
+            (_, Some(n)) => BodySize::Exact(n),
+            (BodySize::Exact(_), None) => BodySize::from_content_length(&head.headers),
+            (BodySize::Unknown, None) => BodySize::Unknown,
+        };
+        self.write_head(head).await
+    }
+
+    async fn write_head(&mut self, head: ResponseHead) -> Result<(), WriteError> {
+        if let Some(chain) = &mut self.filters {
+            chain.response_started = true;
+        }
         match &mut self.codec {
             Codec::Http1(e) => {
                 e.send_head(head);
@@ -255,26 +412,7 @@ impl<'c> Downstream<'c> {
         }
     }
 
-    /// Sends a piece of the response body, waiting for the client to take
-    /// it (TCP or HTTP/2 flow control): the upstream is read no faster.
-    pub(crate) async fn send_data(&mut self, data: Bytes) -> Result<(), WriteError> {
-        if self.replaced {
-            return Ok(());
-        }
-        self.send_data_raw(data).await
-    }
-
-    async fn send_data_raw(&mut self, data: Bytes) -> Result<(), WriteError> {
-        let mut data = data;
-        // A filter's own local reply (sent raw) does not pass the hooks.
-        if !self.replaced
-            && let Some(chain) = &mut self.filters
-            && let Outcome::Reply(_) = chain.response_body(&mut data, false).await
-        {
-            // The head is out: a filter refusing the body can only cut it.
-            self.abort();
-            return Err(WriteError);
-        }
+    async fn write_data(&mut self, data: Bytes) -> Result<(), WriteError> {
         self.bytes_sent += data.len() as u64;
         match &mut self.codec {
             Codec::Http1(e) => e.send_data(data).await,
@@ -282,30 +420,11 @@ impl<'c> Downstream<'c> {
         }
     }
 
-    /// Ends the response with trailer fields (dropped if the response is
-    /// not chunked HTTP/1.1 or HTTP/2: nothing else can carry them).
-    pub(crate) async fn send_trailers(&mut self, mut trailers: HeaderMap) -> Result<(), WriteError> {
-        if self.replaced {
-            return Ok(());
-        }
-        if let Some(chain) = &mut self.filters
-            && let Outcome::Reply(_) = chain.response_trailers(&mut trailers).await
-        {
-            self.abort();
-            return Err(WriteError);
-        }
+    async fn write_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {
         match &mut self.codec {
             Codec::Http1(e) => e.send_trailers(trailers).await,
             Codec::Http2(e) => e.send_trailers(trailers),
         }
-    }
-
-    /// Ends the response (no-op if trailers ended it).
-    pub(crate) async fn finish(&mut self) -> Result<(), WriteError> {
-        if self.replaced {
-            return Ok(());
-        }
-        self.finish_raw().await
     }
 
     async fn finish_raw(&mut self) -> Result<(), WriteError> {
@@ -315,8 +434,16 @@ impl<'c> Downstream<'c> {
         }
     }
 
-    /// Sends what is buffered (a response head waiting for body bytes).
+    /// Sends what is buffered (a response head waiting for body bytes). A
+    /// head the filters hold back goes now unless a filter holds response
+    /// body (it may still replace the response).
     pub(crate) async fn flush(&mut self) -> Result<(), WriteError> {
+        if let Some(chain) = self.filters.as_deref()
+            && chain.held_head.is_some()
+            && !chain.holding(Direction::Response)
+        {
+            self.release_head(None).await?;
+        }
         match &mut self.codec {
             Codec::Http1(e) => e.flush().await,
             Codec::Http2(_) => Ok(()),
@@ -338,9 +465,9 @@ impl<'c> Downstream<'c> {
         let LocalReply { status, mut headers, body } = reply;
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         let size = if body.is_empty() { BodySize::Empty } else { BodySize::Exact(body.len() as u64) };
-        self.send_head_raw(ResponseHead { status, headers, body: size }).await?;
+        self.write_head(ResponseHead { status, headers, body: size }).await?;
         if !body.is_empty() {
-            self.send_data_raw(body).await?;
+            self.write_data(body).await?;
         }
         self.finish_raw().await
     }
@@ -385,6 +512,27 @@ impl<'c> Downstream<'c> {
             Codec::Http1(e) => e.abort(),
             Codec::Http2(_) => {}
         }
+    }
+}
+
+/// The next piece of the request body as the client sent it, counted.
+async fn read_raw(codec: &mut Codec<'_>, received: &mut u64) -> Result<Option<BodyFrame>, ReadError> {
+    let frame = match codec {
+        Codec::Http1(e) => e.read_body().await,
+        Codec::Http2(e) => e.read_body().await,
+    };
+    if let Ok(Some(BodyFrame::Data(data))) = &frame {
+        *received += data.len() as u64;
+    }
+    frame
+}
+
+/// [`Downstream::closed`], on the codec alone (so the filters can wait on
+/// it while the rest of the stream is borrowed).
+async fn codec_closed(codec: &mut Codec<'_>) {
+    match codec {
+        Codec::Http1(e) => e.closed().await,
+        Codec::Http2(e) => e.closed().await,
     }
 }
 

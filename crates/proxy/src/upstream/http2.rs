@@ -273,8 +273,11 @@ impl ResponseBody {
                 }
                 Some(Err(e)) => return Err(BodyError(e.to_string())),
                 None => {
+                    // Done only once the trailers are in: the relay may drop
+                    // this read for a filter's handle call, and ask again.
+                    let trailers = self.body.trailers().await;
                     self.done = true;
-                    return match self.body.trailers().await {
+                    return match trailers {
                         Ok(trailers) => Ok(trailers.map(BodyFrame::Trailers)),
                         Err(e) => Err(BodyError(e.to_string())),
                     };
