@@ -162,7 +162,7 @@ fn latency_with_reloads(app: SocketAddr) {
     let steady = load(&client, addr, 16, seconds);
     let stop = Arc::new(AtomicBool::new(false));
     let reloader = {
-        let (server, stop) = (server.clone(), stop.clone());
+        let stop = stop.clone();
         std::thread::spawn(move || {
             let mut count = 0;
             while !stop.load(Ordering::Relaxed) {
