@@ -109,11 +109,7 @@ async fn connection(mut stream: TcpStream, state: Rc<AdminState>) {
             Err(reply) => reply,
         },
         "/drain" => {
-            let manager = state.manager.clone();
-            tokio::task::spawn_local(async move {
-                manager.drain_all().await;
-                manager.stop();
-            });
+            state.manager.shut_down();
             Reply::text(StatusCode::ACCEPTED, "draining: nuncio stops once open connections finish\n")
         }
         _ => route(&state, method, path, query),

@@ -359,13 +359,13 @@ impl ConfigManager {
         result
     }
 
-    /// Stops every listener accepting and lets connections finish, for at
-    /// most `drain_timeout`; then closes what is left. Resolves when no
-    /// connection is open (or the time is up). `/ready` says "draining"
-    /// from the first moment.
-    pub(crate) async fn drain_all(self: &Rc<Self>) {
+    /// Starts a graceful shutdown in the background (`SIGTERM`, `POST
+    /// /drain`): every listener drains (see [`ConfigManager::drain`]), then
+    /// the main loop stops. `/ready` says "draining" from the first moment;
+    /// a second call does nothing more.
+    pub(crate) fn shut_down(self: &Rc<Self>) {
         if self.draining.replace(true) {
-            return std::future::pending().await; // the first drain stops the server
+            return;
         }
         let (listeners, timeout) = {
             let state = self.state.borrow();
@@ -373,7 +373,27 @@ impl ConfigManager {
             (state.listeners.values().chain(state.draining.values()).cloned().collect::<Vec<_>>(), timeout)
         };
         tracing::info!(?timeout, "draining: no new connections; waiting for those open to finish");
-        for listener in &listeners {
+        let manager = self.clone();
+        tokio::task::spawn_local(async move {
+            manager.drain(&listeners, timeout).await;
+            manager.main.stop();
+        });
+    }
+
+    /// Drains one listener a reload removed, in the background.
+    fn drain_listener(self: &Rc<Self>, listener: ServedListener, timeout: Duration) {
+        let manager = self.clone();
+        tokio::task::spawn_local(async move {
+            manager.drain(std::slice::from_ref(&listener), timeout).await;
+            manager.state.borrow_mut().draining.remove(&listener.id);
+            tracing::info!(listener = %listener.config.name, "listener drained");
+        });
+    }
+
+    /// The one drain: `listeners` stop accepting and their connections
+    /// finish, for at most `timeout`; then what is left is closed.
+    async fn drain(&self, listeners: &[ServedListener], timeout: Duration) {
+        for listener in listeners {
             self.post_all(listener.id, crate::worker::drain_listener);
         }
         let open = || listeners.iter().map(|l| l.open.load(Ordering::Relaxed)).sum::<usize>();
@@ -385,29 +405,9 @@ impl ConfigManager {
         if left > 0 {
             tracing::warn!(connections = left, "drain_timeout passed: closing the connections left");
         }
-        for listener in &listeners {
+        for listener in listeners {
             self.post_all(listener.id, crate::worker::close_listener);
         }
-    }
-
-    /// Stops the main loop (and so the server).
-    pub(crate) fn stop(&self) {
-        self.main.stop();
-    }
-
-    /// Drains one listener a reload removed, in the background.
-    fn drain_listener(self: &Rc<Self>, listener: ServedListener, timeout: Duration) {
-        self.post_all(listener.id, crate::worker::drain_listener);
-        let manager = self.clone();
-        tokio::task::spawn_local(async move {
-            let deadline = Instant::now() + timeout;
-            while listener.open.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-                tokio::time::sleep(DRAIN_POLL).await;
-            }
-            manager.post_all(listener.id, crate::worker::close_listener);
-            manager.state.borrow_mut().draining.remove(&listener.id);
-            tracing::info!(listener = %listener.config.name, "listener drained");
-        });
     }
 
     fn post_all(&self, id: u64, f: fn(u64)) {

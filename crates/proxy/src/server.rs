@@ -390,12 +390,6 @@ fn handle_control(manager: &Rc<ConfigManager>, command: Control) {
                 let _ = manager.reload_file().await;
             });
         }
-        Control::Drain => {
-            let manager = manager.clone();
-            tokio::task::spawn_local(async move {
-                manager.drain_all().await;
-                manager.stop();
-            });
-        }
+        Control::Drain => manager.shut_down(),
     }
 }
