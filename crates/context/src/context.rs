@@ -93,7 +93,20 @@ impl Context {
     /// A future that resolves when this context is done. See [`Done`] for
     /// when its deadline timer is armed.
     pub fn done(&self) -> Done {
-        Done::new(self.scope.clone())
+        Done::new(self.scope.clone(), true)
+    }
+
+    /// Like [`done`](Self::done), but polling it arms no deadline timer: it
+    /// resolves on cancellation (through a handle, an ancestor's, or a
+    /// deadline whose timer something else armed) and when polled after the
+    /// deadline, but nothing wakes it *at* the deadline.
+    ///
+    /// For a caller that waits on the deadline itself, with a
+    /// `tokio::time::Sleep` until [`deadline`](Self::deadline) beside it:
+    /// that costs one timer entry where `done()` spawns a timer task, which
+    /// matters on a per-request path.
+    pub fn done_unless_deadline(&self) -> Done {
+        Done::new(self.scope.clone(), false)
     }
 
     /// `None` while the context is live, else why it is done.

@@ -29,11 +29,14 @@ pub struct Done {
     scope: Option<Arc<Scope>>,
     /// Our slot in the scope's waiters, once registered.
     key: Option<usize>,
+    /// Polling arms the deadline timer (`false` for
+    /// [`Context::done_unless_deadline`](crate::Context::done_unless_deadline)).
+    arm_timer: bool,
 }
 
 impl Done {
-    pub(crate) fn new(scope: Option<Arc<Scope>>) -> Done {
-        Done { scope, key: None }
+    pub(crate) fn new(scope: Option<Arc<Scope>>, arm_timer: bool) -> Done {
+        Done { scope, key: None, arm_timer }
     }
 }
 
@@ -43,7 +46,7 @@ impl Future for Done {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
         let this = self.get_mut();
         match &this.scope {
-            Some(scope) if Scope::poll_done(scope, &mut this.key, cx.waker()) => Poll::Ready(()),
+            Some(scope) if Scope::poll_done(scope, &mut this.key, cx.waker(), this.arm_timer) => Poll::Ready(()),
             _ => Poll::Pending,
         }
     }

@@ -305,8 +305,9 @@ impl Scope {
         matches!(f, Some(Registered::AfterFunc(_)))
     }
 
-    /// The body of `Done::poll`. `key` is the waiter slot of that future.
-    pub(crate) fn poll_done(this: &Arc<Self>, key: &mut Option<usize>, waker: &Waker) -> bool {
+    /// The body of `Done::poll`. `key` is the waiter slot of that future;
+    /// `arm_timer`: make sure a timer cancels the scope at its deadline.
+    pub(crate) fn poll_done(this: &Arc<Self>, key: &mut Option<usize>, waker: &Waker, arm_timer: bool) -> bool {
         if this.err().is_some() {
             *key = None;
             return true;
@@ -327,7 +328,7 @@ impl Scope {
                     None
                 }
             };
-            let arm = this.deadline.is_some() && !this.has_timer(&inner);
+            let arm = arm_timer && this.deadline.is_some() && !this.has_timer(&inner);
             (replaced, arm)
         };
         drop(replaced);

@@ -31,6 +31,10 @@ pub const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// [`HOP_BY_HOP`] as one value: each use of a `const` array of
+/// `HeaderName`s builds and drops a copy.
+static HOP_BY_HOP_FIELDS: [HeaderName; 7] = HOP_BY_HOP;
+
 /// OWS = *( SP / HTAB )
 #[inline]
 fn trim_ows(mut s: &[u8]) -> &[u8] {
@@ -178,6 +182,11 @@ pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// guarantee (Host, forwarding headers) has to be set *after* this call. An
 /// upgrade being forwarded needs `Connection: upgrade` and `Upgrade` put back.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One look at the names first: most messages carry no hop-by-hop field
+    // (or only `Connection`), and a `remove` per listed name hashes each.
+    if !headers.keys().any(|name| HOP_BY_HOP_FIELDS.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let nominated: Vec<HeaderName> =
             connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
@@ -185,7 +194,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    for name in &HOP_BY_HOP_FIELDS {
         headers.remove(name);
     }
 }

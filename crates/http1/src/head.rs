@@ -116,9 +116,14 @@ pub(crate) struct Fields {
 
 /// Builds the `HeaderMap`: names through `HeaderName::from_bytes` (standard
 /// names are a static lookup), values as slices of the frozen `head`.
+/// Fields a decoded head has room for beyond its own.
+const SPARE_FIELDS: usize = 4;
+
 pub(crate) fn build_fields(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Result<Fields, Error> {
     let mut f = Fields {
-        headers: HeaderMap::try_with_capacity(parsed.len()).map_err(|_| Error::TooManyHeaders)?,
+        // Room for the few fields a proxy adds (forwarding, request id)
+        // without growing the map.
+        headers: HeaderMap::try_with_capacity(parsed.len() + SPARE_FIELDS).map_err(|_| Error::TooManyHeaders)?,
         content_length: Ok(None),
         transfer_encoding: TransferEncoding::default(),
         connection: ConnectionOptions::default(),

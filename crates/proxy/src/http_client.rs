@@ -23,12 +23,13 @@ use nuncio_runtime::SlotRef;
 use nuncio_stats::Store;
 use tokio::time::Instant;
 
+use crate::bounded::under;
 use crate::cluster::resources::Breaker;
 use crate::cluster::{ActiveRequest, ClusterState, ConnectError, PickError};
 use crate::message::{BodyFrame, BodySize};
 use crate::snapshot::Local;
 use crate::stats::ClusterStats;
-use crate::stream::{is_grpc, time_left_header, under};
+use crate::stream::{is_grpc, time_left_header};
 use crate::upstream::{self, NoClient, RequestBody, TryError, UpstreamRequest, UpstreamResponse};
 use crate::worker::Worker;
 

@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod bounded;
 mod cluster;
 mod downstream;
 mod error;

@@ -3,7 +3,7 @@
 //! Built once per config snapshot on main (header names parsed, weights
 //! summed), read by every worker. Selection allocates nothing.
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use nuncio_config::{HeaderRule, HostMatch, PathMatch, Route, RouteAction};
 
 /// A listener's routes, ready to match.
@@ -21,6 +21,9 @@ pub(crate) struct CompiledRoute {
     pub(crate) route: Route,
     /// Sum of `weighted_clusters` weights (0 for single-cluster routes).
     pub(crate) total_weight: u64,
+    /// The forward action's `host_rewrite` as a field value, built once
+    /// here rather than per request.
+    pub(crate) host_rewrite: Option<HeaderValue>,
 }
 
 impl RouteTable {
@@ -30,6 +33,12 @@ impl RouteTable {
         let routes = routes
             .iter()
             .map(|route| CompiledRoute {
+                host_rewrite: match &route.action {
+                    RouteAction::Forward(forward) => {
+                        forward.host_rewrite.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
+                    }
+                    _ => None,
+                },
                 host: route.matcher.host.clone(),
                 path: route.matcher.path.clone(),
                 headers: route
@@ -111,7 +120,7 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
-            map.append(*k, http::HeaderValue::from_static(v));
+            map.append(*k, HeaderValue::from_static(v));
         }
         map
     }

@@ -18,6 +18,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
 use nuncio_accesslog::{Record, ResponseFlags};
 use nuncio_config::{
@@ -28,6 +29,7 @@ use nuncio_runtime::SlotRef;
 use nuncio_stats::Store;
 use tokio::time::Instant;
 
+use crate::bounded::under;
 use crate::cluster::resources::{Breaker, Permit, Resources};
 use crate::cluster::{ActiveRequest, ClusterState, ConnectError, PickError};
 use crate::downstream::{Codec, Downstream, Interrupt, ReadError};
@@ -60,15 +62,18 @@ pub(crate) async fn serve(
     ctx: &Context,
 ) {
     let mut info = StreamInfo::new(listener.access_log.is_some());
-    // The stream's own context: cancelled when the stream ends, whatever
-    // ends it, so that filter work for it stops too.
-    let (stream_ctx, _stream_cancel) = ctx.with_cancel();
+    // With filters, the stream has a context of its own, cancelled when the
+    // stream ends, whatever ends it, so that filter work for it stops too.
+    // Without, the connection's will do: everything the stream derives from
+    // it is cancelled by its own guard.
+    let own_ctx = listener.filters.is_some().then(|| ctx.with_cancel());
+    let stream_ctx = own_ctx.as_ref().map_or(ctx, |(ctx, _cancel)| ctx);
     if let Some(factories) = &listener.filters {
         let mut cx = nuncio_filter::StreamCx::new(stream_ctx.clone(), downstream.peer());
         cx.set_http_client(crate::http_client::ClusterClient::for_stream(local));
         downstream.filters = Some(Box::new(Chain::new(factories, cx)));
     }
-    answer(worker, local, listener, downstream, &mut request, &stream_ctx, &mut info).await;
+    answer(worker, local, listener, downstream, &mut request, stream_ctx, &mut info).await;
     if let Some(chain) = &mut downstream.filters {
         chain.complete();
         if chain.panics > 0 {
@@ -123,7 +128,7 @@ async fn answer(
             // The chain may wait (a filter stopped, a hook pending): a client
             // that leaves meanwhile ends it.
             let closed = std::pin::pin!(downstream.closed());
-            chain.request_headers(&mut view, request.body == BodySize::Empty, closed).await
+            Box::pin(chain.request_headers(&mut view, request.body == BodySize::Empty, closed)).await
         };
         downstream.filters = Some(chain);
         request.restore(view);
@@ -251,17 +256,15 @@ async fn forward_request(
         None => ctx.with_cancel(),
     };
     // A gRPC client's own deadline can only shorten the route's.
-    let (stream_ctx, _stream_guard) = match grpc_timeout(&client_request.headers) {
-        Some(timeout) => route_ctx.with_timeout(timeout),
-        None => route_ctx.with_cancel(),
-    };
+    let grpc_deadline = grpc_timeout(&client_request.headers).map(|timeout| route_ctx.with_timeout(timeout));
+    let stream_ctx = grpc_deadline.as_ref().map_or(&route_ctx, |(ctx, _guard)| ctx);
     let grpc = is_grpc(&client_request.headers);
     let mut body = match request.body {
         BodySize::Empty => RequestBody::Empty,
         BodySize::Exact(n) if n <= RETRY_BUFFER => {
             let mut chunks = Vec::new();
             loop {
-                match under(&stream_ctx, downstream.read_body()).await {
+                match under(stream_ctx, downstream.read_body()).await {
                     Ok(Ok(Some(BodyFrame::Data(data)))) => chunks.push(data),
                     Ok(Ok(Some(BodyFrame::Trailers(_)))) => {}
                     Ok(Ok(None)) => break,
@@ -308,17 +311,17 @@ async fn forward_request(
                 return breaker_open(downstream, cluster, counting, breaker).await;
             }
         };
-        let per_try = policy.and_then(|p| p.per_try_timeout);
-        let (try_ctx, _try_guard) = match per_try {
-            Some(t) => stream_ctx.with_timeout(t),
-            None => stream_ctx.with_cancel(),
-        };
+        // A try has a context of its own only when it has its own
+        // deadline: otherwise ending the try (dropping its future) is all
+        // the cancelling it needs.
+        let per_try = policy.and_then(|p| p.per_try_timeout).map(|t| stream_ctx.with_timeout(t));
+        let try_ctx = per_try.as_ref().map_or(stream_ctx, |(ctx, _guard)| ctx);
         store.inc(stats.rq_total);
         info.attempts += 1;
         let sent_at = Instant::now();
         request.deadline = try_ctx.deadline().map(|deadline| time_left_header(deadline, grpc));
         let sent = upstream::send(cluster.config().protocol, &active, &request, &mut body, downstream);
-        let error = match under(&try_ctx, sent).await {
+        let error = match under(try_ctx, sent).await {
             // A 101 nobody asked for would make the client connection a raw
             // pipe to the upstream, past every route.
             Ok(Ok(response)) if response.tunnel && !client_request.upgrade => TryError::UnaskedUpgrade,
@@ -447,7 +450,9 @@ pub(crate) fn time_left_header(deadline: Instant, grpc: bool) -> (header::Header
         let value = if ms < 100_000_000 { format!("{ms}m") } else { format!("{}S", (ms / 1000).min(99_999_999)) };
         (GRPC_TIMEOUT.clone(), HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("1m")))
     } else {
-        (X_NUNCIO_EXPECTED_TIMEOUT_MS.clone(), HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX)))
+        let ms = u64::try_from(ms).unwrap_or(u64::MAX);
+        let value = HeaderValue::from_bytes(itoa::Buffer::new().format(ms).as_bytes());
+        (X_NUNCIO_EXPECTED_TIMEOUT_MS.clone(), value.unwrap_or(HeaderValue::from_static("1")))
     }
 }
 
@@ -537,20 +542,16 @@ fn prepare_upstream_request(
     }
     // Several `x-forwarded-for` lines are one list (RFC 9110 §5.3): keep
     // every hop, in order, and add the client as the last.
-    let mut xff: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
-    let client_ip = peer.ip().to_string();
-    xff.push(&client_ip);
-    if let Ok(value) = HeaderValue::from_str(&xff.join(", ")) {
+    let xff = forwarded_for(headers.get_all(&X_FORWARDED_FOR), peer);
+    if let Ok(value) = HeaderValue::from_maybe_shared(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID.clone(), request_id());
     }
-    if let Some(host) = &forward.host_rewrite
-        && let Ok(value) = HeaderValue::from_str(host)
-    {
-        headers.insert(header::HOST, value);
+    if let Some(host) = &route.host_rewrite {
+        headers.insert(header::HOST, host.clone());
     } else if let Some(authority) = &request.authority
         && (!headers.contains_key(header::HOST) || request.version == Version::HTTP_2)
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
@@ -558,21 +559,59 @@ fn prepare_upstream_request(
         // HTTP/2's `:authority` wins over a `Host` field (RFC 9113 §8.3.1).
         headers.insert(header::HOST, value);
     }
-    let path_and_query = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
     match &forward.prefix_rewrite {
         Some(replacement) => {
             let path = rewrite_prefix(request.uri.path(), &route.route.matcher.path, replacement);
             let query = request.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
             format!("{path}{query}").parse().unwrap_or_else(|_| Uri::from_static("/"))
         }
-        None => path_and_query.parse().unwrap_or_else(|_| Uri::from_static("/")),
+        // The path and query as they came, sharing the request's bytes.
+        None => {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query =
+                Some(request.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+            Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+        }
     }
+}
+
+/// The `x-forwarded-for` value: the hops already listed (every line, in
+/// order) and then the client's address, written into one buffer.
+fn forwarded_for(hops: header::GetAll<'_, HeaderValue>, peer: SocketAddr) -> Bytes {
+    use std::io::Write;
+    let mut value = Vec::with_capacity(48);
+    for hop in hops {
+        value.extend_from_slice(hop.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    match peer.ip() {
+        // By hand: `Display` for an address goes through the formatting
+        // machinery, several times the cost of the rest of this function.
+        std::net::IpAddr::V4(ip) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    value.push(b'.');
+                }
+                value.extend_from_slice(digits.format(octet).as_bytes());
+            }
+        }
+        ip @ std::net::IpAddr::V6(_) => {
+            let _ = write!(value, "{ip}");
+        }
+    }
+    Bytes::from(value)
 }
 
 /// A new request id: 128 random bits in hex.
 fn request_id() -> HeaderValue {
-    let id = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn retry_on_error(policy: &RetryPolicy, error: &TryError) -> bool {
@@ -679,14 +718,5 @@ async fn relay_response(
             info.flags |= ResponseFlags::UPSTREAM_CONNECTION_TERMINATION;
             downstream.abort();
         }
-    }
-}
-
-/// Runs `fut` until it finishes or `ctx` is done, whichever comes first.
-pub(crate) async fn under<F: Future>(ctx: &Context, fut: F) -> Result<F::Output, nuncio_context::Error> {
-    tokio::select! {
-        biased;
-        output = fut => Ok(output),
-        () = ctx.done() => Err(ctx.err().unwrap_or(nuncio_context::Error::Canceled)),
     }
 }

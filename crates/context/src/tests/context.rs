@@ -306,6 +306,33 @@ async fn done_resolves_on_cancel() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn done_unless_deadline_arms_no_timer_but_sees_cancel_and_a_passed_deadline() {
+    let (ctx, cancel) = Context::background().with_timeout(Duration::from_secs(2));
+    let mut waiting = ctx.done_unless_deadline();
+    assert!(poll_once(&mut waiting).is_pending());
+    assert!(!ctx.scope().unwrap().timer_armed());
+    // Nothing wakes it at the deadline, but a poll after it sees it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(poll_once(&mut waiting).is_ready());
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    drop(cancel);
+
+    // Cancellation wakes it.
+    let (ctx, cancel) = Context::background().with_timeout(Duration::from_secs(60));
+    let waiter = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            ctx.done_unless_deadline().await;
+            ctx.err()
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!ctx.scope().unwrap().timer_armed());
+    cancel.cancel();
+    assert_eq!(waiter.await.unwrap(), Some(Error::Canceled));
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_inherited_deadline_uses_the_parents_timer() {
     let (parent, _p) = Context::background().with_timeout(Duration::from_secs(5));
     let (child, _c) = parent.with_cancel();

@@ -14,7 +14,8 @@ use nuncio_http1::{BodyDecoder, BodyEvent, BodyFraming, Limits, Request, Request
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{Codec, Downstream, ReadError, WriteError, within};
+use super::{Codec, Downstream, ReadError, WriteError};
+use crate::bounded::within;
 use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead, bodiless};
 use crate::upstream::http1::write_all_vectored;
 use crate::worker::Worker;
@@ -81,11 +82,15 @@ impl Connection {
     /// Writes what `write_buf` holds followed by `parts`, then clears the
     /// buffer.
     async fn flush_with(&mut self, parts: &[&[u8]]) -> Result<(), WriteError> {
-        let head = self.write_buf.split().freeze();
-        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-        all.push(&head);
-        all.extend_from_slice(parts);
-        write_all_vectored(&mut self.stream, &all).await.map_err(|_| WriteError)
+        let mut all: [&[u8]; 4] = [&[]; 4];
+        let count = parts.len() + 1;
+        assert!(count <= all.len(), "flush_with takes at most {} parts", all.len() - 1);
+        all[0] = &self.write_buf;
+        all[1..count].copy_from_slice(parts);
+        let written = write_all_vectored(&mut self.stream, &all[..count]).await;
+        // Cleared, not split off: the buffer's memory serves the next write.
+        self.write_buf.clear();
+        written.map_err(|_| WriteError)
     }
 
     /// A response to a request that could not be read, then close.

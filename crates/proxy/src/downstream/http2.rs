@@ -26,7 +26,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::{Codec, Downstream, ReadError, WriteError, within};
+use super::{Codec, Downstream, ReadError, WriteError};
+use crate::bounded::within;
 use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead, bodiless};
 use crate::worker::Worker;
 

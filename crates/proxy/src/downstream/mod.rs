@@ -14,7 +14,6 @@ mod http2;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -22,6 +21,7 @@ use nuncio_config::ListenerProtocol;
 use nuncio_context::Context;
 use tokio::net::TcpStream;
 
+use crate::bounded::within;
 use crate::filter_manager::{Chain, Direction, Outcome, Piece};
 use crate::message::{BodyFrame, BodySize, ResponseHead};
 use crate::worker::Worker;
@@ -202,14 +202,16 @@ impl<'c> Downstream<'c> {
             };
             let closed = std::pin::pin!(codec_closed(&mut self.codec));
             let outcome = match next {
-                Next::FilterCalls => chain.apply_body_calls(Direction::Request, &mut self.filtered, closed).await,
+                Next::FilterCalls => {
+                    Box::pin(chain.apply_body_calls(Direction::Request, &mut self.filtered, closed)).await
+                }
                 Next::Frame(frame) => {
                     let piece = match frame? {
                         Some(BodyFrame::Data(data)) => Piece::Data(data),
                         Some(BodyFrame::Trailers(trailers)) => Piece::End(Some(trailers)),
                         None => Piece::End(None),
                     };
-                    chain.body(Direction::Request, piece, &mut self.filtered, closed).await
+                    Box::pin(chain.body(Direction::Request, piece, &mut self.filtered, closed)).await
                 }
             };
             match outcome {
@@ -248,7 +250,7 @@ impl<'c> Downstream<'c> {
         let mut out = VecDeque::new();
         let outcome = {
             let closed = std::pin::pin!(codec_closed(&mut self.codec));
-            chain.apply_body_calls(Direction::Response, &mut out, closed).await
+            Box::pin(chain.apply_body_calls(Direction::Response, &mut out, closed)).await
         };
         self.flow(outcome, out).await
     }
@@ -289,7 +291,7 @@ impl<'c> Downstream<'c> {
         let end = head.body == BodySize::Empty;
         let outcome = {
             let closed = std::pin::pin!(codec_closed(&mut self.codec));
-            chain.response_headers(&mut view, end, closed).await
+            Box::pin(chain.response_headers(&mut view, end, closed)).await
         };
         match outcome {
             Outcome::Continue => {
@@ -330,13 +332,11 @@ impl<'c> Downstream<'c> {
         if self.replaced {
             return Ok(());
         }
-        let Some(chain) = self.filters.as_deref_mut() else {
-            return self.write_pieces(VecDeque::from([piece])).await;
-        };
+        let Some(chain) = self.filters.as_deref_mut() else { return self.write_piece(piece).await };
         let mut out = VecDeque::new();
         let outcome = {
             let closed = std::pin::pin!(codec_closed(&mut self.codec));
-            chain.body(Direction::Response, piece, &mut out, closed).await
+            Box::pin(chain.body(Direction::Response, piece, &mut out, closed)).await
         };
         self.flow(outcome, out).await
     }
@@ -375,13 +375,17 @@ impl<'c> Downstream<'c> {
                 });
                 self.release_head(length).await?;
             }
-            match piece {
-                Piece::Data(data) => self.write_data(data).await?,
-                Piece::End(Some(trailers)) => self.write_trailers(trailers).await?,
-                Piece::End(None) => self.finish_raw().await?,
-            }
+            self.write_piece(piece).await?;
         }
         Ok(())
+    }
+
+    async fn write_piece(&mut self, piece: Piece) -> Result<(), WriteError> {
+        match piece {
+            Piece::Data(data) => self.write_data(data).await,
+            Piece::End(Some(trailers)) => self.write_trailers(trailers).await,
+            Piece::End(None) => self.finish_raw().await,
+        }
     }
 
     /// Writes the held-back head: with `length` when the whole body is
@@ -533,13 +537,5 @@ async fn codec_closed(codec: &mut Codec<'_>) {
     match codec {
         Codec::Http1(e) => e.closed().await,
         Codec::Http2(e) => e.closed().await,
-    }
-}
-
-/// Runs `fut` under an optional timeout: `None` when it ran out.
-pub(crate) async fn within<F: Future>(limit: Option<Duration>, fut: F) -> Option<F::Output> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
-        None => Some(fut.await),
     }
 }

@@ -59,21 +59,29 @@ impl Http1Connection {
 
 /// Writes every slice, in as few `writev` calls as the kernel allows.
 pub(crate) async fn write_all_vectored(stream: &mut TcpStream, parts: &[&[u8]]) -> std::io::Result<()> {
-    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
-    let mut first = 0;
-    while first < parts.len() {
-        let slices: Vec<IoSlice<'_>> = parts[first..].iter().map(|p| IoSlice::new(p)).collect();
-        let mut written = stream.write_vectored(&slices).await?;
+    // The slices live on the stack for the usual few parts (a head, a
+    // body chunk, its framing); only a long list of buffered chunks
+    // allocates.
+    const ON_STACK: usize = 8;
+    let mut stack = [IoSlice::new(&[]); ON_STACK];
+    let mut heap;
+    let mut slices: &mut [IoSlice<'_>] = if parts.len() <= ON_STACK {
+        for (slice, part) in stack.iter_mut().zip(parts) {
+            *slice = IoSlice::new(part);
+        }
+        &mut stack[..parts.len()]
+    } else {
+        heap = parts.iter().map(|p| IoSlice::new(p)).collect::<Vec<_>>();
+        &mut heap
+    };
+    // Drops leading empty slices, then what each write took.
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        let written = stream.write_vectored(slices).await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while first < parts.len() && written >= parts[first].len() {
-            written -= parts[first].len();
-            first += 1;
-        }
-        if written > 0 {
-            parts[first] = &parts[first][written..];
-        }
+        IoSlice::advance_slices(&mut slices, written);
     }
     Ok(())
 }
