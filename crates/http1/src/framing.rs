@@ -182,26 +182,70 @@ pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// guarantee (Host, forwarding headers) has to be set *after* this call. An
 /// upgrade being forwarded needs `Connection: upgrade` and `Upgrade` put back.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One look at the names first: most messages carry no hop-by-hop field
-    // (or only `Connection`), and a `remove` per listed name hashes each.
-    if !headers.keys().any(|name| HOP_BY_HOP_FIELDS.contains(name)) {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let nominated: Vec<HeaderName> =
-            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
-        for name in nominated {
-            headers.remove(name);
+    // One look at the names first, then a `remove` (which hashes) only for
+    // what is there: most messages carry none of these but `Connection`.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP_FIELDS.iter().position(|h| h == name) {
+            present |= 1 << i;
         }
     }
-    for name in &HOP_BY_HOP_FIELDS {
-        headers.remove(name);
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        // `Connection` is HOP_BY_HOP[0]. Each of its values is cloned (shared
+        // bytes, no copy) so that its tokens can be read while fields are
+        // removed; there is seldom more than one.
+        let mut line = 0;
+        while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(line).cloned() {
+            line += 1;
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(|t| t.trim_matches([' ', '\t'])).filter(|t| !t.is_empty()) {
+                // By `&str`: looked up without allocating a name; one that
+                // does not parse is in no map.
+                headers.remove(token);
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP_FIELDS.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
+
+    #[test]
+    fn hop_by_hop_fields_and_the_ones_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("host", "a"),
+            ("connection", "close, X-Custom"),
+            ("connection", "keep-alive,,bad name"),
+            ("x-custom", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("x-kept", "2"),
+        ] {
+            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(left, ["host", "x-kept"]);
+
+        // Nothing to remove: nothing changes.
+        let mut plain = HeaderMap::new();
+        plain.insert(header::HOST, HeaderValue::from_static("a"));
+        remove_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
+    }
 
     #[test]
     fn content_length_values() {

@@ -56,6 +56,7 @@ mod flow_control;
 mod http_client;
 mod listener;
 mod message;
+mod read_buffers;
 mod reload;
 mod router;
 mod server;
@@ -65,6 +66,12 @@ mod stream;
 mod stream_info;
 mod upstream;
 mod worker;
+
+/// A map keyed by names from the config (listeners, clusters), read on
+/// every request. Fx hashing: several times cheaper than SipHash for short
+/// keys, and the keys are the operator's, never a client's, so hash
+/// flooding is not a concern.
+pub(crate) type NameMap<V> = rustc_hash::FxHashMap<String, V>;
 
 pub use error::Error;
 pub use filter_catalog::FilterKinds;

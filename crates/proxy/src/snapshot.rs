@@ -6,13 +6,13 @@
 //! reads it with no lock, and keeps the `Local` it started with for its
 //! whole life (config and stats of one version, always together).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use nuncio_accesslog::{Format, Sink, SinkRegistry, Target};
 use nuncio_config::{Config, Listener, LogPath};
 use nuncio_stats::Store;
 
+use crate::NameMap;
 use crate::cluster::ClusterShared;
 use crate::error::Error;
 use crate::filter_manager::FilterChainFactory;
@@ -28,9 +28,9 @@ pub(crate) struct Snapshot {
     /// The config it was built from (for `/config_dump`).
     pub(crate) config: Arc<Config>,
     /// By listener name.
-    pub(crate) listeners: HashMap<String, ListenerSnapshot>,
+    pub(crate) listeners: NameMap<ListenerSnapshot>,
     /// By cluster name.
-    pub(crate) clusters: HashMap<String, Arc<ClusterShared>>,
+    pub(crate) clusters: NameMap<Arc<ClusterShared>>,
     /// The stats this version declares.
     pub(crate) stats: Arc<ProxyStats>,
 }
@@ -66,7 +66,7 @@ impl Snapshot {
         options: &Options,
         draining: &[Listener],
     ) -> Result<Snapshot, Error> {
-        let mut listeners = HashMap::new();
+        let mut listeners = NameMap::default();
         let kept = draining.iter().filter(|d| !config.listeners.iter().any(|l| l.name == d.name));
         for l in config.listeners.iter().chain(kept) {
             let access_log = match &l.access_log {

@@ -6,9 +6,9 @@
 //! `nuncio_downstream_rq_total`, `nuncio_upstream_cx_active{cluster="api"}`,
 //! `nuncio_downstream_rq_duration_seconds` ...
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::NameMap;
 use nuncio_config::Config;
 use nuncio_stats::{Counter, DURATION_BUCKETS, Definitions, Gauge, Histogram, StatsBuilder, WorkerGauge};
 
@@ -36,7 +36,7 @@ pub(crate) struct ProxyStats {
     pub(crate) config_reload_duration: Histogram,
     /// Client connections force-closed because a drain ran out of time.
     pub(crate) downstream_cx_drain_close: Counter,
-    pub(crate) clusters: HashMap<String, ClusterStats>,
+    pub(crate) clusters: NameMap<ClusterStats>,
 }
 
 /// One cluster's stats.
@@ -73,7 +73,7 @@ impl ProxyStats {
         };
         let downstream_rq_class =
             classes(&mut b, "downstream_rq_class_total", "Downstream requests answered, by status class.", &[])?;
-        let mut clusters = HashMap::new();
+        let mut clusters = NameMap::default();
         for cluster in &config.clusters {
             let c: &[(&str, &str)] = &[("cluster", cluster.name.as_str())];
             let breaker = |b: &mut StatsBuilder, name: &str| {

@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicUsize;
 use nuncio_context::{CancelHandle, Context};
 use nuncio_runtime::Slot;
 
+use crate::NameMap;
 use crate::cluster::ClusterState;
 use crate::cluster::hosts::{HostEvent, HostStatus};
 use crate::snapshot::{Local, Snapshot};
@@ -29,7 +30,7 @@ pub(crate) struct Worker {
     /// Reports to main (outlier runs).
     pub(crate) events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
     /// Load-balancing state and connection pools, by cluster name.
-    clusters: RefCell<HashMap<String, Rc<ClusterState>>>,
+    clusters: RefCell<NameMap<Rc<ClusterState>>>,
     /// The listeners this worker accepts on (or drains), by id.
     listeners: RefCell<HashMap<u64, ServedListener>>,
 }
@@ -61,7 +62,7 @@ impl Worker {
             local,
             hosts,
             events,
-            clusters: RefCell::new(HashMap::new()),
+            clusters: RefCell::default(),
             listeners: RefCell::new(HashMap::new()),
         });
         CURRENT.with(|current| *current.borrow_mut() = Some(worker));

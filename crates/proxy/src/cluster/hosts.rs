@@ -13,10 +13,12 @@ use std::time::Duration;
 use nuncio_config::Cluster;
 use nuncio_runtime::Slot;
 
+use crate::NameMap;
+
 /// Every cluster's endpoint states, as workers read them.
 #[derive(Debug, Default)]
 pub(crate) struct HostStatus {
-    pub(crate) clusters: HashMap<String, ClusterHosts>,
+    pub(crate) clusters: NameMap<ClusterHosts>,
 }
 
 /// One cluster's endpoint states, for one config of the cluster.

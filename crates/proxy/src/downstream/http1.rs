@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use super::{Codec, Downstream, ReadError, WriteError};
 use crate::bounded::within;
 use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead, bodiless};
+use crate::read_buffers;
 use crate::upstream::http1::write_all_vectored;
 use crate::worker::Worker;
 
@@ -38,7 +39,7 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) fn new(stream: TcpStream, peer: SocketAddr, draining: Context) -> Connection {
-        Connection { stream, read_buf: BytesMut::with_capacity(8 * 1024), write_buf: BytesMut::new(), peer, draining }
+        Connection { stream, read_buf: read_buffers::take(), write_buf: BytesMut::new(), peer, draining }
     }
 
     /// The socket with the bytes read so far put back in front, for
@@ -48,8 +49,10 @@ impl Connection {
     }
 
     pub(crate) async fn read_more(&mut self) -> Result<(), ReadError> {
-        if self.read_buf.capacity() - self.read_buf.len() < 2048 {
-            self.read_buf.reserve(8 * 1024);
+        if self.read_buf.capacity() == 0 {
+            self.read_buf = read_buffers::take();
+        } else if self.read_buf.capacity() - self.read_buf.len() < 2048 {
+            self.read_buf.reserve(read_buffers::SIZE);
         }
         match self.stream.read_buf(&mut self.read_buf).await {
             Ok(0) | Err(_) => Err(ReadError::Closed),
@@ -111,15 +114,16 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Conne
     loop {
         // Between requests only the idle timeout applies; a client that
         // goes quiet is dropped without a word. An idle keep-alive
-        // connection holds no buffer (as in nginx): they are dropped here
-        // and allocated again once the next request is readable.
+        // connection holds no buffer (as in nginx): the read buffer goes
+        // back to the worker's pool (`read_buffers`) and is taken again once
+        // the next request is readable.
         if conn.read_buf.is_empty() {
             let Ok(Some(idle_timeout)) =
                 worker.local.with(|l| l.snapshot.listeners.get(&*listener).map(|l| l.config.idle_timeout))
             else {
                 return;
             };
-            conn.read_buf = BytesMut::new();
+            read_buffers::give_back(std::mem::take(&mut conn.read_buf));
             conn.write_buf = BytesMut::new();
             if conn.draining.is_done() {
                 return;
