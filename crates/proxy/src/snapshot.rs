@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::filter_manager::FilterChainFactory;
 use crate::router::RouteTable;
 use crate::server::Options;
-use crate::stats::ProxyStats;
+use crate::stats::{FilterTable, ProxyStats};
 use nuncio_filter::FilterFactory;
 
 /// One version of the effective config, ready to serve.
@@ -42,6 +42,9 @@ pub(crate) struct ListenerSnapshot {
     pub(crate) access_log: Option<AccessLog>,
     /// Its filters, when it has any.
     pub(crate) filters: Option<FilterChainFactory>,
+    /// Its filters' counters, when one of them declares any (ids of this
+    /// snapshot's stats).
+    pub(crate) filter_counters: Option<FilterTable>,
 }
 
 /// Where and how a listener logs its streams.
@@ -96,8 +99,13 @@ impl Snapshot {
                 chain.push(factory);
             }
             let filters: Option<FilterChainFactory> = (!chain.is_empty()).then(|| chain.into());
-            let snapshot =
-                ListenerSnapshot { config: l.clone(), routes: RouteTable::new(&l.routes), access_log, filters };
+            let snapshot = ListenerSnapshot {
+                config: l.clone(),
+                routes: RouteTable::new(&l.routes),
+                access_log,
+                filters,
+                filter_counters: None,
+            };
             listeners.insert(l.name.clone(), snapshot);
         }
         let clusters = config
@@ -112,7 +120,12 @@ impl Snapshot {
                 (c.name.clone(), shared)
             })
             .collect();
-        let stats = Arc::new(ProxyStats::declare(&config)?);
+        let chains: Vec<(&str, &FilterChainFactory)> =
+            listeners.iter().filter_map(|(name, l)| Some((name.as_str(), l.filters.as_ref()?))).collect();
+        let stats = Arc::new(ProxyStats::declare(&config, &chains)?);
+        for (name, listener) in &mut listeners {
+            listener.filter_counters = stats.filters.get(name).cloned();
+        }
         Ok(Snapshot { version, config, listeners, clusters, stats })
     }
 }

@@ -37,7 +37,7 @@ use crate::filter_manager::{Chain, Outcome};
 use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead};
 use crate::router::CompiledRoute;
 use crate::snapshot::{ListenerSnapshot, Local};
-use crate::stats::ClusterStats;
+use crate::stats::{ClusterStats, FilterCounters};
 use crate::stream_info::StreamInfo;
 use crate::upstream::{self, RequestBody, ResponseBody, TryError, UpstreamRequest, UpstreamResponse};
 use crate::worker::Worker;
@@ -71,6 +71,9 @@ pub(crate) async fn serve(
     if let Some(factories) = &listener.filters {
         let mut cx = nuncio_filter::StreamCx::new(stream_ctx.clone(), downstream.peer());
         cx.set_http_client(crate::http_client::ClusterClient::for_stream(local));
+        if let Some(table) = &listener.filter_counters {
+            cx.set_counters(Rc::new(FilterCounters { store: local.stats.clone(), table: table.clone() }));
+        }
         downstream.filters = Some(Box::new(Chain::new(factories, cx)));
     }
     answer(worker, local, listener, downstream, &mut request, stream_ctx, &mut info).await;
