@@ -24,7 +24,8 @@
 //! fields: `host` (the original authority), and every value of each field
 //! named in `headers_to_send` that the request has. The call is bounded by
 //! `timeout` and by the stream's own deadline, whichever is sooner; the
-//! time left travels as `x-nuncio-expected-timeout-ms`. A client that
+//! time left travels in the listener's `time_left_header`
+//! (`x-nuncio-expected-timeout-ms` by default). A client that
 //! leaves while the check is pending takes the call with it (its
 //! connection is closed, or its HTTP/2 stream reset).
 //!

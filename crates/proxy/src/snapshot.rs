@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use http::HeaderName;
 use nuncio_accesslog::{Format, Sink, SinkRegistry, Target};
 use nuncio_config::{Config, Listener, LogPath};
 use nuncio_stats::Store;
@@ -45,6 +46,9 @@ pub(crate) struct ListenerSnapshot {
     /// Its filters' counters, when one of them declares any (ids of this
     /// snapshot's stats).
     pub(crate) filter_counters: Option<FilterTable>,
+    /// The field upstreams hear the time left in (not gRPC), if any: the
+    /// config's `time_left_header`, parsed once.
+    pub(crate) time_left_header: Option<HeaderName>,
 }
 
 /// Where and how a listener logs its streams.
@@ -99,12 +103,23 @@ impl Snapshot {
                 chain.push(factory);
             }
             let filters: Option<FilterChainFactory> = (!chain.is_empty()).then(|| chain.into());
+            // Validated as a field name with the config; a config made in
+            // code without validation may still hold anything.
+            let time_left_header = match l.time_left_header.as_deref().map(HeaderName::try_from) {
+                None => None,
+                Some(Ok(name)) => Some(name),
+                Some(Err(_)) => {
+                    let message = format!("time_left_header {:?} is not a field name", l.time_left_header);
+                    return Err(Error::Listener { listener: l.name.clone(), message });
+                }
+            };
             let snapshot = ListenerSnapshot {
                 config: l.clone(),
                 routes: RouteTable::new(&l.routes),
                 access_log,
                 filters,
                 filter_counters: None,
+                time_left_header,
             };
             listeners.insert(l.name.clone(), snapshot);
         }
