@@ -95,10 +95,10 @@ pub use catalog::{FilterCatalog, FilterCheckError, FilterClusterRef};
 pub use duration::parse as parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AccessLog, Admin, AllUnhealthy, Cluster, Config, DirectResponse, Endpoint, FilterSpec, Forward, HashOn,
-    HeaderMatch, HeaderRule, HealthCheck, HostMatch, LbPolicy, Listener, ListenerProtocol, LogPath, OutlierDetection,
-    PathMatch, Redirect, RedirectPath, RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, Target, UpstreamProtocol,
-    WeightedCluster,
+    AccessLog, Admin, AllUnhealthy, Cluster, Config, DEFAULT_TIME_LEFT_HEADER, DirectResponse, Endpoint, FilterSpec,
+    Forward, HashOn, HeaderMatch, HeaderRule, HealthCheck, HostMatch, LbPolicy, Listener, ListenerProtocol, LogPath,
+    OutlierDetection, PathMatch, Redirect, RedirectPath, RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, Target,
+    UpstreamProtocol, WeightedCluster,
 };
 
 use catalog::NoFilters;
@@ -323,6 +323,7 @@ fn default_listener(address: SocketAddr, route: Route) -> Listener {
         max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
         request_headers_timeout: Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
         idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        time_left_header: Some(DEFAULT_TIME_LEFT_HEADER.to_owned()),
         access_log: None,
         filters: Vec::new(),
         routes: vec![route],

@@ -67,6 +67,15 @@ pub struct Listener {
     /// (written `0`) for no limit.
     #[serde(serialize_with = "duration::serialize_opt")]
     pub idle_timeout: Option<Duration>,
+    /// The request field that tells the upstream how long it has left
+    /// (the time to the try's deadline, in whole milliseconds, at least 1),
+    /// on forwarded requests and filters' HTTP calls that are not gRPC
+    /// (gRPC requests always get `grpc-timeout`, as in Envoy): a valid
+    /// field name, lower-cased; default [`DEFAULT_TIME_LEFT_HEADER`];
+    /// `None` (written `none`) to send none. The client's own value of that
+    /// field is never forwarded.
+    #[serde(serialize_with = "serialize_none_if_none")]
+    pub time_left_header: Option<String>,
     /// Where and how each finished request is logged; `None` (the default)
     /// for no access log.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +91,15 @@ pub struct Listener {
     pub filters: Vec<FilterSpec>,
     /// The routes, tried in order; the first that matches wins (at least one).
     pub routes: Vec<Route>,
+}
+
+/// The field a listener tells upstreams the time left in, unless its
+/// config says otherwise (Envoy's `x-envoy-expected-rq-timeout-ms`).
+pub const DEFAULT_TIME_LEFT_HEADER: &str = "x-nuncio-expected-timeout-ms";
+
+/// `None` (a field turned off) is written `none`.
+fn serialize_none_if_none<S: Serializer>(name: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(name.as_deref().unwrap_or("none"))
 }
 
 /// One filter of a listener's chain: which filter, and its config block.

@@ -44,6 +44,7 @@ pub(crate) struct Listener {
     pub(crate) max_request_headers: Text,
     pub(crate) request_headers_timeout: Text,
     pub(crate) idle_timeout: Text,
+    pub(crate) time_left_header: Text,
     pub(crate) access_log: Option<AccessLog>,
     pub(crate) filters: Option<Vec<Filter>>,
 }

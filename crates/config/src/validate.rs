@@ -568,6 +568,7 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
         Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
     );
     let idle_timeout = ctx.timeout(&join(p, "idle_timeout"), &raw.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+    let time_left_header = time_left_header(ctx, &join(p, "time_left_header"), &raw.time_left_header);
     let access_log = raw.access_log.as_ref().map(|a| access_log(ctx, &join(p, "access_log"), a));
     let filters = raw.filters.as_ref().map_or_else(Vec::new, |list| filters(ctx, &join(p, "filters"), list, clusters));
     let mut routes = Vec::new();
@@ -591,10 +592,53 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
         max_request_headers,
         request_headers_timeout,
         idle_timeout,
+        time_left_header,
         access_log,
         filters,
         routes,
     }
+}
+
+/// Fields a listener's `time_left_header` may not name: those that frame
+/// the message or belong to one hop (nuncio sets or strips them), and those
+/// it sets on every forwarded request.
+const PROXY_FIELDS: &[&str] = &[
+    "connection",
+    "content-length",
+    "expect",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+
+/// A listener's `time_left_header`: a field name (lower-cased), `none`
+/// (any case) for `None`, the default when absent.
+fn time_left_header(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Text) -> Option<String> {
+    let Some(text) = raw else { return Some(DEFAULT_TIME_LEFT_HEADER.to_owned()) };
+    if text.eq_ignore_ascii_case("none") {
+        return None;
+    }
+    let name = text.to_ascii_lowercase();
+    let problem = if text.is_empty() {
+        "empty (write `none` to send no time-left field)".to_owned()
+    } else if !is_token(text) {
+        format!("invalid header name {text:?} (a token: letters, digits and !#$%&'*+-.^_`|~), or none")
+    } else if name == "grpc-timeout" {
+        "gRPC requests get `grpc-timeout` anyway; name the field for the other requests (or none)".to_owned()
+    } else if PROXY_FIELDS.contains(&name.as_str()) {
+        format!("`{name}` is set or removed by nuncio itself (framing, hop-by-hop and forwarding fields)")
+    } else {
+        return Some(name);
+    };
+    ctx.error(p, problem);
+    Some(DEFAULT_TIME_LEFT_HEADER.to_owned())
 }
 
 /// A listener's `filters`, each name and config block checked by the

@@ -161,6 +161,8 @@ clusters:
     assert_eq!(l.max_request_headers, 100);
     assert_eq!(l.request_headers_timeout, Some(Duration::from_secs(10)));
     assert_eq!(l.idle_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(l.time_left_header.as_deref(), Some("x-nuncio-expected-timeout-ms"));
+    assert_eq!(l.time_left_header.as_deref(), Some(DEFAULT_TIME_LEFT_HEADER));
     assert_eq!(l.access_log, None);
 
     assert_eq!(l.routes[0].matcher, RouteMatch { host: None, path: PathMatch::Any, headers: vec![] });
@@ -216,6 +218,7 @@ listeners:
     max_request_headers: 10
     request_headers_timeout: 0
     idle_timeout: 0s
+    time_left_header: X-Deadline-Ms
     routes:
       - match: { host: "*.Example.COM", path: /a, headers: [ { name: X-A, present: true }, { name: x-b, present: false } ] }
         cluster: app
@@ -241,6 +244,7 @@ clusters:
     assert_eq!(l.protocol, ListenerProtocol::Http2);
     assert_eq!((l.max_connections, l.max_request_headers_bytes, l.max_request_headers), (5, 4096, 10));
     assert_eq!((l.request_headers_timeout, l.idle_timeout), (None, None));
+    assert_eq!(l.time_left_header.as_deref(), Some("x-deadline-ms"), "lower-cased");
     let m = &l.routes[0].matcher;
     assert_eq!(m.host, Some(HostMatch::Wildcard("example.com".into())));
     assert_eq!(
@@ -709,6 +713,68 @@ fn dump_reads_back_with_defaults_spelled_out() {
         "lb: least_request",
     ] {
         assert!(dump.contains(line), "{line:?} not in\n{dump}");
+    }
+}
+
+/// One listener with `time_left_header: {value}` (on line 4, its value at
+/// column 23).
+fn with_time_left_header(value: &str) -> String {
+    format!(
+        "listeners:\n  - name: l\n    address: 127.0.0.1:18080\n    time_left_header: {value}\n    routes:\n      - match: {{}}\n        direct_response: {{ status: 204 }}\n"
+    )
+}
+
+#[test]
+fn time_left_header_names_a_field_or_none() {
+    let header = |value: &str| ok(&with_time_left_header(value)).listeners[0].time_left_header.clone();
+    assert_eq!(header("x-deadline"), Some("x-deadline".to_owned()));
+    assert_eq!(header("X-Upstream-Budget_ms"), Some("x-upstream-budget_ms".to_owned()));
+    assert_eq!(header("none"), None);
+    assert_eq!(header("NONE"), None, "any case");
+    assert_eq!(header("~"), Some(DEFAULT_TIME_LEFT_HEADER.to_owned()), "set to nothing: the default");
+
+    // Off, and a custom name, read back from the dump.
+    for value in ["none", "x-deadline"] {
+        let config = ok(&with_time_left_header(value));
+        let dump = config.to_yaml();
+        assert!(dump.contains(&format!("time_left_header: {value}\n")), "{dump}");
+        assert_eq!(ok(&dump), config);
+    }
+}
+
+#[test]
+fn time_left_header_refuses_what_is_not_a_field_it_may_set() {
+    let at = "nuncio.yaml:4:23: listeners[0].time_left_header";
+    for (value, message) in [
+        ("\"\"", "empty (write `none` to send no time-left field)".to_owned()),
+        (
+            "\"x deadline\"",
+            "invalid header name \"x deadline\" (a token: letters, digits and !#$%&'*+-.^_`|~), or none".to_owned(),
+        ),
+        (
+            "x/deadline",
+            "invalid header name \"x/deadline\" (a token: letters, digits and !#$%&'*+-.^_`|~), or none".to_owned(),
+        ),
+        (
+            "grpc-timeout",
+            "gRPC requests get `grpc-timeout` anyway; name the field for the other requests (or none)".to_owned(),
+        ),
+        (
+            "Content-Length",
+            "`content-length` is set or removed by nuncio itself (framing, hop-by-hop and forwarding fields)"
+                .to_owned(),
+        ),
+        (
+            "connection",
+            "`connection` is set or removed by nuncio itself (framing, hop-by-hop and forwarding fields)".to_owned(),
+        ),
+        ("host", "`host` is set or removed by nuncio itself (framing, hop-by-hop and forwarding fields)".to_owned()),
+        (
+            "x-request-id",
+            "`x-request-id` is set or removed by nuncio itself (framing, hop-by-hop and forwarding fields)".to_owned(),
+        ),
+    ] {
+        assert_eq!(error(&with_time_left_header(value)), format!("{at}: {message}"), "{value}");
     }
 }
 

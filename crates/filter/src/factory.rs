@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use crate::counters::CounterSpec;
 use crate::filter::Filter;
 
 /// Makes one filter instance per stream, on the stream's worker.
@@ -21,6 +22,17 @@ pub trait FilterFactory: Send + Sync + 'static {
     /// does not define, at that field's line. Default: none.
     fn clusters(&self) -> Vec<ClusterRef> {
         Vec::new()
+    }
+
+    /// The counters this filter declared when configured (a
+    /// [`CounterSet`](crate::CounterSet)'s
+    /// [`specs`](crate::CounterSet::specs)); a
+    /// [`FilterCounter`](crate::FilterCounter) is an index into this list.
+    /// The proxy declares them among its stats for each listener that runs
+    /// the filter, and [`StreamCx::inc`](crate::StreamCx::inc) counts into
+    /// them. Default: none.
+    fn counters(&self) -> &[CounterSpec] {
+        &[]
     }
 }
 

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use nuncio_context::Context;
 
+use crate::counters::{CounterSink, FilterCounter};
 use crate::handle::StreamHandle;
 use crate::head::{RequestHead, ResponseHead};
 use crate::http_client::HttpClient;
@@ -73,7 +74,8 @@ pub trait Filter: 'static {
 }
 
 /// What a hook sees of its stream besides the message: its [`Context`],
-/// where it is going, and state the stream's filters share.
+/// where it is going, state the stream's filters share, and the running
+/// filter's counters.
 pub struct StreamCx {
     context: Context,
     downstream: SocketAddr,
@@ -82,6 +84,9 @@ pub struct StreamCx {
     state: HashMap<TypeId, Box<dyn Any>>,
     handle: Option<StreamHandle>,
     http_client: Option<Rc<dyn HttpClient>>,
+    counters: Option<Rc<dyn CounterSink>>,
+    /// The position in the chain of the filter whose hook runs.
+    filter: usize,
 }
 
 impl StreamCx {
@@ -95,6 +100,42 @@ impl StreamCx {
             state: HashMap::new(),
             handle: None,
             http_client: None,
+            counters: None,
+            filter: 0,
+        }
+    }
+
+    /// Gives the stream where its filters' counters go (the proxy: the
+    /// worker's stats for the stream's config version).
+    pub fn set_counters(&mut self, sink: Rc<dyn CounterSink>) {
+        self.counters = Some(sink);
+    }
+
+    /// Says which filter of the chain runs next (the proxy, before each
+    /// hook): [`StreamCx::inc`] counts into that filter's counters.
+    pub fn set_filter_index(&mut self, index: usize) {
+        self.filter = index;
+    }
+
+    /// The position in the chain of the filter whose hook runs.
+    pub fn filter_index(&self) -> usize {
+        self.filter
+    }
+
+    /// Adds one to `counter`, one of the running filter's own (declared by
+    /// its factory: [`FilterFactory::counters`](crate::FilterFactory::counters)).
+    /// A write to the worker's own copy of the stats: no lock, no shared
+    /// write. Does nothing on a stream made without counters (tests).
+    #[inline]
+    pub fn inc(&self, counter: FilterCounter) {
+        self.add(counter, 1);
+    }
+
+    /// Adds `n` to `counter` (see [`StreamCx::inc`]).
+    #[inline]
+    pub fn add(&self, counter: FilterCounter, n: u64) {
+        if let Some(sink) = &self.counters {
+            sink.add(self.filter, counter, n);
         }
     }
 
@@ -176,6 +217,8 @@ impl std::fmt::Debug for StreamCx {
             .field("cluster", &self.cluster)
             .field("state", &self.state.len())
             .field("http_client", &self.http_client.is_some())
+            .field("counters", &self.counters.is_some())
+            .field("filter", &self.filter)
             .finish_non_exhaustive()
     }
 }

@@ -67,8 +67,10 @@ pub trait HttpClient {
     /// * `context` bounds the call: cancelled with it (the stream's context
     ///   is when the client leaves), never past its deadline, and
     ///   [`CallOptions::timeout`] can only shorten that. The time left is
-    ///   told to the cluster in `x-nuncio-expected-timeout-ms` (or
-    ///   `grpc-timeout` for a gRPC request), like a forwarded request's.
+    ///   told to the cluster like a forwarded request's: in the stream's
+    ///   listener's `time_left_header` (`x-nuncio-expected-timeout-ms`
+    ///   unless configured otherwise, or none), `grpc-timeout` for a gRPC
+    ///   request.
     /// * One try: a pooled connection the cluster had closed is replaced
     ///   once, without counting; any other failure is the caller's to
     ///   retry.

@@ -33,6 +33,14 @@
 //! cluster names it in [`FilterFactory::clusters`], so that a config
 //! naming a cluster that does not exist is refused at load.
 //!
+//! # Counters
+//!
+//! A filter counts what it decides in stats declared when it is configured
+//! ([`CounterSet::declare`], reported by [`FilterFactory::counters`]) and
+//! bumped from a hook with [`StreamCx::inc`]; the proxy exposes them as
+//! `nuncio_filter_<KIND>_<NAME>{filter,listener}` ([`CounterSet`] has the
+//! naming and an example).
+//!
 //! # Example
 //!
 //! ```
@@ -57,6 +65,7 @@
 //! }
 //! ```
 
+mod counters;
 mod factory;
 mod filter;
 mod handle;
@@ -70,6 +79,7 @@ mod sync;
 mod tests;
 
 pub use bytes::{Bytes, BytesMut};
+pub use counters::{CounterSet, CounterSink, CounterSpec, FilterCounter};
 pub use factory::{ClusterRef, ConfigError, FilterFactory, FilterKind, parse_config};
 pub use filter::{Filter, StreamCx};
 pub use handle::{StreamHandle, StreamOps};

@@ -24,7 +24,8 @@
 //! fields: `host` (the original authority), and every value of each field
 //! named in `headers_to_send` that the request has. The call is bounded by
 //! `timeout` and by the stream's own deadline, whichever is sooner; the
-//! time left travels as `x-nuncio-expected-timeout-ms`. A client that
+//! time left travels in the listener's `time_left_header`
+//! (`x-nuncio-expected-timeout-ms` by default). A client that
 //! leaves while the check is pending takes the call with it (its
 //! connection is closed, or its HTTP/2 stream reset).
 //!
@@ -45,6 +46,15 @@
 //!   unchecked request. The filter removes that field from every incoming
 //!   request, so a client cannot claim it.
 //!
+//! # Counted
+//!
+//! Every request checked counts in one of
+//! `nuncio_filter_ext_authz_allowed_total`, `_denied_total`,
+//! `_failed_open_total` (no decision, let through) and
+//! `_failed_closed_total` (no decision, refused), each with labels
+//! `listener` and `filter` (`ext_authz`). The calls themselves count in the
+//! service's cluster stats (`nuncio_upstream_*{cluster="authz"}`).
+//!
 //! # Checked at load
 //!
 //! `cluster` must name a cluster of the config (at its line and field);
@@ -59,8 +69,8 @@ use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use nuncio_filter::{
-    CallOptions, ClusterRef, ConfigError, Filter, FilterFactory, FilterKind, Hook, LocalReply, RequestHead, Status,
-    StreamCx, parse_config,
+    CallOptions, ClusterRef, ConfigError, CounterSet, CounterSpec, Filter, FilterCounter, FilterFactory, FilterKind,
+    Hook, LocalReply, RequestHead, Status, StreamCx, parse_config,
 };
 use serde::Deserialize;
 
@@ -95,6 +105,20 @@ impl FilterKind for ExtAuthzKind {
             .ok()
             .filter(|s| (200..=599).contains(&s.as_u16()))
             .ok_or_else(|| ConfigError::at("status_on_error", "must be a status from 200 to 599"))?;
+        let mut counters = CounterSet::new();
+        let counted = Counted {
+            allowed: counters.declare("allowed_total", "Requests the authorization service allowed (2xx).")?,
+            denied: counters
+                .declare("denied_total", "Requests the authorization service denied (any other status).")?,
+            failed_open: counters.declare(
+                "failed_open_total",
+                "Requests the service gave no decision on, let through (failure_mode_allow).",
+            )?,
+            failed_closed: counters.declare(
+                "failed_closed_total",
+                "Requests the service gave no decision on, refused with status_on_error.",
+            )?,
+        };
         let settings = Settings {
             cluster: config.cluster,
             path_prefix,
@@ -103,8 +127,9 @@ impl FilterKind for ExtAuthzKind {
             headers_to_copy: config.headers_to_copy.into_iter().map(|n| n.0).collect(),
             failure_mode_allow: config.failure_mode_allow,
             status_on_error,
+            counted,
         };
-        Ok(Arc::new(ExtAuthzFactory { settings: Arc::new(settings) }))
+        Ok(Arc::new(ExtAuthzFactory { settings: Arc::new(settings), counters }))
     }
 }
 
@@ -170,11 +195,23 @@ struct Settings {
     headers_to_copy: Box<[HeaderName]>,
     failure_mode_allow: bool,
     status_on_error: StatusCode,
+    counted: Counted,
+}
+
+/// The filter's counters (`nuncio_filter_ext_authz_*_total`): every
+/// request checked counts in exactly one.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    allowed: FilterCounter,
+    denied: FilterCounter,
+    failed_open: FilterCounter,
+    failed_closed: FilterCounter,
 }
 
 #[derive(Debug)]
 struct ExtAuthzFactory {
     settings: Arc<Settings>,
+    counters: CounterSet,
 }
 
 impl FilterFactory for ExtAuthzFactory {
@@ -189,6 +226,10 @@ impl FilterFactory for ExtAuthzFactory {
     fn clusters(&self) -> Vec<ClusterRef> {
         vec![ClusterRef::at("cluster", self.settings.cluster.clone())]
     }
+
+    fn counters(&self) -> &[CounterSpec] {
+        self.counters.specs()
+    }
 }
 
 /// One stream's filter.
@@ -201,22 +242,26 @@ impl Filter for ExtAuthz {
         let settings = &*self.settings;
         head.headers.remove(&FAILURE_MODE_ALLOWED);
         let Some(client) = cx.http_client() else {
-            return settings.failed(head, &"this stream has no HTTP client (it was not made by the proxy)").into();
+            return settings.failed(cx, head, &"this stream has no HTTP client (it was not made by the proxy)").into();
         };
         let check = match settings.check_request(head) {
             Ok(check) => check,
-            Err(e) => return settings.failed(head, &format!("cannot make the check request: {e}")).into(),
+            Err(e) => return settings.failed(cx, head, &format!("cannot make the check request: {e}")).into(),
         };
         let options = CallOptions { timeout: Some(settings.timeout), max_response_bytes: MAX_RESPONSE_BYTES };
         let call = client.call(&settings.cluster, check, cx.context(), options);
         Hook::pending(async move {
             match call.await {
                 Ok(answer) if answer.status().is_success() => {
+                    cx.inc(settings.counted.allowed);
                     settings.copy_headers(answer.headers(), &mut head.headers);
                     Status::Continue
                 }
-                Ok(answer) => Status::LocalReply(denied(answer)),
-                Err(error) => settings.failed(head, &error),
+                Ok(answer) => {
+                    cx.inc(settings.counted.denied);
+                    Status::LocalReply(denied(answer))
+                }
+                Err(error) => settings.failed(cx, head, &error),
             }
         })
     }
@@ -255,13 +300,15 @@ impl Settings {
     }
 
     /// No decision: let the request through (marked) or refuse it, as
-    /// configured.
-    fn failed(&self, head: &mut RequestHead, reason: &dyn std::fmt::Display) -> Status {
+    /// configured; counted either way.
+    fn failed(&self, cx: &StreamCx, head: &mut RequestHead, reason: &dyn std::fmt::Display) -> Status {
         if self.failure_mode_allow {
+            cx.inc(self.counted.failed_open);
             tracing::debug!(cluster = %self.cluster, %reason, "ext_authz: no decision, request allowed (failure_mode_allow)");
             head.headers.insert(FAILURE_MODE_ALLOWED, HeaderValue::from_static("true"));
             return Status::Continue;
         }
+        cx.inc(self.counted.failed_closed);
         tracing::debug!(cluster = %self.cluster, %reason, "ext_authz: no decision, request refused");
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -300,6 +347,13 @@ mod tests {
         assert_eq!(config.headers_to_send.iter().map(|n| n.0.as_str()).collect::<Vec<_>>(), ["authorization"]);
         assert!(config.headers_to_copy.is_empty());
         assert_eq!(config.path_prefix, "");
+    }
+
+    #[test]
+    fn every_outcome_has_a_counter() {
+        let factory = ExtAuthzKind.configure(json!({ "cluster": "authz" })).unwrap();
+        let names: Vec<&str> = factory.counters().iter().map(CounterSpec::name).collect();
+        assert_eq!(names, ["allowed_total", "denied_total", "failed_open_total", "failed_closed_total"]);
     }
 
     #[test]

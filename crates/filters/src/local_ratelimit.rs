@@ -26,6 +26,9 @@
 //! process-unique id, touched only by its worker. With `workers: 1` the
 //! limit is exact. A new config (a new factory) starts with full buckets;
 //! the old factory's buckets are dropped by the next new one on each worker.
+//!
+//! **Counted** in `nuncio_filter_local_ratelimit_rate_limited_total`
+//! (labels `listener`, `filter`): every request refused with `429`.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +37,8 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use nuncio_filter::{
-    ConfigError, Filter, FilterFactory, FilterKind, Hook, LocalReply, RequestHead, Status, StreamCx, parse_config,
+    ConfigError, CounterSet, CounterSpec, Filter, FilterCounter, FilterFactory, FilterKind, Hook, LocalReply,
+    RequestHead, Status, StreamCx, parse_config,
 };
 use serde::Deserialize;
 
@@ -58,14 +62,18 @@ impl FilterKind for LocalRateLimitKind {
         if fill == 0 {
             return Err(ConfigError::at("fill", "must be at least 1"));
         }
+        let mut counters = CounterSet::new();
+        let rate_limited =
+            counters.declare("rate_limited_total", "Requests refused with 429: the bucket was empty.")?;
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let limit = Limit {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             capacity: config.tokens,
             fill: fill.min(config.tokens),
             interval: config.interval,
+            rate_limited,
         };
-        Ok(Arc::new(LocalRateLimitFactory { limit, alive: Arc::new(()) }))
+        Ok(Arc::new(LocalRateLimitFactory { limit, alive: Arc::new(()), counters }))
     }
 }
 
@@ -87,6 +95,8 @@ struct Limit {
     capacity: u32,
     fill: u32,
     interval: Duration,
+    /// `nuncio_filter_local_ratelimit_rate_limited_total`.
+    rate_limited: FilterCounter,
 }
 
 #[derive(Debug)]
@@ -95,6 +105,7 @@ struct LocalRateLimitFactory {
     /// Dropped with the factory: tells each worker's table that the
     /// buckets under `limit.id` can go.
     alive: Arc<()>,
+    counters: CounterSet,
 }
 
 impl FilterFactory for LocalRateLimitFactory {
@@ -108,6 +119,10 @@ impl FilterFactory for LocalRateLimitFactory {
         with_bucket(&self.limit, || Arc::downgrade(&self.alive), |_| ());
         Box::new(LocalRateLimit { limit: self.limit })
     }
+
+    fn counters(&self) -> &[CounterSpec] {
+        self.counters.specs()
+    }
 }
 
 /// One stream's filter: the limit, by value (no shared state per stream).
@@ -116,12 +131,15 @@ struct LocalRateLimit {
 }
 
 impl Filter for LocalRateLimit {
-    fn request_headers<'a>(&'a mut self, _cx: &'a mut StreamCx, _head: &'a mut RequestHead, _eos: bool) -> Hook<'a> {
+    fn request_headers<'a>(&'a mut self, cx: &'a mut StreamCx, _head: &'a mut RequestHead, _eos: bool) -> Hook<'a> {
         let limit = &self.limit;
         let now = Instant::now();
         match with_bucket(limit, Weak::new, |bucket| bucket.take(limit, now)) {
             Ok(()) => Status::Continue.into(),
-            Err(wait) => Status::LocalReply(too_many(wait)).into(),
+            Err(wait) => {
+                cx.inc(limit.rate_limited);
+                Status::LocalReply(too_many(wait)).into()
+            }
         }
     }
 }
@@ -211,7 +229,8 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn limit(capacity: u32, fill: u32, interval: Duration) -> Limit {
-        Limit { id: 0, capacity, fill, interval }
+        let rate_limited = CounterSet::new().declare("rate_limited_total", "Refused.").unwrap();
+        Limit { id: 0, capacity, fill, interval, rate_limited }
     }
 
     #[test]

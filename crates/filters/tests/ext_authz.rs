@@ -182,6 +182,67 @@ fn the_time_left_reaches_the_service() {
     assert!((1..=5000).contains(&left), "within the 5s timeout: {left}");
 }
 
+// ------------------------------------------------------------- counted --
+
+#[test]
+fn every_decision_is_counted_per_listener() {
+    let upstream = Upstream::start();
+    let authz = Authz::start(|check| match check.target.as_str() {
+        "/ok" => Answer::status(200),
+        "/hold" => Answer::Hold,
+        _ => Answer::status(403),
+    });
+    // Two listeners: one refusing without a decision, one letting through.
+    let yaml = "
+admin: { address: 127.0.0.1:0 }
+workers: 2
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    filters:
+      - name: ext_authz
+        config: { cluster: authz, timeout: 100ms }
+    routes: [ { match: {}, cluster: app } ]
+  - name: open
+    address: 127.0.0.1:0
+    filters:
+      - name: ext_authz
+        config: { cluster: authz, timeout: 100ms, failure_mode_allow: true }
+    routes: [ { match: {}, cluster: app } ]
+clusters:
+  - name: app
+    endpoints: [ '{app}' ]
+  - name: authz
+    endpoints: [ '{authz}' ]
+";
+    let proxy = Proxy::from_yaml(yaml, &[("app", upstream.addr), ("authz", authz.addr)]);
+    let open = proxy.server.listener("open").expect("listener open");
+    let get = |addr, path: &str| support::exchange(addr, format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")).status;
+    let mut answered = Vec::new();
+    for path in ["/ok", "/ok", "/no", "/hold", "/ok", "/no", "/no"] {
+        answered.push(get(proxy.addr(), path));
+    }
+    for path in ["/ok", "/hold", "/hold"] {
+        answered.push(get(open, path));
+    }
+    assert_eq!(answered, [200, 200, 403, 403, 200, 403, 403, 200, 200, 200]);
+
+    let line = |name: &str, listener: &str, n: u32| {
+        format!("nuncio_filter_ext_authz_{name}_total{{filter=\"ext_authz\",listener=\"{listener}\"}}: {n}")
+    };
+    proxy.wait_for_stats(&[
+        line("allowed", "main", 3),
+        line("denied", "main", 3),
+        line("failed_closed", "main", 1),
+        line("failed_open", "main", 0),
+        line("allowed", "open", 1),
+        line("denied", "open", 0),
+        line("failed_closed", "open", 0),
+        line("failed_open", "open", 2),
+    ]);
+    assert_eq!(upstream.requests().len(), 3 + 3, "the allowed and the let-through requests went upstream");
+}
+
 // ---------------------------------------------------------------- h2c --
 
 #[test]

@@ -81,6 +81,42 @@ fn past_the_bucket_requests_get_429_with_retry_after() {
     assert!((1..=60).contains(&retry), "retry-after: {retry}");
     assert_eq!(reply.text(), "nuncio: local rate limit exceeded\n");
     assert_eq!(upstream.requests().len(), 3, "the limited request never went upstream");
+    proxy.wait_for_stats(&[RATE_LIMITED.replace("{listener}", "main") + ": 1"]);
+}
+
+/// The `local_ratelimit` counter of listener `{listener}`.
+const RATE_LIMITED: &str =
+    "nuncio_filter_local_ratelimit_rate_limited_total{filter=\"local_ratelimit\",listener=\"{listener}\"}";
+
+#[test]
+fn refusals_are_counted_across_a_reload() {
+    let upstream = Upstream::start();
+    let yaml = "
+admin: { address: 127.0.0.1:0 }
+workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    filters:
+      - name: local_ratelimit
+        config: { tokens: 2, interval: 1m }
+    routes: [ { match: {}, cluster: app } ]
+clusters:
+  - name: app
+    endpoints: [ '{app}' ]
+";
+    let mut proxy = Proxy::from_yaml(yaml, &[("app", upstream.addr)]);
+    let statuses = |proxy: &Proxy, n| (0..n).map(|_| proxy.get("/").status).collect::<Vec<u16>>();
+    assert_eq!(statuses(&proxy, 3), [200, 200, 429]);
+    let series = RATE_LIMITED.replace("{listener}", "main");
+    proxy.wait_for_stats(&[format!("{series}: 1")]);
+
+    // The same config again: a new version, whose filter starts with a
+    // full bucket and whose stats are declared anew.
+    let config = support::load(&support::with_addresses(yaml, &[("app", upstream.addr)])).unwrap();
+    assert_eq!(proxy.server.reload(config).expect("the reload is applied").version, 2);
+    assert_eq!(statuses(&proxy, 4), [200, 200, 429, 429]);
+    proxy.wait_for_stats(&[format!("{series}: 3")]);
 }
 
 #[test]

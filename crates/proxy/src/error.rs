@@ -35,6 +35,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A listener's settings cannot be served (a config made in code,
+    /// without validation).
+    #[error("listener `{listener}`: {message}")]
+    Listener {
+        /// The listener.
+        listener: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// A configured filter could not be made (a config checked without the
     /// kinds the server runs with).
     #[error("listener `{listener}`: {message}")]

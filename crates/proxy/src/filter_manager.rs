@@ -235,6 +235,8 @@ impl Chain {
         self.request.ended = end_of_stream;
         for i in 0..self.filters.len() {
             self.entered = i + 1;
+            // Its counters are the ones `cx.inc` bumps.
+            self.cx.set_filter_index(i);
             let (filter, cx, view) = (&mut self.filters[i], &mut self.cx, &mut *head);
             let hook = call(move || filter.request_headers(cx, view, end_of_stream));
             let status = tokio::select! {
@@ -284,6 +286,8 @@ impl Chain {
         }
         self.response.ended = end_of_stream;
         for i in (0..self.entered).rev() {
+            // Its counters are the ones `cx.inc` bumps.
+            self.cx.set_filter_index(i);
             let (filter, cx, view) = (&mut self.filters[i], &mut self.cx, &mut *head);
             let hook = call(move || filter.response_headers(cx, view, end_of_stream));
             let status = tokio::select! {
@@ -372,7 +376,8 @@ impl Chain {
     pub(crate) fn complete(&mut self) {
         // Calls still queued find the stream gone.
         self.mailbox.close();
-        for filter in &mut self.filters {
+        for (i, filter) in self.filters.iter_mut().enumerate() {
+            self.cx.set_filter_index(i);
             let cx = &self.cx;
             if std::panic::catch_unwind(AssertUnwindSafe(|| filter.on_complete(cx))).is_err() {
                 self.panics += 1;
@@ -494,6 +499,8 @@ impl Chain {
                     next.push_back(Piece::End(None));
                     return Outcome::Continue;
                 };
+                // Its counters are the ones `cx.inc` bumps.
+                self.cx.set_filter_index(i);
                 let (filter, cx, t) = (&mut self.filters[i], &mut self.cx, &mut trailers);
                 let hook = call(move || match dir {
                     Direction::Request => filter.request_trailers(cx, t),
@@ -599,6 +606,8 @@ impl Chain {
         end_of_stream: bool,
         closed: &mut Closed<'_>,
     ) -> Option<Result<Status, Box<dyn Any + Send>>> {
+        // Its counters are the ones `cx.inc` bumps.
+        self.cx.set_filter_index(i);
         let (filter, cx) = (&mut self.filters[i], &mut self.cx);
         let hook = call(move || match dir {
             Direction::Request => filter.request_body(cx, data, end_of_stream),

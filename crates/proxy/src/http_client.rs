@@ -9,13 +9,14 @@
 //! [`CallOptions::max_response_bytes`]); there is one try (plus the free
 //! one forwarding also takes when a pooled connection turns out closed);
 //! nothing is added to the caller's fields but `Host` when absent and the
-//! time left.
+//! time left (in `grpc-timeout` for gRPC, else in the stream's listener's
+//! `time_left_header`, if it has one).
 
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Uri, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, header};
 use nuncio_config::UpstreamProtocol;
 use nuncio_context::Context;
 use nuncio_filter::{CallError, CallFuture, CallOptions, HttpClient};
@@ -39,13 +40,16 @@ use crate::worker::Worker;
 pub(crate) struct ClusterClient {
     worker: Option<Rc<Worker>>,
     local: SlotRef<Local>,
+    /// The stream's listener's `time_left_header`.
+    time_left: Option<HeaderName>,
 }
 
 impl ClusterClient {
     /// The client a stream's filters get (made where the stream's
-    /// `StreamCx` is, on its worker).
-    pub(crate) fn for_stream(local: &SlotRef<Local>) -> Rc<dyn HttpClient> {
-        Rc::new(ClusterClient { worker: Worker::current(), local: local.clone() })
+    /// `StreamCx` is, on its worker); calls tell the time left in
+    /// `time_left`, the stream's listener's field.
+    pub(crate) fn for_stream(local: &SlotRef<Local>, time_left: Option<HeaderName>) -> Rc<dyn HttpClient> {
+        Rc::new(ClusterClient { worker: Worker::current(), local: local.clone(), time_left })
     }
 }
 
@@ -58,7 +62,8 @@ impl HttpClient for ClusterClient {
         options: CallOptions,
     ) -> CallFuture {
         let state = self.worker.as_ref().and_then(|w| w.cluster(&self.local.snapshot, cluster));
-        let call = Call { cluster: cluster.to_owned(), local: self.local.clone(), options };
+        let call =
+            Call { cluster: cluster.to_owned(), local: self.local.clone(), options, time_left: self.time_left.clone() };
         Box::pin(call.run(state, request, context.clone()))
     }
 }
@@ -68,6 +73,7 @@ struct Call {
     cluster: String,
     local: SlotRef<Local>,
     options: CallOptions,
+    time_left: Option<HeaderName>,
 }
 
 impl Call {
@@ -88,6 +94,10 @@ impl Call {
         let target = self.target(&parts.uri)?;
         let mut headers = parts.headers;
         nuncio_http1::remove_hop_by_hop(&mut headers);
+        // nuncio tells the time left itself, as for forwarded requests.
+        if let Some(name) = &self.time_left {
+            headers.remove(name);
+        }
         self.set_host(&mut headers, &parts.uri);
         let grpc = is_grpc(&headers);
         // A request that may carry a body says how long it is, even when
@@ -112,7 +122,9 @@ impl Call {
                     target: target.clone(),
                     headers: &headers,
                     body: size,
-                    deadline: ctx.deadline().map(|deadline| time_left_header(deadline, grpc)),
+                    deadline: ctx
+                        .deadline()
+                        .and_then(|deadline| time_left_header(deadline, grpc, self.time_left.as_ref())),
                 };
                 let sent_at = Instant::now();
                 let protocol = state.config().protocol;

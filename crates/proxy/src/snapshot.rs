@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use http::HeaderName;
 use nuncio_accesslog::{Format, Sink, SinkRegistry, Target};
 use nuncio_config::{Config, Listener, LogPath};
 use nuncio_stats::Store;
@@ -18,7 +19,7 @@ use crate::error::Error;
 use crate::filter_manager::FilterChainFactory;
 use crate::router::RouteTable;
 use crate::server::Options;
-use crate::stats::ProxyStats;
+use crate::stats::{FilterTable, ProxyStats};
 use nuncio_filter::FilterFactory;
 
 /// One version of the effective config, ready to serve.
@@ -42,6 +43,12 @@ pub(crate) struct ListenerSnapshot {
     pub(crate) access_log: Option<AccessLog>,
     /// Its filters, when it has any.
     pub(crate) filters: Option<FilterChainFactory>,
+    /// Its filters' counters, when one of them declares any (ids of this
+    /// snapshot's stats).
+    pub(crate) filter_counters: Option<FilterTable>,
+    /// The field upstreams hear the time left in (not gRPC), if any: the
+    /// config's `time_left_header`, parsed once.
+    pub(crate) time_left_header: Option<HeaderName>,
 }
 
 /// Where and how a listener logs its streams.
@@ -96,8 +103,24 @@ impl Snapshot {
                 chain.push(factory);
             }
             let filters: Option<FilterChainFactory> = (!chain.is_empty()).then(|| chain.into());
-            let snapshot =
-                ListenerSnapshot { config: l.clone(), routes: RouteTable::new(&l.routes), access_log, filters };
+            // Validated as a field name with the config; a config made in
+            // code without validation may still hold anything.
+            let time_left_header = match l.time_left_header.as_deref().map(HeaderName::try_from) {
+                None => None,
+                Some(Ok(name)) => Some(name),
+                Some(Err(_)) => {
+                    let message = format!("time_left_header {:?} is not a field name", l.time_left_header);
+                    return Err(Error::Listener { listener: l.name.clone(), message });
+                }
+            };
+            let snapshot = ListenerSnapshot {
+                config: l.clone(),
+                routes: RouteTable::new(&l.routes),
+                access_log,
+                filters,
+                filter_counters: None,
+                time_left_header,
+            };
             listeners.insert(l.name.clone(), snapshot);
         }
         let clusters = config
@@ -112,7 +135,12 @@ impl Snapshot {
                 (c.name.clone(), shared)
             })
             .collect();
-        let stats = Arc::new(ProxyStats::declare(&config)?);
+        let chains: Vec<(&str, &FilterChainFactory)> =
+            listeners.iter().filter_map(|(name, l)| Some((name.as_str(), l.filters.as_ref()?))).collect();
+        let stats = Arc::new(ProxyStats::declare(&config, &chains)?);
+        for (name, listener) in &mut listeners {
+            listener.filter_counters = stats.filters.get(name).cloned();
+        }
         Ok(Snapshot { version, config, listeners, clusters, stats })
     }
 }

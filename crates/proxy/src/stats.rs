@@ -5,12 +5,21 @@
 //! Names follow Prometheus conventions (see `docs/admin.md` for the list):
 //! `nuncio_downstream_rq_total`, `nuncio_upstream_cx_active{cluster="api"}`,
 //! `nuncio_downstream_rq_duration_seconds` ...
+//!
+//! Filters' own counters ([`FilterFactory::counters`](nuncio_filter::FilterFactory::counters)) are declared here
+//! too, per listener, as `nuncio_filter_<KIND>_<NAME>{filter,listener}`
+//! ([`FilterTable`]); a stream's [`StreamCx`](nuncio_filter::StreamCx)
+//! writes them through [`FilterCounters`].
 
 use std::sync::Arc;
 
 use crate::NameMap;
 use nuncio_config::Config;
-use nuncio_stats::{Counter, DURATION_BUCKETS, Definitions, Gauge, Histogram, StatsBuilder, WorkerGauge};
+use nuncio_filter::{CounterSink, FilterCounter};
+use nuncio_stats::{Counter, DURATION_BUCKETS, Definitions, Gauge, Histogram, StatsBuilder, Store, WorkerGauge};
+
+use crate::error::Error;
+use crate::filter_manager::FilterChainFactory;
 
 /// Status classes, as label values, indexed by `status / 100 - 1`.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -37,7 +46,15 @@ pub(crate) struct ProxyStats {
     /// Client connections force-closed because a drain ran out of time.
     pub(crate) downstream_cx_drain_close: Counter,
     pub(crate) clusters: NameMap<ClusterStats>,
+    /// By listener name: its filters' counters, for listeners with a
+    /// filter that declares any.
+    pub(crate) filters: NameMap<FilterTable>,
 }
+
+/// A listener's filter counters: by position in its chain, the ids of each
+/// filter's counters in the order its factory declared them (so a
+/// [`FilterCounter`] indexes the inner list).
+pub(crate) type FilterTable = Arc<[Box<[Counter]>]>;
 
 /// One cluster's stats.
 pub(crate) struct ClusterStats {
@@ -59,9 +76,16 @@ pub(crate) struct ClusterStats {
 }
 
 impl ProxyStats {
-    /// Declares every stat `config` calls for.
-    pub(crate) fn declare(config: &Config) -> Result<ProxyStats, nuncio_stats::Error> {
+    /// Declares every stat `config` calls for, and the counters of the
+    /// filters each listener runs (`chains`: listener name and filters).
+    pub(crate) fn declare(config: &Config, chains: &[(&str, &FilterChainFactory)]) -> Result<ProxyStats, Error> {
         let mut b = StatsBuilder::new();
+        let mut filters = NameMap::default();
+        for &(listener, chain) in chains {
+            if let Some(table) = declare_filter_counters(&mut b, listener, chain)? {
+                filters.insert(listener.to_owned(), table);
+            }
+        }
         let classes = |b: &mut StatsBuilder, name: &str, help: &str, labels: &[(&str, &str)]| {
             let mut ids = Vec::with_capacity(5);
             for class in CLASSES {
@@ -172,8 +196,74 @@ impl ProxyStats {
                 &[],
             )?,
             clusters,
+            filters,
             defs: b.build(),
         })
+    }
+}
+
+/// Declares the counters of `chain`'s filters on `listener`: each as
+/// `filter_<KIND>_<NAME>` (so `nuncio_filter_ext_authz_allowed_total`)
+/// with labels `listener` and `filter`. `<KIND>` is the factory's name
+/// with what a stat name cannot hold written `_`; the `filter` label is
+/// the name as is, with `[POSITION]` (its index in the chain) appended
+/// when the chain has the kind more than once. `None` when no filter of
+/// the chain declares a counter.
+fn declare_filter_counters(
+    b: &mut StatsBuilder,
+    listener: &str,
+    chain: &FilterChainFactory,
+) -> Result<Option<FilterTable>, Error> {
+    if chain.iter().all(|f| f.counters().is_empty()) {
+        return Ok(None);
+    }
+    let mut table = Vec::with_capacity(chain.len());
+    for (position, factory) in chain.iter().enumerate() {
+        let kind = factory.name();
+        let label = if chain.iter().filter(|f| f.name() == kind).count() > 1 {
+            format!("{kind}[{position}]")
+        } else {
+            kind.to_owned()
+        };
+        let prefix = format!("filter_{}_", stat_name_part(kind));
+        let labels = [("listener", listener), ("filter", label.as_str())];
+        let counters = factory
+            .counters()
+            .iter()
+            .map(|spec| {
+                b.counter(&format!("{prefix}{}", spec.name()), spec.help(), &labels).map_err(|e| Error::Filter {
+                    listener: listener.to_owned(),
+                    message: format!("filter {kind}: counter {}: {e}", spec.name()),
+                })
+            })
+            .collect::<Result<Box<[Counter]>, Error>>()?;
+        table.push(counters);
+    }
+    Ok(Some(table.into()))
+}
+
+/// `name` as part of a stat name: ASCII letters, digits and `_`, anything
+/// else written `_`.
+fn stat_name_part(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+}
+
+/// Where a stream's [`StreamCx`](nuncio_filter::StreamCx) counts: the
+/// worker's store for the stream's config version and its listener's
+/// [`FilterTable`]. Worker-local, like the store writes it makes.
+pub(crate) struct FilterCounters {
+    pub(crate) store: Arc<Store>,
+    pub(crate) table: FilterTable,
+}
+
+impl CounterSink for FilterCounters {
+    #[inline]
+    fn add(&self, filter: usize, counter: FilterCounter, n: u64) {
+        // An id the filter did not declare (made by another factory) has
+        // no cell here: ignored rather than counted somewhere else.
+        if let Some(&id) = self.table.get(filter).and_then(|counters| counters.get(counter.index())) {
+            self.store.add(id, n);
+        }
     }
 }
 

@@ -37,7 +37,7 @@ use crate::filter_manager::{Chain, Outcome};
 use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead};
 use crate::router::CompiledRoute;
 use crate::snapshot::{ListenerSnapshot, Local};
-use crate::stats::ClusterStats;
+use crate::stats::{ClusterStats, FilterCounters};
 use crate::stream_info::StreamInfo;
 use crate::upstream::{self, RequestBody, ResponseBody, TryError, UpstreamRequest, UpstreamResponse};
 use crate::worker::Worker;
@@ -70,7 +70,10 @@ pub(crate) async fn serve(
     let stream_ctx = own_ctx.as_ref().map_or(ctx, |(ctx, _cancel)| ctx);
     if let Some(factories) = &listener.filters {
         let mut cx = nuncio_filter::StreamCx::new(stream_ctx.clone(), downstream.peer());
-        cx.set_http_client(crate::http_client::ClusterClient::for_stream(local));
+        cx.set_http_client(crate::http_client::ClusterClient::for_stream(local, listener.time_left_header.clone()));
+        if let Some(table) = &listener.filter_counters {
+            cx.set_counters(Rc::new(FilterCounters { store: local.stats.clone(), table: table.clone() }));
+        }
         downstream.filters = Some(Box::new(Chain::new(factories, cx)));
     }
     answer(worker, local, listener, downstream, &mut request, stream_ctx, &mut info).await;
@@ -188,7 +191,8 @@ async fn answer(
             }
             let hash = request_hash(cluster.config(), request, downstream.peer());
             info.cluster = Some(cluster.config().name.clone());
-            let target = prepare_upstream_request(request, downstream.peer(), route, forward);
+            let time_left = listener.time_left_header.as_ref();
+            let target = prepare_upstream_request(request, downstream.peer(), route, forward, time_left);
             let request = &*request;
             // A small body is read in full first (see `forward_request`), so
             // it goes upstream with its exact length whatever framing the
@@ -206,7 +210,19 @@ async fn answer(
                 deadline: None,
             };
             let counting = Counting { store: &local.stats, stats };
-            forward_request(downstream, &cluster, counting, upstream_request, request, hash, forward, ctx, info).await;
+            forward_request(
+                downstream,
+                &cluster,
+                counting,
+                upstream_request,
+                request,
+                hash,
+                forward,
+                time_left,
+                ctx,
+                info,
+            )
+            .await;
         }
     }
 }
@@ -248,6 +264,7 @@ async fn forward_request(
     client_request: &RequestHead,
     hash: Option<u64>,
     forward: &Forward,
+    time_left: Option<&header::HeaderName>,
     ctx: &Context,
     info: &mut StreamInfo,
 ) {
@@ -319,7 +336,7 @@ async fn forward_request(
         store.inc(stats.rq_total);
         info.attempts += 1;
         let sent_at = Instant::now();
-        request.deadline = try_ctx.deadline().map(|deadline| time_left_header(deadline, grpc));
+        request.deadline = try_ctx.deadline().and_then(|deadline| time_left_header(deadline, grpc, time_left));
         let sent = upstream::send(cluster.config().protocol, &active, &request, &mut body, downstream);
         let error = match under(try_ctx, sent).await {
             // A 101 nobody asked for would make the client connection a raw
@@ -412,8 +429,6 @@ async fn forward_request(
     }
 }
 
-static X_NUNCIO_EXPECTED_TIMEOUT_MS: header::HeaderName =
-    header::HeaderName::from_static("x-nuncio-expected-timeout-ms");
 static GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-timeout");
 
 /// Whether the request is gRPC (`content-type: application/grpc...`).
@@ -441,18 +456,25 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
 }
 
 /// The time left before `deadline`, as the upstream should hear it:
-/// `grpc-timeout: Nm` for gRPC, `x-nuncio-expected-timeout-ms: N` otherwise
-/// (Envoy's `x-envoy-expected-rq-timeout-ms`).
-pub(crate) fn time_left_header(deadline: Instant, grpc: bool) -> (header::HeaderName, HeaderValue) {
+/// `grpc-timeout: Nm` for gRPC (whatever the listener says, as Envoy does),
+/// otherwise `N` milliseconds in the listener's `time_left_header`
+/// (`x-nuncio-expected-timeout-ms` by default, after Envoy's
+/// `x-envoy-expected-rq-timeout-ms`), or nothing when it has none.
+pub(crate) fn time_left_header(
+    deadline: Instant,
+    grpc: bool,
+    name: Option<&header::HeaderName>,
+) -> Option<(header::HeaderName, HeaderValue)> {
     let ms = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
     if grpc {
         // At most 8 digits: past that, say it in seconds.
         let value = if ms < 100_000_000 { format!("{ms}m") } else { format!("{}S", (ms / 1000).min(99_999_999)) };
-        (GRPC_TIMEOUT.clone(), HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("1m")))
+        Some((GRPC_TIMEOUT.clone(), HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("1m"))))
     } else {
+        let name = name?;
         let ms = u64::try_from(ms).unwrap_or(u64::MAX);
         let value = HeaderValue::from_bytes(itoa::Buffer::new().format(ms).as_bytes());
-        (X_NUNCIO_EXPECTED_TIMEOUT_MS.clone(), value.unwrap_or(HeaderValue::from_static("1")))
+        Some((name.clone(), value.unwrap_or(HeaderValue::from_static("1"))))
     }
 }
 
@@ -531,11 +553,17 @@ fn prepare_upstream_request(
     peer: SocketAddr,
     route: &CompiledRoute,
     forward: &Forward,
+    time_left: Option<&header::HeaderName>,
 ) -> Uri {
     let headers = &mut request.headers;
     let upgrade = request.upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
     nuncio_http1::remove_hop_by_hop(headers);
     headers.remove(header::EXPECT);
+    // The listener's time-left field is nuncio's to set: what a client
+    // sends in it never reaches the upstream as if nuncio had said it.
+    if let Some(name) = time_left {
+        headers.remove(name);
+    }
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);

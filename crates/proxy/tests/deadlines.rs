@@ -1,27 +1,55 @@
 //! Deadlines travel: the route timeout (or a gRPC client's shorter
 //! `grpc-timeout`) bounds the whole stream, and each try tells the upstream
-//! how long it has left.
+//! how long it has left, in the listener's `time_left_header` (or
+//! `grpc-timeout` for gRPC).
 
 mod support;
 
-use support::{Proxy, Upstream, exchange};
+use support::{Proxy, Upstream, admin_get, exchange};
 
-fn proxy(upstream: &Upstream) -> Proxy {
+/// Listener `main`, with `listener_fields` (YAML lines at its indentation),
+/// routing everything to `upstream` with a 2s timeout.
+fn proxy_with(upstream: &Upstream, listener_fields: &str) -> Proxy {
     Proxy::start(
-        "
+        &format!(
+            "
 listeners:
   - name: main
     address: 127.0.0.1:0
-    routes:
-      - match: {}
+{listener_fields}    routes:
+      - match: {{}}
         cluster: app
         timeout: 2s
 clusters:
   - name: app
-    endpoints: [ '{app}' ]
-",
+    endpoints: [ '{{app}}' ]
+"
+        ),
         &[("app", upstream.addr)],
     )
+}
+
+fn proxy(upstream: &Upstream) -> Proxy {
+    proxy_with(upstream, "")
+}
+
+/// Every value of `name` the upstream got in its last request.
+fn values(upstream: &Upstream, name: &str) -> Vec<String> {
+    upstream.last_request().headers.get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+}
+
+/// `GET /` with `extra` header lines, on a new connection; the status.
+fn get_with(proxy: &Proxy, extra: &str) -> u16 {
+    exchange(proxy.addr(), format!("GET / HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n")).status
+}
+
+/// A gRPC call over HTTP/1.1 (as a client may make one) with its own
+/// `grpc-timeout`; the status.
+fn grpc_with(proxy: &Proxy, timeout: &str) -> u16 {
+    let request = format!(
+        "POST /svc/M HTTP/1.1\r\nHost: t\r\ncontent-type: application/grpc\r\ngrpc-timeout: {timeout}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    exchange(proxy.addr(), request).status
 }
 
 #[test]
@@ -31,6 +59,60 @@ fn the_upstream_hears_the_time_left() {
     assert_eq!(support::get(proxy.addr(), "/").status, 200);
     let left: u64 = upstream.last_request().header("x-nuncio-expected-timeout-ms").parse().unwrap();
     assert!(left > 0 && left <= 2000, "{left}");
+
+    // A client cannot say it for nuncio: its value is replaced.
+    assert_eq!(get_with(&proxy, "X-Nuncio-Expected-Timeout-Ms: 999999\r\n"), 200);
+    let sent = values(&upstream, "x-nuncio-expected-timeout-ms");
+    assert_eq!(sent.len(), 1, "one value, nuncio's: {sent:?}");
+    let left: u64 = sent[0].parse().unwrap();
+    assert!(left > 0 && left <= 2000, "{left}");
+}
+
+#[test]
+fn a_listener_names_its_own_time_left_header() {
+    let upstream = Upstream::echo("up");
+    let proxy = proxy_with(&upstream, "    time_left_header: X-Deadline-Ms\n");
+    assert_eq!(get_with(&proxy, "x-deadline-ms: 999999\r\nx-nuncio-expected-timeout-ms: 7\r\n"), 200);
+    let sent = values(&upstream, "x-deadline-ms");
+    assert_eq!(sent.len(), 1, "nuncio's value replaces the client's: {sent:?}");
+    let left: u64 = sent[0].parse().unwrap();
+    assert!(left > 0 && left <= 2000, "{left}");
+    assert_eq!(
+        values(&upstream, "x-nuncio-expected-timeout-ms"),
+        ["7"],
+        "the default field is no longer nuncio's: the client's passes as any other"
+    );
+
+    // gRPC keeps grpc-timeout, and only that.
+    assert_eq!(grpc_with(&proxy, "300m"), 200);
+    let sent = values(&upstream, "grpc-timeout");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(values(&upstream, "x-deadline-ms"), Vec::<String>::new());
+
+    let dump = admin_get(&proxy, "/config_dump").text();
+    assert!(dump.contains("time_left_header: x-deadline-ms\n"), "{dump}");
+}
+
+#[test]
+fn time_left_header_none_sends_no_time_left() {
+    let upstream = Upstream::echo("up");
+    let proxy = proxy_with(&upstream, "    time_left_header: none\n");
+    assert_eq!(get_with(&proxy, "x-nuncio-expected-timeout-ms: 5\r\n"), 200);
+    assert_eq!(
+        values(&upstream, "x-nuncio-expected-timeout-ms"),
+        ["5"],
+        "the client's, untouched: nuncio says nothing"
+    );
+
+    // The deadline still holds: a slow upstream gets the route's 504.
+    assert_eq!(get_with(&proxy, "x-delay-ms: 2500\r\n"), 504);
+
+    // gRPC still hears its deadline.
+    assert_eq!(grpc_with(&proxy, "300m"), 200);
+    assert_eq!(values(&upstream, "grpc-timeout").len(), 1);
+
+    let dump = admin_get(&proxy, "/config_dump").text();
+    assert!(dump.contains("time_left_header: none\n"), "{dump}");
 }
 
 #[test]
@@ -47,6 +129,7 @@ fn a_grpc_timeout_shortens_the_deadline_and_travels_as_grpc_timeout() {
     };
     assert_eq!(request("300m", 0).status, 200);
     let seen = upstream.last_request();
+    assert_eq!(seen.headers.get_all("grpc-timeout").iter().count(), 1, "nuncio's replaces the client's");
     let sent = seen.header("grpc-timeout");
     let ms: u64 = sent.strip_suffix('m').unwrap().parse().unwrap();
     assert!(ms > 0 && ms <= 300, "the client's 300ms, not the route's 2s: {sent}");

@@ -3,9 +3,10 @@
 //! read whole, and each way a call fails.
 //!
 //! The test filter calls the cluster named in the client's `x-call`
-//! field with the client's method, path and body, and answers the client
-//! itself with what came back: `200` and `status=S body=B` for a
-//! response, `502` and the error's `Debug` for a failure.
+//! field with the client's method, path and body (and the timeout in
+//! `x-call-timeout-ms`, if given), and answers the client itself with what
+//! came back: `200` and `status=S body=B` for a response, `502` and the
+//! error's `Debug` for a failure.
 
 mod support;
 
@@ -31,7 +32,11 @@ impl Filter for Caller {
         let mut request = http::Request::new(body);
         *request.method_mut() = head.method.clone();
         *request.uri_mut() = head.uri.clone();
-        let options = CallOptions { max_response_bytes: self.max_response_bytes, ..CallOptions::default() };
+        let timeout = head.headers.get("x-call-timeout-ms").and_then(|v| v.to_str().ok()?.parse().ok());
+        let options = CallOptions {
+            max_response_bytes: self.max_response_bytes,
+            timeout: timeout.map(std::time::Duration::from_millis),
+        };
         let call = client.call(&cluster, request, cx.context(), options);
         Hook::pending(async move {
             match call.await {
@@ -63,6 +68,17 @@ impl FilterFactory for CallerFactory {
 /// nuncio whose listener `main` runs the caller; cluster `service` is
 /// `service` (speaking `protocol`).
 fn start(service: std::net::SocketAddr, protocol: &str, max_response_bytes: usize) -> RunningServer {
+    start_with(service, protocol, max_response_bytes, "")
+}
+
+/// [`start`] with `listener_fields` (YAML lines at the listener's
+/// indentation).
+fn start_with(
+    service: std::net::SocketAddr,
+    protocol: &str,
+    max_response_bytes: usize,
+    listener_fields: &str,
+) -> RunningServer {
     let mut options = Options::default();
     let caller: Arc<dyn FilterFactory> = Arc::new(CallerFactory { max_response_bytes });
     options.filters.insert("main".to_owned(), vec![caller].into());
@@ -73,7 +89,7 @@ workers: 1
 listeners:
   - name: main
     address: 127.0.0.1:0
-    routes: [ {{ match: {{}}, direct_response: {{ status: 204 }} }} ]
+{listener_fields}    routes: [ {{ match: {{}}, direct_response: {{ status: 204 }} }} ]
 clusters:
   - name: service
     endpoints: [ '{service}' ]
@@ -102,6 +118,29 @@ fn a_call_sends_method_path_and_body_and_reads_the_whole_answer() {
         let host = seen.authority.clone().unwrap_or_else(|| seen.header("host").to_owned());
         assert_eq!(host, "service", "{protocol}");
         assert!(seen.header("x-nuncio-expected-timeout-ms").is_empty(), "no deadline, no time left: {protocol}");
+    }
+}
+
+#[test]
+fn a_call_tells_the_time_left_in_its_listeners_field() {
+    let request = "GET / HTTP/1.1\r\nHost: t\r\nX-Call: service\r\nX-Call-Timeout-Ms: 5000\r\n\r\n";
+    for (protocol, upstream) in [("http1", Upstream::echo("service")), ("http2", Upstream::echo_h2("service"))] {
+        for (fields, name) in [
+            ("", Some("x-nuncio-expected-timeout-ms")),
+            ("    time_left_header: X-Budget-Ms\n", Some("x-budget-ms")),
+            ("    time_left_header: none\n", None),
+        ] {
+            let server = start_with(upstream.addr, protocol, 1024, fields);
+            assert_eq!(call(&server, request).status, 200, "{protocol} {fields}");
+            let seen = upstream.last_request();
+            for other in ["x-nuncio-expected-timeout-ms", "x-budget-ms"].into_iter().filter(|n| Some(*n) != name) {
+                assert_eq!(seen.header(other), "", "{protocol} {fields}: not {other}");
+            }
+            if let Some(name) = name {
+                let left: u64 = seen.header(name).parse().unwrap_or_else(|_| panic!("{protocol} {fields}: {name}"));
+                assert!((1..=5000).contains(&left), "{protocol} {fields}: within the call's 5s: {left}");
+            }
+        }
     }
 }
 

@@ -42,6 +42,12 @@
 //!    reads it back, and so can any other filter of the stream.
 //! 6. **A local reply.** An abort answers the client from the filter:
 //!    nothing goes upstream.
+//! 7. **Counters.** `configure` declares two counters in a [`CounterSet`]
+//!    (delays and aborts injected); the factory reports them
+//!    ([`FilterFactory::counters`]) and nuncio exposes them as
+//!    `nuncio_filter_fault_delays_injected_total{filter="fault",listener="..."}`
+//!    and `nuncio_filter_fault_aborts_injected_total`. The filter bumps them
+//!    with [`StreamCx::inc`] on its worker.
 //!
 //! A rule with no delay decides at once and answers [`Hook::Done`] (no
 //! allocation); only a delay pays for a boxed future.
@@ -56,8 +62,8 @@ use std::time::Duration;
 use nuncio_filter::http::header::CONTENT_TYPE;
 use nuncio_filter::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use nuncio_filter::{
-    Bytes, ConfigError, Context, Filter, FilterFactory, FilterKind, Hook, LocalReply, RequestHead, ResponseHead,
-    Status, StreamCx, parse_config,
+    Bytes, ConfigError, Context, CounterSet, CounterSpec, Filter, FilterCounter, FilterFactory, FilterKind, Hook,
+    LocalReply, RequestHead, ResponseHead, Status, StreamCx, parse_config,
 };
 use serde::Deserialize;
 
@@ -77,7 +83,12 @@ impl FilterKind for FaultKind {
 
     fn configure(&self, config: serde_json::Value) -> Result<Arc<dyn FilterFactory>, ConfigError> {
         let config: FaultConfig = parse_config(config)?;
-        Ok(Arc::new(FaultFactory { rules: Arc::new(Rules::check(config)?) }))
+        let mut counters = CounterSet::new();
+        let counted = Counted {
+            delays: counters.declare("delays_injected_total", "Requests the fault filter held for a rule's delay.")?,
+            aborts: counters.declare("aborts_injected_total", "Requests the fault filter answered with an abort.")?,
+        };
+        Ok(Arc::new(FaultFactory { rules: Arc::new(Rules::check(config)?), counters, counted }))
     }
 }
 
@@ -190,6 +201,9 @@ impl Rules {
 #[derive(Debug)]
 struct FaultFactory {
     rules: Arc<Rules>,
+    /// Declared once per config; nuncio reads them through `counters()`.
+    counters: CounterSet,
+    counted: Counted,
 }
 
 impl FilterFactory for FaultFactory {
@@ -198,7 +212,31 @@ impl FilterFactory for FaultFactory {
     }
 
     fn create(&self) -> Box<dyn Filter> {
-        Box::new(FaultFilter { rules: Arc::clone(&self.rules) })
+        Box::new(FaultFilter { rules: Arc::clone(&self.rules), counted: self.counted })
+    }
+
+    fn counters(&self) -> &[CounterSpec] {
+        self.counters.specs()
+    }
+}
+
+/// The ids of the filter's counters: `Copy`, kept by every stream's filter.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    delays: FilterCounter,
+    aborts: FilterCounter,
+}
+
+impl Counted {
+    /// Counts what `rule` did to a stream, once it did it (a delay cut
+    /// short injected nothing).
+    fn injected(self, cx: &StreamCx, rule: &Rule) {
+        if rule.delay_ms > 0 {
+            cx.inc(self.delays);
+        }
+        if rule.abort.is_some() {
+            cx.inc(self.aborts);
+        }
     }
 }
 
@@ -219,6 +257,7 @@ pub struct FaultInjected {
 #[derive(Debug)]
 pub struct FaultFilter {
     rules: Arc<Rules>,
+    counted: Counted,
 }
 
 impl Filter for FaultFilter {
@@ -234,9 +273,11 @@ impl Filter for FaultFilter {
         let report_header = self.rules.report_header.as_ref();
         let injected =
             FaultInjected { rule: index, delay_ms: rule.delay_ms, aborted: rule.abort.as_ref().map(|a| a.0) };
+        let counted = self.counted;
         if rule.delay_ms == 0 {
             // Nothing to wait for: decide now, without a future.
             cx.put_state(injected);
+            counted.injected(cx, rule);
             return after_delay(rule, report_header).into();
         }
         // The future borrows the filter and `cx` for 'a: the chain waits at
@@ -252,6 +293,7 @@ impl Filter for FaultFilter {
                 () = tokio::time::sleep(Duration::from_millis(rule.delay_ms)) => {}
             }
             cx.put_state(injected);
+            counted.injected(cx, rule);
             after_delay(rule, report_header)
         })
     }
@@ -303,10 +345,33 @@ mod tests {
     //! The filter's decisions, driven directly; tests/example.rs runs it
     //! in nuncio over real sockets.
 
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use nuncio_filter::CounterSink;
     use nuncio_filter::http::{Method, Uri, Version};
     use serde_json::json;
 
     use super::*;
+
+    /// What the filter counted, as `(counter index, n)` (in nuncio the
+    /// proxy's sink writes its stats instead).
+    #[derive(Default)]
+    struct Counts(RefCell<Vec<(usize, u64)>>);
+
+    impl CounterSink for Counts {
+        fn add(&self, _filter: usize, counter: FilterCounter, n: u64) {
+            self.0.borrow_mut().push((counter.index(), n));
+        }
+    }
+
+    /// A context whose counts land in the returned `Counts`.
+    fn counted_cx(context: Context) -> (StreamCx, Rc<Counts>) {
+        let counts = Rc::new(Counts::default());
+        let mut cx = StreamCx::new(context, "127.0.0.1:1".parse().unwrap());
+        cx.set_counters(counts.clone());
+        (cx, counts)
+    }
 
     fn filter(config: serde_json::Value) -> Box<dyn Filter> {
         FaultKind.configure(config).expect("a valid config").create()
@@ -356,11 +421,14 @@ mod tests {
 
     #[test]
     fn an_abort_without_delay_answers_at_once_with_its_reply() {
-        let mut filter = filter(json!({
-            "rules": [ { "prefix": "/broken", "abort": { "status": 502, "body": "down" } } ],
-            "report_header": "x-fault-delay-ms",
-        }));
-        let mut cx = StreamCx::new(Context::background(), "127.0.0.1:1".parse().unwrap());
+        let factory = FaultKind
+            .configure(json!({
+                "rules": [ { "prefix": "/broken", "abort": { "status": 502, "body": "down" } } ],
+                "report_header": "x-fault-delay-ms",
+            }))
+            .expect("a valid config");
+        let mut filter = factory.create();
+        let (mut cx, counts) = counted_cx(Context::background());
         let mut request = head("/broken/page");
         let status = decided(filter.request_headers(&mut cx, &mut request, true));
         let Status::LocalReply(reply) = status else { panic!("expected a reply: {status:?}") };
@@ -371,6 +439,8 @@ mod tests {
             cx.state::<FaultInjected>(),
             Some(&FaultInjected { rule: 0, delay_ms: 0, aborted: Some(StatusCode::BAD_GATEWAY) })
         );
+        let aborts = factory.counters().iter().position(|c| c.name() == "aborts_injected_total").unwrap();
+        assert_eq!(*counts.0.borrow(), [(aborts, 1)], "one abort, no delay");
     }
 
     #[test]
@@ -388,7 +458,7 @@ mod tests {
         // The longest delay: only the context can end this wait.
         let mut filter = filter(json!({ "rules": [ { "prefix": "/slow", "delay_ms": MAX_DELAY_MS } ] }));
         let (context, cancel) = Context::background().with_cancel();
-        let mut cx = StreamCx::new(context.clone(), "127.0.0.1:1".parse().unwrap());
+        let (mut cx, counts) = counted_cx(context.clone());
         let mut request = head("/slow");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let status = runtime.block_on(async {
@@ -402,5 +472,6 @@ mod tests {
         let cause = context.err().expect("cancelled").to_string();
         assert!(std::str::from_utf8(&reply.body).unwrap().contains(&cause), "{reply:?}");
         assert!(cx.state::<FaultInjected>().is_none(), "a cut-short delay injected nothing");
+        assert!(counts.0.borrow().is_empty(), "and counted nothing");
     }
 }

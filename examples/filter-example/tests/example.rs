@@ -71,6 +71,17 @@ impl Proxy {
         self.listeners.iter().find(|(n, _)| n == name).map_or_else(|| panic!("no listener {name}"), |(_, a)| *a)
     }
 
+    /// Waits (at most [`TIMEOUT`]) until the counter `name` reads `value`:
+    /// a worker counts as the stream goes, which a client may see after
+    /// its response.
+    fn wait_for_counter(&self, name: &str, value: u64) {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.counter(name) != value {
+            assert!(Instant::now() < deadline, "{name} is {}, not {value}", self.counter(name));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The value of the counter `name` in admin `/stats`.
     fn counter(&self, name: &str) -> u64 {
         let stats = get(self.admin, "/stats");
@@ -260,6 +271,10 @@ fn fault_rules_delay_abort_and_pass_through_beside_a_builtin_filter() {
     assert_eq!(other.header("x-fault-delay-ms"), None, "{other:?}");
 
     assert_eq!(upstream.paths(), ["/slow/page", "/other"]);
+
+    // Counted by the filter: two delays (`/slow/page`, `/broken`), one abort.
+    proxy.wait_for_counter("nuncio_filter_fault_delays_injected_total{filter=\"fault\",listener=\"web\"}", 2);
+    proxy.wait_for_counter("nuncio_filter_fault_aborts_injected_total{filter=\"fault\",listener=\"web\"}", 1);
 }
 
 #[test]

@@ -84,6 +84,23 @@ clusters:
         exchange(self.server.addresses().admin, "GET /stats HTTP/1.1\r\nHost: admin\r\n\r\n").text()
     }
 
+    /// Waits (at most [`TIMEOUT`]) until `/stats` has every line of
+    /// `expected` (`series: value`); fails listing the missing ones.
+    /// Workers count as a stream ends, which a client may see after its
+    /// response.
+    pub fn wait_for_stats(&self, expected: &[String]) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let text = self.stats();
+            let missing: Vec<&String> = expected.iter().filter(|line| !text.lines().any(|l| l == *line)).collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "after {TIMEOUT:?}, /stats lacks {missing:#?}\n/stats:\n{text}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends `request` on a new connection and reads the response.
     pub fn exchange(&self, request: impl AsRef<[u8]>) -> Reply {
         exchange(self.addr(), request)

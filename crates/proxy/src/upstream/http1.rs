@@ -109,15 +109,27 @@ pub(crate) async fn send(
         (_, BodySize::Unknown) => BodyFraming::Chunked,
     };
     let mut head = BytesMut::with_capacity(512);
-    nuncio_http1::encode_request_head(&request.method, &request.target, request.headers, framing, &mut head);
-    if let Some((name, value)) = &request.deadline {
-        // One more field before the head's closing CRLF, without copying
-        // the client's fields into a new map.
-        head.truncate(head.len() - 2);
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n\r\n");
+    match &request.deadline {
+        // The request has the field already (a gRPC client's own
+        // `grpc-timeout`): nuncio's value replaces it, as on HTTP/2, rather
+        // than going out beside it.
+        Some((name, value)) if request.headers.contains_key(name) => {
+            let mut headers = request.headers.clone();
+            headers.insert(name.clone(), value.clone());
+            nuncio_http1::encode_request_head(&request.method, &request.target, &headers, framing, &mut head);
+        }
+        deadline => {
+            nuncio_http1::encode_request_head(&request.method, &request.target, request.headers, framing, &mut head);
+            if let Some((name, value)) = deadline {
+                // One more field before the head's closing CRLF, without
+                // copying the client's fields into a new map.
+                head.truncate(head.len() - 2);
+                head.extend_from_slice(name.as_str().as_bytes());
+                head.extend_from_slice(b": ");
+                head.extend_from_slice(value.as_bytes());
+                head.extend_from_slice(b"\r\n\r\n");
+            }
+        }
     }
     match body {
         RequestBody::Empty => write_all_vectored(&mut upstream.stream, &[&head]).await.map_err(reset)?,

@@ -28,8 +28,9 @@ pub(crate) struct UpstreamRequest<'r> {
     /// client's head, changed in place: the access log sees what was sent).
     pub(crate) headers: &'r HeaderMap,
     pub(crate) body: BodySize,
-    /// The time left to this try, told to the upstream (`grpc-timeout` or
-    /// `x-nuncio-expected-timeout-ms`), set per try.
+    /// The time left to this try, told to the upstream (`grpc-timeout`, or
+    /// the listener's `time_left_header`), set per try; replaces a field of
+    /// that name in `headers`.
     pub(crate) deadline: Option<(HeaderName, HeaderValue)>,
 }
 
