@@ -335,15 +335,98 @@ impl Chain {
         if matches!(piece, Piece::End(_)) {
             state.ended = true;
         }
-        let outcome = self.push(dir, 0, VecDeque::from([piece]), out, &mut closed).await;
+        // The common case first, without the general machinery (whose
+        // future is large and boxed): nothing is held in this direction,
+        // and each hook in turn answers `Continue` and passes the piece on
+        // as it came (data, or the end). At the first filter that does
+        // anything else, the general path takes over from that filter with
+        // its answer.
+        let (mut data, end) = match piece {
+            Piece::Data(data) if !data.is_empty() && self.all_passing(dir) => (data, false),
+            Piece::End(None) if self.all_passing(dir) => (Bytes::new(), true),
+            piece => {
+                return Box::pin(self.body_through(dir, 0, VecDeque::from([piece]), out, &mut closed)).await;
+            }
+        };
+        for pos in 0..self.span(dir) {
+            let i = self.index(dir, pos);
+            let Some(status) = self.body_hook(dir, i, &mut data, end, &mut closed).await else {
+                return Outcome::Gone;
+            };
+            if !matches!(status, Ok(Status::Continue)) || data.is_empty() != end {
+                return Box::pin(self.body_from(dir, pos, status, data, end, out, &mut closed)).await;
+            }
+        }
+        out.push_back(if end { Piece::End(None) } else { Piece::Data(data) });
+        // Nothing is held, so queued calls can only answer (no resume has
+        // anything to release, no watermark to relieve).
+        match self.apply(&mut At::Body(dir), false).1 {
+            Some(reply) => Outcome::Reply(reply),
+            None => Outcome::Continue,
+        }
+    }
+
+    /// Whether no filter of `dir` holds body (every one passing).
+    fn all_passing(&self, dir: Direction) -> bool {
+        let state = match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        };
+        state.held.iter().all(|held| held.hold == Hold::Passing && held.data.is_empty())
+    }
+
+    /// The general body path: `pieces` through the filters of `dir` from
+    /// position `from` on, then the calls that came in, then backpressure.
+    async fn body_through(
+        &mut self,
+        dir: Direction,
+        from: usize,
+        pieces: VecDeque<Piece>,
+        out: &mut VecDeque<Piece>,
+        closed: &mut Closed<'_>,
+    ) -> Outcome {
+        let outcome = self.push(dir, from, pieces, out, closed).await;
         if !matches!(outcome, Outcome::Continue) {
             return outcome;
         }
-        let outcome = self.body_calls(dir, out, &mut closed).await;
+        let outcome = self.body_calls(dir, out, closed).await;
         if !matches!(outcome, Outcome::Continue) {
             return outcome;
         }
-        self.relieve(dir, out, &mut closed).await
+        self.relieve(dir, out, closed).await
+    }
+
+    /// The general path from the filter at `pos`, whose body hook answered
+    /// `status` for `data` (`end`: the end of the body, with no trailers):
+    /// what [`Chain::at_filter`] does after the hook, then the rest.
+    #[allow(clippy::too_many_arguments)]
+    async fn body_from(
+        &mut self,
+        dir: Direction,
+        pos: usize,
+        status: Result<Status, Box<dyn Any + Send>>,
+        data: Bytes,
+        end: bool,
+        out: &mut VecDeque<Piece>,
+        closed: &mut Closed<'_>,
+    ) -> Outcome {
+        let i = self.index(dir, pos);
+        let mut next = VecDeque::new();
+        match self.settle(dir, i, status, data, end, &mut next, closed).await {
+            Outcome::Continue => {}
+            Outcome::Reply(reply) => {
+                if dir == Direction::Request {
+                    // Its answer passes the filters before it only.
+                    self.entered = i;
+                }
+                return Outcome::Reply(reply);
+            }
+            Outcome::Gone => return Outcome::Gone,
+        }
+        if end {
+            next.push_back(Piece::End(None));
+        }
+        self.body_through(dir, pos + 1, next, out, closed).await
     }
 
     /// Whether a filter holds body of `dir` (calls may then release it:

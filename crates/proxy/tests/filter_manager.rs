@@ -458,6 +458,62 @@ fn shout_whole(body: &mut Bytes, eos: bool) -> Status {
     Status::Continue
 }
 
+fn count(journal: &[String], entry: &str) -> usize {
+    journal.iter().filter(|e| *e == entry).count()
+}
+
+fn add_a_tail_at_the_end(body: &mut Bytes, eos: bool) -> Status {
+    if eos {
+        *body = Bytes::from_static(b"!");
+    }
+    Status::Continue
+}
+
+fn drop_the_data(body: &mut Bytes, eos: bool) -> Status {
+    if !eos {
+        *body = Bytes::new();
+    }
+    Status::Continue
+}
+
+/// Body pieces take a short path while every hook passes them on as they
+/// came; these are the ways a `Continue` can still change what the next
+/// filter sees (request order: a, b, c). The request body is changed on
+/// its way up; the upstream's answer says what arrived.
+#[test]
+fn a_continue_that_changes_the_pieces_is_what_the_next_filter_sees() {
+    let body = "xyz".repeat(1000);
+    let send = |server: &RunningServer| {
+        let mut client = RawClient::connect(addr(server));
+        // Chunked: a filter may change the length.
+        client.send(format!(
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        ));
+        client.response()
+    };
+
+    // Data given at the end: the next filter gets it as data, then the end.
+    let upstream = Upstream::echo("up");
+    let (server, shared) = chain(&upstream, On::RequestBody, Act::Body(add_a_tail_at_the_end));
+    let reply = send(&server);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), format!("{body}!"));
+    let journal = shared.journal();
+    assert_eq!(count(&journal, "c:request_body"), count(&journal, "a:request_body") + 1, "{journal:?}");
+    drop(server);
+
+    // Data taken away: nothing of it goes on, only the end.
+    let (server, shared) = chain(&upstream, On::RequestBody, Act::Body(drop_the_data));
+    let reply = send(&server);
+    assert_eq!(reply.status, 200);
+    // The echo upstream greets when a request has no body.
+    assert_eq!(reply.text(), "hello from up\n");
+    let journal = shared.journal();
+    assert!(count(&journal, "a:request_body") >= 2, "{journal:?}");
+    assert_eq!(count(&journal, "c:request_body"), 1, "{journal:?}");
+}
+
 #[test]
 fn stop_and_buffer_on_a_response_holds_its_head_until_the_whole_body() {
     let upstream = Upstream::echo("up");

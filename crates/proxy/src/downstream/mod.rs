@@ -211,7 +211,7 @@ impl<'c> Downstream<'c> {
                         Some(BodyFrame::Trailers(trailers)) => Piece::End(Some(trailers)),
                         None => Piece::End(None),
                     };
-                    Box::pin(chain.body(Direction::Request, piece, &mut self.filtered, closed)).await
+                    chain.body(Direction::Request, piece, &mut self.filtered, closed).await
                 }
             };
             match outcome {
@@ -336,7 +336,7 @@ impl<'c> Downstream<'c> {
         let mut out = VecDeque::new();
         let outcome = {
             let closed = std::pin::pin!(codec_closed(&mut self.codec));
-            Box::pin(chain.body(Direction::Response, piece, &mut out, closed)).await
+            chain.body(Direction::Response, piece, &mut out, closed).await
         };
         self.flow(outcome, out).await
     }
