@@ -203,6 +203,16 @@ enum At<'h> {
     Body(Direction),
 }
 
+impl At<'_> {
+    /// In `dir`'s headers hooks.
+    fn head(dir: Direction, headers: &mut HeaderMap) -> At<'_> {
+        match dir {
+            Direction::Request => At::RequestHead(headers),
+            Direction::Response => At::ResponseHead(headers),
+        }
+    }
+}
+
 impl Chain {
     /// Runs on the stream's worker (the mailbox belongs to it).
     pub(crate) fn new(factories: &FilterChainFactory, mut cx: StreamCx) -> Chain {
@@ -243,20 +253,9 @@ impl Chain {
                 status = guarded(hook) => status,
                 () = closed.as_mut() => return Outcome::Gone,
             };
-            let status = match status {
-                Ok(Status::StopIteration) => {
-                    match self.wait(&mut At::RequestHead(&mut head.headers), &mut closed).await {
-                        Waited::Resumed => Ok(Status::Continue),
-                        Waited::Reply(reply) => Ok(Status::LocalReply(reply)),
-                        Waited::Gone => return Outcome::Gone,
-                    }
-                }
-                other => other,
-            };
-            // Calls that came in while the hook ran apply now.
-            let status = match self.apply(&mut At::RequestHead(&mut head.headers), false).1 {
-                Some(reply) => Ok(Status::LocalReply(reply)),
-                None => status,
+            let Some(status) = self.after_head_hook(Direction::Request, status, &mut head.headers, &mut closed).await
+            else {
+                return Outcome::Gone;
             };
             match self.decide(i, status) {
                 Outcome::Continue => {}
@@ -294,19 +293,9 @@ impl Chain {
                 status = guarded(hook) => status,
                 () = closed.as_mut() => return Outcome::Gone,
             };
-            let status = match status {
-                Ok(Status::StopIteration) => {
-                    match self.wait(&mut At::ResponseHead(&mut head.headers), &mut closed).await {
-                        Waited::Resumed => Ok(Status::Continue),
-                        Waited::Reply(reply) => Ok(Status::LocalReply(reply)),
-                        Waited::Gone => return Outcome::Gone,
-                    }
-                }
-                other => other,
-            };
-            let status = match self.apply(&mut At::ResponseHead(&mut head.headers), false).1 {
-                Some(reply) => Ok(Status::LocalReply(reply)),
-                None => status,
+            let Some(status) = self.after_head_hook(Direction::Response, status, &mut head.headers, &mut closed).await
+            else {
+                return Outcome::Gone;
             };
             match self.decide(i, status) {
                 Outcome::Continue => {}
@@ -314,6 +303,30 @@ impl Chain {
             }
         }
         Outcome::Continue
+    }
+
+    /// What a headers hook's `status` comes to: a `StopIteration` waits
+    /// for the handle to resume or answer, then the calls that came in
+    /// meanwhile apply (one may answer). `None` if the stream is gone.
+    async fn after_head_hook(
+        &mut self,
+        dir: Direction,
+        status: Result<Status, Box<dyn Any + Send>>,
+        headers: &mut HeaderMap,
+        closed: &mut Closed<'_>,
+    ) -> Option<Result<Status, Box<dyn Any + Send>>> {
+        let status = match status {
+            Ok(Status::StopIteration) => match self.wait(&mut At::head(dir, headers), closed).await {
+                Waited::Resumed => Ok(Status::Continue),
+                Waited::Reply(reply) => Ok(Status::LocalReply(reply)),
+                Waited::Gone => return None,
+            },
+            other => other,
+        };
+        Some(match self.apply(&mut At::head(dir, headers), false).1 {
+            Some(reply) => Ok(Status::LocalReply(reply)),
+            None => status,
+        })
     }
 
     /// A body piece through the filters of `dir`; what comes out (zero or
@@ -368,11 +381,7 @@ impl Chain {
 
     /// Whether no filter of `dir` holds body (every one passing).
     fn all_passing(&self, dir: Direction) -> bool {
-        let state = match dir {
-            Direction::Request => &self.request,
-            Direction::Response => &self.response,
-        };
-        state.held.iter().all(|held| held.hold == Hold::Passing && held.data.is_empty())
+        self.body_state(dir).held.iter().all(|held| held.hold == Hold::Passing && held.data.is_empty())
     }
 
     /// The general body path: `pieces` through the filters of `dir` from
@@ -468,6 +477,14 @@ impl Chain {
         }
     }
 
+    /// `dir`'s body state, to read.
+    fn body_state(&self, dir: Direction) -> &BodyState {
+        match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        }
+    }
+
     fn state(&mut self, dir: Direction) -> &mut BodyState {
         match dir {
             Direction::Request => &mut self.request,
@@ -494,10 +511,7 @@ impl Chain {
     /// The position of the first filter of `dir` that holds body: where
     /// the stream is stopped, and what body calls act on.
     fn first_holder(&self, dir: Direction) -> Option<usize> {
-        let state = match dir {
-            Direction::Request => &self.request,
-            Direction::Response => &self.response,
-        };
+        let state = self.body_state(dir);
         (0..self.span(dir)).find(|&pos| state.held[self.index(dir, pos)].hold != Hold::Passing)
     }
 
@@ -770,11 +784,10 @@ impl Chain {
     }
 
     fn over_watermark(&self, dir: Direction) -> bool {
-        let state = match dir {
-            Direction::Request => &self.request,
-            Direction::Response => &self.response,
-        };
-        state.held.iter().any(|held| held.hold == Hold::Watermark && held.data.len() > PER_STREAM_BUFFER_LIMIT)
+        self.body_state(dir)
+            .held
+            .iter()
+            .any(|held| held.hold == Hold::Watermark && held.data.len() > PER_STREAM_BUFFER_LIMIT)
     }
 
     /// Stopped somewhere: applies handle calls as they come until one
