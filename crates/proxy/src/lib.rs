@@ -46,8 +46,10 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod attempt;
 mod bounded;
 mod cluster;
+mod deadline;
 mod downstream;
 mod error;
 mod filter_catalog;
@@ -58,6 +60,7 @@ mod listener;
 mod message;
 mod read_buffers;
 mod reload;
+mod rewrite;
 mod router;
 mod server;
 mod snapshot;

@@ -21,6 +21,7 @@ use crate::NameMap;
 use crate::cluster::ClusterState;
 use crate::cluster::hosts::{HostEvent, HostStatus};
 use crate::snapshot::{Local, Snapshot};
+use crate::upstream::pool::ClusterPools;
 
 pub(crate) struct Worker {
     /// The current config snapshot and this worker's stats store for it.
@@ -30,9 +31,17 @@ pub(crate) struct Worker {
     /// Reports to main (outlier runs).
     pub(crate) events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
     /// Load-balancing state and connection pools, by cluster name.
-    clusters: RefCell<NameMap<Rc<ClusterState>>>,
+    clusters: RefCell<NameMap<LocalCluster>>,
     /// The listeners this worker accepts on (or drains), by id.
     listeners: RefCell<HashMap<u64, ServedListener>>,
+}
+
+/// A cluster as this worker serves it: its balancing state and its
+/// connection pools, kept as long as the cluster's config is unchanged.
+#[derive(Clone)]
+pub(crate) struct LocalCluster {
+    pub(crate) state: Rc<ClusterState>,
+    pub(crate) pools: Rc<ClusterPools>,
 }
 
 /// One listener on this worker: its accept loop, and the signals its
@@ -86,17 +95,19 @@ impl Worker {
     /// This worker's state for cluster `name` of `snapshot`: kept as long
     /// as the cluster's config is unchanged (pools survive reloads that do
     /// not touch it), rebuilt when it changed.
-    pub(crate) fn cluster(&self, snapshot: &Snapshot, name: &str) -> Option<Rc<ClusterState>> {
+    pub(crate) fn cluster(&self, snapshot: &Snapshot, name: &str) -> Option<LocalCluster> {
         let shared = snapshot.clusters.get(name)?;
         let mut clusters = self.clusters.borrow_mut();
         match clusters.get(name) {
-            Some(state) if Arc::ptr_eq(&state.shared, shared) || *state.shared.config == *shared.config => {
-                Some(state.clone())
+            Some(local) if Arc::ptr_eq(&local.state.shared, shared) || *local.state.shared.config == *shared.config => {
+                Some(local.clone())
             }
             _ => {
                 let state = Rc::new(ClusterState::new(shared.clone(), self.hosts.clone(), self.events.clone()));
-                clusters.insert(name.to_owned(), state.clone());
-                Some(state)
+                let pools = ClusterPools::new(shared.config.endpoints.len(), shared.config.idle_timeout);
+                let local = LocalCluster { state, pools };
+                clusters.insert(name.to_owned(), local.clone());
+                Some(local)
             }
         }
     }
@@ -105,8 +116,8 @@ impl Worker {
     /// is let go. Requests in flight keep theirs (an `Rc`) and finish;
     /// idle pooled connections close with it.
     pub(crate) fn retain_clusters(&self, snapshot: &Snapshot) {
-        self.clusters.borrow_mut().retain(|name, state| {
-            snapshot.clusters.get(name).is_some_and(|shared| *shared.config == *state.shared.config)
+        self.clusters.borrow_mut().retain(|name, local| {
+            snapshot.clusters.get(name).is_some_and(|shared| *shared.config == *local.state.shared.config)
         });
     }
 }

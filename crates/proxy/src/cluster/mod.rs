@@ -1,4 +1,4 @@
-//! Clusters: which endpoint gets a request, and connections to it.
+//! Clusters: which endpoint gets a request, and a TCP connection to it.
 //!
 //! Three levels, by who owns them:
 //! - [`ClusterShared`]: built by main for a config version and read by
@@ -7,9 +7,12 @@
 //!   which survive reloads that leave the cluster unchanged).
 //! - [`hosts::HostStatus`]: endpoint addresses, health and ejection, owned
 //!   by main and published through a slot.
-//! - [`ClusterState`]: a worker's own — balancer position, requests in
-//!   flight per endpoint, idle HTTP/1.1 connections, HTTP/2 connections.
-//!   Plain `Cell`s: never shared.
+//! - [`ClusterState`]: a worker's own — balancer position and requests in
+//!   flight per endpoint. Plain `Cell`s: never shared.
+//!
+//! Connections are not this module's: it picks an endpoint and opens a TCP
+//! connection to it ([`ActiveRequest::connect`], within the breakers);
+//! `upstream::pool` keeps them, `upstream` speaks HTTP on them.
 
 pub(crate) mod dns;
 pub(crate) mod health;
@@ -18,7 +21,7 @@ pub(crate) mod lb;
 pub(crate) mod outlier;
 pub(crate) mod resources;
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -28,16 +31,11 @@ use nuncio_config::{AllUnhealthy, Cluster, LbPolicy};
 use nuncio_runtime::Slot;
 use nuncio_stats::{Gauge, Store};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use self::hosts::{HostEvent, HostStatus};
 use self::lb::{Balancer, Ring};
 use self::resources::{Breaker, Permit, Resources};
 use crate::stats::ClusterStats;
-use crate::upstream::http1::Http1Connection;
-
-/// Most idle HTTP/1.1 connections kept per endpoint per worker.
-const MAX_IDLE: usize = 1024;
 
 /// A cluster as main built it for one config version.
 pub(crate) struct ClusterShared {
@@ -94,13 +92,9 @@ pub(crate) struct ClusterState {
 }
 
 /// One endpoint on this worker.
-pub(crate) struct EndpointState {
+struct EndpointState {
     /// The endpoint as written in the config.
-    pub(crate) name: String,
-    /// Idle keep-alive connections, most recently used last.
-    idle: RefCell<Vec<(Http1Connection, Instant)>>,
-    /// HTTP/2 connections (`protocol: http2`).
-    pub(crate) h2: crate::upstream::http2::Pool,
+    name: String,
 }
 
 /// Why no endpoint (or no connection) could be had.
@@ -132,16 +126,7 @@ impl ClusterState {
         hosts: Slot<HostStatus>,
         events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
     ) -> ClusterState {
-        let endpoints = shared
-            .config
-            .endpoints
-            .iter()
-            .map(|e| EndpointState {
-                name: e.address.clone(),
-                idle: RefCell::new(Vec::new()),
-                h2: crate::upstream::http2::Pool::default(),
-            })
-            .collect();
+        let endpoints = shared.config.endpoints.iter().map(|e| EndpointState { name: e.address.clone() }).collect();
         let balancer = Balancer::new(&shared.config, shared.ring.clone());
         let active = shared.config.endpoints.iter().map(|_| Cell::new(0)).collect();
         ClusterState { shared, balancer, endpoints, active, hosts, events }
@@ -203,12 +188,18 @@ pub(crate) struct ActiveRequest<'s> {
 }
 
 impl ActiveRequest<'_> {
-    pub(crate) fn endpoint(&self) -> &EndpointState {
-        &self.cluster.endpoints[self.index]
+    /// The endpoint's index in its cluster.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The endpoint as the config names it (`host:port`).
+    pub(crate) fn endpoint_name(&self) -> &str {
+        &self.cluster.endpoints[self.index].name
     }
 
     /// The endpoint's current addresses (DNS may have changed them).
-    fn addresses(&self) -> Arc<[SocketAddr]> {
+    pub(crate) fn addresses(&self) -> Arc<[SocketAddr]> {
         let from_hosts = self
             .cluster
             .hosts
@@ -216,24 +207,6 @@ impl ActiveRequest<'_> {
             .ok()
             .flatten();
         from_hosts.unwrap_or_else(|| Arc::from(self.cluster.shared.config.endpoints[self.index].resolved.as_slice()))
-    }
-
-    /// A pooled connection if a live one is idle (to an address the
-    /// endpoint still has), else a new one.
-    pub(crate) async fn connection(&self) -> Result<Http1Connection, ConnectError> {
-        let idle_timeout = self.cluster.shared.config.idle_timeout;
-        let endpoint = self.endpoint();
-        let mut addresses: Option<Arc<[SocketAddr]>> = None;
-        loop {
-            let Some((conn, since)) = endpoint.idle.borrow_mut().pop() else { break };
-            let fresh = idle_timeout.is_none_or(|t| since.elapsed() < t);
-            let current = addresses.get_or_insert_with(|| self.addresses());
-            if fresh && conn.is_reusable() && conn.peer().is_some_and(|p| current.contains(&p)) {
-                return Ok(conn);
-            }
-        }
-        let (stream, guard) = self.connect().await?;
-        Ok(Http1Connection::new(stream, guard))
     }
 
     /// A new TCP connection to the endpoint, within the cluster's
@@ -245,7 +218,7 @@ impl ActiveRequest<'_> {
         let permit = resources.acquire(Breaker::Connections).map_err(ConnectError::Overflow)?;
         let pending = resources.acquire(Breaker::PendingRequests).map_err(ConnectError::Overflow)?;
         let addresses = self.addresses();
-        let endpoint = self.endpoint();
+        let endpoint = self.endpoint_name();
         let attempt = async {
             let mut last = None;
             for address in addresses.iter() {
@@ -255,7 +228,7 @@ impl ActiveRequest<'_> {
                         return Ok(stream);
                     }
                     Err(e) => {
-                        tracing::debug!(endpoint = %endpoint.name, %address, error = %e, "upstream connect failed");
+                        tracing::debug!(endpoint, %address, error = %e, "upstream connect failed");
                         last = Some(e);
                     }
                 }
@@ -279,15 +252,6 @@ impl ActiveRequest<'_> {
                 self.store.inc(self.stats.cx_connect_fail);
                 Err(e)
             }
-        }
-    }
-
-    /// Returns a connection whose exchange ended cleanly to the pool.
-    pub(crate) fn release(&self, conn: Http1Connection) {
-        let mut idle = self.endpoint().idle.borrow_mut();
-        // Bounded: a burst must not leave thousands of idle sockets behind.
-        if idle.len() < MAX_IDLE {
-            idle.push((conn, Instant::now()));
         }
     }
 
