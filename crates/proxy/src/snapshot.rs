@@ -16,9 +16,9 @@ use nuncio_stats::Store;
 use crate::NameMap;
 use crate::cluster::ClusterShared;
 use crate::error::Error;
-use crate::filter_manager::FilterChainFactory;
+use crate::filter_catalog::FilterChainFactory;
+use crate::options::Options;
 use crate::router::RouteTable;
-use crate::server::Options;
 use crate::stats::{FilterTable, ProxyStats};
 use nuncio_filter::FilterFactory;
 

@@ -19,7 +19,7 @@ use nuncio_filter::{CounterSink, FilterCounter};
 use nuncio_stats::{Counter, DURATION_BUCKETS, Definitions, Gauge, Histogram, StatsBuilder, Store, WorkerGauge};
 
 use crate::error::Error;
-use crate::filter_manager::FilterChainFactory;
+use crate::filter_catalog::FilterChainFactory;
 
 /// Status classes, as label values, indexed by `status / 100 - 1`.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];

@@ -4,17 +4,16 @@
 //! the worker, shared by its connections through an `Rc`.
 //!
 //! Main changes what a worker serves only by posting to it: a new snapshot
-//! (through the slot), a listener to start, drain or close
-//! ([`start_listener`], [`drain_listener`], [`close_listener`]). Those
-//! functions run on the worker and find its state in a thread-local.
+//! (through the slot), a listener to start, drain or close (posted
+//! functions of `crate::listener`, which find the worker in a
+//! thread-local: [`Worker::current`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
-use nuncio_context::{CancelHandle, Context};
+use nuncio_context::CancelHandle;
 use nuncio_runtime::Slot;
 
 use crate::NameMap;
@@ -33,7 +32,7 @@ pub(crate) struct Worker {
     /// Load-balancing state and connection pools, by cluster name.
     clusters: RefCell<NameMap<LocalCluster>>,
     /// The listeners this worker accepts on (or drains), by id.
-    listeners: RefCell<HashMap<u64, ServedListener>>,
+    listeners: RefCell<HashMap<u64, ListenerTasks>>,
 }
 
 /// A cluster as this worker serves it: its balancing state and its
@@ -45,14 +44,14 @@ pub(crate) struct LocalCluster {
 }
 
 /// One listener on this worker: its accept loop, and the signals its
-/// connections watch.
-struct ServedListener {
-    accept: tokio::task::JoinHandle<()>,
+/// connections watch (`crate::listener` starts, drains and closes it).
+pub(crate) struct ListenerTasks {
+    pub(crate) accept: tokio::task::JoinHandle<()>,
     /// Cancelled when the listener drains: connections finish what is in
     /// flight, then close (`Connection: close`, `GOAWAY`).
-    drain: CancelHandle,
+    pub(crate) drain: CancelHandle,
     /// Cancelled when the drain runs out of time: connections close now.
-    close: CancelHandle,
+    pub(crate) close: CancelHandle,
 }
 
 thread_local! {
@@ -115,51 +114,26 @@ impl Worker {
     /// A new snapshot arrived: the state of clusters it removed or changed
     /// is let go. Requests in flight keep theirs (an `Rc`) and finish;
     /// idle pooled connections close with it.
+    /// Listener `id` now accepts on this worker.
+    pub(crate) fn add_listener(&self, id: u64, tasks: ListenerTasks) {
+        self.listeners.borrow_mut().insert(id, tasks);
+    }
+
+    /// Runs `f` on listener `id`'s tasks, if it is served here.
+    pub(crate) fn with_listener(&self, id: u64, f: impl FnOnce(&ListenerTasks)) {
+        if let Some(tasks) = self.listeners.borrow().get(&id) {
+            f(tasks);
+        }
+    }
+
+    /// Listener `id` is no longer served here.
+    pub(crate) fn remove_listener(&self, id: u64) -> Option<ListenerTasks> {
+        self.listeners.borrow_mut().remove(&id)
+    }
+
     pub(crate) fn retain_clusters(&self, snapshot: &Snapshot) {
         self.clusters.borrow_mut().retain(|name, local| {
             snapshot.clusters.get(name).is_some_and(|shared| *shared.config == *local.state.shared.config)
         });
-    }
-}
-
-/// Starts accepting on `socket` for listener `name` (on this worker).
-pub(crate) fn start_listener(id: u64, name: &str, socket: std::net::TcpListener, open: Arc<AtomicUsize>) {
-    let Some(worker) = Worker::current() else { return };
-    let socket = match tokio::net::TcpListener::from_std(socket) {
-        Ok(socket) => socket,
-        Err(e) => return tracing::error!(listener = %name, error = %e, "cannot serve listener"),
-    };
-    let (root, close) = Context::background().with_cancel();
-    let (draining, drain) = Context::background().with_cancel();
-    let accept = tokio::task::spawn_local(crate::listener::accept_loop(
-        worker.clone(),
-        name.into(),
-        socket,
-        open,
-        root,
-        draining,
-    ));
-    worker.listeners.borrow_mut().insert(id, ServedListener { accept, drain, close });
-}
-
-/// Stops accepting on listener `id` (its socket closes: new connections
-/// are refused) and tells its connections to finish and close.
-pub(crate) fn drain_listener(id: u64) {
-    let Some(worker) = Worker::current() else { return };
-    if let Some(listener) = worker.listeners.borrow().get(&id) {
-        listener.accept.abort();
-        listener.drain.cancel();
-    }
-}
-
-/// Closes listener `id`'s connections now (a drain ran out of time, or it
-/// ended).
-pub(crate) fn close_listener(id: u64) {
-    let Some(worker) = Worker::current() else { return };
-    let listener = worker.listeners.borrow_mut().remove(&id);
-    if let Some(listener) = listener {
-        listener.accept.abort();
-        listener.drain.cancel();
-        listener.close.cancel();
     }
 }

@@ -15,10 +15,8 @@
 //! `upstream::pool` keeps them, `upstream` speaks HTTP on them.
 
 pub(crate) mod dns;
-pub(crate) mod health;
 pub(crate) mod hosts;
 pub(crate) mod lb;
-pub(crate) mod outlier;
 pub(crate) mod resources;
 
 use std::cell::Cell;

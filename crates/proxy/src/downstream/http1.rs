@@ -23,9 +23,9 @@ use tokio::time::Instant;
 
 use super::{Codec, Downstream, WriteError};
 use crate::bounded::within;
+use crate::io::write_all_vectored;
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead, bodiless};
 use crate::read_buffers;
-use crate::upstream::http1::write_all_vectored;
 use crate::worker::Worker;
 
 /// Most bytes read ahead of the current request while watching for the

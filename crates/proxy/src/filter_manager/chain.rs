@@ -17,7 +17,8 @@ use nuncio_filter::{
     Error as FilterError, Filter, Hook, LocalReply, Mailbox, RequestHead, ResponseHead, Status, StreamCx, StreamOps,
 };
 
-use super::{Closed, Direction, FilterChainFactory, Outcome, PER_STREAM_BUFFER_LIMIT, Piece};
+use super::{Closed, Direction, Outcome, PER_STREAM_BUFFER_LIMIT, Piece};
+use crate::filter_catalog::FilterChainFactory;
 use crate::message;
 
 /// What a filter is doing with its direction's body.

@@ -85,20 +85,17 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use nuncio_filter::{FilterFactory, LocalReply};
+use nuncio_filter::LocalReply;
 use tokio::net::TcpStream;
 
 pub(crate) use self::chain::Chain;
+
 use crate::downstream::{Downstream, WriteError};
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead};
 use crate::upstream::{Acted, RequestSource, Wake};
-
-/// The filters of a listener, in order.
-pub type FilterChainFactory = Arc<[Arc<dyn FilterFactory>]>;
 
 /// The most body kept for one filter of a stream, per direction (Envoy's
 /// `per_connection_buffer_limit_bytes` default, 1 MiB): the buffering

@@ -8,11 +8,11 @@ use std::io::IoSlice;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method};
 use nuncio_http1::{BodyDecoder, BodyEvent, BodyFraming, Limits, ResponseDecoder};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{RequestBody, TryError, UpstreamHead, UpstreamRequest};
 use crate::cluster::ConnectionGuard;
+use crate::io::write_all_vectored;
 use crate::message::{BodyFrame, BodySize, ResponseHead};
 
 /// A connection to an upstream, with its read buffer (reused across the
@@ -59,35 +59,6 @@ impl Http1Connection {
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
-}
-
-/// Writes every slice, in as few `writev` calls as the kernel allows.
-pub(crate) async fn write_all_vectored(stream: &mut TcpStream, parts: &[&[u8]]) -> std::io::Result<()> {
-    // The slices live on the stack for the usual few parts (a head, a
-    // body chunk, its framing); only a long list of buffered chunks
-    // allocates.
-    const ON_STACK: usize = 8;
-    let mut stack = [IoSlice::new(&[]); ON_STACK];
-    let mut heap;
-    let mut slices: &mut [IoSlice<'_>] = if parts.len() <= ON_STACK {
-        for (slice, part) in stack.iter_mut().zip(parts) {
-            *slice = IoSlice::new(part);
-        }
-        &mut stack[..parts.len()]
-    } else {
-        heap = parts.iter().map(|p| IoSlice::new(p)).collect::<Vec<_>>();
-        &mut heap
-    };
-    // Drops leading empty slices, then what each write took.
-    IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        let written = stream.write_vectored(slices).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut slices, written);
-    }
-    Ok(())
 }
 
 /// One request and its response on a connection.
