@@ -55,11 +55,11 @@ pub(crate) struct Attempts<'a> {
     pub(crate) grpc: bool,
 }
 
-/// What the tries came to: a response head and the exchange its body comes
-/// on, from the endpoint still counted in flight.
+/// What the tries came to: a response head from the endpoint still counted
+/// in flight; its body comes on the exchange the tries left in the
+/// caller's slot.
 pub(crate) struct Answer<'s> {
     pub(crate) head: UpstreamHead,
-    pub(crate) exchange: Exchange,
     pub(crate) active: ActiveRequest<'s>,
 }
 
@@ -92,7 +92,9 @@ pub(crate) struct TryLog {
 impl Attempts<'_> {
     /// Tries `request` until a response head is kept or no try is left.
     /// `ctx` is the request's context (its deadline bounds every try); the
-    /// body comes from `source` when it streams.
+    /// body comes from `source` when it streams. Each try's exchange lives
+    /// in `exchange` (in the caller's state, so that it is not moved along
+    /// with every result); the kept one is there when this returns `Ok`.
     pub(crate) async fn run<'s, S: RequestSource>(
         &'s self,
         request: &mut UpstreamRequest<'_>,
@@ -100,6 +102,7 @@ impl Attempts<'_> {
         source: &mut S,
         ctx: &Context,
         log: &mut TryLog,
+        exchange: &mut Option<Exchange>,
     ) -> Result<Answer<'s>, Failure> {
         let tries = 1 + self.policy.map_or(0, |p| p.attempts);
         let mut tried = 0;
@@ -127,8 +130,8 @@ impl Attempts<'_> {
             let sent_at = Instant::now();
             request.deadline =
                 try_ctx.deadline().and_then(|deadline| time_left_header(deadline, self.grpc, self.time_left));
-            let error = match under(try_ctx, self.try_once(&active, request, body, source)).await {
-                Ok(Ok((head, exchange))) => {
+            let error = match under(try_ctx, self.try_once(&active, request, body, source, exchange)).await {
+                Ok(Ok(head)) => {
                     let status = head.head.status.as_u16();
                     store.inc(stats.rq_class[crate::stats::class(status)]);
                     let service_time = sent_at.elapsed();
@@ -141,7 +144,7 @@ impl Attempts<'_> {
                     {
                         continue;
                     }
-                    return Ok(Answer { head, exchange, active });
+                    return Ok(Answer { head, active });
                 }
                 Ok(Err(TryError::Connect(ConnectError::Overflow(breaker)))) => {
                     store.inc(stats.cb_open[breaker as usize]);
@@ -177,25 +180,28 @@ impl Attempts<'_> {
 
     /// One try: a connection (pooled or new) in the cluster's protocol, the
     /// request sent, its response head awaited (the body sent meanwhile).
+    /// The exchange goes to `slot` (replacing a failed try's).
     async fn try_once<S: RequestSource>(
         &self,
         active: &ActiveRequest<'_>,
         request: &UpstreamRequest<'_>,
         body: &mut RequestBody,
         source: &mut S,
-    ) -> Result<(UpstreamHead, Exchange), TryError> {
+        slot: &mut Option<Exchange>,
+    ) -> Result<UpstreamHead, TryError> {
         let pools = &self.cluster.pools;
-        let mut exchange = match self.cluster.state.config().protocol {
+        *slot = None;
+        let exchange = slot.insert(match self.cluster.state.config().protocol {
             UpstreamProtocol::Http1 => {
                 let conn = pools.http1(active).await.map_err(TryError::Connect)?;
                 Exchange::Http1(http1::Exchange::start(conn, request, body).await?)
             }
             UpstreamProtocol::Http2 => {
-                let (sender, slot, reused) = pools.h2(active).await?;
-                Exchange::Http2(http2::Exchange::start(sender, slot, reused, active.endpoint_name(), request, body)?)
+                let (sender, stream, reused) = pools.h2(active).await?;
+                Exchange::Http2(http2::Exchange::start(sender, stream, reused, active.endpoint_name(), request, body)?)
             }
-        };
-        let head = upstream::response_head(&mut exchange, source).await?;
+        });
+        let head = upstream::response_head(exchange, source).await?;
         // A 101 makes the client connection a raw pipe to the upstream, past
         // every route and filter: only for the protocol the request asked
         // for and the route allows.
@@ -206,7 +212,7 @@ impl Attempts<'_> {
                 return Err(TryError::UnaskedUpgrade);
             }
         }
-        Ok((head, exchange))
+        Ok(head)
     }
 
     /// Whether another try may follow (`left`: tries left and the body

@@ -123,12 +123,13 @@ impl Call {
             grpc: is_grpc(&headers),
         };
         let exchange = async {
-            let mut log = TryLog::default();
+            let (mut log, mut exchange) = (TryLog::default(), None);
             let answer = attempts
-                .run(&mut upstream_request, &mut request_body, &mut NoClient, &ctx, &mut log)
+                .run(&mut upstream_request, &mut request_body, &mut NoClient, &ctx, &mut log, &mut exchange)
                 .await
                 .map_err(|failure| self.failure(failure))?;
-            self.read_whole(answer, &cluster).await
+            let exchange = exchange.expect("a kept try leaves its exchange");
+            self.read_whole(answer, exchange, &cluster).await
         };
         match under(&ctx, exchange).await {
             Ok(result) => result,
@@ -165,8 +166,13 @@ impl Call {
 
     /// The response body read whole (within the limit); the HTTP/1.1
     /// connection back to the pool after it.
-    async fn read_whole(&self, answer: Answer<'_>, cluster: &LocalCluster) -> Result<http::Response<Bytes>, CallError> {
-        let Answer { head, mut exchange, active } = answer;
+    async fn read_whole(
+        &self,
+        answer: Answer<'_>,
+        mut exchange: upstream::Exchange,
+        cluster: &LocalCluster,
+    ) -> Result<http::Response<Bytes>, CallError> {
+        let Answer { head, active } = answer;
         if head.tunnel {
             let reason = "switched protocols (101) for a request that did not ask to".to_owned();
             return Err(CallError::BadResponse { cluster: self.cluster.clone(), reason });

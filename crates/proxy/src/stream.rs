@@ -246,9 +246,10 @@ impl<'a> Stream<'a, '_, '_> {
             time_left,
             grpc: deadline.grpc_request,
         };
-        let mut log = TryLog::default();
+        let (mut log, mut exchange) = (TryLog::default(), None);
+        let client = &mut self.client;
         let tried =
-            attempts.run(&mut upstream_request, &mut body, &mut self.client, deadline.context(), &mut log).await;
+            attempts.run(&mut upstream_request, &mut body, client, deadline.context(), &mut log, &mut exchange).await;
         self.info.attempts = log.tries;
         self.info.upstream_host = log.host;
         self.info.upstream_service_time = log.service_time;
@@ -256,8 +257,9 @@ impl<'a> Stream<'a, '_, '_> {
 
         // 3.4: the response.
         match tried {
-            Ok(answer) => self.response(answer, &cluster).await,
-            Err(failure) => self.failed(failure, config).await,
+            Ok(answer) => self.response(answer, &mut exchange, &cluster).await,
+            // Boxed: the rare path, kept out of every stream's future.
+            Err(failure) => Box::pin(self.failed(failure, config)).await,
         }
     }
 
@@ -269,12 +271,14 @@ impl<'a> Stream<'a, '_, '_> {
             BodySize::Exact(n) if n <= RETRY_BUFFER => {
                 let mut chunks = Vec::new();
                 loop {
-                    match under(ctx, self.client.read_body()).await {
+                    // Boxed: reading through the filters is a large future,
+                    // and only requests with a body come here.
+                    match under(ctx, Box::pin(self.client.read_body())).await {
                         Ok(Ok(Some(BodyFrame::Data(data)))) => chunks.push(data),
                         Ok(Ok(Some(BodyFrame::Trailers(_)))) => {}
                         Ok(Ok(None)) => return Some(RequestBody::Buffered(chunks)),
                         Ok(Err(e)) => {
-                            self.source_failed(e).await;
+                            Box::pin(self.source_failed(e)).await;
                             return None;
                         }
                         Err(_) => {
@@ -295,8 +299,9 @@ impl<'a> Stream<'a, '_, '_> {
     /// HTTP/1.1 connection back to its pool if the exchange ended cleanly.
     /// The route's timeout is over: the body is bounded only by the
     /// stream's context.
-    async fn response(&mut self, answer: Answer<'_>, cluster: &LocalCluster) {
-        let Answer { head, mut exchange, active } = answer;
+    async fn response(&mut self, answer: Answer<'_>, slot: &mut Option<upstream::Exchange>, cluster: &LocalCluster) {
+        let Answer { head, active } = answer;
+        let Some(exchange) = slot.as_mut() else { return };
         let ResponseHead { status, mut headers, body } = head.head;
         // The protocol the upstream chose, before hop-by-hop fields go.
         let switched = headers.get(header::UPGRADE).cloned();
@@ -307,9 +312,9 @@ impl<'a> Stream<'a, '_, '_> {
                 headers.insert(header::UPGRADE, protocol);
             }
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            if let upstream::Exchange::Http1(exchange) = exchange {
+            if let Some(upstream::Exchange::Http1(exchange)) = slot.take() {
                 let (mut upstream, early) = exchange.into_tunnel();
-                self.client.tunnel(status, &headers, &mut upstream.stream, early).await;
+                Box::pin(self.client.tunnel(status, &headers, &mut upstream.stream, early)).await;
             }
             return;
         }
@@ -335,7 +340,7 @@ impl<'a> Stream<'a, '_, '_> {
                     Some(frame) => frame,
                     None => {
                         client.flush().await.map_err(|_| ())?;
-                        upstream::next_frame(&mut exchange, client).await
+                        upstream::next_frame(exchange, client).await
                     }
                 };
                 match frame.map_err(|e| tracing::debug!(error = ?e, "upstream response body failed"))? {
@@ -348,7 +353,7 @@ impl<'a> Stream<'a, '_, '_> {
         .await;
         match relayed {
             Ok(Ok(())) => {
-                if let upstream::Exchange::Http1(exchange) = exchange
+                if let Some(upstream::Exchange::Http1(exchange)) = slot.take()
                     && let Some(conn) = exchange.into_reusable()
                 {
                     cluster.pools.release(active.index(), conn);

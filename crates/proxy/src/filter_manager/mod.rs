@@ -338,9 +338,11 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
             Outcome::Gone => Err(WriteError),
             Outcome::Reply(reply) => {
                 // The filter's answer goes out as is (its own hooks do not
-                // run again); the original response is dropped.
+                // run again); the original response is dropped. Boxed here
+                // and below: a rare path that would otherwise make every
+                // stream's future larger.
                 self.replaced = true;
-                self.send_raw_reply(reply).await
+                Box::pin(self.send_raw_reply(reply)).await
             }
         }
     }
@@ -354,25 +356,37 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     /// Sends a piece of the response body, waiting for the client to take
     /// it (TCP or HTTP/2 flow control): the upstream is read no faster.
     pub(crate) async fn send_data(&mut self, data: Bytes) -> Result<(), WriteError> {
-        self.send_piece(Piece::Data(data)).await
+        match (&self.chain, self.replaced) {
+            (_, true) => Ok(()),
+            (None, false) => self.downstream.send_data(data).await,
+            // Boxed here and below: through the hooks, a future several times
+            // the size of the bare write; a stream without filters should not
+            // carry it.
+            (Some(_), false) => Box::pin(self.send_filtered_piece(Piece::Data(data))).await,
+        }
     }
 
     /// Ends the response with trailer fields (dropped if the response is
     /// not chunked HTTP/1.1 or HTTP/2: nothing else can carry them).
     pub(crate) async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {
-        self.send_piece(Piece::End(Some(trailers))).await
+        match (&self.chain, self.replaced) {
+            (_, true) => Ok(()),
+            (None, false) => self.downstream.send_trailers(trailers).await,
+            (Some(_), false) => Box::pin(self.send_filtered_piece(Piece::End(Some(trailers)))).await,
+        }
     }
 
     /// Ends the response (no-op if trailers ended it).
     pub(crate) async fn finish(&mut self) -> Result<(), WriteError> {
-        self.send_piece(Piece::End(None)).await
+        match (&self.chain, self.replaced) {
+            (_, true) => Ok(()),
+            (None, false) => self.downstream.finish().await,
+            (Some(_), false) => Box::pin(self.send_filtered_piece(Piece::End(None))).await,
+        }
     }
 
     /// A piece of the response through the response body hooks, then out.
-    async fn send_piece(&mut self, piece: Piece) -> Result<(), WriteError> {
-        if self.replaced {
-            return Ok(());
-        }
+    async fn send_filtered_piece(&mut self, piece: Piece) -> Result<(), WriteError> {
         let Some(chain) = self.chain.as_deref_mut() else { return self.write_piece(piece).await };
         let mut out = VecDeque::new();
         let outcome = {
@@ -396,7 +410,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
                     return Err(WriteError);
                 }
                 self.replaced = true;
-                self.send_raw_reply(reply).await
+                Box::pin(self.send_raw_reply(reply)).await
             }
         }
     }
@@ -494,8 +508,14 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         self.respond(status, headers, body).await;
     }
 
-    /// A whole response nuncio makes itself.
-    pub(crate) async fn respond(&mut self, status: StatusCode, mut headers: HeaderMap, body: Bytes) {
+    /// A whole response nuncio makes itself. (Boxed: nuncio's own answers
+    /// are the rare path, and their future would otherwise be part of every
+    /// stream's.)
+    pub(crate) async fn respond(&mut self, status: StatusCode, headers: HeaderMap, body: Bytes) {
+        Box::pin(self.respond_inline(status, headers, body)).await;
+    }
+
+    async fn respond_inline(&mut self, status: StatusCode, mut headers: HeaderMap, body: Bytes) {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         let size = if body.is_empty() { BodySize::Empty } else { BodySize::Exact(body.len() as u64) };
         if self.send_head(ResponseHead { status, headers, body: size }).await.is_err() {

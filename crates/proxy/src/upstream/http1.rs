@@ -92,8 +92,9 @@ struct Outgoing {
     offset: usize,
     state: Sending,
     chunked: bool,
-    /// The request's trailers, for the last chunk.
-    trailers: Option<HeaderMap>,
+    /// The request's trailers, for the last chunk (boxed: seldom there, and
+    /// the exchange moves as a value).
+    trailers: Option<Box<HeaderMap>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -244,11 +245,11 @@ impl Exchange {
                 out.queue.push_back(Bytes::from_static(nuncio_http1::CRLF));
             }
             Some(BodyFrame::Data(data)) => out.queue.push_back(data),
-            Some(BodyFrame::Trailers(trailers)) => out.trailers = Some(trailers),
+            Some(BodyFrame::Trailers(trailers)) => out.trailers = Some(Box::new(trailers)),
             None => {
                 if out.chunked {
                     let mut last = BytesMut::new();
-                    nuncio_http1::encode_last_chunk(out.trailers.as_ref(), &mut last);
+                    nuncio_http1::encode_last_chunk(out.trailers.as_deref(), &mut last);
                     out.queue.push_back(last.freeze());
                 }
                 out.state = Sending::Ended;
@@ -331,18 +332,23 @@ fn encode_head(request: &UpstreamRequest<'_>, framing: BodyFraming) -> BytesMut 
 }
 
 /// Reads what the socket has into `buf`; `Ok(0)` when the peer closed.
-/// Cancel-safe: waiting for readiness changes nothing.
+/// Cancel-safe: waiting for readiness changes nothing. (`poll_read_ready`
+/// rather than `readable()`: the latter queues a waiter under a lock on
+/// every wait, measurably dearer per request.)
 async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(16 * 1024);
     }
-    loop {
-        stream.readable().await?;
-        match stream.try_read_buf(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            read => return read,
+    std::future::poll_fn(|cx| {
+        loop {
+            std::task::ready!(stream.poll_read_ready(cx))?;
+            match stream.try_read_buf(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                read => return std::task::Poll::Ready(read),
+            }
         }
-    }
+    })
+    .await
 }
 
 /// Writes as much of `out`'s queue as the socket takes in one `writev`.
@@ -350,18 +356,21 @@ async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<us
 /// is returned (the caller advances the queue).
 async fn write_some(stream: &TcpStream, out: &Outgoing) -> std::io::Result<usize> {
     const MAX_SLICES: usize = 8;
-    loop {
-        stream.writable().await?;
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let mut count = 0;
-        for (i, buf) in out.queue.iter().take(MAX_SLICES).enumerate() {
-            slices[i] = IoSlice::new(if i == 0 { &buf[out.offset..] } else { buf });
-            count = i + 1;
+    std::future::poll_fn(|cx| {
+        loop {
+            std::task::ready!(stream.poll_write_ready(cx))?;
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (i, buf) in out.queue.iter().take(MAX_SLICES).enumerate() {
+                slices[i] = IoSlice::new(if i == 0 { &buf[out.offset..] } else { buf });
+                count = i + 1;
+            }
+            match stream.try_write_vectored(&slices[..count]) {
+                Ok(0) => return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                written => return std::task::Poll::Ready(written),
+            }
         }
-        match stream.try_write_vectored(&slices[..count]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            written => return written,
-        }
-    }
+    })
+    .await
 }

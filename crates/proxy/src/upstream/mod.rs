@@ -296,7 +296,9 @@ async fn drive<S: RequestSource>(exchange: &mut Exchange, source: &mut S) -> Res
         () = exchange.io() => return Ok(()),
         wake = source.wait(want_body) => wake,
     };
-    if let Acted::Body(frame) = source.act(wake).await.map_err(TryError::Source)? {
+    // Boxed: acting may run filter hooks, a large future; most waits end
+    // in `io` and never come here.
+    if let Acted::Body(frame) = Box::pin(source.act(wake)).await.map_err(TryError::Source)? {
         exchange.push_body(frame);
     }
     Ok(())
