@@ -2,11 +2,9 @@
 //! framing, HEAD, keep-alive on both sides, pipelining, `Expect:
 //! 100-continue` and protocol upgrades.
 
-mod support;
-
 use bytes::Bytes;
 use http_body_util::Full;
-use support::{Client, Proxy, RawClient, Upstream, exchange, get};
+use nuncio_test_support::{Client, Proxy, RawClient, Upstream, exchange, get};
 
 #[test]
 fn get_is_forwarded_and_answered() {

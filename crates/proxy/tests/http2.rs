@@ -3,8 +3,6 @@
 //! every mix with HTTP/1.1. Flow control with bodies larger than the
 //! windows, trailers, and a client's RST_STREAM cancelling the upstream.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use http::{HeaderMap, Method, Request, StatusCode, Version};
-use support::{Client, Proxy, TIMEOUT, Upstream, rt};
+use nuncio_test_support::{Client, Proxy, TIMEOUT, Upstream, rt};
 use tokio::net::TcpStream;
 
 /// A response as an h2 client received it.
@@ -314,7 +312,7 @@ clusters:
 ",
         &[("app", upstream.addr)],
     );
-    let reply = support::get(proxy.addr(), "/");
+    let reply = nuncio_test_support::get(proxy.addr(), "/");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "second time lucky");
     assert_eq!(streams.load(Ordering::SeqCst), 2);
@@ -385,7 +383,7 @@ listeners:
 ",
         &[],
     );
-    let reply = support::exchange(proxy.addr(), "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    let reply = nuncio_test_support::exchange(proxy.addr(), "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
     assert_eq!(reply.status, 505, "HTTP Version Not Supported");
 }
 
@@ -481,7 +479,7 @@ clusters:
         &[("app", upstream.addr)],
     );
     // Warm up: the first connection learns the peer's limit.
-    assert_eq!(support::get(proxy.addr(), "/").status, 200);
+    assert_eq!(nuncio_test_support::get(proxy.addr(), "/").status, 200);
     let replies = rt().block_on(async {
         let client = h2_connect(proxy.addr()).await;
         let tasks: Vec<_> = (0..8)

@@ -1,8 +1,6 @@
 //! How a cluster spreads requests over its endpoints.
 
-mod support;
-
-use support::{Client, Proxy, Upstream, get};
+use nuncio_test_support::{Client, Proxy, Upstream, get};
 
 /// nuncio (one worker, so one balancer) in front of endpoints `a` and `b`
 /// with policy `lb`.
@@ -52,7 +50,7 @@ fn least_request_avoids_the_endpoint_stuck_on_a_slow_request() {
         let request = http::Request::get("/slow").header("x-delay-ms", "5000").body(Default::default()).unwrap();
         Client::connect(addr).send(request)
     });
-    let deadline = std::time::Instant::now() + support::TIMEOUT;
+    let deadline = std::time::Instant::now() + nuncio_test_support::TIMEOUT;
     while a.requests().len() + b.requests().len() == 0 {
         assert!(std::time::Instant::now() < deadline, "the slow request never arrived");
         std::thread::sleep(std::time::Duration::from_millis(10));

@@ -2,11 +2,9 @@
 //! 504 too slow), retries recover from them when the route allows, and a
 //! fault on one request harms no other.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{Blackhole, Client, Proxy, RawClient, Upstream, dead_address, get};
+use nuncio_test_support::{Blackhole, Client, Proxy, RawClient, Upstream, dead_address, get};
 
 /// nuncio with one catch-all route to cluster `app` of `endpoints`, with
 /// the given extra route fields (`timeout`, `retries`...).
@@ -266,7 +264,7 @@ fn client_going_away_cancels_its_upstream_request() {
     upstream.wait_for_requests(1);
     drop(client);
 
-    let deadline = Instant::now() + support::TIMEOUT;
+    let deadline = Instant::now() + nuncio_test_support::TIMEOUT;
     while !hung_up.load(std::sync::atomic::Ordering::SeqCst) {
         assert!(Instant::now() < deadline, "the upstream request outlived its client");
         std::thread::sleep(Duration::from_millis(10));
