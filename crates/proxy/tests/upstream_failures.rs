@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use nuncio_test_support::{Blackhole, Client, Proxy, RawClient, Upstream, dead_address, get};
+use nuncio_test_support::{
+    Blackhole, Client, Control, Proxy, RawClient, Upstream, dead_address, get, get_in_background, wait_until,
+};
 
 /// nuncio with one catch-all route to cluster `app` of `endpoints`, with
 /// the given extra route fields (`timeout`, `retries`...).
@@ -204,7 +206,9 @@ fn per_try_timeout_without_retries_is_504() {
 
 #[test]
 fn a_stuck_request_harms_no_other() {
-    let (slow, fast) = (Upstream::slow("slow", Duration::from_secs(5)), Upstream::echo("fast"));
+    // `/slow` is held at its upstream until released.
+    let control = Control::new();
+    let (slow, fast) = (Upstream::controlled("slow", &control), Upstream::echo("fast"));
     let proxy = Proxy::start(
         "
 workers: 1
@@ -212,7 +216,7 @@ listeners:
   - name: main
     address: 127.0.0.1:0
     routes:
-      - match: { prefix: /slow }
+      - match: { prefix: /held }
         cluster: slow
       - match: { prefix: /dead }
         cluster: dead
@@ -231,7 +235,7 @@ clusters:
     let addr = proxy.addr();
 
     // One request stuck on the slow upstream (same worker as the rest)...
-    let stuck = std::thread::spawn(move || get(addr, "/slow"));
+    let stuck = get_in_background(addr, "/held");
     slow.wait_for_requests(1);
 
     // ...while others, including failing ones, are served meanwhile.
@@ -241,6 +245,7 @@ clusters:
         assert_eq!(client.get("/").status, 200);
     }
     assert!(!stuck.is_finished(), "the others were answered while the slow one was in flight");
+    control.release();
     assert_eq!(stuck.join().unwrap().status, 200);
 }
 
@@ -264,11 +269,7 @@ fn client_going_away_cancels_its_upstream_request() {
     upstream.wait_for_requests(1);
     drop(client);
 
-    let deadline = Instant::now() + nuncio_test_support::TIMEOUT;
-    while !hung_up.load(std::sync::atomic::Ordering::SeqCst) {
-        assert!(Instant::now() < deadline, "the upstream request outlived its client");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the upstream request to end with its client", || hung_up.load(std::sync::atomic::Ordering::SeqCst));
 }
 
 #[test]
