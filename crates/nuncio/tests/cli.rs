@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use nuncio_test_support::{Admin, Process, Scratch, Upstream, get, wait_until};
+use nuncio_test_support::{Admin, Process, Scratch, Upstream, dead_address, get, wait_until};
 
 const NUNCIO: &str = env!("CARGO_BIN_EXE_nuncio");
 
@@ -97,21 +97,36 @@ fn post(proxy: &Process, path: &str) -> nuncio_test_support::Reply {
     )
 }
 
+/// What nuncio logs (at info) once its level is changed to info.
+const TO_INFO: &str = "log level changed through admin level=\"info\"";
+
 #[test]
 fn admin_changes_the_log_level_with_post_only() {
-    let proxy = start(&["--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
-    // Started at debug (see `start`): now quieter, and debug lines stop.
-    let reply = post(&proxy, "/logging?level=warn");
-    assert_eq!(reply.status, 200, "{reply:?}");
+    // Every request to a dead upstream logs its connect failure at debug.
+    let url = format!("http://{}", dead_address());
+    let proxy = start(&["--upstream", &url, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let web = proxy.listener("default");
+    // At debug (see `start`), the failure shows.
+    assert_eq!(get(web, "/").status, 503);
+    let line = proxy.wait_for_log("upstream connect failed");
+    assert!(line.contains("DEBUG"), "{line}");
+
+    // POST only, and a level nuncio knows.
     assert_eq!(proxy.admin_get("/logging?level=debug").status, 405);
     let bad = post(&proxy, "/logging?level=loud");
     assert!(bad.status == 400 && bad.text().contains("unknown level"), "{bad:?}");
-    let before = proxy.log().len();
-    // A request that logs at debug (connect failure) must not show now.
-    let _ = get(proxy.listener("default"), "/");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let after = proxy.log();
-    assert!(!after[before..].contains("DEBUG"), "{}", &after[before..]);
+    // A change to info is logged (at info): the lines before it are done.
+    assert_eq!(post(&proxy, "/logging?level=info").status, 200);
+    proxy.wait_for_log(TO_INFO);
+
+    // Quieter: the same failure shows no more. Going back to info logs a
+    // line after it, so every line the request logged is before that one.
+    let reply = post(&proxy, "/logging?level=warn");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(get(web, "/").status, 503);
+    assert_eq!(post(&proxy, "/logging?level=info").status, 200);
+    let quiet = proxy.lines_until(TO_INFO);
+    assert!(!quiet.iter().any(|l| l.contains("DEBUG")), "{quiet:#?}");
 }
 
 #[test]
