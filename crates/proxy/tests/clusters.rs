@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nuncio_test_support::{
-    Admin, Blackhole, Client, Control, Proxy, Reply, TIMEOUT, Upstream, dead_address, get, get_in_background,
-    wait_until,
+    Admin, Blackhole, Client, Control, Proxy, Reply, TIMEOUT, Upstream, catch_all, dead_address, get,
+    get_in_background, wait_until,
 };
 
 /// nuncio with `workers` workers and one catch-all route to cluster `app`,
@@ -27,24 +27,7 @@ fn start(workers: usize, cluster: &str, addresses: &[(&str, SocketAddr)]) -> Pro
 
 /// [`start`] with extra route fields `route`, indented by 8 spaces.
 fn start_with_route(workers: usize, route: &str, cluster: &str, addresses: &[(&str, SocketAddr)]) -> Proxy {
-    Proxy::start(
-        &format!(
-            "
-workers: {workers}
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-{route}
-clusters:
-  - name: app
-{cluster}
-"
-        ),
-        addresses,
-    )
+    Proxy::start(&format!("workers: {workers}\n{}", catch_all("", route, cluster)), addresses)
 }
 
 /// A `GET /` with header `name: value`.

@@ -3,28 +3,13 @@
 //! how long it has left, in the listener's `time_left_header` (or
 //! `grpc-timeout` for gRPC).
 
-use nuncio_test_support::{Admin, Proxy, Upstream, exchange};
+use nuncio_test_support::{Admin, Proxy, Upstream, catch_all, exchange};
 
 /// Listener `main`, with `listener_fields` (YAML lines at its indentation),
 /// routing everything to `upstream` with a 2s timeout.
 fn proxy_with(upstream: &Upstream, listener_fields: &str) -> Proxy {
-    Proxy::start(
-        &format!(
-            "
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-{listener_fields}    routes:
-      - match: {{}}
-        cluster: app
-        timeout: 2s
-clusters:
-  - name: app
-    endpoints: [ '{{app}}' ]
-"
-        ),
-        &[("app", upstream.addr)],
-    )
+    let yaml = catch_all(listener_fields, "        timeout: 2s", "    endpoints: [ '{app}' ]");
+    Proxy::start(&yaml, &[("app", upstream.addr)])
 }
 
 fn proxy(upstream: &Upstream) -> Proxy {

@@ -11,8 +11,7 @@ use bytes::Bytes;
 use nuncio_filter::{
     CounterSet, CounterSpec, Filter, FilterCounter, FilterFactory, Hook, RequestHead, ResponseHead, Status, StreamCx,
 };
-use nuncio_proxy::Options;
-use nuncio_test_support::{Admin, Proxy, Upstream, exchange, get};
+use nuncio_test_support::{Admin, Proxy, Upstream, catch_all, exchange, get};
 
 /// Counts what passes it: requests, response heads, response body bytes,
 /// requests to `/slow` (from inside an async hook) and streams ended.
@@ -106,24 +105,10 @@ impl FilterFactory for Plain {
     }
 }
 
-const CONFIG: &str = "
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {}
-        cluster: app
-clusters:
-  - name: app
-    endpoints: [ '{app}' ]
-";
-
 /// nuncio (2 workers) whose listener `main` runs `filters` in front of
 /// `upstream`.
 fn start(upstream: &Upstream, filters: Vec<Arc<dyn FilterFactory>>) -> Proxy {
-    let mut options = Options::default();
-    options.filters.insert("main".to_owned(), filters.into());
-    Proxy::start_with(CONFIG, &[("app", upstream.addr)], options)
+    Proxy::with_filters(upstream, 2, filters)
 }
 
 /// The value of `series` in `/stats`, if it has the line.
@@ -206,7 +191,7 @@ fn counts_carry_over_a_reload() {
     });
     upstream.wait_for_requests(4);
     // Another route: a new config version, new stats definitions.
-    let changed = CONFIG.replace(
+    let changed = catch_all("", "", "    endpoints: [ '{app}' ]").replace(
         "      - match: {}",
         "      - match: { path: /other }\n        direct_response: { status: 204 }\n      - match: {}",
     );

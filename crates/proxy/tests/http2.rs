@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use http::{HeaderMap, Method, Request, StatusCode, Version};
-use nuncio_test_support::{Client, Proxy, TIMEOUT, Upstream, rt};
+use nuncio_test_support::{Client, Proxy, TIMEOUT, Upstream, catch_all, rt};
 use tokio::net::TcpStream;
 
 /// A response as an h2 client received it.
@@ -65,23 +65,8 @@ async fn h2_request(client: &SendRequest<Bytes>, method: Method, path: &str, bod
 }
 
 fn proxy_to(upstream: &Upstream, protocol: &str) -> Proxy {
-    Proxy::start(
-        &format!(
-            "
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-clusters:
-  - name: app
-    protocol: {protocol}
-    endpoints: [ '{{app}}' ]
-"
-        ),
-        &[("app", upstream.addr)],
-    )
+    let cluster = format!("    protocol: {protocol}\n    endpoints: [ '{{app}}' ]");
+    Proxy::start(&catch_all("", "", &cluster), &[("app", upstream.addr)])
 }
 
 /// A body whose bytes depend on their position, so that any reordering or

@@ -4,27 +4,15 @@
 
 use std::time::Duration;
 
-use nuncio_test_support::{Proxy, RawClient, TIMEOUT, Upstream, exchange};
+use nuncio_test_support::{Proxy, RawClient, TIMEOUT, Upstream, catch_all, exchange};
 
 /// nuncio in front of `upstream` with small limits on listener `main`.
 fn limited(upstream: &Upstream) -> Proxy {
-    Proxy::start(
-        "
-listeners:
-  - name: main
-    address: 127.0.0.1:0
+    let listener = "
     max_request_headers_bytes: 1024
     max_request_headers: 10
-    request_headers_timeout: 300ms
-    routes:
-      - match: {}
-        cluster: app
-clusters:
-  - name: app
-    endpoints: [ '{app}' ]
-",
-        &[("app", upstream.addr)],
-    )
+    request_headers_timeout: 300ms";
+    Proxy::start(&catch_all(listener, "", "    endpoints: [ '{app}' ]"), &[("app", upstream.addr)])
 }
 
 /// Sends `request` on a new connection; expects `status`, then the

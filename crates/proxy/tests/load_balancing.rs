@@ -1,28 +1,12 @@
 //! How a cluster spreads requests over its endpoints.
 
-use nuncio_test_support::{Client, Control, Proxy, Upstream, get, get_in_background, wait_until};
+use nuncio_test_support::{Client, Control, Proxy, Upstream, catch_all, get, get_in_background, wait_until};
 
 /// nuncio (one worker, so one balancer) in front of endpoints `a` and `b`
 /// with policy `lb`.
 fn balanced(lb: &str, a: &Upstream, b: &Upstream) -> Proxy {
-    Proxy::start(
-        &format!(
-            "
-workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-clusters:
-  - name: app
-    lb: {lb}
-    endpoints: [ '{{a}}', '{{b}}' ]
-"
-        ),
-        &[("a", a.addr), ("b", b.addr)],
-    )
+    let cluster = format!("    lb: {lb}\n    endpoints: [ '{{a}}', '{{b}}' ]");
+    Proxy::start(&format!("workers: 1\n{}", catch_all("", "", &cluster)), &[("a", a.addr), ("b", b.addr)])
 }
 
 #[test]

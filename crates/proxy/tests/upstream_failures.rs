@@ -5,33 +5,15 @@
 use std::time::{Duration, Instant};
 
 use nuncio_test_support::{
-    Blackhole, Client, Control, Proxy, RawClient, Upstream, dead_address, get, get_in_background, wait_until,
+    Blackhole, Client, Control, Proxy, RawClient, Upstream, catch_all, dead_address, get, get_in_background, wait_until,
 };
 
 /// nuncio with one catch-all route to cluster `app` of `endpoints`, with
 /// the given extra route fields (`timeout`, `retries`...).
 fn proxy(route: &str, endpoints: &[(&str, std::net::SocketAddr)]) -> Proxy {
     let names: Vec<String> = endpoints.iter().map(|(name, _)| format!("'{{{name}}}'")).collect();
-    Proxy::start(
-        &format!(
-            "
-workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-{route}
-clusters:
-  - name: app
-    connect_timeout: 300ms
-    endpoints: [ {} ]
-",
-            names.join(", ")
-        ),
-        endpoints,
-    )
+    let cluster = format!("    connect_timeout: 300ms\n    endpoints: [ {} ]", names.join(", "));
+    Proxy::start(&format!("workers: 1\n{}", catch_all("", route, &cluster)), endpoints)
 }
 
 #[test]

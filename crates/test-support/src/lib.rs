@@ -3,8 +3,8 @@
 //! config, send this, expect that — over real sockets on 127.0.0.1.
 //!
 //! - nuncio in this process: [`Proxy`] (from YAML, with `{name}`
-//!   placeholders for addresses; [`Proxy::with_filters`] for filter
-//!   chains), or as a process: [`Process`] (any binary built on the
+//!   placeholders for addresses, [`catch_all`] for the usual one-route
+//!   config; [`Proxy::with_filters`] for filter chains), or as a process: [`Process`] (any binary built on the
 //!   `nuncio` library: its readiness line is waited for and its addresses
 //!   read from its log; killed on drop, its log shown if the test failed).
 //!   Both read their admin listener through [`Admin`] (`/stats`,
@@ -61,7 +61,7 @@ mod upstream;
 
 pub use client::{Client, RawClient, Reply, exchange, get, get_in_background};
 pub use process::{PROCESS_TIMEOUT, Process, Scratch};
-pub use proxy::{Admin, Proxy, test_config, test_config_with, with_addresses};
+pub use proxy::{Admin, Proxy, catch_all, test_config, test_config_with, with_addresses};
 pub use upstream::{Answer, Blackhole, Control, RawConn, Seen, Upstream, dead_address};
 
 /// The longest any single wait in a test may take (a read, a response, an

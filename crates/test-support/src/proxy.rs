@@ -36,20 +36,7 @@ impl Proxy {
 
     /// nuncio with one catch-all route to `upstream`.
     pub fn to(upstream: &Upstream) -> Proxy {
-        Proxy::start(
-            "
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {}
-        cluster: app
-clusters:
-  - name: app
-    endpoints: [ '{app}' ]
-",
-            &[("app", upstream.addr)],
-        )
+        Proxy::start(&catch_all("", "", "    endpoints: [ '{app}' ]"), &[("app", upstream.addr)])
     }
 
     /// nuncio with `workers` workers whose listener `main` runs `filters`,
@@ -57,20 +44,7 @@ clusters:
     pub fn with_filters(upstream: &Upstream, workers: usize, filters: Vec<Arc<dyn FilterFactory>>) -> Proxy {
         let mut options = Options::default();
         options.filters.insert("main".to_owned(), filters.into());
-        let yaml = format!(
-            "
-workers: {workers}
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-clusters:
-  - name: app
-    endpoints: [ '{{app}}' ]
-"
-        );
+        let yaml = format!("workers: {workers}\n{}", catch_all("", "", "    endpoints: [ '{app}' ]"));
         Proxy::start_with(&yaml, &[("app", upstream.addr)], options)
     }
 
@@ -122,6 +96,33 @@ impl Admin for Proxy {
     fn admin(&self) -> SocketAddr {
         self.server.addresses().admin
     }
+}
+
+/// The YAML of one listener, `main`, whose one route sends every request to
+/// cluster `app`: `listener`, `route` and `cluster` are the further fields
+/// of each (YAML lines at their indentation: 4, 8 and 4 spaces), the
+/// cluster's `endpoints` among them. For [`Proxy::start`]:
+///
+/// ```text
+/// catch_all("", "        timeout: 2s", "    endpoints: [ '{app}' ]")
+/// ```
+pub fn catch_all(listener: &str, route: &str, cluster: &str) -> String {
+    let lines = |fields: &str| {
+        let fields = fields.trim_matches('\n');
+        if fields.is_empty() { String::new() } else { format!("{fields}\n") }
+    };
+    let (listener, route, cluster) = (lines(listener), lines(route), lines(cluster));
+    format!(
+        "listeners:
+  - name: main
+    address: 127.0.0.1:0
+{listener}    routes:
+      - match: {{}}
+        cluster: app
+{route}clusters:
+  - name: app
+{cluster}"
+    )
 }
 
 /// `yaml` with each `{name}` replaced by its address, admin on
