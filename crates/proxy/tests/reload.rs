@@ -212,9 +212,8 @@ clusters:
 #[test]
 fn reload_from_the_file_through_admin_and_by_watching_it() {
     let (a, b) = (Upstream::echo("a"), Upstream::echo("b"));
-    let dir = std::env::temp_dir().join(format!("nuncio-reload-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("nuncio.yaml");
+    let dir = Scratch::new("reload-file");
+    let path = dir.path("nuncio.yaml");
     let yaml = |upstream: SocketAddr| {
         format!("admin: {{ address: 127.0.0.1:0 }}\nworkers: 2\n{}", TO_ONE.replace("{app}", &upstream.to_string()))
     };
@@ -246,7 +245,6 @@ fn reload_from_the_file_through_admin_and_by_watching_it() {
     std::fs::write(&path, yaml(a.addr)).unwrap();
     wait_until("the watcher reloads the file", || get(addr, "/").header("x-upstream") == "a");
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
