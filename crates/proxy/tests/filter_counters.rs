@@ -69,6 +69,7 @@ impl Filter for Tally {
         }
         let slow = self.0.slow;
         Hook::pending(async move {
+            // The subject: the hook awaits something before it counts.
             tokio::time::sleep(Duration::from_millis(5)).await;
             cx.inc(slow);
             Status::Continue

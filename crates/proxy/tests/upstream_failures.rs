@@ -96,6 +96,7 @@ fn route_timeout_does_not_cut_a_slow_response_body() {
     let upstream = Upstream::raw("trickle", |mut conn| async move {
         if conn.read_request().await.is_some() {
             conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello").await;
+            // The subject: the rest comes well after the 300ms route timeout.
             tokio::time::sleep(Duration::from_millis(800)).await;
             conn.write(b"world").await;
         }
