@@ -335,29 +335,35 @@ impl Upstream {
     }
 }
 
-async fn echo(
-    state: Arc<UpstreamState>,
-    connection: usize,
-    request: hyper::Request<Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+/// The request a hyper server was handed, body and all, as [`Seen`].
+async fn seen(connection: usize, request: hyper::Request<Incoming>) -> Seen {
     let (parts, body) = request.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
-    let delay = parts
-        .headers
-        .get("x-delay-ms")
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .map_or(state.delay, Duration::from_millis);
-    state.record(Seen {
+    Seen {
         method: parts.method.to_string(),
-        target: target.clone(),
+        target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned(),
         headers: parts.headers,
         body: body.to_vec(),
         chunks: Vec::new(),
         connection,
         version: parts.version,
         authority: parts.uri.authority().map(ToString::to_string),
-    });
+    }
+}
+
+async fn echo(
+    state: Arc<UpstreamState>,
+    connection: usize,
+    request: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let seen = seen(connection, request).await;
+    let delay = seen
+        .headers
+        .get("x-delay-ms")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .map_or(state.delay, Duration::from_millis);
+    let (target, body) = (seen.target.clone(), Bytes::from(seen.body.clone()));
+    state.record(seen);
     // The delay is what the test asked for (a slow upstream), not a wait.
     tokio::time::sleep(delay).await;
     let body = if body.is_empty() { Bytes::from(format!("hello from {}\n", state.name)) } else { body };
@@ -592,23 +598,13 @@ async fn controlled(
     connection: usize,
     request: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
-    let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
-    let status = if parts.uri.path() == "/health" {
+    let seen = seen(connection, request).await;
+    let path = seen.target.split('?').next().unwrap_or("");
+    let status = if path == "/health" {
         control.health.load(Ordering::SeqCst)
     } else {
-        let held = parts.uri.path().starts_with("/held");
-        state.record(Seen {
-            method: parts.method.to_string(),
-            target,
-            headers: parts.headers,
-            body: body.to_vec(),
-            chunks: Vec::new(),
-            connection,
-            version: parts.version,
-            authority: parts.uri.authority().map(ToString::to_string),
-        });
+        let held = path.starts_with("/held");
+        state.record(seen);
         if held {
             let mut open = control.open.subscribe();
             let _ = tokio::time::timeout(TIMEOUT, open.wait_for(|open| *open)).await;
