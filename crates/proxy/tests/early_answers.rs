@@ -5,13 +5,11 @@
 //! sending when the upstream stopped taking it, and ends the client side
 //! cleanly: a lingering close on HTTP/1.1, the stream closed on HTTP/2.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use bytes::Bytes;
-use support::{Proxy, Upstream, rt};
+use nuncio_test_support::{Proxy, TIMEOUT, Upstream, catch_all, rt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The upload: far more than every buffer on the way (socket buffers,
@@ -58,31 +56,15 @@ fn http2_origin() -> Upstream {
 }
 
 fn proxy(origin: &Upstream, protocol: &str) -> Proxy {
-    Proxy::start(
-        &format!(
-            "
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-        timeout: 30s
-clusters:
-  - name: app
-    protocol: {protocol}
-    endpoints: [ '{{app}}' ]
-"
-        ),
-        &[("app", origin.addr)],
-    )
+    let cluster = format!("    protocol: {protocol}\n    endpoints: [ '{{app}}' ]");
+    Proxy::start(&catch_all("", "        timeout: 30s", &cluster), &[("app", origin.addr)])
 }
 
 /// Uploads `UPLOAD` bytes over HTTP/1.1 while reading the answer, as curl
-/// does; returns the answer's status line and body.
-fn upload_http1(addr: SocketAddr) -> (String, String) {
+/// does; returns the answer's status and body.
+fn upload_http1(addr: SocketAddr) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(support::TIMEOUT)).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     stream
         .write_all(format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {UPLOAD}\r\n\r\n").as_bytes())
         .unwrap();
@@ -118,7 +100,8 @@ fn upload_http1(addr: SocketAddr) -> (String, String) {
         }
     };
     sender.join().unwrap();
-    (head.lines().next().unwrap_or_default().to_owned(), body)
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, body)
 }
 
 /// The same over h2c: the body sent as nuncio's window allows, the answer
@@ -152,10 +135,10 @@ fn upload_http2(addr: SocketAddr) -> (u16, String) {
             }
             let _ = stream.send_data(Bytes::new(), true);
         });
-        let response = tokio::time::timeout(support::TIMEOUT, response).await.expect("an answer in time").unwrap();
+        let response = tokio::time::timeout(TIMEOUT, response).await.expect("an answer in time").unwrap();
         let (parts, mut body) = response.into_parts();
         let mut text = Vec::new();
-        while let Some(chunk) = tokio::time::timeout(support::TIMEOUT, body.data()).await.expect("the body in time") {
+        while let Some(chunk) = tokio::time::timeout(TIMEOUT, body.data()).await.expect("the body in time") {
             text.extend_from_slice(&chunk.unwrap());
         }
         sender.abort();
@@ -165,44 +148,22 @@ fn upload_http2(addr: SocketAddr) -> (u16, String) {
 
 /// nuncio still serves after the exchange.
 fn still_serves(proxy: &Proxy) {
-    let reply = support::exchange(proxy.addr(), "POST /again HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok");
+    let reply = proxy.exchange("POST /again HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok");
     assert_eq!(reply.status, 413, "the next request is answered too");
 }
 
 #[test]
-fn http1_client_http1_upstream_gets_the_early_answer() {
-    let origin = http1_origin();
-    let proxy = proxy(&origin, "http1");
-    let (status, body) = upload_http1(proxy.addr());
-    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
-    assert_eq!(body, REFUSAL);
-    still_serves(&proxy);
-}
-
-#[test]
-fn http1_client_http2_upstream_gets_the_early_answer() {
-    let origin = http2_origin();
-    let proxy = proxy(&origin, "http2");
-    let (status, body) = upload_http1(proxy.addr());
-    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
-    assert_eq!(body, REFUSAL);
-    still_serves(&proxy);
-}
-
-#[test]
-fn http2_client_http1_upstream_gets_the_early_answer() {
-    let origin = http1_origin();
-    let proxy = proxy(&origin, "http1");
-    assert_eq!(upload_http2(proxy.addr()), (413, REFUSAL.to_owned()));
-    still_serves(&proxy);
-}
-
-#[test]
-fn http2_client_http2_upstream_gets_the_early_answer() {
-    let origin = http2_origin();
-    let proxy = proxy(&origin, "http2");
-    assert_eq!(upload_http2(proxy.addr()), (413, REFUSAL.to_owned()));
-    still_serves(&proxy);
+fn the_early_answer_reaches_the_client_in_every_protocol_mix() {
+    for (client, upstream) in [("http1", "http1"), ("http1", "http2"), ("http2", "http1"), ("http2", "http2")] {
+        let origin = if upstream == "http1" { http1_origin() } else { http2_origin() };
+        let proxy = proxy(&origin, upstream);
+        let (status, body) = match client {
+            "http1" => upload_http1(proxy.addr()),
+            _ => upload_http2(proxy.addr()),
+        };
+        assert_eq!((status, body.as_str()), (413, REFUSAL), "{client} client, {upstream} upstream");
+        still_serves(&proxy);
+    }
 }
 
 /// An upstream that streams its answer back while it reads the request
@@ -236,7 +197,7 @@ fn request_and_response_bodies_flow_at_the_same_time() {
     });
     let proxy = proxy(&origin, "http1");
     let mut client = TcpStream::connect(proxy.addr()).unwrap();
-    client.set_read_timeout(Some(support::TIMEOUT)).unwrap();
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
     client.write_all(b"POST /chat HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];

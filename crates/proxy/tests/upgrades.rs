@@ -5,11 +5,9 @@
 //! filters and access log through a `101` tunnel — tried here as an
 //! attacker would, against an origin that does switch to h2c.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 
-use support::{Proxy, RawClient, Upstream};
+use nuncio_test_support::{Proxy, RawClient, Upstream, catch_all};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The request heads an origin saw, lower-cased, in order.
@@ -150,23 +148,9 @@ fn an_h2c_upgrade_to_an_http2_cluster_is_forwarded_plainly() {
     // Before: "protocol upgrades go to HTTP/1.1 clusters only" (501). An
     // h2c upgrade is no upgrade to nuncio: the request is forwarded.
     let origin = Upstream::echo_h2("h2");
-    let proxy = Proxy::start(
-        "
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {}
-        cluster: app
-clusters:
-  - name: app
-    protocol: http2
-    endpoints: [ '{app}' ]
-",
-        &[("app", origin.addr)],
-    );
-    let reply = support::exchange(
-        proxy.addr(),
+    let cluster = "    protocol: http2\n    endpoints: [ '{app}' ]";
+    let proxy = Proxy::start(&catch_all("", "", cluster), &[("app", origin.addr)]);
+    let reply = proxy.exchange(
         "GET /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
     );
     assert_eq!(reply.status, 200, "{}", reply.text());

@@ -2,9 +2,7 @@
 //! passes, whether or not another request comes (issue 11: the timeout was
 //! checked only when a connection was taken, so idle sockets lingered).
 
-mod support;
-
-use support::{Proxy, Upstream};
+use nuncio_test_support::{Admin, Proxy, TIMEOUT, Upstream, catch_all};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[test]
@@ -29,31 +27,16 @@ fn an_idle_upstream_connection_is_closed_when_its_idle_timeout_passes() {
             let _ = closed_tx.send(());
         }
     });
-    let proxy = Proxy::start(
-        "
-workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {}
-        cluster: app
-clusters:
-  - name: app
-    idle_timeout: 200ms
-    endpoints: [ '{app}' ]
-",
-        &[("app", origin.addr)],
-    );
-    let reply = support::get(proxy.addr(), "/");
-    assert_eq!(reply.text(), "ok\n");
-    support::wait_for_stats(&proxy, &["nuncio_upstream_cx_active{cluster=\"app\"}: 1"]);
+    let config = catch_all("", "", "    idle_timeout: 200ms\n    endpoints: [ '{app}' ]");
+    let proxy = Proxy::start(&format!("workers: 1\n{config}"), &[("app", origin.addr)]);
+    assert_eq!(proxy.get("/").text(), "ok\n");
+    proxy.wait_for_stats(&["nuncio_upstream_cx_active{cluster=\"app\"}: 1"]);
 
     // No other request: the pool's own timer closes it.
-    closed.recv_timeout(support::TIMEOUT).expect("nuncio closed the idle connection");
-    support::wait_for_stats(&proxy, &["nuncio_upstream_cx_active{cluster=\"app\"}: 0"]);
+    closed.recv_timeout(TIMEOUT).expect("nuncio closed the idle connection");
+    proxy.wait_for_stats(&["nuncio_upstream_cx_active{cluster=\"app\"}: 0"]);
 
     // The next request opens a new one.
-    assert_eq!(support::get(proxy.addr(), "/").text(), "ok\n");
+    assert_eq!(proxy.get("/").text(), "ok\n");
     assert_eq!(origin.connections(), 2);
 }
