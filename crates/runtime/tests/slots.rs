@@ -409,6 +409,70 @@ fn updates_posted_to_a_worker_during_its_read_wait_for_the_read_then_apply_in_or
     thread.join().unwrap();
 }
 
+/// Indexes past the first 32 are read through the slow path; everything
+/// works there as it does below.
+#[test]
+fn slots_past_the_fast_table_read_update_clear_and_reuse_their_index() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let workers = Workers::start(&tls, 1);
+    let worker = workers.handles[0].clone();
+    let slots: Vec<Slot<Config>> = (0..40).map(|_| tls.allocate_slot().unwrap()).collect();
+    for (version, slot) in (0u64..).zip(&slots) {
+        slot.set(move |_| Arc::new(Config { version })).unwrap();
+    }
+    let read_all = |slots: &[Slot<Config>]| -> Vec<(Result<u64, Error>, Result<u64, Error>)> {
+        slots.iter().map(|s| (s.with(|c| c.version), s.get().map(|c| c.version))).collect()
+    };
+    let expected: Vec<_> = (0u64..40).map(|v| (Ok(v), Ok(v))).collect();
+    assert_eq!(read_all(&slots), expected, "main");
+    let all = slots.clone();
+    assert_eq!(ask(&worker, move || read_all(&all)), expected, "worker");
+
+    // Nested reads across the boundary, and a held reference.
+    let far = slots[39].clone();
+    assert_eq!(far.with(|c| slots[2].with(|n| c.version + n.version)), Ok(Ok(41)));
+    let held = far.get().unwrap();
+
+    // Update, then clear, the last one everywhere.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    far.run_on_all_threads(|c| *c = Some(Arc::new(Config { version: 139 })), move || tx.send(()).unwrap()).unwrap();
+    on_main(&main, rx).unwrap();
+    assert_eq!(far.with(|c| c.version), Ok(139));
+    let f = far.clone();
+    assert_eq!(ask(&worker, move || (f.with(|c| c.version), f.get().map(|c| c.version))), (Ok(139), Ok(139)));
+    assert_eq!(held.version, 39, "a held reference keeps its snapshot");
+    let refused = far.with(|_| far.set(|_| Arc::new(Config { version: 0 })).unwrap_err());
+    assert_eq!(refused, Ok(Error::Reentrant("Slot::set")));
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    far.run_on_all_threads(|c| *c = None, move || tx.send(()).unwrap()).unwrap();
+    on_main(&main, rx).unwrap();
+    assert_eq!(far.with(|c| c.version), Err(Error::NotSet));
+    assert_eq!(far.get().map(|c| c.version), Err(Error::NotSet));
+    assert_eq!(ask(&worker, move || far.with(|c| c.version)), Err(Error::NotSet));
+
+    // Drop the slot at index 35: the next slot takes its index, another
+    // type, and sees nothing of the old objects until set.
+    let mut slots = slots;
+    let old = slots.remove(35);
+    let old_held = old.get().unwrap();
+    drop(old);
+    let reused = tls.allocate_slot::<String>().unwrap();
+    assert!(format!("{reused:?}").contains("index: 35"), "{reused:?}");
+    assert_eq!(reused.with(|s| s.len()), Err(Error::NotSet));
+    let r = reused.clone();
+    assert_eq!(ask(&worker, move || r.get().map(|s| s.len())), Err(Error::NotSet));
+    reused.set(|_| Arc::new("thirty-five".to_owned())).unwrap();
+    assert_eq!(reused.with(|s| s.clone()), Ok("thirty-five".to_owned()));
+    assert_eq!(ask(&worker, move || reused.with(|s| s.len())), Ok(11));
+    assert_eq!(old_held.version, 35);
+    // The rest are untouched.
+    assert_eq!(slots[34].with(|c| c.version), Ok(34));
+    assert_eq!(slots[35].with(|c| c.version), Ok(36));
+    workers.stop();
+}
+
 /// Reads another slot from its destructor, and reports what it saw.
 struct ReadsOnDrop {
     other: Slot<Config>,
