@@ -4,7 +4,9 @@
 //! `thread_local!`, one entry per slot index: the slot's generation and
 //! that thread's object. Only the owning thread ever touches its entries;
 //! other threads change them by posting a closure to that thread. That is
-//! why a read needs no lock and no atomic read-modify-write.
+//! why a read needs no lock and no atomic read-modify-write: it borrows
+//! the thread's storage (a `RefCell`), checks the generation and
+//! downcasts the object, all in safe code.
 //!
 //! Generations are unique and increase with every `allocate_slot`, so they
 //! double as the allocation order used at shutdown, and they tell a
@@ -39,10 +41,10 @@
 //! * [`ThreadLocal::new`] (which rebinds this thread), dropping the last
 //!   clone of a [`Slot`], and changes posted to this thread while the
 //!   closure runs the loop itself (a worker's registration, a set, update
-//!   or clear reaching it) are deferred: queued in order and applied once
-//!   the read is over, on the next turn of this thread's loop or first
-//!   thing in the next direct change on this thread, whichever comes
-//!   first.
+//!   or clear reaching it) are deferred: queued in order and applied as
+//!   the outermost read ends, before `with` returns (if its closure
+//!   panicked: on the next turn of this thread's loop, or first thing in
+//!   the next change on this thread).
 //!
 //! A [`SlotRef`] from [`Slot::get`] is not a read in progress: it holds its
 //! snapshot by reference count and blocks nothing.
@@ -53,7 +55,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::Arc as StdArc;
 use std::sync::atomic::AtomicU64 as IdCounter;
@@ -77,35 +78,22 @@ type Init = StdArc<dyn Fn(&Dispatcher) -> Stored + Send + Sync>;
 /// Changes a thread's object in place: set, update or clear.
 type Op = StdArc<dyn Fn(&Dispatcher, &mut Option<Stored>) + Send + Sync>;
 
-/// A thread's object for one slot: the slot's `Arc<T>`, type-erased.
-///
-/// `owner` keeps the `Arc<T>` alive (in an `Rc`, so a reader that wants
-/// its own reference takes it with a non-atomic increment); `ptr` points at
-/// the `T` inside it, so a read needs no downcast. Reading `ptr` as a `T`
-/// is sound only for the slot that stored it: the read paths check that
-/// the entry's generation equals the reading `Slot<T>`'s, and a generation
-/// belongs to one `Slot<T>` for ever, all of whose objects are `Arc<T>`. This is the crate's only
-/// `unsafe`: a downcast costs more than the whole read is allowed to
-/// (`benches/slots.rs`: a safe `Rc<dyn Any>` downcast read was 5-9 ns
-/// against 1.3-1.7 ns for a plain `thread_local!`).
-struct Stored {
-    owner: Rc<dyn Any>,
-    ptr: NonNull<()>,
+/// A thread's object for one slot: the slot's `Arc<T>`, type-erased, in an
+/// `Rc` so that a reader who wants its own reference ([`Slot::get`]) takes
+/// it with a non-atomic increment. A read gets the `Arc<T>` back with a
+/// downcast: the generation check already tells the object is this
+/// slot's, but the downcast keeps the crate free of `unsafe` for ~1 ns a
+/// read (docs/benchmarks.md, "Slot reads: safe or unsafe").
+type Stored = Rc<dyn Any>;
+
+fn store<T: Send + Sync + 'static>(object: StdArc<T>) -> Stored {
+    Rc::new(object)
 }
 
-impl Stored {
-    fn new<T: 'static>(object: StdArc<T>) -> Stored {
-        let ptr = NonNull::from(&*object).cast::<()>();
-        Stored { owner: Rc::new(object), ptr }
-    }
-
-    /// Gives the `Arc<T>` back (for an update), or `None` if `T` is not
-    /// the stored type.
-    fn into_arc<T: 'static>(self) -> Option<StdArc<T>> {
-        let rc = self.owner.downcast::<StdArc<T>>().ok()?;
-        Some(Rc::try_unwrap(rc).unwrap_or_else(|rc| StdArc::clone(&rc)))
-    }
-}
+/// A generation belongs to one `Slot<T>` for ever, and everything it
+/// stores is an `Arc<T>`: a read whose generation matched cannot fail
+/// here.
+const SAME_TYPE: &str = "a slot's generation only ever stores its own Arc<T>";
 
 // ---------------------------------------------------------------------------
 // Per-thread storage
@@ -115,82 +103,19 @@ struct Entry {
     object: Option<Stored>,
 }
 
-/// How many slot indexes get a spot in the [`FastTable`]. nuncio uses a
-/// handful of slots; the rest still work through `ThreadData`, a little
-/// slower.
-const FAST: usize = 32;
-const VACANT: (u64, *const ()) = (0, std::ptr::null());
-
-/// What a read needs, in a thread-local with no destructor (so accessing it
-/// costs no "initialised yet?" check): `(generation, object pointer)` for
-/// the first [`FAST`] indexes, and a count of reads in progress.
-///
-/// Invariant: `slots[i]` is `(entries[i].generation, entries[i]'s object
-/// pointer)` when `entries[i]` holds an object, else [`VACANT`]. Every
-/// change to an entry below `FAST` goes through [`ThreadData::sync_fast`].
-/// Changes are refused or deferred while a read is in progress (see
-/// "Changes and the read guard" below), so a pointer handed to a reader
-/// stays valid until it is done.
-struct FastTable {
-    /// Reads in progress, plus [`WAITING`] while changes wait for them.
-    reading: Cell<usize>,
-    slots: [Cell<(u64, *const ())>; FAST],
-}
-
-/// Set in [`FastTable::reading`] when a change was deferred: the end of the
-/// outermost read runs it. One bit, so the end of a read costs one compare.
-const WAITING: usize = 1 << (usize::BITS - 1);
-
-/// Counts one read in progress; the decrement also runs if the reader's
-/// closure panics.
-struct Reading<'a>(&'a Cell<usize>);
-
-impl<'a> Reading<'a> {
-    #[inline]
-    fn enter(reading: &'a Cell<usize>) -> Reading<'a> {
-        reading.set(reading.get() + 1);
-        Reading(reading)
-    }
-}
-
-impl Drop for Reading<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        let left = self.0.get() - 1;
-        self.0.set(left);
-        if left == WAITING {
-            self.0.set(0);
-            read_over();
-        }
-    }
-}
-
 struct ThreadData {
     /// The instance this thread is registered with; 0 for none.
     instance: u64,
     shut_down: bool,
     /// Indexed by slot index; owns the objects.
     entries: Vec<Entry>,
+    /// Changes wait in [`PENDING`] for the read in progress to end.
+    waiting: Cell<bool>,
 }
 
 impl ThreadData {
     const fn new() -> ThreadData {
-        ThreadData { instance: 0, shut_down: false, entries: Vec::new() }
-    }
-
-    fn sync_fast(&self, index: usize) {
-        let (Some(entry), true) = (self.entries.get(index), index < FAST) else { return };
-        let value = match &entry.object {
-            Some(object) => (entry.generation, object.ptr.as_ptr().cast_const()),
-            None => VACANT,
-        };
-        FAST_TABLE.with(|fast| fast.slots[index].set(value));
-    }
-
-    fn take_all(&mut self) -> Vec<Entry> {
-        debug_assert!(!reading(), "entries taken while a `Slot::with` closure reads one");
-        let _ = FAST_TABLE.try_with(|fast| fast.slots.iter().for_each(|slot| slot.set(VACANT)));
-        std::mem::take(&mut self.entries)
+        ThreadData { instance: 0, shut_down: false, entries: Vec::new(), waiting: Cell::new(false) }
     }
 
     #[cold]
@@ -206,11 +131,10 @@ impl ThreadData {
 }
 
 impl Drop for ThreadData {
-    /// The thread is exiting without `shutdown_thread`. The fast table
-    /// outlives this (it has no destructor) and must not point at what is
-    /// dropped here: a destructor below may read a slot.
+    /// The thread is exiting without `shutdown_thread`: the same order.
+    /// (Reads from the destructors find the storage gone: `ShutDown`.)
     fn drop(&mut self) {
-        drop_in_reverse_allocation_order(self.take_all());
+        drop_in_reverse_allocation_order(std::mem::take(&mut self.entries));
     }
 }
 
@@ -238,16 +162,12 @@ struct Pending {
 #[cfg(not(nuncio_loom))]
 thread_local! {
     static DATA: RefCell<ThreadData> = const { RefCell::new(ThreadData::new()) };
-    static FAST_TABLE: FastTable = const {
-        FastTable { reading: Cell::new(0), slots: [const { Cell::new(VACANT) }; FAST] }
-    };
     static PENDING: Pending = const { Pending { queue: RefCell::new(VecDeque::new()), draining: Cell::new(false) } };
 }
 
 #[cfg(nuncio_loom)]
 thread_local! {
     static DATA: RefCell<ThreadData> = RefCell::new(ThreadData::new());
-    static FAST_TABLE: FastTable = FastTable { reading: Cell::new(0), slots: std::array::from_fn(|_| Cell::new(VACANT)) };
     static PENDING: Pending = Pending { queue: RefCell::new(VecDeque::new()), draining: Cell::new(false) };
 }
 
@@ -255,9 +175,10 @@ thread_local! {
 // Changes and the read guard
 //
 // A `Slot::with` closure holds a reference into one of this thread's
-// objects, so while one runs (`reading()`) nothing may change this
-// thread's entries: a change could drop that object. Every change goes
-// through one of two doors:
+// objects, with a shared borrow of `DATA` that lasts as long as the
+// closure: while one runs (`reading()`) nothing can change this thread's
+// entries, and the borrow checker of `RefCell` makes that a refusal, never
+// a dangling reference. Every change goes through one of two doors:
 //
 // * `direct_change`, for calls that return a `Result` (`set`, `set_then`,
 //   `run_on_all_threads`, `shutdown_thread`): refused with
@@ -265,14 +186,16 @@ thread_local! {
 // * `change_or_defer`, for changes that arrive in a posted closure (a
 //   worker's registration, a set, update or clear reaching a worker) or
 //   that have no way to report an error (`ThreadLocal::new`, a slot's
-//   drop): queued while reading, and run when the outermost read ends.
+//   drop): queued while reading, and run when the outermost read ends
+//   (or, if the reader panicked, on the loop's next turn).
 //
 // Either way the changes already queued on this thread run first, so the
 // thread sees every change in the order it was made.
 
-/// Whether a [`Slot::with`] closure is running on this thread.
+/// Whether a [`Slot::with`] closure is running on this thread (the only
+/// time `DATA` stays borrowed while other code runs).
 fn reading() -> bool {
-    FAST_TABLE.try_with(|fast| fast.reading.get() & !WAITING > 0).unwrap_or(false)
+    DATA.try_with(|data| data.try_borrow_mut().is_err()).unwrap_or(false)
 }
 
 /// Runs `change` now if no read is in progress on this thread and nothing
@@ -322,31 +245,45 @@ fn run_deferred() {
         let _draining = Draining(&p.draining);
         loop {
             if reading() {
-                FAST_TABLE.with(|fast| fast.reading.set(fast.reading.get() | WAITING));
+                // The end of the outermost read looks at this.
+                let _ = DATA.try_with(|data| data.borrow().waiting.set(true));
                 return;
             }
             let next = p.queue.borrow_mut().pop_front();
-            let Some(change) = next else { return };
+            let Some(change) = next else {
+                let _ = DATA.try_with(|data| data.borrow().waiting.set(false));
+                return;
+            };
             change();
         }
     });
 }
 
-/// The outermost read ended with changes waiting: they run now, or, if
-/// the reader's closure panicked, on the loop's next turn.
+/// The outermost read ended with changes waiting: they run now.
 #[cold]
 #[inline(never)]
 fn read_over() {
-    if std::thread::panicking() {
-        post_drain();
-    } else {
+    if !reading() {
         run_deferred();
     }
 }
 
+/// Ends a read whose closure panics with changes waiting: they run on the
+/// loop's next turn, not in the middle of the unwinding.
+struct Unwinding<'a>(&'a Cell<bool>);
+
+impl Drop for Unwinding<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.get() && std::thread::panicking() {
+            post_drain();
+        }
+    }
+}
+
 /// Posts [`run_deferred`] to this thread's dispatcher. Refused (or with no
-/// dispatcher) the queue waits for the next change on this thread, or
-/// goes with the thread.
+/// dispatcher) the queue waits for the next read to end or change on this
+/// thread, or goes with the thread.
 fn post_drain() {
     if let Some(dispatcher) = Dispatcher::current() {
         let _ = dispatcher.handle().post(run_deferred);
@@ -361,7 +298,7 @@ fn bind_thread(dispatcher: &Dispatcher, instance: u64, initial: &[(usize, u64, I
         let mut data = data.borrow_mut();
         data.instance = instance;
         data.shut_down = false;
-        data.take_all()
+        std::mem::take(&mut data.entries)
     });
     if let Ok(previous) = previous {
         drop_in_reverse_allocation_order(previous);
@@ -386,7 +323,6 @@ fn apply(
     generation: u64,
     op: &dyn Fn(&Dispatcher, &mut Option<Stored>),
 ) {
-    debug_assert!(!reading(), "a change while a `Slot::with` closure reads");
     let taken = DATA.try_with(|data| {
         let data = &mut *data.borrow_mut();
         if data.shut_down || data.instance != instance {
@@ -399,15 +335,13 @@ fn apply(
         if entry.generation > generation {
             return None;
         }
-        let taken = if entry.generation < generation {
+        if entry.generation < generation {
             // A leftover of the dropped slot that used this index before.
             entry.generation = generation;
-            (entry.object.take(), None)
+            Some((entry.object.take(), None))
         } else {
-            (None, entry.object.take())
-        };
-        data.sync_fast(index);
-        Some(taken)
+            Some((None, entry.object.take()))
+        }
     });
     let Ok(Some((leftover, mut object))) = taken else { return };
     drop(leftover);
@@ -418,9 +352,7 @@ fn apply(
         let data = &mut *data.borrow_mut();
         match data.entries.get_mut(index) {
             Some(entry) if entry.generation == generation && !data.shut_down => {
-                let displaced = std::mem::replace(&mut entry.object, object);
-                data.sync_fast(index);
-                displaced
+                std::mem::replace(&mut entry.object, object)
             }
             // Shut down (or rebound) while `op` ran: the object goes with
             // everything else.
@@ -573,7 +505,7 @@ impl ThreadLocal {
                     return Err(Error::NotRegistered);
                 }
                 data.shut_down = true;
-                Ok(data.take_all())
+                Ok(std::mem::take(&mut data.entries))
             })
             .unwrap_or(Err(Error::ShutDown))?;
         // A destructor that reads a slot gets `ShutDown`.
@@ -760,7 +692,7 @@ impl<T> fmt::Debug for Slot<T> {
 impl<T: Send + Sync + 'static> Slot<T> {
     /// Calls `f` with this thread's object: the fast read. No lock, no
     /// atomic read-modify-write, no reference count: a thread-local access,
-    /// an index, a generation check.
+    /// a `RefCell` borrow, an index, a generation check and a downcast.
     ///
     /// While `f` runs, this thread's entries do not change: reads inside
     /// `f` are fine; `set`, `set_then`, `run_on_all_threads` and
@@ -774,54 +706,27 @@ impl<T: Send + Sync + 'static> Slot<T> {
     #[inline]
     pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, Error> {
         let (index, generation) = (self.index, self.generation);
-        let mut f = Some(f);
-        let fast = FAST_TABLE.with(|fast| {
-            let (g, ptr) = fast.slots.get(index)?.get();
-            if g != generation || ptr.is_null() {
-                return None;
+        DATA.try_with(|cell| {
+            // The read guard: held until `f` returns.
+            let data = cell.borrow();
+            let object = match data.entries.get(index) {
+                Some(Entry { generation: g, object: Some(object) }) if *g == generation => object,
+                _ => return Err(data.why_missing()),
+            };
+            let object: &StdArc<T> = object.downcast_ref().expect(SAME_TYPE);
+            let output = {
+                let _unwinding = Unwinding(&data.waiting);
+                f(object)
+            };
+            let waiting = data.waiting.get();
+            drop(data);
+            if waiting {
+                read_over();
             }
-            let _reading = Reading::enter(&fast.reading);
-            // SAFETY: the table matched this slot's generation, so `ptr`
-            // points into the `Arc<T>` this `Slot<T>` stored (see
-            // `Stored`), owned by this thread's entry; `_reading` makes
-            // every change to the entries wait until `f` has returned.
-            #[allow(unsafe_code)]
-            let object = unsafe { &*ptr.cast::<T>() };
-            f.take().map(|f| f(object))
-        });
-        match (fast, f) {
-            (Some(output), _) => Ok(output),
-            (None, Some(f)) => self.with_slow(f),
-            (None, None) => unreachable!("`f` is only taken on the path that returns its output"),
-        }
-    }
-
-    /// `with` for indexes past the fast table, and for reads that find
-    /// nothing (to say why).
-    #[cold]
-    #[inline(never)]
-    fn with_slow<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, Error> {
-        let ptr = DATA
-            .try_with(|data| {
-                let data = data.borrow();
-                match data.entries.get(self.index) {
-                    Some(Entry { generation, object: Some(object) }) if *generation == self.generation => {
-                        Ok(object.ptr)
-                    }
-                    _ => Err(data.why_missing()),
-                }
-            })
-            // The thread is exiting, past its storage.
-            .unwrap_or(Err(Error::ShutDown))?;
-        FAST_TABLE.with(|fast| {
-            let _reading = Reading::enter(&fast.reading);
-            // SAFETY: as in `with`: the entry matched this slot's
-            // generation, and `_reading` keeps it unchanged until `f` has
-            // returned.
-            #[allow(unsafe_code)]
-            let object = unsafe { ptr.cast::<T>().as_ref() };
-            Ok(f(object))
+            Ok(output)
         })
+        // The thread is exiting, past its storage.
+        .unwrap_or(Err(Error::ShutDown))
     }
 
     /// This thread's object, as a reference that can be held (across
@@ -830,11 +735,11 @@ impl<T: Send + Sync + 'static> Slot<T> {
     #[inline]
     pub fn get(&self) -> Result<SlotRef<T>, Error> {
         let (index, generation) = (self.index, self.generation);
-        DATA.try_with(|data| {
-            let data = data.borrow();
+        DATA.try_with(|cell| {
+            let data = cell.borrow();
             match data.entries.get(index) {
                 Some(Entry { generation: g, object: Some(object) }) if *g == generation => {
-                    Ok(SlotRef { owner: object.owner.clone(), ptr: object.ptr.cast(), _type: PhantomData })
+                    Ok(SlotRef { object: Rc::clone(object).downcast().expect(SAME_TYPE) })
                 }
                 _ => Err(data.why_missing()),
             }
@@ -872,7 +777,7 @@ impl<T: Send + Sync + 'static> Slot<T> {
     {
         let instance = &self.inner.instance;
         instance.check_main("Slot::set")?;
-        let init: Init = StdArc::new(move |d| Stored::new(init(d)));
+        let init: Init = StdArc::new(move |d| store(init(d)));
         {
             let mut registry = lock(&instance.registry);
             if let Some(Some(record)) = registry.slots.get_mut(self.index) {
@@ -902,9 +807,13 @@ impl<T: Send + Sync + 'static> Slot<T> {
         let instance = &self.inner.instance;
         instance.check_main("Slot::run_on_all_threads")?;
         let op: Op = StdArc::new(move |_d, object| {
-            let mut typed = object.take().and_then(Stored::into_arc::<T>);
+            let mut typed = object.take().map(|stored| {
+                let rc = stored.downcast::<StdArc<T>>().expect(SAME_TYPE);
+                // Shared with a `SlotRef` still held: that one keeps its own.
+                Rc::try_unwrap(rc).unwrap_or_else(|rc| StdArc::clone(&rc))
+            });
             update(&mut typed);
-            *object = typed.map(Stored::new);
+            *object = typed.map(store);
         });
         instance.broadcast(
             Some("Slot::run_on_all_threads"),
@@ -923,23 +832,22 @@ impl<T: Send + Sync + 'static> Slot<T> {
 /// with) even after the slot moves on; [`SlotRef::to_arc`] gives a `Send`
 /// reference.
 pub struct SlotRef<T> {
-    /// The `Arc<T>` (erased); keeps `ptr` valid.
-    owner: Rc<dyn Any>,
-    ptr: NonNull<T>,
-    _type: PhantomData<StdArc<T>>,
+    // The `Rc` the entry stores, downcast: cloning it costs a non-atomic
+    // increment where the `Arc` would cost an atomic one.
+    #[allow(clippy::redundant_allocation)]
+    object: Rc<StdArc<T>>,
 }
 
-impl<T: 'static> SlotRef<T> {
+impl<T> SlotRef<T> {
     /// The underlying `Arc`, to send elsewhere.
     pub fn to_arc(&self) -> StdArc<T> {
-        let arc = self.owner.downcast_ref::<StdArc<T>>().expect("a SlotRef<T> always owns an Arc<T>");
-        StdArc::clone(arc)
+        StdArc::clone(&self.object)
     }
 }
 
 impl<T> Clone for SlotRef<T> {
     fn clone(&self) -> Self {
-        SlotRef { owner: self.owner.clone(), ptr: self.ptr, _type: PhantomData }
+        SlotRef { object: Rc::clone(&self.object) }
     }
 }
 
@@ -948,13 +856,7 @@ impl<T> Deref for SlotRef<T> {
 
     #[inline]
     fn deref(&self) -> &T {
-        // SAFETY: `ptr` points into the `Arc<T>` that `owner` keeps alive
-        // for at least as long as `self`, and it was built from a `Stored`
-        // of this slot's generation, hence of type `T` (see `Stored`).
-        #[allow(unsafe_code)]
-        unsafe {
-            self.ptr.as_ref()
-        }
+        &self.object
     }
 }
 
@@ -964,9 +866,8 @@ impl<T: fmt::Debug> fmt::Debug for SlotRef<T> {
     }
 }
 
-/// Exercises every path through the `unsafe` read (`Stored::get`,
-/// `SlotRef::deref`). Miri needs a nightly toolchain, which this project's
-/// machines do not have; these run in the normal test suite.
+/// Held references, reused indexes, and changes from inside `with`, seen
+/// from the storage itself.
 #[cfg(all(test, not(nuncio_loom)))]
 mod tests {
     use super::*;

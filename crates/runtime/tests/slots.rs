@@ -312,7 +312,8 @@ impl Drop for DropFlag {
 /// Issue 11: `ThreadLocal::new` inside `with` rebinds this thread, which
 /// dropped every object of the old instance, the one the closure was
 /// reading included. The object must outlive the closure. `before` slots
-/// are allocated first, to put the one read past the fast table.
+/// are allocated first, to put the one read past index 32 (where the
+/// unsafe read path had a slower path of its own).
 fn a_new_thread_local_inside_with_keeps_the_object_being_read(before: usize) {
     let main = Dispatcher::new("main").unwrap();
     let tls = ThreadLocal::new(&main);
@@ -348,7 +349,7 @@ fn a_new_thread_local_inside_with_never_drops_the_object_being_read() {
 }
 
 #[test]
-fn a_new_thread_local_inside_a_slow_path_with_never_drops_the_object_being_read() {
+fn a_new_thread_local_inside_with_past_index_32_never_drops_the_object_being_read() {
     a_new_thread_local_inside_with_keeps_the_object_being_read(40);
 }
 
@@ -409,10 +410,11 @@ fn updates_posted_to_a_worker_during_its_read_wait_for_the_read_then_apply_in_or
     thread.join().unwrap();
 }
 
-/// Indexes past the first 32 are read through the slow path; everything
-/// works there as it does below.
+/// More than 32 slots: the unsafe read path kept the first 32 indexes in a
+/// table of their own and read the rest another way, which had no test.
+/// Everything works past 32 as it does below.
 #[test]
-fn slots_past_the_fast_table_read_update_clear_and_reuse_their_index() {
+fn more_than_32_slots_read_update_clear_and_reuse_an_index_past_32() {
     let main = Dispatcher::new("main").unwrap();
     let tls = ThreadLocal::new(&main);
     let workers = Workers::start(&tls, 1);
