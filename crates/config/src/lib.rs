@@ -98,8 +98,7 @@ pub use model::{
     AccessLog, Admin, AllUnhealthy, Backoff, Cluster, Config, DEFAULT_TIME_LEFT_HEADER, DirectResponse, Endpoint,
     FilterSpec, Forward, HashOn, HeaderMatch, HeaderRule, HealthCheck, HostMatch, LbPolicy, Listener, ListenerProtocol,
     LogPath, Mirror, OutlierDetection, PathMatch, PathRegex, QueryMatch, Redirect, RedirectPath, RetryBudget, RetryOn,
-    RetryPolicy, Route, RouteAction, RouteMatch, Target,
-    UpstreamProtocol, WeightedCluster,
+    RetryPolicy, Route, RouteAction, RouteMatch, Target, UpstreamProtocol, WeightedCluster,
 };
 
 use catalog::NoFilters;

@@ -81,10 +81,7 @@ pub(crate) struct Route {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a match mapping (host, path, prefix or regex, headers, methods, query)"
-)]
+#[serde(deny_unknown_fields, expecting = "a match mapping (host, path, prefix or regex, headers, methods, query)")]
 pub(crate) struct Match {
     pub(crate) host: Text,
     pub(crate) path: Text,

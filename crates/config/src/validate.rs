@@ -27,7 +27,8 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_RETRY_ATTEMPTS: u32 = 1;
 pub(crate) const DEFAULT_RETRY_ON: [RetryOn; 2] = [RetryOn::ConnectFailure, RetryOn::RefusedStream];
 /// Envoy's `retry_back_off` defaults.
-pub(crate) const DEFAULT_BACKOFF: Backoff = Backoff { base: Duration::from_millis(25), max: Duration::from_millis(250) };
+pub(crate) const DEFAULT_BACKOFF: Backoff =
+    Backoff { base: Duration::from_millis(25), max: Duration::from_millis(250) };
 pub(crate) const DEFAULT_HC_INTERVAL: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_HC_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_HC_UNHEALTHY: u32 = 3;
@@ -875,7 +876,10 @@ fn route(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Route, clusters: &[&str]) -> Opt
         for (i, m) in raw.mirror.iter().flatten().enumerate() {
             let mirror = mirror(ctx, &format!("{p}.mirror[{i}]"), m, clusters, forward.timeout);
             if forward.mirrors.iter().any(|other| other.cluster == mirror.cluster) {
-                ctx.error(&format!("{p}.mirror[{i}].cluster"), format!("cluster {:?} is mirrored twice", mirror.cluster));
+                ctx.error(
+                    &format!("{p}.mirror[{i}].cluster"),
+                    format!("cluster {:?} is mirrored twice", mirror.cluster),
+                );
             }
             forward.mirrors.push(mirror);
         }
@@ -971,7 +975,10 @@ fn route_match(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Match) -> RouteMatch {
         .filter_map(|(key, value)| value.is_some().then_some(key))
         .collect();
     for extra in given.iter().skip(1) {
-        ctx.key_error(&join(p, extra), format!("use one of `path` (exact), `prefix` or `regex`, not `{}` too", given[0]));
+        ctx.key_error(
+            &join(p, extra),
+            format!("use one of `path` (exact), `prefix` or `regex`, not `{}` too", given[0]),
+        );
     }
     let path = match (&raw.path, &raw.prefix, &raw.regex) {
         (Some(exact), _, _) => PathMatch::Exact(ctx.url_path(&join(p, "path"), exact)),

@@ -25,7 +25,7 @@
 //!    and write its response to.
 //! 3. `stream`: the request's phases, in one file that names them: request
 //!    filters (`filter_manager`, whose `FilteredStream` wraps the
-//!    `Downstream`), route (`router`), then a direct answer, a redirect, or
+//!    `Downstream`), route (`nuncio_router`), then a direct answer, a redirect, or
 //!    forwarding: the upstream head (`rewrite`), the deadline (`deadline`),
 //!    the request body, the tries (`attempt`: endpoint from `cluster`,
 //!    connection from `upstream::pool`, the exchange in `upstream`, full
@@ -71,11 +71,11 @@ mod http_client;
 mod io;
 mod listener;
 mod message;
+mod mirror;
 mod options;
 mod read_buffers;
 mod reload;
 mod rewrite;
-mod router;
 mod server;
 mod snapshot;
 mod stats;

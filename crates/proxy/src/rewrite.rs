@@ -19,7 +19,7 @@ use http::{HeaderName, HeaderValue, Uri, Version, header};
 use nuncio_config::{Forward, PathMatch, Redirect, RedirectPath};
 
 use crate::message::RequestHead;
-use crate::router::CompiledRoute;
+use nuncio_router::CompiledRoute;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

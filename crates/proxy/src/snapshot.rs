@@ -18,9 +18,9 @@ use crate::cluster::ClusterShared;
 use crate::error::Error;
 use crate::filter_catalog::FilterChainFactory;
 use crate::options::Options;
-use crate::router::RouteTable;
 use crate::stats::{FilterTable, ProxyStats};
 use nuncio_filter::FilterFactory;
+use nuncio_router::RouteTable;
 
 /// One version of the effective config, ready to serve.
 pub(crate) struct Snapshot {

@@ -49,12 +49,12 @@ use crate::deadline::RequestDeadline;
 use crate::downstream::Downstream;
 use crate::filter_manager::{Chain, FilteredStream};
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead};
-use crate::router::CompiledRoute;
 use crate::snapshot::{ListenerSnapshot, Local};
 use crate::stats::FilterCounters;
 use crate::stream_info::StreamInfo;
 use crate::upstream::{self, RequestBody, TryError, UpstreamRequest};
 use crate::worker::{LocalCluster, Worker};
+use nuncio_router::CompiledRoute;
 
 /// Request bodies up to this size are buffered before the first try, so
 /// that a retry can send them again. Larger ones stream, and are retried
@@ -153,7 +153,14 @@ impl<'a> Stream<'a, '_, '_> {
     async fn route(&mut self, request: &RequestHead) -> Option<&'a CompiledRoute> {
         let host = request.authority.as_ref().map_or("", |a| a.as_str());
         let path = request.uri.path();
-        let route = self.listener.routes.select(host, path, &request.headers);
+        let query = request.uri.query();
+        let route = self.listener.routes.select(&nuncio_router::Request {
+            method: &request.method,
+            host,
+            path,
+            query,
+            headers: &request.headers,
+        });
         if route.is_none() {
             let message = format!("nuncio: no route for host \"{host}\" path \"{path}\"");
             self.info.flags |= ResponseFlags::NO_ROUTE_FOUND;
@@ -234,8 +241,11 @@ impl<'a> Stream<'a, '_, '_> {
             upgrade,
         };
 
-        // 3.2: the request body.
+        // 3.2: the request body; copies to the route's mirrors, if any.
         let Some(mut body) = self.request_body(request.body, deadline.context()).await else { return };
+        if !forward.mirrors.is_empty() {
+            crate::mirror::send(worker, local, &forward.mirrors, &upstream_request, &body, self.ctx);
+        }
 
         // 3.3: the tries.
         let attempts = Attempts {
@@ -251,6 +261,7 @@ impl<'a> Stream<'a, '_, '_> {
         let tried =
             attempts.run(&mut upstream_request, &mut body, client, deadline.context(), &mut log, &mut exchange).await;
         self.info.attempts = log.tries;
+        self.info.hedge_won = log.hedge_won;
         self.info.upstream_host = log.host;
         self.info.upstream_service_time = log.service_time;
         drop(deadline);
@@ -451,6 +462,7 @@ impl<'a> Stream<'a, '_, '_> {
             upstream_cluster: info.cluster.as_deref(),
             downstream_remote_address: Some(self.client.peer()),
             upstream_request_attempt_count: info.attempts,
+            upstream_hedge_won: info.hedge_won,
             ..Record::new(info.start_time.unwrap_or_else(std::time::SystemTime::now))
         };
         log.sink.log(&log.format, &record);

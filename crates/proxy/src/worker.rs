@@ -102,7 +102,9 @@ impl Worker {
                 Some(local.clone())
             }
             _ => {
-                let state = Rc::new(ClusterState::new(shared.clone(), self.hosts.clone(), self.events.clone()));
+                let workers = snapshot.config.workers;
+                let state =
+                    Rc::new(ClusterState::new(shared.clone(), self.hosts.clone(), self.events.clone(), workers));
                 let pools = ClusterPools::new(shared.config.endpoints.len(), shared.config.idle_timeout);
                 let local = LocalCluster { state, pools };
                 clusters.insert(name.to_owned(), local.clone());

@@ -85,8 +85,35 @@ pub(crate) struct ClusterState {
     endpoints: Vec<EndpointState>,
     /// Requests in flight from this worker, by endpoint (least request).
     active: Vec<Cell<u32>>,
+    /// The cluster's retry budget as this worker keeps it, if it has one.
+    budget: Option<LocalBudget>,
     hosts: Slot<HostStatus>,
     events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
+}
+
+/// A cluster's retry budget on one worker (see
+/// [`RetryBudget`](nuncio_config::RetryBudget): each worker applies the
+/// percentage to its own requests, and gets its share of the minimum).
+struct LocalBudget {
+    percent: u32,
+    /// `min_retry_concurrency` shared out between the workers, rounded up.
+    min: u32,
+    /// Requests in flight from this worker.
+    requests: Cell<u32>,
+    /// Retries in flight from this worker.
+    retries: Cell<u32>,
+}
+
+/// A retry the cluster's retry budget allowed; it is in flight until
+/// dropped.
+pub(crate) struct BudgetedRetry(Rc<ClusterState>);
+
+impl Drop for BudgetedRetry {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.0.budget {
+            budget.retries.set(budget.retries.get().saturating_sub(1));
+        }
+    }
 }
 
 /// One endpoint on this worker.
@@ -119,15 +146,44 @@ pub(crate) enum ConnectError {
 static ALL_USABLE: [bool; 256] = [true; 256];
 
 impl ClusterState {
+    /// This worker's state of `shared`, on one of `workers` workers.
     pub(crate) fn new(
         shared: Arc<ClusterShared>,
         hosts: Slot<HostStatus>,
         events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
+        workers: usize,
     ) -> ClusterState {
         let endpoints = shared.config.endpoints.iter().map(|e| EndpointState { name: e.address.clone() }).collect();
         let balancer = Balancer::new(&shared.config, shared.ring.clone());
         let active = shared.config.endpoints.iter().map(|_| Cell::new(0)).collect();
-        ClusterState { shared, balancer, endpoints, active, hosts, events }
+        let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
+        let budget = shared.config.retry_budget.map(|b| LocalBudget {
+            percent: b.percent,
+            min: b.min_retry_concurrency.div_ceil(workers),
+            requests: Cell::new(0),
+            retries: Cell::new(0),
+        });
+        ClusterState { shared, balancer, endpoints, active, budget, hosts, events }
+    }
+
+    /// Whether the cluster has a retry budget (then it, not the
+    /// `max_retries` breaker, bounds retries).
+    pub(crate) fn has_retry_budget(&self) -> bool {
+        self.budget.is_some()
+    }
+
+    /// One more retry in flight, if the retry budget allows it: retries in
+    /// flight stay within `percent` of requests in flight (this one's first
+    /// try included), or the worker's share of `min_retry_concurrency`.
+    /// `None` when it does not, or the cluster has no budget.
+    pub(crate) fn budget_retry(self: &Rc<Self>) -> Option<BudgetedRetry> {
+        let budget = self.budget.as_ref()?;
+        let allowed = (u64::from(budget.requests.get()) * u64::from(budget.percent) / 100).max(u64::from(budget.min));
+        if u64::from(budget.retries.get()) >= allowed {
+            return None;
+        }
+        budget.retries.set(budget.retries.get() + 1);
+        Some(BudgetedRetry(self.clone()))
     }
 
     pub(crate) fn config(&self) -> &Cluster {
@@ -169,6 +225,9 @@ impl ClusterState {
         let index = chosen.ok_or(PickError::NoHealthy)?;
         let permit = self.shared.runtime.resources.acquire(Breaker::Requests).map_err(PickError::Overflow)?;
         self.active[index].set(self.active[index].get() + 1);
+        if let Some(budget) = &self.budget {
+            budget.requests.set(budget.requests.get() + 1);
+        }
         if let Some(gauge) = stats.endpoint_rq_active.get(index) {
             store.gauge_inc(*gauge);
         }
@@ -300,6 +359,9 @@ impl Drop for ActiveRequest<'_> {
     fn drop(&mut self) {
         let active = &self.cluster.active[self.index];
         active.set(active.get().saturating_sub(1));
+        if let Some(budget) = &self.cluster.budget {
+            budget.requests.set(budget.requests.get().saturating_sub(1));
+        }
         if let Some(gauge) = self.stats.endpoint_rq_active.get(self.index) {
             self.store.gauge_dec(*gauge);
         }

@@ -38,6 +38,12 @@ pub(crate) struct H2Connection {
     streams: Cell<usize>,
     /// Its driver task ended (closed, GOAWAY, error).
     closed: Cell<bool>,
+    /// A response came on it, so the peer's SETTINGS (which precede any
+    /// frame of a response) are known, `max_concurrent_streams` included.
+    /// Until then it takes one stream: a burst must not pile streams on a
+    /// new connection beyond a limit it has not heard yet, where they would
+    /// wait for others to end.
+    settled: Cell<bool>,
 }
 
 impl H2Connection {
@@ -57,7 +63,14 @@ impl H2Connection {
         let (sender, driver) =
             handshake.map_err(|e| TryError::Connect(ConnectError::Failed(std::io::Error::other(e.to_string()))))?;
         let connection =
-            Rc::new(H2Connection { sender, _guard: guard, peer, streams: Cell::new(0), closed: Cell::new(false) });
+            Rc::new(H2Connection {
+                sender,
+                _guard: guard,
+                peer,
+                streams: Cell::new(0),
+                closed: Cell::new(false),
+                settled: Cell::new(false),
+            });
         let name = endpoint.to_owned();
         let watched = Rc::downgrade(&connection);
         tokio::task::spawn_local(async move {
@@ -82,9 +95,10 @@ impl H2Connection {
     }
 
     /// Room for one more stream of ours under the peer's
-    /// `max_concurrent_streams`.
+    /// `max_concurrent_streams` (one, until the peer's settings are known).
     pub(crate) fn has_room(&self) -> bool {
-        self.streams.get() < self.sender.current_max_send_streams()
+        let limit = if self.settled.get() { self.sender.current_max_send_streams() } else { 1 };
+        self.streams.get() < limit
     }
 
     /// A sender ready to open a stream.
@@ -235,6 +249,7 @@ impl Exchange {
                 return Ok(None);
             }
         };
+        self.slot.0.settled.set(true);
         let (parts, body) = response.into_parts();
         let size = if body.is_end_stream() { BodySize::Empty } else { BodySize::from_content_length(&parts.headers) };
         let head = ResponseHead { status: parts.status, headers: parts.headers, body: size };

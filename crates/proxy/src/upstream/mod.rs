@@ -34,6 +34,7 @@ use crate::cluster::ConnectError;
 use crate::message::{BodyFrame, BodySize, RequestBodyError, ResponseHead};
 
 /// The request as it goes upstream (prepared once, sent by every try).
+#[derive(Clone)]
 pub(crate) struct UpstreamRequest<'r> {
     pub(crate) method: Method,
     /// Origin-form: `/path?query`.
@@ -52,6 +53,7 @@ pub(crate) struct UpstreamRequest<'r> {
 }
 
 /// The request body as the tries see it.
+#[derive(Clone)]
 pub(crate) enum RequestBody {
     /// No body.
     Empty,
