@@ -22,6 +22,9 @@ pub(crate) const DEFAULT_MAX_REQUEST_HEADERS_BYTES: usize = 60 * 1024;
 pub(crate) const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
 pub(crate) const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_REQUEST_BODY_MIN_RATE: u64 = 500;
 pub(crate) const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_RETRY_ATTEMPTS: u32 = 1;
@@ -571,6 +574,17 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
         Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
     );
     let idle_timeout = ctx.timeout(&join(p, "idle_timeout"), &raw.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+    let stream_idle_timeout =
+        ctx.timeout(&join(p, "stream_idle_timeout"), &raw.stream_idle_timeout, Some(DEFAULT_STREAM_IDLE_TIMEOUT));
+    let request_body_timeout =
+        ctx.timeout(&join(p, "request_body_timeout"), &raw.request_body_timeout, Some(DEFAULT_REQUEST_BODY_TIMEOUT));
+    let request_body_min_rate = ctx.number(
+        &join(p, "request_body_min_rate"),
+        &raw.request_body_min_rate,
+        DEFAULT_REQUEST_BODY_MIN_RATE,
+        0,
+        u64::MAX,
+    );
     let time_left_header = time_left_header(ctx, &join(p, "time_left_header"), &raw.time_left_header);
     let access_log = raw.access_log.as_ref().map(|a| access_log(ctx, &join(p, "access_log"), a));
     let filters = raw.filters.as_ref().map_or_else(Vec::new, |list| filters(ctx, &join(p, "filters"), list, clusters));
@@ -595,6 +609,9 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
         max_request_headers,
         request_headers_timeout,
         idle_timeout,
+        stream_idle_timeout,
+        request_body_timeout,
+        request_body_min_rate,
         time_left_header,
         access_log,
         filters,

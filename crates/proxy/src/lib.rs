@@ -82,6 +82,7 @@ mod stats;
 mod stream;
 mod stream_info;
 mod upstream;
+mod warn_limited;
 mod worker;
 
 /// A map keyed by names from the config (listeners, clusters), read on

@@ -169,6 +169,12 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         }
     }
 
+    /// Whether the request body has ended already, without a byte (see
+    /// [`Downstream::body_ended_now`]).
+    pub(crate) fn body_ended_now(&mut self) -> bool {
+        self.downstream.body_ended_now()
+    }
+
     /// Whether the stream has filters (body hooks may change the body's
     /// length).
     pub(crate) fn has_filters(&self) -> bool {
@@ -548,8 +554,9 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         headers: &HeaderMap,
         upstream: &mut TcpStream,
         early: Bytes,
+        idle: Option<std::time::Duration>,
     ) -> bool {
-        self.downstream.tunnel(status, headers, upstream, early).await
+        self.downstream.tunnel(status, headers, upstream, early, idle).await
     }
 
     /// The stream ended: every filter's last call. Returns how many hooks
@@ -583,6 +590,10 @@ impl RequestSource for FilteredStream<'_, '_> {
             wake = client => wake,
             () = calls_ready(chain), if calls => Wake::Calls,
         }
+    }
+
+    fn gone(&mut self) -> bool {
+        self.downstream.gone_now()
     }
 
     async fn act(&mut self, wake: Wake) -> Result<Acted, RequestBodyError> {
