@@ -97,8 +97,8 @@ pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLog, Admin, AllUnhealthy, Backoff, Cluster, Config, DEFAULT_TIME_LEFT_HEADER, DirectResponse, Endpoint,
     FilterSpec, Forward, HashOn, HeaderMatch, HeaderRule, HealthCheck, HostMatch, LbPolicy, Listener, ListenerProtocol,
-    LogPath, Mirror, OutlierDetection, PathMatch, PathRegex, QueryMatch, Redirect, RedirectPath, RetryBudget, RetryOn,
-    RetryPolicy, Route, RouteAction, RouteMatch, Target, UpstreamProtocol, WeightedCluster,
+    LogPath, Mirror, OutlierDetection, Overload, PathMatch, PathRegex, QueryMatch, Redirect, RedirectPath, RetryBudget,
+    RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, Target, Thresholds, UpstreamProtocol, WeightedCluster,
 };
 
 use catalog::NoFilters;
@@ -195,6 +195,7 @@ impl Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             listeners: vec![default_listener(SocketAddr::from(([127, 0, 0, 1], 8080)), route)],
             clusters: Vec::new(),
+            overload: Overload::default(),
         }
     }
 
@@ -273,6 +274,7 @@ impl Config {
             workers: default_workers(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             listeners: vec![default_listener(listen, route)],
+            overload: Overload::default(),
             clusters: vec![Cluster {
                 name: "upstream".to_owned(),
                 endpoints: vec![endpoint],

@@ -31,6 +31,33 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// The upstream clusters, in file order (names unique).
     pub clusters: Vec<Cluster>,
+    /// When nuncio sheds load and refuses connections (Envoy's overload
+    /// manager, simplified); default: never.
+    pub overload: Overload,
+}
+
+/// Overload protection: past a resource's `shed` threshold nuncio stops
+/// keep-alive and answers new requests `503` with `Connection: close`;
+/// past its `refuse` threshold it also closes new connections as they are
+/// accepted. Each threshold is off unless set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Overload {
+    /// Open downstream connections, all listeners and workers together.
+    pub downstream_connections: Thresholds,
+    /// The process's resident memory in bytes (every buffer nuncio holds
+    /// ends up there), sampled four times a second.
+    pub memory: Thresholds,
+}
+
+/// A resource's two overload thresholds (see [`Overload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Thresholds {
+    /// From this level on, shed load; `None`: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shed: Option<u64>,
+    /// From this level on, refuse new connections too; `None`: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refuse: Option<u64>,
 }
 
 /// The admin HTTP server (stats, `/config_dump`, reload).

@@ -521,7 +521,8 @@ pub(crate) fn config(raw: &raw::Config, ctx: &mut Ctx<'_>) -> Config {
         }
     }
 
-    Config { admin, workers, drain_timeout, listeners, clusters }
+    let overload = raw.overload.as_ref().map_or_else(Overload::default, |o| overload(ctx, o));
+    Config { admin, workers, drain_timeout, listeners, clusters, overload }
 }
 
 fn admin(ctx: &mut Ctx<'_>, raw: &raw::Admin) -> Admin {
@@ -1486,6 +1487,54 @@ fn outlier_detection(ctx: &mut Ctx<'_>, p: &str, raw: &raw::OutlierDetection) ->
         max_ejection_time,
         max_ejection_percent: u32::try_from(percent).unwrap_or(DEFAULT_OD_MAX_EJECTION_PERCENT),
     }
+}
+
+fn overload(ctx: &mut Ctx<'_>, raw: &raw::Overload) -> Overload {
+    let mut thresholds = |field: &str, raw: &Option<raw::Thresholds>, sizes: bool| {
+        let Some(raw) = raw else { return Thresholds::default() };
+        let p = format!("overload.{field}");
+        let mut value = |key: &str, text: &raw::Text| {
+            let text = text.as_ref()?;
+            let parsed = if sizes { parse_size(text) } else { parse_number(text) };
+            match parsed {
+                Some(n) if n > 0 => Some(n),
+                _ => {
+                    let hint = if sizes { "a size such as 512MiB or 2GiB" } else { "a whole number above 0" };
+                    ctx.error(&format!("{p}.{key}"), format!("invalid value {text:?} (use {hint})"));
+                    None
+                }
+            }
+        };
+        let (shed, refuse) = (value("shed", &raw.shed), value("refuse", &raw.refuse));
+        if let (Some(shed), Some(refuse)) = (shed, refuse)
+            && refuse < shed
+        {
+            ctx.error(&format!("{p}.refuse"), "must be at least `shed` (refusing connections comes after shedding)");
+        }
+        Thresholds { shed, refuse }
+    };
+    let downstream_connections = thresholds("downstream_connections", &raw.downstream_connections, false);
+    let memory = thresholds("memory", &raw.memory, true);
+    Overload { downstream_connections, memory }
+}
+
+/// A size in bytes: a whole number, optionally with `KiB`, `MiB`, `GiB`
+/// (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000).
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let scale: u64 = match unit.trim() {
+        "" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(scale)
 }
 
 #[cfg(test)]

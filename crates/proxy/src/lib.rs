@@ -73,6 +73,7 @@ mod listener;
 mod message;
 mod mirror;
 mod options;
+mod overload;
 mod read_buffers;
 mod reload;
 mod rewrite;

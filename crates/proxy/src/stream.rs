@@ -115,6 +115,9 @@ struct Stream<'a, 'd, 'c> {
 impl<'a> Stream<'a, '_, '_> {
     /// The phases, in order.
     async fn run(&mut self, request: &mut RequestHead) {
+        if self.worker.overload.level(&self.local.snapshot.config.overload) != crate::overload::Level::Normal {
+            return Box::pin(self.shed()).await;
+        }
         if !self.request_filters(request).await {
             return;
         }
@@ -130,6 +133,15 @@ impl<'a> Stream<'a, '_, '_> {
             }
             RouteAction::Forward(forward) => self.forward(route, forward, request).await,
         }
+    }
+
+    /// Overloaded: the request is answered 503 at once, and the connection
+    /// closes after it (see `overload`).
+    async fn shed(&mut self) {
+        self.local.stats.inc(self.local.snapshot.stats.overload_shed);
+        self.info.flags |= ResponseFlags::OVERLOAD_MANAGER;
+        self.client.close_connection();
+        self.client.local_reply(StatusCode::SERVICE_UNAVAILABLE, "nuncio: overloaded, try again later").await;
     }
 
     /// Phase 1: the request head through the listener's filters. `false`
