@@ -46,7 +46,7 @@ use nuncio_runtime::SlotRef;
 use crate::attempt::{Answer, Attempts, Counting, Failure, TryLog};
 use crate::bounded::{under, within};
 use crate::deadline::RequestDeadline;
-use crate::downstream::Downstream;
+use crate::downstream::{BodyStart, Downstream};
 use crate::filter_manager::{Chain, FilteredStream};
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead};
 use crate::snapshot::{ListenerSnapshot, Local};
@@ -260,9 +260,15 @@ impl<'a> Stream<'a, '_, '_> {
         // of unknown length that has already ended, empty (an h2c `DATA`
         // frame with only the end, a chunked body of just its last chunk),
         // is no body to stream: it goes without chunked framing.
+        // A body whose first bytes are already malformed is refused before
+        // anything goes upstream.
         let size = match request.body {
             _ if request.expect_continue => BodySize::Unknown,
-            BodySize::Unknown if self.client.body_ended_now() => BodySize::Exact(0),
+            BodySize::Unknown => match self.client.body_start() {
+                BodyStart::Empty => BodySize::Exact(0),
+                BodyStart::Invalid => BodySize::Exact(0),
+                BodyStart::Unknown => BodySize::Unknown,
+            },
             size => size,
         };
         let Some(mut body) = self.request_body(size, deadline.context()).await else { return };

@@ -15,7 +15,8 @@
 //!   [`dead_address`] refuses connections, [`Blackhole`] never completes
 //!   them.
 //! - Clients: [`Client`] (hyper, keep-alive), [`RawClient`] (exact bytes),
-//!   and the one-shot [`get`] and [`exchange`].
+//!   the one-shot [`get`] and [`exchange`], and [`h2raw::RawH2`] for HTTP/2
+//!   frames written byte by byte (floods, bad frames).
 //!
 //! No test sleeps for an event: it waits for it — a request at the
 //! upstream ([`Upstream::wait_for_requests`]), a stats line
@@ -54,6 +55,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 mod client;
+pub mod h2raw;
 mod http;
 mod process;
 mod proxy;

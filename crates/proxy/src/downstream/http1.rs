@@ -323,9 +323,13 @@ impl<'c> Exchange<'c> {
         self.next_frame().await
     }
 
-    /// Whether what `body_ready` read is the end of the body.
-    pub(crate) fn peeked_end(&self) -> bool {
-        matches!(self.peeked, Some(Ok(None)))
+    /// What `body_ready` read, as the start of the body.
+    pub(crate) fn peeked_start(&self) -> Option<super::BodyStart> {
+        match &self.peeked {
+            Some(Ok(None)) => Some(super::BodyStart::Empty),
+            Some(Err(RequestBodyError::Invalid(_))) => Some(super::BodyStart::Invalid),
+            _ => None,
+        }
     }
 
     /// Cancel-safe: decodes the next frame for `read_body` (reading more
@@ -466,6 +470,8 @@ impl<'c> Exchange<'c> {
         idle: Option<std::time::Duration>,
     ) -> Tunnelled {
         self.aborted = true;
+        self.status = Some(status);
+        self.framing = Some(BodyFraming::None);
         let mut moved = Tunnelled { up: 0, down: early.len() as u64 };
         nuncio_http1::encode_response_head(status, self.version, headers, BodyFraming::None, &mut self.conn.write_buf);
         if self.conn.flush_with(&[&early]).await.is_err() {

@@ -288,9 +288,13 @@ impl Exchange {
         }
     }
 
-    /// Whether what `body_ready` read is the end of the body.
-    pub(crate) fn peeked_end(&self) -> bool {
-        matches!(self.peeked, Some(Ok(None)))
+    /// What `body_ready` read, as the start of the body.
+    pub(crate) fn peeked_start(&self) -> Option<super::BodyStart> {
+        match &self.peeked {
+            Some(Ok(None)) => Some(super::BodyStart::Empty),
+            Some(Err(RequestBodyError::Invalid(_))) => Some(super::BodyStart::Invalid),
+            _ => None,
+        }
     }
 
     /// Cancel-safe: reads the next frame for `read_body`. Returns at once

@@ -29,6 +29,18 @@ use crate::worker::Worker;
 /// What starts every HTTP/2 connection (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// What a request body starts with, as far as what is buffered shows
+/// ([`Downstream::body_start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyStart {
+    /// Not here yet, or data.
+    Unknown,
+    /// The body ended without a byte.
+    Empty,
+    /// The body is malformed from its first bytes (a bad chunk size).
+    Invalid,
+}
+
 /// The client is gone: a response write failed.
 #[derive(Debug)]
 pub(crate) struct WriteError;
@@ -221,16 +233,23 @@ impl<'c> Downstream<'c> {
         }
     }
 
-    /// Whether the request body has ended already, without a byte (checked
-    /// without waiting: what is buffered is looked at, and kept for
+    /// What the request body's first piece is, if it is here already
+    /// (checked without waiting: what is buffered is decoded, and kept for
     /// [`Downstream::read_body`]).
-    pub(crate) fn body_ended_now(&mut self) -> bool {
+    pub(crate) fn body_start(&mut self) -> BodyStart {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
-        match &mut self.codec {
-            Codec::Http1(e) => std::pin::pin!(e.body_ready()).poll(&mut cx).is_ready() && e.peeked_end(),
-            Codec::Http2(e) => std::pin::pin!(e.body_ready()).poll(&mut cx).is_ready() && e.peeked_end(),
-        }
+        let peeked = match &mut self.codec {
+            Codec::Http1(e) => {
+                let ready = std::pin::pin!(e.body_ready()).poll(&mut cx).is_ready();
+                if ready { e.peeked_start() } else { None }
+            }
+            Codec::Http2(e) => {
+                let ready = std::pin::pin!(e.body_ready()).poll(&mut cx).is_ready();
+                if ready { e.peeked_start() } else { None }
+            }
+        };
+        peeked.unwrap_or(BodyStart::Unknown)
     }
 
     /// Whether the client has reset the stream already, checked without

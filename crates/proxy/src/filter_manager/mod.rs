@@ -93,7 +93,7 @@ use tokio::net::TcpStream;
 
 pub(crate) use self::chain::Chain;
 
-use crate::downstream::{Downstream, WriteError};
+use crate::downstream::{BodyStart, Downstream, WriteError};
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead};
 use crate::upstream::{Acted, RequestSource, Wake};
 
@@ -169,10 +169,10 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         }
     }
 
-    /// Whether the request body has ended already, without a byte (see
-    /// [`Downstream::body_ended_now`]).
-    pub(crate) fn body_ended_now(&mut self) -> bool {
-        self.downstream.body_ended_now()
+    /// What the request body starts with, if it is here already (see
+    /// [`Downstream::body_start`]).
+    pub(crate) fn body_start(&mut self) -> BodyStart {
+        self.downstream.body_start()
     }
 
     /// Whether the stream has filters (body hooks may change the body's
