@@ -86,6 +86,9 @@ enum Command {
     UpstreamTransportFailureReason,
     UpstreamRequestAttemptCount,
     ConnectionId,
+    DownstreamTlsVersion,
+    DownstreamTlsCipher,
+    RequestedServerName,
 }
 
 /// `REQ(first?fallback):max_len`.
@@ -244,6 +247,9 @@ impl Command {
             Command::UpstreamTransportFailureReason => opt_str(r.upstream_transport_failure_reason),
             Command::UpstreamRequestAttemptCount => Value::Number(u64::from(r.upstream_request_attempt_count)),
             Command::ConnectionId => r.connection_id.map_or(Value::Missing, Value::Number),
+            Command::DownstreamTlsVersion => opt_str(r.downstream_tls_version),
+            Command::DownstreamTlsCipher => opt_str(r.downstream_tls_cipher),
+            Command::RequestedServerName => opt_str(r.requested_server_name),
         }
     }
 }
@@ -521,6 +527,9 @@ fn command(name: &str, arg: Option<&str>, max_len: Option<usize>) -> Result<Comm
         "UPSTREAM_TRANSPORT_FAILURE_REASON" => Command::UpstreamTransportFailureReason,
         "UPSTREAM_REQUEST_ATTEMPT_COUNT" => Command::UpstreamRequestAttemptCount,
         "CONNECTION_ID" => Command::ConnectionId,
+        "DOWNSTREAM_TLS_VERSION" => Command::DownstreamTlsVersion,
+        "DOWNSTREAM_TLS_CIPHER" => Command::DownstreamTlsCipher,
+        "REQUESTED_SERVER_NAME" => Command::RequestedServerName,
         _ => return Err("unknown command"),
     };
     if arg.is_some() {

@@ -32,6 +32,9 @@
 //! | `%UPSTREAM_TRANSPORT_FAILURE_REASON%` | why connecting upstream failed |
 //! | `%UPSTREAM_REQUEST_ATTEMPT_COUNT%` | how many times the request went upstream (`0` when never) |
 //! | `%CONNECTION_ID%` | the downstream connection's id |
+//! | `%DOWNSTREAM_TLS_VERSION%` | `TLSv1.2` or `TLSv1.3` on a TLS connection, else `-` |
+//! | `%DOWNSTREAM_TLS_CIPHER%` | the cipher suite's IANA name (`TLS_AES_128_GCM_SHA256`) |
+//! | `%REQUESTED_SERVER_NAME%` | the SNI the client sent |
 //!
 //! The default is [`DEFAULT_FORMAT`], Envoy's default format. A JSON format
 //! ([`Format::json`]) maps keys, in order, to templates; a template that is
