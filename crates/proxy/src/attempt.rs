@@ -22,16 +22,17 @@ use nuncio_stats::Store;
 use tokio::time::{Duration, Instant};
 
 use crate::bounded::under;
+use crate::cluster::UpstreamMode;
 use crate::cluster::resources::{Breaker, Permit, Resources};
 use crate::cluster::{ActiveRequest, ConnectError, PickError};
 use crate::deadline::time_left_header;
 use crate::message::RequestBodyError;
 use crate::stats::ClusterStats;
+use crate::upstream::pool::Pooled;
 use crate::upstream::{
     self, Exchange, RequestBody, RequestSource, TryError, UpstreamHead, UpstreamRequest, http1, http2,
 };
 use crate::worker::LocalCluster;
-use nuncio_config::UpstreamProtocol;
 
 /// The stats a request counts into: this thread's store and the cluster's
 /// ids.
@@ -191,13 +192,14 @@ impl Attempts<'_> {
     ) -> Result<UpstreamHead, TryError> {
         let pools = &self.cluster.pools;
         *slot = None;
-        let exchange = slot.insert(match self.cluster.state.config().protocol {
-            UpstreamProtocol::Http1 => {
-                let conn = pools.http1(active).await.map_err(TryError::Connect)?;
-                Exchange::Http1(http1::Exchange::start(conn, request, body).await?)
-            }
-            UpstreamProtocol::Http2 => {
-                let (sender, stream, reused) = pools.h2(active).await?;
+        let pooled = match self.cluster.state.shared.mode() {
+            UpstreamMode::Http1 => Pooled::Http1(pools.http1(active).await.map_err(TryError::Connect)?),
+            UpstreamMode::Http2 => Pooled::Http2(pools.h2(active).await?),
+            UpstreamMode::Negotiated => pools.negotiated(active).await?,
+        };
+        let exchange = slot.insert(match pooled {
+            Pooled::Http1(conn) => Exchange::Http1(http1::Exchange::start(conn, request, body).await?),
+            Pooled::Http2((sender, stream, reused)) => {
                 Exchange::Http2(http2::Exchange::start(sender, stream, reused, active.endpoint_name(), request, body)?)
             }
         });

@@ -18,12 +18,11 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use nuncio_context::Context;
 use nuncio_http1::{BodyDecoder, BodyEvent, BodyFraming, Limits, Request, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{Codec, Downstream, WriteError};
 use crate::bounded::within;
-use crate::io::write_all_vectored;
+use crate::io::{Io, write_all_vectored};
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead, bodiless};
 use crate::read_buffers;
 use crate::worker::Worker;
@@ -40,18 +39,25 @@ const LINGER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The client side of an HTTP/1.1 connection: its socket and the buffers
 /// reused by every request on it.
 pub(crate) struct Connection {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Io,
     pub(crate) read_buf: BytesMut,
     write_buf: BytesMut,
     peer: SocketAddr,
+    /// The TLS session, on a TLS listener.
+    pub(crate) tls: Option<Rc<nuncio_tls::SessionInfo>>,
     /// Done when the listener drains: answer what is in flight with
     /// `Connection: close`, and close an idle connection at once.
     draining: Context,
 }
 
 impl Connection {
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, draining: Context) -> Connection {
-        Connection { stream, read_buf: read_buffers::take(), write_buf: BytesMut::new(), peer, draining }
+    pub(crate) fn new(
+        stream: Io,
+        peer: SocketAddr,
+        tls: Option<Rc<nuncio_tls::SessionInfo>>,
+        draining: Context,
+    ) -> Connection {
+        Connection { stream, read_buf: read_buffers::take(), write_buf: BytesMut::new(), peer, tls, draining }
     }
 
     /// The socket with the bytes read so far put back in front, for
@@ -290,6 +296,10 @@ impl<'c> Exchange<'c> {
         self.conn.peer
     }
 
+    pub(crate) fn tls(&self) -> Option<&nuncio_tls::SessionInfo> {
+        self.conn.tls.as_deref()
+    }
+
     /// Whether the connection may carry the next request: the response
     /// ended cleanly, the request body was read to its end and neither
     /// side asked to close.
@@ -450,13 +460,7 @@ impl<'c> Exchange<'c> {
     /// relays bytes both ways between the client and `upstream` until
     /// either side closes. `early` is what the upstream sent past its head.
     /// The connection carries nothing else afterwards.
-    pub(crate) async fn tunnel(
-        &mut self,
-        status: StatusCode,
-        headers: &HeaderMap,
-        upstream: &mut TcpStream,
-        early: Bytes,
-    ) {
+    pub(crate) async fn tunnel(&mut self, status: StatusCode, headers: &HeaderMap, upstream: &mut Io, early: Bytes) {
         self.aborted = true;
         nuncio_http1::encode_response_head(status, self.version, headers, BodyFraming::None, &mut self.conn.write_buf);
         if self.conn.flush_with(&[&early]).await.is_err() {
