@@ -1058,12 +1058,20 @@ fn redirect(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Redirect, matcher: &RouteMatc
         }
     };
     let host = raw.host.as_ref().map(|h| ctx.authority(&join(p, "host"), h));
-    let https = raw.https.as_ref().and_then(|text| ctx.boolean(&join(p, "https"), text)).unwrap_or(false);
-    if path == RedirectPath::Keep && host.is_none() && !https && raw.https.is_none() {
-        ctx.error(p, "would redirect to the same URL: give `path`, `prefix_rewrite`, `host` or `https: true`");
-    } else if path == RedirectPath::Keep && host.is_none() && !https {
-        ctx.error(&join(p, "https"), "would redirect to the same URL: `https: false` changes nothing");
+    // `None`: absent; `Some(None)`: unreadable (reported).
+    let https = raw.https.as_ref().map(|text| ctx.boolean(&join(p, "https"), text));
+    if path == RedirectPath::Keep && host.is_none() {
+        match https {
+            None => {
+                ctx.error(p, "would redirect to the same URL: give `path`, `prefix_rewrite`, `host` or `https: true`")
+            }
+            Some(Some(false)) => {
+                ctx.error(&join(p, "https"), "would redirect to the same URL: `https: false` changes nothing");
+            }
+            Some(_) => {}
+        }
     }
+    let https = https.flatten().unwrap_or(false);
     let status = ctx.choice(
         &join(p, "status"),
         &raw.status,

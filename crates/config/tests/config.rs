@@ -102,7 +102,12 @@ fn the_issue_example_is_accepted() {
 
     assert_eq!(
         l.routes[3].action,
-        RouteAction::Redirect(Redirect { path: RedirectPath::PrefixRewrite("/new/".into()), host: None, https: false, status: 301 })
+        RouteAction::Redirect(Redirect {
+            path: RedirectPath::PrefixRewrite("/new/".into()),
+            host: None,
+            https: false,
+            status: 301
+        })
     );
     assert_eq!(forward(&l.routes[4]).timeout, Some(Duration::from_secs(5)));
 
@@ -171,7 +176,12 @@ clusters:
     assert_eq!((&f.retries, &f.prefix_rewrite, &f.host_rewrite), (&None, &None, &None));
     assert_eq!(
         l.routes[1].action,
-        RouteAction::Redirect(Redirect { path: RedirectPath::Keep, host: Some("example.com".into()), https: false, status: 301 })
+        RouteAction::Redirect(Redirect {
+            path: RedirectPath::Keep,
+            host: Some("example.com".into()),
+            https: false,
+            status: 301
+        })
     );
     assert_eq!(
         forward(&l.routes[2]).retries,

@@ -192,16 +192,27 @@ impl Attempts<'_> {
     ) -> Result<UpstreamHead, TryError> {
         let pools = &self.cluster.pools;
         *slot = None;
-        let pooled = match self.cluster.state.shared.mode() {
-            UpstreamMode::Http1 => Pooled::Http1(pools.http1(active).await.map_err(TryError::Connect)?),
-            UpstreamMode::Http2 => Pooled::Http2(pools.h2(active).await?),
-            UpstreamMode::Negotiated => pools.negotiated(active).await?,
-        };
-        let exchange = slot.insert(match pooled {
-            Pooled::Http1(conn) => Exchange::Http1(http1::Exchange::start(conn, request, body).await?),
-            Pooled::Http2((sender, stream, reused)) => {
+        let exchange = slot.insert(match self.cluster.state.shared.mode() {
+            UpstreamMode::Http1 => {
+                let conn = pools.http1(active).await.map_err(TryError::Connect)?;
+                Exchange::Http1(http1::Exchange::start(conn, request, body).await?)
+            }
+            UpstreamMode::Http2 => {
+                let (sender, stream, reused) = pools.h2(active).await?;
                 Exchange::Http2(http2::Exchange::start(sender, stream, reused, active.endpoint_name(), request, body)?)
             }
+            // Boxed: rarer, and a larger future than the others.
+            UpstreamMode::Negotiated => match Box::pin(pools.negotiated(active)).await? {
+                Pooled::Http1(conn) => Exchange::Http1(http1::Exchange::start(conn, request, body).await?),
+                Pooled::Http2((sender, stream, reused)) => Exchange::Http2(http2::Exchange::start(
+                    sender,
+                    stream,
+                    reused,
+                    active.endpoint_name(),
+                    request,
+                    body,
+                )?),
+            },
         });
         let head = upstream::response_head(exchange, source).await?;
         // A 101 makes the client connection a raw pipe to the upstream, past

@@ -14,7 +14,8 @@
 //! TLS buffers: a write the TLS stream accepted may still sit in rustls's
 //! record buffer when the socket is full, so [`write_all_vectored`] ends
 //! with a flush (free on plain TCP), and the upstream's full-duplex loop
-//! drives that buffer out as it drives reads ([`Io::poll_exchange`]).
+//! drives that buffer out as it drives reads (`upstream::http1`'s
+//! `tls_io`: reads and writes polled from one task, no split halves).
 
 use std::future::poll_fn;
 use std::io::IoSlice;

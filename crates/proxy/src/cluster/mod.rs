@@ -313,7 +313,10 @@ impl ActiveRequest<'_> {
                 None => Ok((Io::Plain(stream), false)),
                 Some(tls) => {
                     in_tls.set(true);
-                    self.handshake(tls, stream).await
+                    // Boxed: a handshake's state (a rustls connection, KiBs)
+                    // would otherwise sit in every request's future, since
+                    // a try may connect.
+                    Box::pin(self.handshake(tls, stream)).await
                 }
             }
         };
