@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nuncio_test_support::{Admin, Pki, Process, client_config_full_handshakes, try_tls_get, wait_until};
+use nuncio_test_support::{Admin, Pki, Process, Upstream, client_config_full_handshakes, get, try_tls_get, wait_until};
 
 const NUNCIO: &str = env!("CARGO_BIN_EXE_nuncio");
 
@@ -127,4 +127,76 @@ fn certificates_rotated_on_disk_under_load_serve_new_handshakes_and_nothing_fail
     assert!(seen[before_bad..].iter().all(|d| *d == second.der), "after the refusal, only the second certificate");
     let stats = nuncio.stats();
     assert!(stats.contains("nuncio_config_reload_failed_total: 1"), "{stats}");
+}
+
+#[test]
+fn an_upstream_with_an_expired_certificate_gets_a_503_and_a_log_line_naming_the_reason() {
+    let pki = Pki::new("expired-upstream");
+    let expired = pki.expired("upstream", &["upstream.test"]);
+    let upstream = Upstream::echo_tls("old", expired.server_config(&["http/1.1"]));
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}
+workers: 1
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+    routes: [ {{ match: {{}}, cluster: api }} ]
+clusters:
+  - name: api
+    endpoints: [ '{}' ]
+    tls: {{ sni: upstream.test, ca: '{}' }}
+",
+        upstream.addr,
+        pki.ca()
+    );
+    let path = pki.write("nuncio.yaml", &yaml);
+    let nuncio = Process::start(NUNCIO, &["-c", &path, "--log-level", "info"]);
+    let reply = get(nuncio.listener("public"), "/");
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    let line = nuncio.wait_for_log("upstream TLS handshake failed");
+    for part in ["WARN", "cluster=api", "reason=\"certificate_expired\"", "certificate expired"] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+}
+
+#[test]
+fn validate_names_bad_tls_settings() {
+    let pki = Pki::new("validate-settings");
+    let site = pki.leaf("site", &["site.test"]);
+    let yaml = format!(
+        "listeners:
+  - name: public
+    address: 127.0.0.1:0
+    protocol: http1
+    tls:
+      certificates: [ {{ cert_chain: '{}', private_key: '{}' }} ]
+      alpn: [h2, h3]
+      min_version: \"1.1\"
+    routes:
+      - match: {{}}
+        redirect: {{ https: maybe }}
+clusters:
+  - name: api
+    endpoints: [ 127.0.0.1:8443 ]
+    tls: {{ verify: false, ca: '{}', sni: 'not a name' }}
+",
+        site.cert,
+        site.key,
+        pki.ca()
+    );
+    let path = pki.write("nuncio.yaml", &yaml);
+    let out = Command::new(NUNCIO).args(["validate", "-c", &path]).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    for expected in [
+        ":7:14: listeners[0].tls.alpn[0]: h2 contradicts `protocol: http1` (leave one of them out)",
+        ":7:18: listeners[0].tls.alpn[1]: unknown ALPN protocol \"h3\" (use h2 or http/1.1)",
+        ":8:20: listeners[0].tls.min_version: invalid min_version \"1.1\" (use 1.2 or 1.3)",
+        ":11:28: listeners[0].routes[0].redirect.https: invalid value \"maybe\" (use true or false)",
+        "clusters[0].tls.ca: has no use with `verify: false` (nothing is verified)",
+        "clusters[0].tls.sni: invalid sni \"not a name\" (use a DNS name such as api.internal)",
+    ] {
+        assert!(text.contains(expected), "{expected}\nin:\n{text}");
+    }
+    assert_eq!(text.lines().count(), 6, "one error each:\n{text}");
 }

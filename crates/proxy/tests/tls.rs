@@ -371,3 +371,26 @@ fn full_duplex_upload_over_tls_both_ways() {
         assert!(std::fs::read(format!("{path}.out")).unwrap() == body, "{alpn}: the body came back whole");
     }
 }
+
+#[test]
+fn health_checks_of_a_tls_cluster_run_over_tls() {
+    let pki = Pki::new("health");
+    let good = Upstream::echo_tls("good", pki.leaf("good", &["upstream.test"]).server_config(&["http/1.1"]));
+    let bad = Upstream::echo_tls("bad", pki.expired("bad", &["upstream.test"]).server_config(&["http/1.1"]));
+    let cluster = format!(
+        "    endpoints: [ '{{good}}', '{{bad}}' ]
+    tls: {{ sni: upstream.test, ca: '{}' }}
+    health_check: {{ path: /health, interval: 100ms, unhealthy_threshold: 1, healthy_threshold: 1 }}
+",
+        pki.ca()
+    );
+    let proxy = Proxy::start(&catch_all("", "", &cluster), &[("good", good.addr), ("bad", bad.addr)]);
+    proxy.wait_for_endpoint("app", bad.addr, "healthy", "false");
+    good.wait_for_requests(2);
+    assert!(good.requests().iter().all(|r| r.target == "/health"));
+    assert_eq!(proxy.endpoint_field("app", good.addr, "healthy"), "true");
+    // Only the healthy endpoint gets traffic.
+    for _ in 0..4 {
+        assert_eq!(proxy.get("/").text(), "hello from good\n");
+    }
+}
