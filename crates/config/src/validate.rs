@@ -1061,13 +1061,10 @@ fn redirect(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Redirect, matcher: &RouteMatc
     // `None`: absent; `Some(None)`: unreadable (reported).
     let https = raw.https.as_ref().map(|text| ctx.boolean(&join(p, "https"), text));
     if path == RedirectPath::Keep && host.is_none() {
+        let same = "would redirect to the same URL";
         match https {
-            None => {
-                ctx.error(p, "would redirect to the same URL: give `path`, `prefix_rewrite`, `host` or `https: true`")
-            }
-            Some(Some(false)) => {
-                ctx.error(&join(p, "https"), "would redirect to the same URL: `https: false` changes nothing");
-            }
+            None => ctx.error(p, format!("{same}: give `path`, `prefix_rewrite`, `host` or `https: true`")),
+            Some(Some(false)) => ctx.error(&join(p, "https"), format!("{same}: `https: false` changes nothing")),
             Some(_) => {}
         }
     }
