@@ -190,7 +190,8 @@ pub struct ClusterTls {
     pub ca: Option<TlsCa>,
     /// Whether endpoints' certificates are verified (chain, validity,
     /// name); default true. `false` must be written out, and is logged as a
-    /// warning whenever a config with it is applied.
+    /// warning whenever the proxy builds the cluster (at start, and on each
+    /// reload that changes it).
     pub verify: bool,
     /// Presented to endpoints that ask for one (mTLS).
     #[serde(skip_serializing_if = "Option::is_none")]
