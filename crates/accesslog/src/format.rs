@@ -87,6 +87,9 @@ enum Command {
     UpstreamRequestAttemptCount,
     UpstreamHedgeWon,
     ConnectionId,
+    DownstreamTlsVersion,
+    DownstreamTlsCipher,
+    RequestedServerName,
 }
 
 /// `REQ(first?fallback):max_len`.
@@ -248,6 +251,9 @@ impl Command {
                 r.upstream_hedge_won.map_or(Value::Missing, |won| Value::Number(u64::from(won)))
             }
             Command::ConnectionId => r.connection_id.map_or(Value::Missing, Value::Number),
+            Command::DownstreamTlsVersion => opt_str(r.downstream_tls_version),
+            Command::DownstreamTlsCipher => opt_str(r.downstream_tls_cipher),
+            Command::RequestedServerName => opt_str(r.requested_server_name),
         }
     }
 }
@@ -526,6 +532,9 @@ fn command(name: &str, arg: Option<&str>, max_len: Option<usize>) -> Result<Comm
         "UPSTREAM_REQUEST_ATTEMPT_COUNT" => Command::UpstreamRequestAttemptCount,
         "UPSTREAM_HEDGE_WON" => Command::UpstreamHedgeWon,
         "CONNECTION_ID" => Command::ConnectionId,
+        "DOWNSTREAM_TLS_VERSION" => Command::DownstreamTlsVersion,
+        "DOWNSTREAM_TLS_CIPHER" => Command::DownstreamTlsCipher,
+        "REQUESTED_SERVER_NAME" => Command::RequestedServerName,
         _ => return Err("unknown command"),
     };
     if arg.is_some() {

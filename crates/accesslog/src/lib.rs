@@ -33,6 +33,9 @@
 //! | `%UPSTREAM_REQUEST_ATTEMPT_COUNT%` | how many times the request went upstream (`0` when never), hedged tries included |
 //! | `%UPSTREAM_HEDGE_WON%` | `1` when a hedged try (one started beside a try past its per-try timeout) answered, `0` when the first try did although hedges were started, `-` when none was (nuncio-only) |
 //! | `%CONNECTION_ID%` | the downstream connection's id |
+//! | `%DOWNSTREAM_TLS_VERSION%` | `TLSv1.2` or `TLSv1.3` on a TLS connection, else `-` |
+//! | `%DOWNSTREAM_TLS_CIPHER%` | the cipher suite's IANA name (`TLS_AES_128_GCM_SHA256`) |
+//! | `%REQUESTED_SERVER_NAME%` | the SNI the client sent |
 //!
 //! The default is [`DEFAULT_FORMAT`], Envoy's default format. A JSON format
 //! ([`Format::json`]) maps keys, in order, to templates; a template that is

@@ -86,6 +86,14 @@ pub struct Record<'a> {
     pub upstream_hedge_won: Option<bool>,
     /// The downstream connection's id (`%CONNECTION_ID%`).
     pub connection_id: Option<u64>,
+    /// `TLSv1.2` or `TLSv1.3` on a TLS connection
+    /// (`%DOWNSTREAM_TLS_VERSION%`).
+    pub downstream_tls_version: Option<&'a str>,
+    /// The cipher suite's IANA name, e.g. `TLS_AES_128_GCM_SHA256`
+    /// (`%DOWNSTREAM_TLS_CIPHER%`).
+    pub downstream_tls_cipher: Option<&'a str>,
+    /// The SNI the client sent (`%REQUESTED_SERVER_NAME%`).
+    pub requested_server_name: Option<&'a str>,
 }
 
 impl<'a> Record<'a> {
@@ -116,6 +124,9 @@ impl<'a> Record<'a> {
             upstream_request_attempt_count: 0,
             upstream_hedge_won: None,
             connection_id: None,
+            downstream_tls_version: None,
+            downstream_tls_cipher: None,
+            requested_server_name: None,
         }
     }
 }

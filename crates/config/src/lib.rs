@@ -21,8 +21,11 @@
 //! # Threading
 //!
 //! Parsing is pure: no globals, no I/O except reading the file in
-//! [`Config::load`] and resolving endpoint names (a blocking
-//! `getaddrinfo`, through `std`'s `ToSocketAddrs`). Any thread may call it;
+//! [`Config::load`], resolving endpoint names (a blocking
+//! `getaddrinfo`, through `std`'s `ToSocketAddrs`), and reading the TLS
+//! certificate, key and CA files a `tls` block names (checked by
+//! `nuncio-tls`: readable, PEM, key matching, not expired; the bytes read
+//! are what serves). Any thread may call it;
 //! in nuncio it runs on the main thread, which validates a new config in full
 //! before swapping it in, so a bad reload never reaches the workers. A
 //! [`Config`] is plain data (`Send + Sync`), immutable once built.
@@ -100,6 +103,7 @@ pub use model::{
     LogPath, Mirror, OutlierDetection, Overload, PathMatch, PathRegex, QueryMatch, Redirect, RedirectPath, RetryBudget,
     RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, Target, Thresholds, UpstreamProtocol, WeightedCluster,
 };
+pub use model::{ClusterTls, ListenerTls, TlsCa, TlsCertificate, TlsMinVersion};
 
 use catalog::NoFilters;
 use index::{Index, Pos};
@@ -292,6 +296,7 @@ impl Config {
                 health_check: None,
                 when_all_unhealthy: AllUnhealthy::Fail,
                 outlier_detection: None,
+                tls: None,
             }],
         })
     }
@@ -334,6 +339,7 @@ fn default_listener(address: SocketAddr, route: Route) -> Listener {
         time_left_header: Some(DEFAULT_TIME_LEFT_HEADER.to_owned()),
         access_log: None,
         filters: Vec::new(),
+        tls: None,
         routes: vec![route],
     }
 }

@@ -133,8 +133,118 @@ pub struct Listener {
     /// [`FilterCatalog`]: crate::FilterCatalog
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<FilterSpec>,
+    /// TLS termination; `None` (the default) for plain TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
     /// The routes, tried in order; the first that matches wins (at least one).
     pub routes: Vec<Route>,
+}
+
+// ---- TLS (issue 13) ----
+
+/// A listener's TLS: the certificates it serves (read and checked when the
+/// config was validated), ALPN, the lowest version, client certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenerTls {
+    /// At least one. Chosen by the client's SNI among the names each is
+    /// for (its DNS SANs, else its CN): an exact name first, then a
+    /// wildcard; the first is served to clients whose name matches none
+    /// (or that send none).
+    pub certificates: Vec<TlsCertificate>,
+    /// ALPN protocol ids offered, in preference order: `h2` and/or
+    /// `http/1.1`; default `[h2, http/1.1]` (`[http/1.1]` for `protocol:
+    /// http1`, `[h2]` for `protocol: http2`). The one agreed on picks the
+    /// connection's HTTP version; without one, the listener's `protocol`
+    /// decides as on plain TCP.
+    pub alpn: Vec<String>,
+    /// The lowest TLS version accepted: [`TlsMinVersion::Tls12`] (`"1.2"`,
+    /// the default) or [`TlsMinVersion::Tls13`] (`"1.3"`).
+    pub min_version: TlsMinVersion,
+    /// When set, clients must present a certificate issued by one of these
+    /// CAs (mTLS); a client without one is refused in the handshake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<TlsCa>,
+    /// Time allowed for a client's handshake, from the connection's
+    /// accept; default 10s; never 0. A client that stalls in it is cut off
+    /// (like a slowloris in a request head).
+    #[serde(serialize_with = "duration::serialize")]
+    pub handshake_timeout: Duration,
+}
+
+/// The lowest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMinVersion {
+    /// TLS 1.2 (`"1.2"`): TLS 1.2 and 1.3.
+    #[default]
+    Tls12,
+    /// TLS 1.3 only (`"1.3"`).
+    Tls13,
+}
+
+impl Serialize for TlsMinVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            TlsMinVersion::Tls12 => "1.2",
+            TlsMinVersion::Tls13 => "1.3",
+        })
+    }
+}
+
+/// A certificate chain and its key, as named in the file and as read then
+/// (what serves is what was checked: the files are not read again until
+/// the next reload). Compared by the files' contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsCertificate {
+    /// The PEM chain, leaf first (relative paths are relative to nuncio's
+    /// working directory).
+    pub cert_chain: PathBuf,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+    /// The two files, read and checked.
+    #[serde(skip)]
+    pub loaded: nuncio_tls::Certificate,
+}
+
+/// A PEM file of CA certificates, as named and as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCa {
+    /// The file.
+    pub path: PathBuf,
+    /// Its certificates, read and checked.
+    pub loaded: nuncio_tls::CaBundle,
+}
+
+impl Serialize for TlsCa {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.path.to_string_lossy())
+    }
+}
+
+/// A cluster's TLS to its endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterTls {
+    /// The name sent in SNI and verified against the endpoint's
+    /// certificate; `None` (the default): each endpoint's host as written
+    /// (an IP address is verified against IP SANs and sends no SNI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// The CAs endpoints' certificates are verified with; `None` (the
+    /// default): the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<TlsCa>,
+    /// Whether endpoints' certificates are verified (chain, validity,
+    /// name); default true. `false` must be written out, and is logged as a
+    /// warning whenever the proxy builds the cluster (at start, and on each
+    /// reload that changes it).
+    pub verify: bool,
+    /// Presented to endpoints that ask for one (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<TlsCertificate>,
+    /// ALPN protocol ids offered, in preference order; default from the
+    /// cluster's `protocol` (`[http/1.1]`, or `[h2]` for `http2`). With
+    /// both, the endpoint picks, per connection: HTTP/2 when it says `h2`,
+    /// HTTP/1.1 otherwise.
+    pub alpn: Vec<String>,
 }
 
 /// The field a listener tells upstreams the time left in, unless its
@@ -597,6 +707,10 @@ pub struct Redirect {
     pub path: RedirectPath,
     /// New host (and port), if it changes.
     pub host: Option<String>,
+    /// `https: true`: the new URL is `https://` (the request's host without
+    /// its port, unless `host` is given). For a plain-HTTP listener that
+    /// sends clients to the TLS one.
+    pub https: bool,
     /// 301 (default), 302, 303, 307 or 308.
     pub status: u16,
 }
@@ -671,6 +785,9 @@ pub struct Cluster {
     /// `None` (the default) for none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
+    /// TLS to the endpoints; `None` (the default) for plain TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClusterTls>,
 }
 
 /// One upstream endpoint: the `host:port` text, what it resolved to when
@@ -890,6 +1007,8 @@ struct RedirectOut<'a> {
     prefix_rewrite: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    https: bool,
     status: u16,
 }
 
@@ -973,7 +1092,13 @@ impl Serialize for Route {
                     RedirectPath::Replace(p) => (Some(p.as_str()), None),
                     RedirectPath::PrefixRewrite(p) => (None, Some(p.as_str())),
                 };
-                out.redirect = Some(RedirectOut { path, prefix_rewrite, host: r.host.as_deref(), status: r.status });
+                out.redirect = Some(RedirectOut {
+                    path,
+                    prefix_rewrite,
+                    host: r.host.as_deref(),
+                    https: r.https,
+                    status: r.status,
+                });
             }
         }
         out.serialize(s)

@@ -68,6 +68,37 @@ pub(crate) struct Listener {
     pub(crate) time_left_header: Text,
     pub(crate) access_log: Option<AccessLog>,
     pub(crate) filters: Option<Vec<Filter>>,
+    pub(crate) tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a listener tls mapping (certificates, alpn, min_version, client_ca, handshake_timeout)"
+)]
+pub(crate) struct ListenerTls {
+    pub(crate) certificates: Option<Vec<CertificatePair>>,
+    pub(crate) alpn: Option<Vec<String>>,
+    pub(crate) min_version: Text,
+    pub(crate) client_ca: Text,
+    pub(crate) handshake_timeout: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a certificate mapping (cert_chain, private_key)")]
+pub(crate) struct CertificatePair {
+    pub(crate) cert_chain: Text,
+    pub(crate) private_key: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a cluster tls mapping (sni, ca, verify, client_certificate, alpn)")]
+pub(crate) struct ClusterTls {
+    pub(crate) sni: Text,
+    pub(crate) ca: Text,
+    pub(crate) verify: Text,
+    pub(crate) client_certificate: Option<CertificatePair>,
+    pub(crate) alpn: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,11 +168,12 @@ pub(crate) struct DirectResponse {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a redirect mapping (path or prefix_rewrite, host, status)")]
+#[serde(deny_unknown_fields, expecting = "a redirect mapping (path or prefix_rewrite, host, https, status)")]
 pub(crate) struct Redirect {
     pub(crate) path: Text,
     pub(crate) prefix_rewrite: Text,
     pub(crate) host: Text,
+    pub(crate) https: Text,
     pub(crate) status: Text,
 }
 
@@ -199,6 +231,7 @@ pub(crate) struct Cluster {
     pub(crate) health_check: Option<HealthCheck>,
     pub(crate) when_all_unhealthy: Text,
     pub(crate) outlier_detection: Option<OutlierDetection>,
+    pub(crate) tls: Option<ClusterTls>,
 }
 
 /// The mapping form of an endpoint (the scalar form is `HOST:PORT`).

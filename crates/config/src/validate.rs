@@ -589,6 +589,10 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
     let time_left_header = time_left_header(ctx, &join(p, "time_left_header"), &raw.time_left_header);
     let access_log = raw.access_log.as_ref().map(|a| access_log(ctx, &join(p, "access_log"), a));
     let filters = raw.filters.as_ref().map_or_else(Vec::new, |list| filters(ctx, &join(p, "filters"), list, clusters));
+    let tls = raw
+        .tls
+        .as_ref()
+        .and_then(|t| listener_tls(ctx, &join(p, "tls"), t, raw.protocol.is_some().then_some(protocol)));
     let mut routes = Vec::new();
     match &raw.routes {
         None => ctx.missing(p, "routes", "a listener needs at least one route"),
@@ -616,6 +620,7 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
         time_left_header,
         access_log,
         filters,
+        tls,
         routes,
     }
 }
@@ -1154,16 +1159,24 @@ fn redirect(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Redirect, matcher: &RouteMatc
         }
     };
     let host = raw.host.as_ref().map(|h| ctx.authority(&join(p, "host"), h));
+    // `None`: absent; `Some(None)`: unreadable (reported).
+    let https = raw.https.as_ref().map(|text| ctx.boolean(&join(p, "https"), text));
     if path == RedirectPath::Keep && host.is_none() {
-        ctx.error(p, "would redirect to the same URL: give `path`, `prefix_rewrite` or `host`");
+        let same = "would redirect to the same URL";
+        match https {
+            None => ctx.error(p, format!("{same}: give `path`, `prefix_rewrite`, `host` or `https: true`")),
+            Some(Some(false)) => ctx.error(&join(p, "https"), format!("{same}: `https: false` changes nothing")),
+            Some(_) => {}
+        }
     }
+    let https = https.flatten().unwrap_or(false);
     let status = ctx.choice(
         &join(p, "status"),
         &raw.status,
         DEFAULT_REDIRECT_STATUS,
         &[("301", 301), ("302", 302), ("303", 303), ("307", 307), ("308", 308)],
     );
-    Redirect { path, host, status }
+    Redirect { path, host, https, status }
 }
 
 fn retries(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Retries) -> RetryPolicy {
@@ -1318,6 +1331,8 @@ fn cluster(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Cluster) -> Cluster {
     );
     let outlier_detection =
         raw.outlier_detection.as_ref().map(|o| outlier_detection(ctx, &join(p, "outlier_detection"), o));
+    let tls =
+        raw.tls.as_ref().and_then(|t| cluster_tls(ctx, &join(p, "tls"), t, raw.protocol.is_some().then_some(protocol)));
     Cluster {
         name,
         endpoints,
@@ -1335,6 +1350,7 @@ fn cluster(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Cluster) -> Cluster {
         health_check,
         when_all_unhealthy,
         outlier_detection,
+        tls,
     }
 }
 
@@ -1535,6 +1551,190 @@ fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     number.parse::<u64>().ok()?.checked_mul(scale)
+}
+
+// ---- TLS (issue 13) ----
+
+/// The default time allowed for a client's TLS handshake.
+pub(crate) const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A listener's `tls`; `None` when something in it is unusable (reported).
+/// `protocol`: the listener's, when written (it sets the default ALPN).
+fn listener_tls(
+    ctx: &mut Ctx<'_>,
+    p: &str,
+    raw: &raw::ListenerTls,
+    protocol: Option<ListenerProtocol>,
+) -> Option<ListenerTls> {
+    let now = nuncio_tls::now();
+    let mut certificates = Vec::new();
+    let mut usable = true;
+    match &raw.certificates {
+        None => {
+            ctx.missing(p, "certificates", "a list of { cert_chain: FILE, private_key: FILE }");
+            usable = false;
+        }
+        Some(list) if list.is_empty() => {
+            ctx.error(&join(p, "certificates"), "needs at least one certificate");
+            usable = false;
+        }
+        Some(list) => {
+            for (i, pair) in list.iter().enumerate() {
+                match certificate(ctx, &format!("{p}.certificates[{i}]"), pair, now) {
+                    Some(c) => certificates.push(c),
+                    None => usable = false,
+                }
+            }
+        }
+    }
+    let (h2, h1) = match protocol {
+        Some(ListenerProtocol::Http1) => (false, true),
+        Some(ListenerProtocol::Http2) => (true, false),
+        Some(ListenerProtocol::Auto) | None => (true, true),
+    };
+    let alpn = alpn(ctx, &join(p, "alpn"), raw.alpn.as_deref(), h2, h1, "protocol");
+    let min_version = ctx.choice(
+        &join(p, "min_version"),
+        &raw.min_version,
+        TlsMinVersion::Tls12,
+        &[("1.2", TlsMinVersion::Tls12), ("1.3", TlsMinVersion::Tls13)],
+    );
+    let client_ca = match &raw.client_ca {
+        None => None,
+        Some(path) => {
+            let ca = ca_file(ctx, &join(p, "client_ca"), path);
+            usable &= ca.is_some();
+            ca
+        }
+    };
+    let handshake_timeout =
+        ctx.positive_duration(&join(p, "handshake_timeout"), &raw.handshake_timeout, DEFAULT_TLS_HANDSHAKE_TIMEOUT);
+    usable.then_some(ListenerTls { certificates, alpn, min_version, client_ca, handshake_timeout })
+}
+
+/// A cluster's `tls`; `None` when something in it is unusable (reported).
+fn cluster_tls(
+    ctx: &mut Ctx<'_>,
+    p: &str,
+    raw: &raw::ClusterTls,
+    protocol: Option<UpstreamProtocol>,
+) -> Option<ClusterTls> {
+    let mut usable = true;
+    let sni = raw.sni.as_ref().map(|text| {
+        let ip = text.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok();
+        if !ip && !is_hostname(text) {
+            ctx.error(&join(p, "sni"), format!("invalid sni {text:?} (use a DNS name such as api.internal)"));
+        }
+        text.to_ascii_lowercase()
+    });
+    let ca = match &raw.ca {
+        None => None,
+        Some(path) => {
+            let ca = ca_file(ctx, &join(p, "ca"), path);
+            usable &= ca.is_some();
+            ca
+        }
+    };
+    let verify = raw.verify.as_ref().and_then(|text| ctx.boolean(&join(p, "verify"), text)).unwrap_or(true);
+    if !verify && ca.is_some() {
+        ctx.key_error(&join(p, "ca"), "has no use with `verify: false` (nothing is verified)");
+    }
+    let client_certificate = match &raw.client_certificate {
+        None => None,
+        Some(pair) => {
+            let c = certificate(ctx, &join(p, "client_certificate"), pair, nuncio_tls::now());
+            usable &= c.is_some();
+            c
+        }
+    };
+    let (h2, h1) = match protocol {
+        Some(UpstreamProtocol::Http2) => (true, false),
+        Some(UpstreamProtocol::Http1) | None => (false, true),
+    };
+    let protocol_written = protocol.is_some();
+    let alpn = match (&raw.alpn, protocol_written) {
+        // Without `protocol`, an ALPN list may offer both: the endpoint picks.
+        (Some(list), false) => alpn(ctx, &join(p, "alpn"), Some(list), true, true, "protocol"),
+        (list, _) => alpn(ctx, &join(p, "alpn"), list.as_deref(), h2, h1, "protocol"),
+    };
+    usable.then_some(ClusterTls { sni, ca, verify, client_certificate, alpn })
+}
+
+/// An ALPN list of `h2` and `http/1.1` (the ones allowed by `h2`, `h1`);
+/// absent: the allowed ones, h2 first.
+fn alpn(ctx: &mut Ctx<'_>, p: &str, raw: Option<&[String]>, h2: bool, h1: bool, other: &str) -> Vec<String> {
+    let default = || {
+        let mut ids = Vec::new();
+        if h2 {
+            ids.push("h2".to_owned());
+        }
+        if h1 {
+            ids.push("http/1.1".to_owned());
+        }
+        ids
+    };
+    let Some(list) = raw else { return default() };
+    if list.is_empty() {
+        ctx.error(p, "needs at least one protocol (h2, http/1.1), or leave it out");
+        return default();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, id) in list.iter().enumerate() {
+        let ip = format!("{p}[{i}]");
+        let allowed = match id.as_str() {
+            "h2" => h2,
+            "http/1.1" => h1,
+            _ => {
+                ctx.error(&ip, format!("unknown ALPN protocol {id:?} (use h2 or http/1.1)"));
+                continue;
+            }
+        };
+        if out.contains(id) {
+            ctx.error(&ip, format!("{id:?} is listed twice"));
+        } else if !allowed {
+            let written = if id == "h2" { "http1" } else { "http2" };
+            ctx.error(&ip, format!("{id} contradicts `{other}: {written}` (leave one of them out)"));
+        } else {
+            out.push(id.clone());
+        }
+    }
+    if out.is_empty() { default() } else { out }
+}
+
+/// A `{ cert_chain, private_key }` pair, read and checked.
+fn certificate(ctx: &mut Ctx<'_>, p: &str, raw: &raw::CertificatePair, now: i64) -> Option<TlsCertificate> {
+    let chain = raw.cert_chain.as_ref();
+    let key = raw.private_key.as_ref();
+    if chain.is_none() {
+        ctx.missing(p, "cert_chain", "the PEM certificate chain file, leaf first");
+    }
+    if key.is_none() {
+        ctx.missing(p, "private_key", "the PEM private key file");
+    }
+    let (chain, key) = (PathBuf::from(chain?), PathBuf::from(key?));
+    match nuncio_tls::Certificate::load(&chain, &key, now) {
+        Ok(loaded) => Some(TlsCertificate { cert_chain: chain, private_key: key, loaded }),
+        Err((which, e)) => {
+            let field = match which {
+                nuncio_tls::Which::Chain => "cert_chain",
+                nuncio_tls::Which::Key => "private_key",
+            };
+            ctx.error(&join(p, field), e.to_string());
+            None
+        }
+    }
+}
+
+/// A CA file, read and checked.
+fn ca_file(ctx: &mut Ctx<'_>, p: &str, path: &str) -> Option<TlsCa> {
+    let path = PathBuf::from(path);
+    match nuncio_tls::CaBundle::load(&path) {
+        Ok(loaded) => Some(TlsCa { path, loaded }),
+        Err(e) => {
+            ctx.error(p, e.to_string());
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -104,7 +104,12 @@ fn the_issue_example_is_accepted() {
 
     assert_eq!(
         l.routes[3].action,
-        RouteAction::Redirect(Redirect { path: RedirectPath::PrefixRewrite("/new/".into()), host: None, status: 301 })
+        RouteAction::Redirect(Redirect {
+            path: RedirectPath::PrefixRewrite("/new/".into()),
+            host: None,
+            https: false,
+            status: 301
+        })
     );
     assert_eq!(forward(&l.routes[4]).timeout, Some(Duration::from_secs(5)));
 
@@ -176,7 +181,12 @@ clusters:
     assert_eq!((&f.retries, &f.prefix_rewrite, &f.host_rewrite), (&None, &None, &None));
     assert_eq!(
         l.routes[1].action,
-        RouteAction::Redirect(Redirect { path: RedirectPath::Keep, host: Some("example.com".into()), status: 301 })
+        RouteAction::Redirect(Redirect {
+            path: RedirectPath::Keep,
+            host: Some("example.com".into()),
+            https: false,
+            status: 301
+        })
     );
     assert_eq!(
         forward(&l.routes[2]).retries,
@@ -274,6 +284,7 @@ clusters:
         RouteAction::Redirect(Redirect {
             path: RedirectPath::Replace("/q".into()),
             host: Some("[::1]:8443".into()),
+            https: false,
             status: 308
         })
     );
@@ -817,7 +828,7 @@ clusters:
             "nuncio.yaml:5:26: listeners[0].max_request_headers: must be at least 1",
             "nuncio.yaml:8:28: listeners[0].routes[0].weighted_clusters: needs at least one cluster",
             "nuncio.yaml:11:24: listeners[0].routes[1].retries.on: needs at least one condition (or leave `on` out for the default)",
-            "nuncio.yaml:13:19: listeners[0].routes[2].redirect: would redirect to the same URL: give `path`, `prefix_rewrite` or `host`",
+            "nuncio.yaml:13:19: listeners[0].routes[2].redirect: would redirect to the same URL: give `path`, `prefix_rewrite`, `host` or `https: true`",
             "nuncio.yaml:14:50: listeners[0].routes[3].match.headers[0].present: use either `exact` or `present`, not both",
             "nuncio.yaml:14:67: listeners[0].routes[3].match.headers[1]: give `exact: VALUE`, or `present: true` (or false, for absent)",
             "nuncio.yaml:18:13: listeners[1].routes: needs at least one route",

@@ -9,6 +9,9 @@
 //!   requests in flight (`?format=json`).
 //! - `GET /stats`: `name{labels}: value` a line (`?filter=REGEX`).
 //! - `GET /stats/prometheus`: Prometheus text exposition.
+//! - `GET /certs`: every certificate the running config uses (listeners'
+//!   certificates and client CAs, clusters' CAs and client certificates):
+//!   file, subject, SANs, expiry and days left (`?format=json`).
 //! - `POST /logging?level=LEVEL`: changes the log level.
 //! - `POST /config/reload`: reads the config file again and applies it;
 //!   `POST /config`: applies the YAML body. Both answer once every worker
@@ -170,13 +173,13 @@ fn reloaded(result: Result<Reloaded, Error>) -> Reply {
     }
 }
 
-const ENDPOINTS: &str = "admin endpoints: GET /ready, /config_dump[?format=json], /clusters[?format=json], /stats[?filter=REGEX], /stats/prometheus; POST /logging?level=LEVEL, /config/reload, /config (YAML body), /drain\n";
+const ENDPOINTS: &str = "admin endpoints: GET /ready, /config_dump[?format=json], /clusters[?format=json], /certs[?format=json], /stats[?filter=REGEX], /stats/prometheus; POST /logging?level=LEVEL, /config/reload, /config (YAML body), /drain\n";
 
 fn route(state: &AdminState, method: &Method, path: &str, query: &str) -> Reply {
     if path == "/logging" {
         return logging(state, method, query);
     }
-    let known = matches!(path, "/ready" | "/config_dump" | "/clusters" | "/stats" | "/stats/prometheus");
+    let known = matches!(path, "/ready" | "/config_dump" | "/clusters" | "/stats" | "/stats/prometheus" | "/certs");
     if known && method != Method::GET {
         return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
@@ -188,6 +191,7 @@ fn route(state: &AdminState, method: &Method, path: &str, query: &str) -> Reply 
         "/ready" => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         "/config_dump" => config_dump(state, json),
         "/clusters" => clusters(state, json),
+        "/certs" => certs(state, json),
         "/stats" => {
             let filter = match param(query, "filter").map(|f| regex::Regex::new(&percent_decode(f))) {
                 None => None,
@@ -304,6 +308,76 @@ fn clusters(state: &AdminState, json: bool) -> Reply {
             };
             body.push_str(&format!("{cluster}::{endpoint}::{field}::{value}\n"));
         }
+    }
+    Reply::text(StatusCode::OK, body)
+}
+
+/// `/certs`: every certificate in use, one row each: where it is used
+/// (`listener` or `cluster` and its name), its role (`server`,
+/// `client_ca`, `ca`, `client`), its file, subject, SANs, expiry and days
+/// until then. Text: Envoy-like `field: value` blocks.
+fn certs(state: &AdminState, json: bool) -> Reply {
+    let Ok(local) = state.local.get() else { return Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no config\n") };
+    let now = nuncio_tls::now();
+    let mut rows = Vec::new();
+    let mut row = |kind: &str, name: &str, role: &str, path: &std::path::Path, info: &nuncio_tls::CertInfo| {
+        rows.push(serde_json::json!({
+            kind: name,
+            "role": role,
+            "file": path.display().to_string(),
+            "subject": info.subject,
+            "issuer": info.issuer,
+            "sans": info.sans,
+            "not_after": nuncio_tls::date(info.not_after),
+            "days_until_expiry": info.days_left(now),
+        }));
+    };
+    for listener in &local.snapshot.config.listeners {
+        let Some(tls) = &listener.tls else { continue };
+        for c in &tls.certificates {
+            row("listener", &listener.name, "server", &c.cert_chain, &c.loaded.info);
+        }
+        if let Some(ca) = &tls.client_ca {
+            for info in &ca.loaded.infos {
+                row("listener", &listener.name, "client_ca", &ca.path, info);
+            }
+        }
+    }
+    for cluster in &local.snapshot.config.clusters {
+        let Some(tls) = &cluster.tls else { continue };
+        if let Some(ca) = &tls.ca {
+            for info in &ca.loaded.infos {
+                row("cluster", &cluster.name, "ca", &ca.path, info);
+            }
+        }
+        if let Some(c) = &tls.client_certificate {
+            row("cluster", &cluster.name, "client", &c.cert_chain, &c.loaded.info);
+        }
+    }
+    if json {
+        let body = format!("{:#}\n", serde_json::Value::Array(rows));
+        return Reply { status: StatusCode::OK, content_type: "application/json", body };
+    }
+    let mut body = String::new();
+    for row in &rows {
+        let (kind, name) = match (row.get("listener"), row.get("cluster")) {
+            (Some(l), _) => ("listener", l.as_str().unwrap_or("")),
+            (_, c) => ("cluster", c.and_then(|c| c.as_str()).unwrap_or("")),
+        };
+        body.push_str(&format!("{kind}: {name}\n"));
+        for field in ["role", "file", "subject", "issuer", "sans", "not_after", "days_until_expiry"] {
+            let value = match &row[field] {
+                serde_json::Value::Array(items) => {
+                    items.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")
+                }
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            body.push_str(&format!("  {field}: {value}\n"));
+        }
+    }
+    if rows.is_empty() {
+        body.push_str("no TLS certificates in use\n");
     }
     Reply::text(StatusCode::OK, body)
 }

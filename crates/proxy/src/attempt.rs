@@ -25,16 +25,17 @@ use nuncio_stats::Store;
 use tokio::time::{Duration, Instant};
 
 use crate::bounded::under;
+use crate::cluster::UpstreamMode;
 use crate::cluster::resources::{Breaker, Permit, Resources};
 use crate::cluster::{ActiveRequest, BudgetedRetry, ConnectError, PickError};
 use crate::deadline::time_left_header;
 use crate::message::RequestBodyError;
 use crate::stats::ClusterStats;
+use crate::upstream::pool::Pooled;
 use crate::upstream::{
     self, Exchange, NoClient, RequestBody, RequestSource, TryError, UpstreamHead, UpstreamRequest, Wake, http1, http2,
 };
 use crate::worker::LocalCluster;
-use nuncio_config::UpstreamProtocol;
 
 /// The stats a request counts into: this thread's store and the cluster's
 /// ids.
@@ -284,15 +285,27 @@ impl<'a> Attempts<'a> {
     ) -> Result<UpstreamHead, TryError> {
         let pools = &self.cluster.pools;
         *slot = None;
-        let exchange = slot.insert(match self.cluster.state.config().protocol {
-            UpstreamProtocol::Http1 => {
+        let exchange = slot.insert(match self.cluster.state.shared.mode() {
+            UpstreamMode::Http1 => {
                 let conn = pools.http1(active).await.map_err(TryError::Connect)?;
                 Exchange::Http1(http1::Exchange::start(conn, request, body).await?)
             }
-            UpstreamProtocol::Http2 => {
+            UpstreamMode::Http2 => {
                 let (sender, stream, reused) = pools.h2(active).await?;
                 Exchange::Http2(http2::Exchange::start(sender, stream, reused, active.endpoint_name(), request, body)?)
             }
+            // Boxed: rarer, and a larger future than the others.
+            UpstreamMode::Negotiated => match Box::pin(pools.negotiated(active)).await? {
+                Pooled::Http1(conn) => Exchange::Http1(http1::Exchange::start(conn, request, body).await?),
+                Pooled::Http2((sender, stream, reused)) => Exchange::Http2(http2::Exchange::start(
+                    sender,
+                    stream,
+                    reused,
+                    active.endpoint_name(),
+                    request,
+                    body,
+                )?),
+            },
         });
         let head = upstream::response_head(exchange, source).await?;
         // A 101 makes the client connection a raw pipe to the upstream, past

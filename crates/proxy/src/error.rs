@@ -45,6 +45,16 @@ pub enum Error {
         message: String,
     },
 
+    /// A cluster's settings cannot be served (its TLS config: no system
+    /// roots, an endpoint name TLS cannot verify).
+    #[error("cluster `{cluster}`: {message}")]
+    Cluster {
+        /// The cluster.
+        cluster: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// A configured filter could not be made (a config checked without the
     /// kinds the server runs with).
     #[error("listener `{listener}`: {message}")]

@@ -254,6 +254,9 @@ impl Call {
         match error {
             TryError::Connect(ConnectError::Overflow(breaker)) => self.overflow(breaker),
             TryError::Connect(ConnectError::Failed(e)) => CallError::Connect { cluster, reason: e.to_string() },
+            TryError::Connect(ConnectError::Tls { message, .. }) => {
+                CallError::Connect { cluster, reason: format!("TLS handshake failed: {message}") }
+            }
             TryError::Connect(ConnectError::Timeout) => {
                 CallError::Connect { cluster, reason: "no connection within the cluster's connect_timeout".to_owned() }
             }

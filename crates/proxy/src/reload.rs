@@ -173,6 +173,13 @@ impl ConfigManager {
         self.state.borrow().sinks.reopen_all();
     }
 
+    /// The metadata of every TLS file the running config names.
+    pub(crate) fn tls_fingerprint(&self) -> nuncio_tls::Fingerprint {
+        let state = self.state.borrow();
+        let Some(snapshot) = &state.snapshot else { return nuncio_tls::Fingerprint::default() };
+        nuncio_tls::Fingerprint::of(tls_files(&snapshot.config).iter().map(|p| p.as_path()))
+    }
+
     /// Whether the whole server is draining.
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.get()
@@ -425,31 +432,65 @@ impl ConfigManager {
 /// applied once the file stayed the same for one more poll (an editor or
 /// a `ConfigMap` swap writes in steps), and only if its text differs from
 /// what was last applied or refused (a `touch` reloads nothing).
+///
+/// The TLS files the running config names (certificates, keys, CAs) are
+/// watched the same way: when one changes (and stays so for a poll), the
+/// config file is applied again, whatever its text, which reads and checks
+/// every TLS file anew. A bad new certificate is refused like any bad
+/// config: the running one serves on, and the next change is tried again.
 pub(crate) async fn watch_file(manager: Rc<ConfigManager>) {
     use std::os::unix::fs::MetadataExt;
     let Some(path) = manager.options.config_path.clone() else { return };
     let stamp =
         |path: &std::path::Path| std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len(), m.ino(), m.dev()));
     let mut seen = stamp(&path);
-    let mut pending = false;
+    let mut seen_tls = manager.tls_fingerprint();
+    let (mut pending, mut pending_tls) = (false, false);
     loop {
         tokio::time::sleep(WATCH_INTERVAL).await;
         let now = stamp(&path);
-        if now != seen {
-            seen = now;
+        let tls = manager.tls_fingerprint();
+        if now != seen || tls != seen_tls {
+            pending_tls |= tls != seen_tls;
+            (seen, seen_tls) = (now, tls);
             pending = true;
             continue;
         }
         if !std::mem::take(&mut pending) {
             continue;
         }
+        let tls_changed = std::mem::take(&mut pending_tls);
         let text = std::fs::read_to_string(&path).ok();
-        if text.is_none() || text == *manager.file_text.borrow() {
+        if text.is_none() || (text == *manager.file_text.borrow() && !tls_changed) {
             continue;
         }
-        tracing::info!(path = %path.display(), "config file changed: reloading");
+        if tls_changed {
+            tracing::info!(path = %path.display(), "TLS files changed: reloading the config");
+        } else {
+            tracing::info!(path = %path.display(), "config file changed: reloading");
+        }
         let _ = manager.reload_file().await;
+        // The files of the config now serving (a reload may name others).
+        seen_tls = manager.tls_fingerprint();
     }
+}
+
+/// Every TLS file `config` names.
+fn tls_files(config: &Config) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+        for c in &tls.certificates {
+            files.extend([c.cert_chain.clone(), c.private_key.clone()]);
+        }
+        files.extend(tls.client_ca.iter().map(|ca| ca.path.clone()));
+    }
+    for tls in config.clusters.iter().filter_map(|c| c.tls.as_ref()) {
+        files.extend(tls.ca.iter().map(|ca| ca.path.clone()));
+        if let Some(c) = &tls.client_certificate {
+            files.extend([c.cert_chain.clone(), c.private_key.clone()]);
+        }
+    }
+    files
 }
 
 /// `workers` and `admin` need a restart: a reload keeps the running ones.

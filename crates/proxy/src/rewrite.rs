@@ -62,6 +62,7 @@ pub(crate) fn prepare_upstream_request(
     forward: &Forward,
     time_left: Option<&HeaderName>,
     upgrade: Option<&HeaderValue>,
+    https: bool,
 ) -> Uri {
     let headers = &mut request.headers;
     nuncio_http1::remove_hop_by_hop(headers);
@@ -92,7 +93,7 @@ pub(crate) fn prepare_upstream_request(
     if let Ok(value) = HeaderValue::from_maybe_shared(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if https { "https" } else { "http" }));
     if !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID.clone(), request_id());
     }
@@ -122,8 +123,17 @@ pub(crate) fn prepare_upstream_request(
 }
 
 /// The `Location` of a redirect: the request's URL with the route's
-/// changes (query kept).
-pub(crate) fn redirect_location(redirect: &Redirect, matched: &PathMatch, uri: &Uri, host: &str) -> String {
+/// changes (query kept). `https`: the request came over TLS (its scheme
+/// stays `https`). With `https: true` the URL becomes `https://`, on the
+/// request's host without its port (the default port, 443) unless the
+/// redirect names a host.
+pub(crate) fn redirect_location(
+    redirect: &Redirect,
+    matched: &PathMatch,
+    uri: &Uri,
+    host: &str,
+    https: bool,
+) -> String {
     let path = uri.path();
     let new_path = match &redirect.path {
         RedirectPath::Keep => path.to_owned(),
@@ -131,8 +141,21 @@ pub(crate) fn redirect_location(redirect: &Redirect, matched: &PathMatch, uri: &
         RedirectPath::PrefixRewrite(p) => rewrite_prefix(path, matched, p),
     };
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let host = redirect.host.as_deref().unwrap_or(host);
-    format!("http://{host}{new_path}{query}")
+    let host = match &redirect.host {
+        Some(host) => host.as_str(),
+        None if redirect.https => strip_port(host),
+        None => host,
+    };
+    let scheme = if redirect.https || https { "https" } else { "http" };
+    format!("{scheme}://{host}{new_path}{query}")
+}
+
+/// `host` without a `:PORT` (an IPv6 literal keeps its brackets).
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+        _ => host,
+    }
 }
 
 /// Replaces the part of `path` the route matched with `replacement`.

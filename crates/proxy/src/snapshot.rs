@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 use nuncio_accesslog::{Format, Sink, SinkRegistry, Target};
-use nuncio_config::{Config, Listener, LogPath};
+use nuncio_config::{Config, Listener, ListenerTls, LogPath, TlsMinVersion};
 use nuncio_stats::Store;
 
 use crate::NameMap;
@@ -49,6 +49,38 @@ pub(crate) struct ListenerSnapshot {
     /// The field upstreams hear the time left in (not gRPC), if any: the
     /// config's `time_left_header`, parsed once.
     pub(crate) time_left_header: Option<HeaderName>,
+    /// TLS termination, on a listener with `tls`.
+    pub(crate) tls: Option<TlsTermination>,
+}
+
+/// A listener's TLS as workers use it: the rustls config built on main for
+/// this version (certificates as validated), shared by every worker.
+#[derive(Clone)]
+pub(crate) struct TlsTermination {
+    pub(crate) server: nuncio_tls::ServerTls,
+    pub(crate) handshake_timeout: std::time::Duration,
+}
+
+impl TlsTermination {
+    /// Builds `tls`'s rustls config; `previous` (the same listener's in the
+    /// last snapshot) lends its session cache and ticket keys, so a reload
+    /// or a certificate rotation does not end resumption.
+    fn new(name: &str, tls: &ListenerTls, previous: Option<&TlsTermination>) -> Result<TlsTermination, Error> {
+        let certificates: Vec<nuncio_tls::Certificate> = tls.certificates.iter().map(|c| c.loaded.clone()).collect();
+        let min_version = match tls.min_version {
+            TlsMinVersion::Tls12 => nuncio_tls::MinVersion::Tls12,
+            TlsMinVersion::Tls13 => nuncio_tls::MinVersion::Tls13,
+        };
+        let settings = nuncio_tls::ServerSettings {
+            certificates: &certificates,
+            alpn: &tls.alpn,
+            min_version,
+            client_ca: tls.client_ca.as_ref().map(|ca| &ca.loaded),
+        };
+        let server = nuncio_tls::ServerTls::new(settings, previous.map(|p| &p.server))
+            .map_err(|e| Error::Listener { listener: name.to_owned(), message: format!("tls: {e}") })?;
+        Ok(TlsTermination { server, handshake_timeout: tls.handshake_timeout })
+    }
 }
 
 /// Where and how a listener logs its streams.
@@ -113,8 +145,16 @@ impl Snapshot {
                     return Err(Error::Listener { listener: l.name.clone(), message });
                 }
             };
+            let tls = match &l.tls {
+                None => None,
+                Some(tls) => {
+                    let before = previous.and_then(|p| p.listeners.get(&l.name)).and_then(|p| p.tls.as_ref());
+                    Some(TlsTermination::new(&l.name, tls, before)?)
+                }
+            };
             let snapshot = ListenerSnapshot {
                 config: l.clone(),
+                tls,
                 routes: RouteTable::new(&l.routes),
                 access_log,
                 filters,
@@ -130,11 +170,11 @@ impl Snapshot {
                 let before = previous.and_then(|p| p.clusters.get(&c.name));
                 let shared = match before {
                     Some(same) if *same.config == *c => same.clone(),
-                    _ => Arc::new(ClusterShared::new(Arc::new(c.clone()), before.map(|s| &**s))),
+                    _ => Arc::new(ClusterShared::new(Arc::new(c.clone()), before.map(|s| &**s))?),
                 };
-                (c.name.clone(), shared)
+                Ok((c.name.clone(), shared))
             })
-            .collect();
+            .collect::<Result<_, Error>>()?;
         let chains: Vec<(&str, &FilterChainFactory)> =
             listeners.iter().filter_map(|(name, l)| Some((name.as_str(), l.filters.as_ref()?))).collect();
         let stats = Arc::new(ProxyStats::declare(&config, &chains)?);

@@ -52,6 +52,8 @@ pub(crate) struct ProxyStats {
     /// Connections closed as accepted because nuncio was overloaded.
     pub(crate) overload_refused: Counter,
     pub(crate) clusters: NameMap<ClusterStats>,
+    /// By listener name: TLS handshakes of the listeners with `tls`.
+    pub(crate) downstream_tls: NameMap<TlsStats>,
     /// By listener name: its filters' counters, for listeners with a
     /// filter that declares any.
     pub(crate) filters: NameMap<FilterTable>,
@@ -92,6 +94,91 @@ pub(crate) struct ClusterStats {
     pub(crate) outlier_ejections: Counter,
     /// Requests in flight, by endpoint index (for `/clusters`).
     pub(crate) endpoint_rq_active: Vec<Gauge>,
+    /// TLS handshakes with the endpoints, for a cluster with `tls`.
+    pub(crate) tls: Option<TlsStats>,
+}
+
+/// The ALPN results counted, as label values (`none`: nothing agreed).
+const ALPN: [&str; 3] = ["h2", "http/1.1", "none"];
+
+/// The TLS versions counted, as label values.
+const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
+
+/// One listener's (downstream) or cluster's (upstream) TLS handshakes:
+/// done, resumed, by version and ALPN result, and failed by reason
+/// ([`nuncio_tls::FAILURE_REASONS`]).
+pub(crate) struct TlsStats {
+    handshakes: Counter,
+    resumed: Counter,
+    versions: [Counter; 2],
+    alpn: [Counter; 3],
+    failures: Vec<Counter>,
+}
+
+impl TlsStats {
+    /// Declares `<side>_tls_*` with `labels` (the listener or cluster).
+    fn declare(b: &mut StatsBuilder, side: &str, labels: &[(&str, &str)]) -> Result<TlsStats, nuncio_stats::Error> {
+        let with = |extra: (&'static str, &'static str)| {
+            let mut all = labels.to_vec();
+            all.push(extra);
+            all
+        };
+        let mut versions = Vec::with_capacity(2);
+        for version in TLS_VERSIONS {
+            versions.push(b.counter(
+                &format!("{side}_tls_version_total"),
+                "TLS handshakes completed, by version.",
+                &with(("version", version)),
+            )?);
+        }
+        let mut alpn = Vec::with_capacity(3);
+        for id in ALPN {
+            alpn.push(b.counter(
+                &format!("{side}_tls_alpn_total"),
+                "TLS handshakes completed, by the ALPN protocol agreed on (none: no ALPN).",
+                &with(("alpn", id)),
+            )?);
+        }
+        let mut failures = Vec::with_capacity(nuncio_tls::FAILURE_REASONS.len());
+        for reason in nuncio_tls::FAILURE_REASONS {
+            failures.push(b.counter(
+                &format!("{side}_tls_handshake_failed_total"),
+                "TLS handshakes that failed, by reason.",
+                &with(("reason", reason)),
+            )?);
+        }
+        Ok(TlsStats {
+            handshakes: b.counter(&format!("{side}_tls_handshake_total"), "TLS handshakes completed.", labels)?,
+            resumed: b.counter(
+                &format!("{side}_tls_resumed_total"),
+                "TLS handshakes that resumed a session (no full handshake).",
+                labels,
+            )?,
+            versions: versions.try_into().expect("two versions"),
+            alpn: alpn.try_into().expect("three ALPN results"),
+            failures,
+        })
+    }
+
+    /// The counter of failures for `reason` (one of
+    /// [`nuncio_tls::FAILURE_REASONS`]; anything else counts as `other`).
+    pub(crate) fn failed(&self, reason: &str) -> Counter {
+        let index = nuncio_tls::FAILURE_REASONS.iter().position(|r| *r == reason);
+        self.failures[index.unwrap_or(nuncio_tls::FAILURE_REASONS.len() - 1)]
+    }
+
+    /// Counts a completed handshake.
+    pub(crate) fn count(&self, store: &Store, session: &nuncio_tls::SessionInfo) {
+        store.inc(self.handshakes);
+        if session.resumed {
+            store.inc(self.resumed);
+        }
+        if let Some(i) = TLS_VERSIONS.iter().position(|v| *v == session.version) {
+            store.inc(self.versions[i]);
+        }
+        let alpn = session.alpn.as_deref().unwrap_or("none");
+        store.inc(self.alpn[ALPN.iter().position(|a| *a == alpn).unwrap_or(2)]);
+    }
 }
 
 impl ProxyStats {
@@ -207,8 +294,17 @@ impl ProxyStats {
                     c,
                 )?,
                 endpoint_rq_active,
+                tls: match cluster.tls {
+                    Some(_) => Some(TlsStats::declare(&mut b, "upstream", c)?),
+                    None => None,
+                },
             };
             clusters.insert(cluster.name.clone(), stats);
+        }
+        let mut downstream_tls = NameMap::default();
+        for listener in config.listeners.iter().filter(|l| l.tls.is_some()) {
+            let stats = TlsStats::declare(&mut b, "downstream", &[("listener", listener.name.as_str())])?;
+            downstream_tls.insert(listener.name.clone(), stats);
         }
         Ok(ProxyStats {
             downstream_cx_total: b.counter("downstream_cx_total", "Client connections accepted.", &[])?,
@@ -260,6 +356,7 @@ impl ProxyStats {
                 &[],
             )?,
             clusters,
+            downstream_tls,
             filters,
             defs: b.build(),
         })

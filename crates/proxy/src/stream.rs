@@ -193,7 +193,9 @@ impl<'a> Stream<'a, '_, '_> {
     /// Phase 3, a route that redirects.
     async fn redirect(&mut self, redirect: &Redirect, route: &CompiledRoute, request: &RequestHead) {
         let host = request.authority.as_ref().map_or("", |a| a.as_str());
-        let location = crate::rewrite::redirect_location(redirect, &route.route.matcher.path, &request.uri, host);
+        let https = self.client.tls().is_some();
+        let location =
+            crate::rewrite::redirect_location(redirect, &route.route.matcher.path, &request.uri, host, https);
         let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
         let Ok(location) = HeaderValue::from_str(&location) else {
             return self.client.local_reply(StatusCode::BAD_REQUEST, "nuncio: bad redirect target").await;
@@ -234,6 +236,7 @@ impl<'a> Stream<'a, '_, '_> {
             forward,
             time_left,
             upgrade.as_ref(),
+            self.client.tls().is_some(),
         );
         let deadline = RequestDeadline::new(self.ctx, forward.timeout, &request.headers);
         // A small body is read in full first (see `request_body`), so it goes
@@ -486,11 +489,15 @@ impl<'a> Stream<'a, '_, '_> {
         store.observe(stats.downstream_rq_duration, duration);
         let Some(log) = &self.listener.access_log else { return };
         let (bytes_received, bytes_sent) = self.client.bytes();
+        let tls = self.client.tls();
         let record = Record {
             method: Some(&request.method),
             path: request.uri.path_and_query().map(|pq| pq.as_str()),
             authority: request.authority.as_ref().map(|a| a.as_str()),
-            scheme: Some("http"),
+            scheme: Some(if tls.is_some() { "https" } else { "http" }),
+            downstream_tls_version: tls.map(|t| t.version),
+            downstream_tls_cipher: tls.map(|t| t.cipher),
+            requested_server_name: tls.and_then(|t| t.server_name.as_deref()),
             version: Some(request.version),
             request_headers: Some(&request.headers),
             response_headers: info.response_headers.as_ref(),

@@ -17,6 +17,10 @@
 //! - Clients: [`Client`] (hyper, keep-alive), [`RawClient`] (exact bytes),
 //!   the one-shot [`get`] and [`exchange`], and [`h2raw::RawH2`] for HTTP/2
 //!   frames written byte by byte (floods, bad frames).
+//! - TLS: [`Pki`] (a CA of the test's own and what it signs, as PEM files:
+//!   nothing downloaded), [`Upstream::echo_tls`], [`tls_get`] (a rustls
+//!   client that reports the handshake), [`Nginx`] as a TLS upstream, and
+//!   [`run`] for curl, `openssl s_client` and Python.
 //!
 //! No test sleeps for an event: it waits for it — a request at the
 //! upstream ([`Upstream::wait_for_requests`]), a stats line
@@ -59,11 +63,15 @@ pub mod h2raw;
 mod http;
 mod process;
 mod proxy;
+mod tls;
 mod upstream;
 
 pub use client::{Client, RawClient, Reply, exchange, get, get_in_background};
 pub use process::{PROCESS_TIMEOUT, Process, Scratch};
 pub use proxy::{Admin, Proxy, catch_all, test_config, test_config_with, with_addresses};
+pub use tls::{
+    CertFiles, Nginx, Output, Pki, TlsReply, client_config, client_config_full_handshakes, run, tls_get, try_tls_get,
+};
 pub use upstream::{Answer, Blackhole, Control, RawConn, Seen, Upstream, dead_address};
 
 /// The longest any single wait in a test may take (a read, a response, an

@@ -128,6 +128,31 @@ impl Upstream {
         })
     }
 
+    /// [`Upstream::echo`] over TLS with `config` (its certificate and
+    /// ALPN): HTTP/2 when the handshake agreed on `h2`, else HTTP/1.1. A
+    /// failed handshake ends the connection.
+    pub fn echo_tls(name: &str, config: Arc<rustls::ServerConfig>) -> Upstream {
+        let state = Arc::new(UpstreamState { name: name.to_owned(), ..UpstreamState::default() });
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        Upstream::serve(state, move |state, stream, connection| {
+            let acceptor = acceptor.clone();
+            async move {
+                let Ok(stream) = acceptor.accept(stream).await else { return };
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let service = hyper::service::service_fn(move |request| echo(state.clone(), connection, request));
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+            }
+        })
+    }
+
     /// A raw TCP upstream: `handler` gets each accepted connection and
     /// scripts it byte by byte ([`RawConn::read_request`] records requests).
     pub fn raw<F, Fut>(name: &str, handler: F) -> Upstream

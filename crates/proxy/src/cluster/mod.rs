@@ -10,8 +10,9 @@
 //! - [`ClusterState`]: a worker's own — balancer position and requests in
 //!   flight per endpoint. Plain `Cell`s: never shared.
 //!
-//! Connections are not this module's: it picks an endpoint and opens a TCP
-//! connection to it ([`ActiveRequest::connect`], within the breakers);
+//! Connections are not this module's: it picks an endpoint and opens a
+//! connection to it ([`ActiveRequest::connect`], within the breakers: TCP,
+//! then TLS for a cluster with `tls`, both within `connect_timeout`);
 //! `upstream::pool` keeps them, `upstream` speaks HTTP on them.
 
 pub(crate) mod dns;
@@ -33,6 +34,7 @@ use tokio::net::TcpStream;
 use self::hosts::{HostEvent, HostStatus};
 use self::lb::{Balancer, Ring};
 use self::resources::{Breaker, Permit, Resources};
+use crate::io::Io;
 use crate::stats::ClusterStats;
 
 /// A cluster as main built it for one config version.
@@ -40,11 +42,68 @@ pub(crate) struct ClusterShared {
     pub(crate) config: Arc<Cluster>,
     pub(crate) runtime: Arc<ClusterRuntime>,
     pub(crate) ring: Option<Arc<Ring>>,
+    /// TLS to the endpoints, for a cluster with `tls`.
+    pub(crate) tls: Option<UpstreamTls>,
+}
+
+/// The HTTP version of a cluster's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpstreamMode {
+    Http1,
+    Http2,
+    /// TLS offering both in ALPN: each connection speaks what the endpoint
+    /// picked.
+    Negotiated,
+}
+
+/// A cluster's TLS, built on main (the rustls client config, with its
+/// session cache, shared by every worker).
+pub(crate) struct UpstreamTls {
+    connector: tokio_rustls::TlsConnector,
+    /// By endpoint index: the name verified (and sent in SNI).
+    names: Vec<nuncio_tls::rustls::pki_types::ServerName<'static>>,
+    mode: UpstreamMode,
+}
+
+impl UpstreamTls {
+    fn new(config: &Cluster) -> Result<Option<UpstreamTls>, crate::error::Error> {
+        let Some(tls) = &config.tls else { return Ok(None) };
+        let error = |message: String| crate::error::Error::Cluster { cluster: config.name.clone(), message };
+        if !tls.verify {
+            tracing::warn!(cluster = %config.name, "tls.verify is false: the endpoints' certificates are not verified");
+        }
+        let settings = nuncio_tls::ClientSettings {
+            ca: tls.ca.as_ref().map(|ca| &ca.loaded),
+            verify: tls.verify,
+            client_certificate: tls.client_certificate.as_ref().map(|c| &c.loaded),
+            alpn: &tls.alpn,
+        };
+        let client = nuncio_tls::client_config(settings).map_err(|e| error(format!("tls: {e}")))?;
+        let names = config
+            .endpoints
+            .iter()
+            .map(|e| {
+                let host =
+                    tls.sni.as_deref().unwrap_or_else(|| e.address.rsplit_once(':').map_or(&e.address, |(h, _)| h));
+                nuncio_tls::server_name(host).map_err(|e| error(format!("tls: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let (h2, h1) = (tls.alpn.iter().any(|p| p == "h2"), tls.alpn.iter().any(|p| p == "http/1.1"));
+        let mode = match (h2, h1) {
+            (true, true) => UpstreamMode::Negotiated,
+            (true, false) => UpstreamMode::Http2,
+            _ => UpstreamMode::Http1,
+        };
+        Ok(Some(UpstreamTls { connector: client.into(), names, mode }))
+    }
 }
 
 impl ClusterShared {
     /// Builds it, keeping `previous`'s counts if the cluster is unchanged.
-    pub(crate) fn new(config: Arc<Cluster>, previous: Option<&ClusterShared>) -> ClusterShared {
+    pub(crate) fn new(
+        config: Arc<Cluster>,
+        previous: Option<&ClusterShared>,
+    ) -> Result<ClusterShared, crate::error::Error> {
         let runtime = match previous {
             Some(p) if *p.config == *config => p.runtime.clone(),
             _ => Arc::new(ClusterRuntime {
@@ -53,7 +112,17 @@ impl ClusterShared {
             }),
         };
         let ring = (config.lb == LbPolicy::RingHash).then(|| Arc::new(Ring::new(&config)));
-        ClusterShared { config, runtime, ring }
+        let tls = UpstreamTls::new(&config)?;
+        Ok(ClusterShared { config, runtime, ring, tls })
+    }
+
+    /// The HTTP version its connections speak.
+    pub(crate) fn mode(&self) -> UpstreamMode {
+        match (&self.tls, self.config.protocol) {
+            (Some(tls), _) => tls.mode,
+            (None, nuncio_config::UpstreamProtocol::Http1) => UpstreamMode::Http1,
+            (None, nuncio_config::UpstreamProtocol::Http2) => UpstreamMode::Http2,
+        }
     }
 }
 
@@ -138,6 +207,9 @@ pub(crate) enum ConnectError {
     Failed(std::io::Error),
     /// `connect_timeout` passed.
     Timeout,
+    /// The TLS handshake failed (counted by reason and logged where it
+    /// happened): rustls's account of why.
+    Tls { message: String },
     /// `max_connections` or `max_pending_requests` reached.
     Overflow(Breaker),
 }
@@ -266,11 +338,12 @@ impl ActiveRequest<'_> {
         from_hosts.unwrap_or_else(|| Arc::from(self.cluster.shared.config.endpoints[self.index].resolved.as_slice()))
     }
 
-    /// A new TCP connection to the endpoint, within the cluster's
-    /// `connect_timeout` and circuit breakers; each address the name
-    /// resolved to is tried in turn. The guard counts the connection open
-    /// (stats, `max_connections`) until dropped with it.
-    pub(crate) async fn connect(&self) -> Result<(TcpStream, ConnectionGuard), ConnectError> {
+    /// A new connection to the endpoint, within the cluster's
+    /// `connect_timeout` and circuit breakers: TCP (each address the name
+    /// resolved to is tried in turn), then TLS for a cluster with `tls`.
+    /// The guard counts the connection open (stats, `max_connections`)
+    /// until dropped with it.
+    pub(crate) async fn connect(&self) -> Result<Connected, ConnectError> {
         let resources = &self.cluster.shared.runtime.resources;
         let permit = resources.acquire(Breaker::Connections).map_err(ConnectError::Overflow)?;
         let pending = resources.acquire(Breaker::PendingRequests).map_err(ConnectError::Overflow)?;
@@ -292,22 +365,76 @@ impl ActiveRequest<'_> {
             }
             Err(ConnectError::Failed(last.unwrap_or_else(|| std::io::Error::other("endpoint resolved to no address"))))
         };
+        let in_tls = Cell::new(false);
+        let attempt = async {
+            let stream = attempt.await?;
+            match &self.cluster.shared.tls {
+                None => Ok((Io::Plain(stream), false)),
+                Some(tls) => {
+                    in_tls.set(true);
+                    // Boxed: a handshake's state (a rustls connection, KiBs)
+                    // would otherwise sit in every request's future, since
+                    // a try may connect.
+                    Box::pin(self.handshake(tls, stream)).await
+                }
+            }
+        };
         let connected = tokio::time::timeout(self.cluster.shared.config.connect_timeout, attempt)
             .await
             .unwrap_or(Err(ConnectError::Timeout));
         drop(pending);
         match connected {
-            Ok(stream) => {
+            Ok((io, h2)) => {
                 self.report_connect(true);
                 self.store.inc(self.stats.cx_total);
                 self.store.gauge_inc(self.stats.cx_active);
                 let store = Arc::clone(self.store);
-                Ok((stream, ConnectionGuard { store, gauge: self.stats.cx_active, _permit: permit }))
+                Ok(Connected { io, h2, guard: ConnectionGuard { store, gauge: self.stats.cx_active, _permit: permit } })
             }
             Err(e) => {
+                if let (ConnectError::Timeout, true, Some(tls)) = (&e, in_tls.get(), &self.stats.tls) {
+                    self.store.inc(tls.failed("timeout"));
+                    tracing::warn!(
+                        cluster = %self.cluster.shared.config.name,
+                        endpoint = self.endpoint_name(),
+                        reason = "timeout",
+                        "upstream TLS handshake failed: not done within connect_timeout"
+                    );
+                }
                 self.report_connect(false);
                 self.store.inc(self.stats.cx_connect_fail);
                 Err(e)
+            }
+        }
+    }
+
+    /// The TLS handshake on a new TCP connection; whether ALPN agreed on
+    /// `h2`. A failure is counted by reason and logged (a warning: the
+    /// operator's upstream or config is wrong).
+    async fn handshake(&self, tls: &UpstreamTls, stream: TcpStream) -> Result<(Io, bool), ConnectError> {
+        let name = tls.names[self.index].clone();
+        match tls.connector.connect(name, stream).await {
+            Ok(stream) => {
+                let session = nuncio_tls::SessionInfo::of(stream.get_ref().1, None);
+                if let Some(stats) = &self.stats.tls {
+                    stats.count(self.store, &session);
+                }
+                let h2 = session.alpn.as_deref() == Some("h2");
+                Ok((Io::Tls(Box::new(stream.into())), h2))
+            }
+            Err(e) => {
+                let reason = nuncio_tls::failure_reason(&e);
+                let message = nuncio_tls::describe(&e);
+                if let Some(stats) = &self.stats.tls {
+                    self.store.inc(stats.failed(reason));
+                }
+                tracing::warn!(
+                    cluster = %self.cluster.shared.config.name,
+                    endpoint = self.endpoint_name(),
+                    reason,
+                    "upstream TLS handshake failed: {message}"
+                );
+                Err(ConnectError::Tls { message })
             }
         }
     }
@@ -366,6 +493,14 @@ impl Drop for ActiveRequest<'_> {
             self.store.gauge_dec(*gauge);
         }
     }
+}
+
+/// A new connection to an endpoint.
+pub(crate) struct Connected {
+    pub(crate) io: Io,
+    /// TLS's ALPN agreed on HTTP/2.
+    pub(crate) h2: bool,
+    pub(crate) guard: ConnectionGuard,
 }
 
 /// Counts an upstream connection open (the `upstream_cx_active` gauge, the

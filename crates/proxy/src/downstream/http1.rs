@@ -18,12 +18,11 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use nuncio_context::Context;
 use nuncio_http1::{BodyDecoder, BodyEvent, BodyFraming, Limits, Request, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{Codec, Downstream, WriteError};
 use crate::bounded::within;
-use crate::io::write_all_vectored;
+use crate::io::{Io, write_all_vectored};
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead, bodiless};
 use crate::read_buffers;
 use crate::worker::Worker;
@@ -40,18 +39,25 @@ const LINGER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The client side of an HTTP/1.1 connection: its socket and the buffers
 /// reused by every request on it.
 pub(crate) struct Connection {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Io,
     pub(crate) read_buf: BytesMut,
     write_buf: BytesMut,
     peer: SocketAddr,
+    /// The TLS session, on a TLS listener.
+    pub(crate) tls: Option<Rc<nuncio_tls::SessionInfo>>,
     /// Done when the listener drains: answer what is in flight with
     /// `Connection: close`, and close an idle connection at once.
     draining: Context,
 }
 
 impl Connection {
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, draining: Context) -> Connection {
-        Connection { stream, read_buf: read_buffers::take(), write_buf: BytesMut::new(), peer, draining }
+    pub(crate) fn new(
+        stream: Io,
+        peer: SocketAddr,
+        tls: Option<Rc<nuncio_tls::SessionInfo>>,
+        draining: Context,
+    ) -> Connection {
+        Connection { stream, read_buf: read_buffers::take(), write_buf: BytesMut::new(), peer, tls, draining }
     }
 
     /// The socket with the bytes read so far put back in front, for
@@ -292,6 +298,10 @@ impl<'c> Exchange<'c> {
         self.conn.peer
     }
 
+    pub(crate) fn tls(&self) -> Option<&nuncio_tls::SessionInfo> {
+        self.conn.tls.as_deref()
+    }
+
     /// Whether the connection may carry the next request: the response
     /// ended cleanly, the request body was read to its end and neither
     /// side asked to close.
@@ -465,7 +475,7 @@ impl<'c> Exchange<'c> {
         &mut self,
         status: StatusCode,
         headers: &HeaderMap,
-        upstream: &mut TcpStream,
+        upstream: &mut Io,
         early: Bytes,
         idle: Option<std::time::Duration>,
     ) -> Tunnelled {
@@ -501,9 +511,11 @@ pub(crate) struct Tunnelled {
 /// directions ended (a side's end is passed on as a half-close), either
 /// side fails, or nothing moved for `idle` (the stream's idle timeout, as
 /// for any stream). Returns the bytes moved up and down.
-async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, idle: Option<std::time::Duration>) -> (u64, u64) {
-    let (mut client_read, mut client_write) = client.split();
-    let (mut upstream_read, mut upstream_write) = upstream.split();
+async fn relay(client: &mut Io, upstream: &mut Io, idle: Option<std::time::Duration>) -> (u64, u64) {
+    // Either side may be TLS: halves of one task's streams (the split's
+    // lock is never contended, and a tunnel is not the request path).
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
     let last = std::cell::Cell::new(Instant::now());
     let up = std::cell::Cell::new(0u64);
     let down = std::cell::Cell::new(0u64);
@@ -540,8 +552,8 @@ async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, idle: Option<st
 /// `count`, `last` set at each move; `from`'s end is passed on as a
 /// half-close. `true` when it ended cleanly.
 async fn one_way(
-    from: &mut tokio::net::tcp::ReadHalf<'_>,
-    to: &mut tokio::net::tcp::WriteHalf<'_>,
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
     count: &std::cell::Cell<u64>,
     last: &std::cell::Cell<Instant>,
 ) -> bool {

@@ -1,5 +1,5 @@
-//! A client's HTTP/2 connection (h2c with prior knowledge; ALPN comes with
-//! TLS), on the `h2` crate: the connection task accepts streams and runs
+//! A client's HTTP/2 connection (h2c with prior knowledge, or `h2` agreed
+//! by ALPN over TLS), on the `h2` crate: the connection task accepts streams and runs
 //! each as a local task on this worker, through the same
 //! [`crate::stream`] as HTTP/1.1.
 //!
@@ -23,11 +23,11 @@ use http::uri::Authority;
 use http::{HeaderMap, Method, Request, header};
 use nuncio_context::Context;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::{Codec, Downstream, WriteError};
 use crate::bounded::within;
+use crate::io::Io;
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead, bodiless};
 use crate::worker::Worker;
 
@@ -66,6 +66,7 @@ pub(crate) async fn serve(
     listener: Rc<str>,
     io: Rewind,
     peer: SocketAddr,
+    tls: Option<Rc<nuncio_tls::SessionInfo>>,
     ctx: Context,
     draining: Context,
 ) {
@@ -141,10 +142,10 @@ pub(crate) async fn serve(
         }
         open.set(open.get() + 1);
         let guard = OpenStream { open: open.clone(), idle: idle.clone(), abuse: abuse.clone() };
-        let (worker, listener) = (worker.clone(), listener.clone());
+        let (worker, listener, tls) = (worker.clone(), listener.clone(), tls.clone());
         let (stream_ctx, cancel) = ctx.with_cancel();
         tokio::task::spawn_local(async move {
-            if serve_stream(&worker, &listener, request, respond, peer, &stream_ctx).await {
+            if serve_stream(&worker, &listener, request, respond, peer, tls, &stream_ctx).await {
                 guard.abuse.premature.set(guard.abuse.premature.get() + 1);
             }
             drop(cancel);
@@ -208,6 +209,7 @@ async fn serve_stream(
     request: Request<RecvStream>,
     respond: SendResponse<Bytes>,
     peer: SocketAddr,
+    tls: Option<Rc<nuncio_tls::SessionInfo>>,
     ctx: &Context,
 ) -> bool {
     // Each stream is served with the snapshot current when it began.
@@ -244,6 +246,7 @@ async fn serve_stream(
         status: None,
         ended: false,
         peer,
+        tls,
     };
     let mut downstream = Downstream::new(Codec::Http2(exchange), super::BodyClock::new(&listener_snapshot.config));
     crate::stream::serve(worker, &local, listener_snapshot, &mut downstream, head, ctx).await;
@@ -269,11 +272,17 @@ pub(crate) struct Exchange {
     /// END_STREAM sent.
     ended: bool,
     peer: SocketAddr,
+    /// The connection's TLS session, if it has one.
+    tls: Option<Rc<nuncio_tls::SessionInfo>>,
 }
 
 impl Exchange {
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    pub(crate) fn tls(&self) -> Option<&nuncio_tls::SessionInfo> {
+        self.tls.as_deref()
     }
 
     pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
@@ -441,13 +450,13 @@ impl Exchange {
 /// preface read while choosing the protocol).
 pub(crate) struct Rewind {
     prefix: Bytes,
-    inner: TcpStream,
+    inner: Io,
     /// Bytes read from the socket so far (the preface included).
     read: Rc<Cell<u64>>,
 }
 
 impl Rewind {
-    pub(crate) fn new(prefix: Bytes, inner: TcpStream) -> Rewind {
+    pub(crate) fn new(prefix: Bytes, inner: Io) -> Rewind {
         let read = Rc::new(Cell::new(prefix.len() as u64));
         Rewind { prefix, inner, read }
     }

@@ -1,9 +1,11 @@
 //! The client side: a connection's protocol, and the client side of each
 //! stream on it.
 //!
-//! [`serve`] looks at the first bytes of a connection (listener `protocol:
-//! auto`): the HTTP/2 connection preface means h2c with prior knowledge,
-//! anything else HTTP/1.1. Either way each request becomes a
+//! [`serve`] first completes the TLS handshake on a TLS listener (`tls`:
+//! under the listener's `handshake_timeout`), whose ALPN, when agreed on,
+//! picks the protocol. Otherwise it looks at the first bytes of the
+//! connection (listener `protocol: auto`): the HTTP/2 connection preface
+//! means HTTP/2 with prior knowledge, anything else HTTP/1.1. Either way each request becomes a
 //! [`Downstream`]: the one protocol-neutral interface to read the request
 //! body from and write the response to. It knows nothing of filters; the
 //! filter manager wraps it (`filter_manager::FilteredStream`), and the
@@ -11,6 +13,7 @@
 
 mod http1;
 mod http2;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +24,8 @@ use http::{HeaderMap, StatusCode};
 use nuncio_config::ListenerProtocol;
 use nuncio_context::Context;
 use tokio::net::TcpStream;
+
+use crate::io::Io;
 
 use crate::bounded::within;
 use crate::message::{BodyFrame, RequestBodyError, ResponseHead};
@@ -79,18 +84,37 @@ async fn serve_protocol(
     ctx: Context,
     draining: Context,
 ) {
-    let Some((protocol, idle)) = worker
+    let Some((protocol, idle, tls)) = worker
         .local
-        .with(|l| l.snapshot.listeners.get(&*listener).map(|l| (l.config.protocol, l.config.idle_timeout)))
+        .with(|l| {
+            let snapshot = l.snapshot.listeners.get(&*listener)?;
+            Some((snapshot.config.protocol, snapshot.config.idle_timeout, snapshot.tls.clone()))
+        })
         .ok()
         .flatten()
     else {
         return;
     };
-    let mut conn = http1::Connection::new(socket, peer, draining.clone());
+    let (stream, session) = match tls {
+        None => (Io::Plain(socket), None),
+        Some(tls) => match Box::pin(tls::accept(&worker, &listener, &tls, socket, peer)).await {
+            Some((stream, session)) => (stream, Some(Rc::new(session))),
+            None => return,
+        },
+    };
+    // ALPN decides when it was agreed on; else the listener's protocol.
+    let protocol = match session.as_ref().and_then(|s| s.alpn.as_deref()) {
+        Some("h2") => ListenerProtocol::Http2,
+        Some("http/1.1") => ListenerProtocol::Http1,
+        _ => protocol,
+    };
+    let mut conn = http1::Connection::new(stream, peer, session, draining.clone());
     match protocol {
         ListenerProtocol::Http1 => http1::serve(worker, listener, conn, ctx).await,
-        ListenerProtocol::Http2 => Box::pin(http2::serve(worker, listener, conn.into_io(), peer, ctx, draining)).await,
+        ListenerProtocol::Http2 => {
+            let session = conn.tls.clone();
+            Box::pin(http2::serve(worker, listener, conn.into_io(), peer, session, ctx, draining)).await;
+        }
         ListenerProtocol::Auto => {
             // Read until the bytes stop looking like the preface (one read
             // for any HTTP/1.1 request) or the whole preface is there.
@@ -100,7 +124,8 @@ async fn serve_protocol(
                 }
             }
             if conn.read_buf.starts_with(PREFACE) {
-                Box::pin(http2::serve(worker, listener, conn.into_io(), peer, ctx, draining)).await;
+                let session = conn.tls.clone();
+                Box::pin(http2::serve(worker, listener, conn.into_io(), peer, session, ctx, draining)).await;
             } else {
                 http1::serve(worker, listener, conn, ctx).await;
             }
@@ -170,6 +195,14 @@ impl<'c> Downstream<'c> {
         match &self.codec {
             Codec::Http1(e) => e.peer(),
             Codec::Http2(e) => e.peer(),
+        }
+    }
+
+    /// The connection's TLS session, on a TLS listener.
+    pub(crate) fn tls(&self) -> Option<&nuncio_tls::SessionInfo> {
+        match &self.codec {
+            Codec::Http1(e) => e.tls(),
+            Codec::Http2(e) => e.tls(),
         }
     }
 
@@ -354,7 +387,7 @@ impl<'c> Downstream<'c> {
         &mut self,
         status: StatusCode,
         headers: &HeaderMap,
-        upstream: &mut TcpStream,
+        upstream: &mut Io,
         early: Bytes,
         idle: Option<std::time::Duration>,
     ) -> bool {

@@ -89,7 +89,6 @@ use std::pin::Pin;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use nuncio_filter::LocalReply;
-use tokio::net::TcpStream;
 
 pub(crate) use self::chain::Chain;
 
@@ -184,6 +183,11 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     /// The client's address.
     pub(crate) fn peer(&self) -> SocketAddr {
         self.downstream.peer()
+    }
+
+    /// The client connection's TLS session, on a TLS listener.
+    pub(crate) fn tls(&self) -> Option<&nuncio_tls::SessionInfo> {
+        self.downstream.tls()
     }
 
     /// Request body bytes read from the client, and response body bytes
@@ -552,7 +556,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         &mut self,
         status: StatusCode,
         headers: &HeaderMap,
-        upstream: &mut TcpStream,
+        upstream: &mut crate::io::Io,
         early: Bytes,
         idle: Option<std::time::Duration>,
     ) -> bool {

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::cluster::hosts::Hosts;
+use crate::io::Io;
 use crate::snapshot::Local;
 
 /// Starts the checkers of `cluster`'s endpoints (none without a
@@ -32,9 +33,39 @@ pub(crate) fn start(
     cluster: &Cluster,
 ) -> Result<Vec<JoinHandle<()>>, nuncio_runtime::Error> {
     let Some(check) = &cluster.health_check else { return Ok(Vec::new()) };
+    // A TLS cluster is checked over TLS, as its requests go (HTTP/1.1).
+    let connector = match &cluster.tls {
+        None => None,
+        Some(tls) => {
+            let alpn = ["http/1.1".to_owned()];
+            let settings = nuncio_tls::ClientSettings {
+                ca: tls.ca.as_ref().map(|ca| &ca.loaded),
+                verify: tls.verify,
+                client_certificate: tls.client_certificate.as_ref().map(|c| &c.loaded),
+                alpn: &alpn,
+            };
+            match nuncio_tls::client_config(settings) {
+                Ok(config) => Some((tokio_rustls::TlsConnector::from(config), tls.sni.clone())),
+                Err(e) => {
+                    tracing::error!(cluster = %cluster.name, error = %e, "health checks cannot run: TLS");
+                    return Ok(Vec::new());
+                }
+            }
+        }
+    };
     let mut tasks = Vec::with_capacity(cluster.endpoints.len());
     for (index, endpoint) in cluster.endpoints.iter().enumerate() {
         let host = check.host.clone().unwrap_or_else(|| endpoint.address.clone());
+        let tls = match &connector {
+            None => None,
+            Some((connector, sni)) => {
+                let name = sni.as_deref().unwrap_or_else(|| endpoint.address.rsplit_once(':').map_or("", |(h, _)| h));
+                match nuncio_tls::server_name(name) {
+                    Ok(name) => Some((connector.clone(), name)),
+                    Err(_) => continue,
+                }
+            }
+        };
         let checker = Checker {
             hosts: hosts.clone(),
             local: local.clone(),
@@ -42,6 +73,7 @@ pub(crate) fn start(
             index,
             check: check.clone(),
             host,
+            tls,
         };
         tasks.push(main.spawn_local(checker.run())?);
     }
@@ -55,6 +87,9 @@ struct Checker {
     index: usize,
     check: HealthCheck,
     host: String,
+    /// For a TLS cluster: the connector and the name the endpoint is
+    /// verified against.
+    tls: Option<(tokio_rustls::TlsConnector, nuncio_tls::rustls::pki_types::ServerName<'static>)>,
 }
 
 impl Checker {
@@ -98,12 +133,20 @@ impl Checker {
                 break;
             }
         }
-        let mut stream = stream.ok_or("connect failed")?;
+        let stream = stream.ok_or("connect failed")?;
+        let mut stream = match &self.tls {
+            None => Io::Plain(stream),
+            Some((connector, name)) => match connector.connect(name.clone(), stream).await {
+                Ok(tls) => Io::Tls(Box::new(tls.into())),
+                Err(e) => return Err(format!("TLS handshake failed: {}", nuncio_tls::describe(&e))),
+            },
+        };
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nuncio-health-check\r\nConnection: close\r\n\r\n",
             self.check.path, self.host
         );
         stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
         let mut buf = BytesMut::with_capacity(1024);
         let mut decoder = ResponseDecoder::new(Limits::default());
         loop {

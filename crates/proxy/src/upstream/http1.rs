@@ -10,6 +10,8 @@ use http::{HeaderMap, Method};
 use nuncio_http1::{BodyDecoder, BodyEvent, BodyFraming, Limits, ResponseDecoder};
 use tokio::net::TcpStream;
 
+use crate::io::Io;
+
 use super::{RequestBody, TryError, UpstreamHead, UpstreamRequest};
 use crate::cluster::ConnectionGuard;
 use crate::io::write_all_vectored;
@@ -18,7 +20,7 @@ use crate::message::{BodyFrame, BodySize, ResponseHead};
 /// A connection to an upstream, with its read buffer (reused across the
 /// requests it carries).
 pub(crate) struct Http1Connection {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Io,
     read_buf: BytesMut,
     /// Whether it carried a request before: a reused connection the
     /// upstream closed meanwhile fails without the request being processed.
@@ -30,18 +32,18 @@ pub(crate) struct Http1Connection {
 }
 
 impl Http1Connection {
-    pub(crate) fn new(stream: TcpStream, guard: ConnectionGuard) -> Http1Connection {
+    pub(crate) fn new(stream: Io, guard: ConnectionGuard) -> Http1Connection {
         Http1Connection::with_guard(stream, Some(guard))
     }
 
     /// A connection no stats count (the pool's own tests).
     #[cfg(test)]
     pub(crate) fn unaccounted(stream: TcpStream) -> Http1Connection {
-        Http1Connection::with_guard(stream, None)
+        Http1Connection::with_guard(Io::Plain(stream), None)
     }
 
-    fn with_guard(stream: TcpStream, guard: Option<ConnectionGuard>) -> Http1Connection {
-        let peer = stream.peer_addr().ok();
+    fn with_guard(stream: Io, guard: Option<ConnectionGuard>) -> Http1Connection {
+        let peer = stream.tcp().peer_addr().ok();
         Http1Connection { stream, read_buf: BytesMut::with_capacity(16 * 1024), reused: false, _guard: guard, peer }
     }
 
@@ -52,12 +54,26 @@ impl Http1Connection {
 
     /// Whether an idle pooled connection can carry another request: the
     /// peer has not closed it and sent nothing unasked.
-    pub(crate) fn is_reusable(&self) -> bool {
+    pub(crate) fn is_reusable(&mut self) -> bool {
         if !self.read_buf.is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        match &mut self.stream {
+            Io::Plain(tcp) => {
+                let mut probe = [0u8; 1];
+                matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+            // TLS: what arrived meanwhile may be records that carry no
+            // data (a TLS 1.3 session ticket): a read that would wait after
+            // processing them means nothing was said. Data, a close_notify
+            // or an error mean the connection is done.
+            Io::Tls(tls) => {
+                let mut probe = [0u8; 1];
+                let mut buf = tokio::io::ReadBuf::new(&mut probe);
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut **tls), &mut cx, &mut buf).is_pending()
+            }
+        }
     }
 }
 
@@ -293,14 +309,29 @@ impl Exchange {
             Sending::AwaitingContinue(until) => Some(until),
             _ => None,
         };
+        let stream = match &mut conn.stream {
+            Io::Plain(stream) => stream,
+            Io::Tls(tls) => {
+                let timed_out = tokio::select! {
+                    biased;
+                    () = tls_io(tls, &mut conn.read_buf, out, eof, reset) => false,
+                    () = tokio::time::sleep_until(awaiting.unwrap_or_else(tokio::time::Instant::now)), if awaiting.is_some() => true,
+                };
+                if timed_out {
+                    // No `100` in time: the body goes anyway.
+                    out.state = Sending::Streaming;
+                }
+                return;
+            }
+        };
         tokio::select! {
             biased;
-            read = read_some(&conn.stream, &mut conn.read_buf), if !*eof => match read {
+            read = read_some(stream, &mut conn.read_buf), if !*eof => match read {
                 Ok(0) => *eof = true,
                 Ok(_) => {}
                 Err(_) => (*eof, *reset) = (true, true),
             },
-            written = write_some(&conn.stream, out), if out.has_pending() => match written {
+            written = write_some(stream, out), if out.has_pending() => match written {
                 Ok(n) => out.advance(n),
                 Err(e) => {
                     tracing::debug!(error = %e, "upstream stopped taking the request body");
@@ -330,6 +361,76 @@ impl Exchange {
         let early = conn.read_buf.split().freeze();
         (conn, early)
     }
+}
+
+/// [`Exchange::io`] on TLS: one poll reads (decrypting) or writes
+/// (encrypting, then driving rustls's buffered records out), whichever the
+/// socket allows first, from this one task (no split halves, no lock).
+/// Cancel-safe like the plain path: bytes read land in `buf`, bytes the TLS
+/// stream took are counted written (it sends them on the next poll).
+async fn tls_io(
+    tls: &mut tokio_rustls::TlsStream<TcpStream>,
+    buf: &mut BytesMut,
+    out: &mut Outgoing,
+    eof: &mut bool,
+    reset: &mut bool,
+) {
+    use std::task::Poll;
+    use tokio::io::{AsyncRead, AsyncWrite};
+    const MAX_SLICES: usize = 8;
+    std::future::poll_fn(|cx| {
+        if !*eof {
+            // TLS needs initialized room (no `unsafe` here): zeroed once a
+            // read, cheap beside decrypting what fills it.
+            let filled = buf.len();
+            buf.resize(filled + 16 * 1024, 0);
+            let mut read = tokio::io::ReadBuf::new(&mut buf[filled..]);
+            let polled = std::pin::Pin::new(&mut *tls).poll_read(cx, &mut read);
+            let n = read.filled().len();
+            buf.truncate(filled + n);
+            match polled {
+                Poll::Ready(Ok(())) if n == 0 => {
+                    *eof = true;
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(())) => return Poll::Ready(()),
+                Poll::Ready(Err(_)) => {
+                    (*eof, *reset) = (true, true);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {}
+            }
+        }
+        if out.has_pending() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (i, part) in out.queue.iter().take(MAX_SLICES).enumerate() {
+                slices[i] = IoSlice::new(if i == 0 { &part[out.offset..] } else { part });
+                count = i + 1;
+            }
+            match std::pin::Pin::new(&mut *tls).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    out.advance(n);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(_)) | Poll::Ready(Err(_)) => {
+                    tracing::debug!("upstream stopped taking the request body");
+                    out.state = Sending::Refused;
+                    out.queue.clear();
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {}
+            }
+        } else if out.state != Sending::Refused && crate::io::tls_wants_write(tls) {
+            // Records the TLS stream took but could not send yet.
+            if let Poll::Ready(Err(_)) = std::pin::Pin::new(&mut *tls).poll_flush(cx) {
+                out.state = Sending::Refused;
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await;
 }
 
 /// The request head, with the time left in its field.

@@ -1,4 +1,5 @@
-//! HTTP/2 to an upstream (h2c with prior knowledge), on the `h2` crate: a
+//! HTTP/2 to an upstream (h2c with prior knowledge, or `h2` over TLS), on
+//! the `h2` crate: a
 //! connection per endpoint per worker carries the streams of that worker
 //! to the endpoint (more when one is full: the pool opens them); its
 //! driver runs as a local task on the worker.
@@ -21,10 +22,10 @@ use h2::client::{ResponseFuture, SendRequest};
 use h2::{Reason, RecvStream, SendStream};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Uri, Version, header};
-use tokio::net::TcpStream;
 
 use super::{RequestBody, TryError, UpstreamHead, UpstreamRequest};
 use crate::cluster::{ConnectError, ConnectionGuard};
+use crate::io::Io;
 use crate::message::{BodyFrame, BodySize, ResponseHead};
 
 const STREAM_WINDOW: u32 = 1024 * 1024;
@@ -52,11 +53,11 @@ impl H2Connection {
     /// The HTTP/2 handshake on a new connection to `endpoint`; its driver
     /// runs as a local task until the connection ends.
     pub(crate) async fn handshake(
-        stream: TcpStream,
+        stream: Io,
         guard: ConnectionGuard,
         endpoint: &str,
     ) -> Result<Rc<H2Connection>, TryError> {
-        let peer = stream.peer_addr().ok();
+        let peer = stream.tcp().peer_addr().ok();
         let handshake = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)

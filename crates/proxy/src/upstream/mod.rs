@@ -124,6 +124,9 @@ impl TryError {
             TryError::Connect(ConnectError::Failed(e)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, format!("nuncio: upstream connect error: {e}"))
             }
+            TryError::Connect(ConnectError::Tls { message, .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, format!("nuncio: upstream TLS handshake failed: {message}"))
+            }
             TryError::Connect(ConnectError::Overflow(breaker)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, format!("nuncio: circuit breaker {} open", breaker.name()))
             }

@@ -25,7 +25,17 @@ use tokio::time::Instant;
 use super::TryError;
 use super::http1::Http1Connection;
 use super::http2::{H2Connection, StreamSlot};
-use crate::cluster::{ActiveRequest, ConnectError};
+use crate::cluster::{ActiveRequest, ConnectError, Connected};
+
+/// A stream to open on an HTTP/2 connection: a sender ready for it, the
+/// slot that counts it, and whether the connection carried streams before.
+pub(crate) type H2Stream = (SendRequest<bytes::Bytes>, StreamSlot, bool);
+
+/// A connection for one try, in the protocol it speaks.
+pub(crate) enum Pooled {
+    Http1(Http1Connection),
+    Http2(H2Stream),
+}
 
 /// Most idle HTTP/1.1 connections kept per endpoint per worker; past it the
 /// oldest is closed.
@@ -66,18 +76,43 @@ impl ClusterPools {
     /// an address the endpoint still has: DNS may have moved it), else a
     /// new one.
     pub(crate) async fn http1(&self, active: &ActiveRequest<'_>) -> Result<Http1Connection, ConnectError> {
+        if let Some(conn) = self.idle_http1(active) {
+            return Ok(conn);
+        }
+        let connected = active.connect().await?;
+        Ok(Http1Connection::new(connected.io, connected.guard))
+    }
+
+    /// A live idle HTTP/1.1 connection to `active`'s endpoint, if any.
+    fn idle_http1(&self, active: &ActiveRequest<'_>) -> Option<Http1Connection> {
         let pool = &self.endpoints[active.index()];
         let mut addresses: Option<Arc<[SocketAddr]>> = None;
         loop {
-            let Some(Idle { conn, since }) = pool.idle.borrow_mut().pop_back() else { break };
+            let Idle { mut conn, since } = pool.idle.borrow_mut().pop_back()?;
             let fresh = self.idle_timeout.is_none_or(|t| since.elapsed() < t);
             let current = addresses.get_or_insert_with(|| active.addresses());
             if fresh && conn.is_reusable() && conn.peer().is_some_and(|p| current.contains(&p)) {
-                return Ok(conn);
+                return Some(conn);
             }
         }
-        let (stream, guard) = active.connect().await?;
-        Ok(Http1Connection::new(stream, guard))
+    }
+
+    /// For a TLS cluster whose ALPN offers both versions: a stream on an
+    /// HTTP/2 connection with room, else an idle HTTP/1.1 connection, else
+    /// a new connection, which speaks what the endpoint picked.
+    pub(crate) async fn negotiated(&self, active: &ActiveRequest<'_>) -> Result<Pooled, TryError> {
+        if let Some(stream) = self.h2_with_room(active).await {
+            return Ok(Pooled::Http2(stream));
+        }
+        if let Some(conn) = self.idle_http1(active) {
+            return Ok(Pooled::Http1(conn));
+        }
+        let connected = active.connect().await.map_err(TryError::Connect)?;
+        if connected.h2 {
+            Ok(Pooled::Http2(self.h2_new(active, connected).await?))
+        } else {
+            Ok(Pooled::Http1(Http1Connection::new(connected.io, connected.guard)))
+        }
     }
 
     /// Puts back a connection whose exchange ended cleanly (to endpoint
@@ -108,10 +143,16 @@ impl ClusterPools {
     /// endpoint with room for one (opening one when all are full), the slot
     /// that counts the stream on it, and whether the connection carried
     /// streams before.
-    pub(crate) async fn h2(
-        &self,
-        active: &ActiveRequest<'_>,
-    ) -> Result<(SendRequest<bytes::Bytes>, StreamSlot, bool), TryError> {
+    pub(crate) async fn h2(&self, active: &ActiveRequest<'_>) -> Result<H2Stream, TryError> {
+        if let Some(stream) = self.h2_with_room(active).await {
+            return Ok(stream);
+        }
+        let connected = active.connect().await.map_err(TryError::Connect)?;
+        self.h2_new(active, connected).await
+    }
+
+    /// A stream on a pooled HTTP/2 connection with room, if there is one.
+    async fn h2_with_room(&self, active: &ActiveRequest<'_>) -> Option<H2Stream> {
         let pool = &self.endpoints[active.index()];
         loop {
             let with_room = {
@@ -119,18 +160,23 @@ impl ClusterPools {
                 connections.retain(|c| !c.is_closed());
                 connections.iter().find(|c| c.has_room()).cloned()
             };
-            let Some(connection) = with_room else { break };
+            let connection = with_room?;
             let slot = StreamSlot::new(&connection);
             match connection.ready().await {
-                Ok(ready) => return Ok((ready, slot, true)),
+                Ok(ready) => return Some((ready, slot, true)),
                 Err(e) => {
                     tracing::debug!(endpoint = %active.endpoint_name(), error = %e, "HTTP/2 upstream connection closed");
                     connection.mark_closed();
                 }
             }
         }
-        let (stream, guard) = active.connect().await.map_err(TryError::Connect)?;
-        let connection = H2Connection::handshake(stream, guard, active.endpoint_name()).await?;
+    }
+
+    /// The HTTP/2 handshake on a new connection, pooled, and its first
+    /// stream.
+    async fn h2_new(&self, active: &ActiveRequest<'_>, connected: Connected) -> Result<H2Stream, TryError> {
+        let pool = &self.endpoints[active.index()];
+        let connection = H2Connection::handshake(connected.io, connected.guard, active.endpoint_name()).await?;
         pool.h2.borrow_mut().push(connection.clone());
         let slot = StreamSlot::new(&connection);
         let ready = connection.ready().await.map_err(|e| super::http2::try_error(&e, false))?;
