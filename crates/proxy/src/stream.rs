@@ -70,6 +70,7 @@ pub(crate) async fn serve(
     let stream_ctx = own_ctx.as_ref().map_or(ctx, |(ctx, _cancel)| ctx);
     if let Some(factories) = &listener.filters {
         let mut cx = nuncio_filter::StreamCx::new(stream_ctx.clone(), downstream.peer());
+        cx.set_route_deadline(route_timeout(listener, &request).map(|timeout| Instant::now() + timeout));
         cx.set_http_client(crate::http_client::ClusterClient::for_stream(local, listener.time_left_header.clone()));
         if let Some(table) = &listener.filter_counters {
             cx.set_counters(Rc::new(FilterCounters { store: local.stats.clone(), table: table.clone() }));
@@ -224,6 +225,16 @@ async fn answer(
             )
             .await;
         }
+    }
+}
+
+/// The timeout of the forwarding route the request matches on arrival,
+/// for filters (`StreamCx::route_deadline`).
+fn route_timeout(listener: &ListenerSnapshot, request: &RequestHead) -> Option<std::time::Duration> {
+    let host = request.authority.as_ref().map_or("", |a| a.as_str());
+    match &listener.routes.select(host, request.uri.path(), &request.headers)?.route.action {
+        RouteAction::Forward(forward) => forward.timeout,
+        _ => None,
     }
 }
 
