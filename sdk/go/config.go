@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"nuncio.dev/sdk/go/internal/abi"
 )
 
 // Config is a filter's config block as its Factory sees it, when nuncio
@@ -124,7 +126,7 @@ func (k *Counter) Add(n uint64) {
 		return
 	}
 	k.cfg.counts[k.index].Add(n)
-	k.cfg.dirty.Store(true)
+	k.cfg.counted()
 }
 
 // config is a configured filter, shared by its streams.
@@ -135,7 +137,10 @@ type config struct {
 	counts    []atomic.Uint64
 	panics    atomic.Uint64
 	dirty     atomic.Bool
-	logger    *slog.Logger
+	// flushAsked: nuncio was asked to take the counts soon (counts made
+	// outside a call into the library reach its stats within 100 ms).
+	flushAsked atomic.Bool
+	logger     *slog.Logger
 }
 
 var (
@@ -145,7 +150,18 @@ var (
 
 func (c *config) countPanic() {
 	c.panics.Add(1)
+	c.counted()
+}
+
+// counted marks counts pending, and asks nuncio to take them unless it
+// was asked already (once per take: cheap on a hot counter).
+func (c *config) counted() {
 	c.dirty.Store(true)
+	if !c.flushAsked.Load() && c.flushAsked.CompareAndSwap(false, true) {
+		if host.countsPending(c.id) != abi.OK {
+			c.flushAsked.Store(false)
+		}
+	}
 }
 
 // takeCounts drains the counts: (index, n) pairs; the panics counter is

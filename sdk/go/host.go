@@ -15,6 +15,7 @@ type hostAPI interface {
 	httpCall(stream, call uint64, cluster string, head, body []byte, timeoutMs, maxBytes uint64) int32
 	httpCancel(stream, call uint64) int32
 	log(level uint32, filter, message string)
+	countsPending(config uint64) int32
 }
 
 type cgoHost struct{}
@@ -34,6 +35,8 @@ func (cgoHost) httpCall(stream, call uint64, cluster string, head, body []byte, 
 func (cgoHost) httpCancel(stream, call uint64) int32 { return abi.HTTPCancel(stream, call) }
 
 func (cgoHost) log(level uint32, filter, message string) { abi.Log(level, filter, message) }
+
+func (cgoHost) countsPending(config uint64) int32 { return abi.CountsPending(config) }
 
 var host hostAPI = cgoHost{}
 
@@ -82,12 +85,16 @@ func (exports) HTTPDone(call uint64, status int32, httpStatus uint32, fields str
 	complete(call, reply{status: status, httpStatus: httpStatus, fields: fields, data: body})
 }
 
-func (exports) TakeCounts(id uint64, sink abi.Sink) {
+func (exports) TakeCounts(id uint64, late bool, sink abi.Sink) {
 	v, ok := configs.Load(id)
 	if !ok {
 		return
 	}
-	counts := v.(*config).takeCounts()
+	cfg := v.(*config)
+	if late {
+		cfg.flushAsked.Store(false)
+	}
+	counts := cfg.takeCounts()
 	if len(counts) == 0 {
 		return
 	}
@@ -109,7 +116,7 @@ func (exports) Stats(sink abi.Sink) {
 // countsFlag is the return flag saying cfg has counts to take.
 func countsFlag(cfg *config) uint32 {
 	if cfg != nil && cfg.dirty.Load() {
-		return abi.CountsPending
+		return abi.CountsPendingFlag
 	}
 	return 0
 }

@@ -28,6 +28,9 @@ type stream struct {
 	cancel       context.CancelCauseFunc
 	stopDeadline context.CancelFunc
 	ended        atomic.Bool
+	// lastHook is the id of the stream's last hook call (for tests of the
+	// ABI itself: testing.go).
+	lastHook atomic.Uint32
 }
 
 // streamCtx is a stream's context: the deadline context, plus the stream.
@@ -187,6 +190,7 @@ func onHook(cfgID, streamID uint64, hookID, hook uint32, head string, body []byt
 		s = newStream(v.(*config), streamID, deadlineNs)
 		streams.put(s)
 	}
+	s.lastHook.Store(hookID)
 	eos := flags&abi.EndOfStream != 0
 	var t target
 	d := s.callHook(hook, head, body, eos, &t)

@@ -239,6 +239,13 @@ typedef struct nuncio_host_v1 {
     /* Writes `message` to nuncio's log at `level` (LOG_*), naming `filter`. OK. */
     int32_t (*log)(uint32_t level, const uint8_t *filter, size_t filter_len, const uint8_t *message, size_t message_len);
     /*
+     * Config `config` counted outside a call nuncio made (a goroutine): nuncio
+     * takes its counts (nuncio_filter_take_counts with `late` 1) on a worker
+     * within 100 ms; ask again after that take. OK (scheduled), INVALID (no
+     * such config, or no worker ran it yet: the counts go with the next call).
+     */
+    int32_t (*counts_pending)(uint64_t config);
+    /*
      * Appends `data` to `sink`, an output buffer nuncio passed to the call in
      * progress (nuncio_filter_configure, nuncio_filter_take_counts,
      * nuncio_filter_stats). OK, INVALID.
@@ -303,9 +310,12 @@ void nuncio_filter_call_done(uint64_t call, int32_t status, uint8_t *data, size_
 void nuncio_filter_http_done(uint64_t call, int32_t status, uint32_t http_status, uint8_t *fields, size_t fields_len, uint8_t *body, size_t body_len);
 /*
  * Puts into `sink` config `config`'s counter increments since the last call:
- * (counter index, count) pairs as two little-endian u64 each.
+ * (counter index, count) pairs as two little-endian u64 each; index 2^64-1 is
+ * nuncio's own panics_total (panics the SDK recovered outside a hook). `late`
+ * is 1 when this is the take a counts_pending asked for (the library may ask
+ * again), 0 after a hook or end.
  */
-void nuncio_filter_take_counts(uint64_t config, void *sink);
+void nuncio_filter_take_counts(uint64_t config, uint32_t late, void *sink);
 /*
  * Puts into `sink` the library's live objects as little-endian u64s: streams it
  * knows, calls waiting for an answer, goroutines started by its SDK that still

@@ -245,6 +245,11 @@ host_table! {
     http_cancel(stream: u64, call: u64) -> i32;
     /// Writes `message` to nuncio's log at `level` (LOG_*), naming `filter`. OK.
     log(level: u32, filter: *const u8, filter_len: usize, message: *const u8, message_len: usize) -> i32;
+    /// Config `config` counted outside a call nuncio made (a goroutine): nuncio
+    /// takes its counts (nuncio_filter_take_counts with `late` 1) on a worker
+    /// within 100 ms; ask again after that take. OK (scheduled), INVALID (no
+    /// such config, or no worker ran it yet: the counts go with the next call).
+    counts_pending(config: u64) -> i32;
     /// Appends `data` to `sink`, an output buffer nuncio passed to the call in
     /// progress (nuncio_filter_configure, nuncio_filter_take_counts,
     /// nuncio_filter_stats). OK, INVALID.
@@ -287,8 +292,8 @@ library_exports! {
     nuncio_filter_call_done(call: u64, status: i32, data: *mut u8, data_len: usize) -> ();
     /// The result of HTTP call `call`: OK with the response's status, fields (a field list) and body; or STREAM_GONE, INVALID, CALL_FAILED with the reason in `body`.
     nuncio_filter_http_done(call: u64, status: i32, http_status: u32, fields: *mut u8, fields_len: usize, body: *mut u8, body_len: usize) -> ();
-    /// Puts into `sink` config `config`'s counter increments since the last call: (counter index, count) pairs as two little-endian u64 each.
-    nuncio_filter_take_counts(config: u64, sink: *mut c_void) -> ();
+    /// Puts into `sink` config `config`'s counter increments since the last call: (counter index, count) pairs as two little-endian u64 each; index 2^64-1 is nuncio's own panics_total (panics the SDK recovered outside a hook). `late` is 1 when this is the take a counts_pending asked for (the library may ask again), 0 after a hook or end.
+    nuncio_filter_take_counts(config: u64, late: u32, sink: *mut c_void) -> ();
     /// Puts into `sink` the library's live objects as little-endian u64s: streams it knows, calls waiting for an answer, goroutines started by its SDK that still run.
     nuncio_filter_stats(sink: *mut c_void) -> ();
 }

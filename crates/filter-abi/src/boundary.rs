@@ -140,6 +140,11 @@ unsafe extern "C" fn log(
     guarded(|| host::log(level, filter, message))
 }
 
+/// `counts_pending`: see [`HostV1::counts_pending`].
+unsafe extern "C" fn counts_pending(config: u64) -> i32 {
+    guarded(|| crate::counts::pending(config))
+}
+
 thread_local! {
     /// The address of the sink of the export call in progress on this
     /// thread (0: none).
@@ -192,6 +197,7 @@ static HOST: HostV1 = HostV1 {
     http_call,
     http_cancel,
     log,
+    counts_pending,
     put,
 };
 
@@ -349,10 +355,10 @@ impl Library {
     }
 
     /// Config `config`'s counter increments since the last take.
-    pub(crate) fn take_counts(&self, config: u64) -> Vec<u8> {
+    pub(crate) fn take_counts(&self, config: u64, late: bool) -> Vec<u8> {
         let mut out = Vec::new();
         // SAFETY: `sink` is lent for the call.
-        with_sink(&mut out, |sink| unsafe { (self.exports.nuncio_filter_take_counts)(config, sink) });
+        with_sink(&mut out, |sink| unsafe { (self.exports.nuncio_filter_take_counts)(config, u32::from(late), sink) });
         out
     }
 

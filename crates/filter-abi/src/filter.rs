@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::abi::{end, hook, hook_flags, returns};
 use crate::boundary::Library;
+use crate::counts;
 use crate::decision::{self, Decision, Kind};
 use crate::stream::StreamCell;
 use crate::table;
@@ -80,6 +81,7 @@ impl FilterKind for GoKind {
             panics: None,
             clusters: Vec::new(),
             skip: AtomicU32::new(0),
+            flush: counts::Flush::default(),
         };
         config.panics = Some(config.counters.declare(
             PANICS,
@@ -107,7 +109,9 @@ impl FilterKind for GoKind {
             let path = if field.is_empty() { "config".to_owned() } else { format!("config.{field}") };
             config.clusters.push(ClusterRef::at(path, name));
         }
-        Ok(Arc::new(GoFactory(Arc::new(config))))
+        let config = Arc::new(config);
+        counts::register(&config);
+        Ok(Arc::new(GoFactory(config)))
     }
 }
 
@@ -116,20 +120,22 @@ impl FilterKind for GoKind {
 struct GoFactory(Arc<GoConfig>);
 
 /// One configured foreign filter: the factory of a listener's `go` entry.
-struct GoConfig {
-    library: Library,
+pub(crate) struct GoConfig {
+    pub(crate) library: Library,
     /// The library's id of this config.
-    id: u64,
+    pub(crate) id: u64,
     /// `go.<filter>`: the kind part of its stats and logs.
     name: String,
     counters: CounterSet,
     /// The library's counters, by its index.
-    go_counters: Vec<FilterCounter>,
-    panics: Option<FilterCounter>,
+    pub(crate) go_counters: Vec<FilterCounter>,
+    pub(crate) panics: Option<FilterCounter>,
     clusters: Vec<ClusterRef>,
     /// Hooks the filter does not implement (bit per hook number), learnt
     /// from `DECISION_DEFAULT`: not called again.
     skip: AtomicU32,
+    /// Where counts made outside a call are taken.
+    pub(crate) flush: counts::Flush,
 }
 
 impl GoConfig {
@@ -139,20 +145,14 @@ impl GoConfig {
 
     /// Counts what the library counted since the last take.
     fn take_counts(&self, cx: &StreamCx) {
-        let bytes = self.library.take_counts(self.id);
-        for pair in bytes.chunks_exact(16) {
-            let (index, count) = pair.split_at(8);
-            let index = u64::from_le_bytes(index.try_into().unwrap_or_default());
-            let count = u64::from_le_bytes(count.try_into().unwrap_or_default());
-            if let Some(&counter) = usize::try_from(index).ok().and_then(|i| self.go_counters.get(i)) {
-                cx.add(counter, count);
-            }
-        }
+        let bytes = self.library.take_counts(self.id, false);
+        counts::apply(self, &bytes, |counter, n| cx.add(counter, n));
     }
 }
 
 impl Drop for GoConfig {
     fn drop(&mut self) {
+        counts::unregister(self.id);
         self.library.release(self.id);
     }
 }
@@ -205,6 +205,7 @@ impl GoFilter {
     fn cell(&mut self, cx: &StreamCx) -> Option<Rc<StreamCell>> {
         if self.cell.is_none() {
             self.cell = StreamCell::register(self.config.library, cx.handle(), cx.http_client(), cx.context().clone());
+            counts::note_worker(&self.config, cx);
         }
         self.cell.clone()
     }
@@ -264,9 +265,7 @@ impl GoFilter {
                     let decision = wait.await;
                     let status = self.apply(cx, decision, hook, end_of_stream, target);
                     // The deferred work may have counted.
-                    if !self.config.go_counters.is_empty() {
-                        self.config.take_counts(cx);
-                    }
+                    self.config.take_counts(cx);
                     status
                 })
             }
@@ -348,9 +347,14 @@ impl GoFilter {
     }
 }
 
-/// Nanoseconds until the stream's deadline, or -1.
+/// Nanoseconds until the stream's deadline (the route's, or its context's
+/// if that is sooner), or -1.
 fn deadline_ns(cx: &StreamCx) -> i64 {
-    match cx.context().deadline() {
+    let deadline = match (cx.route_deadline(), cx.context().deadline()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    match deadline {
         Some(deadline) => {
             let left = deadline.saturating_duration_since(nuncio_context::Instant::now());
             i64::try_from(left.as_nanos()).unwrap_or(i64::MAX)

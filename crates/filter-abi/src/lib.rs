@@ -88,6 +88,7 @@
 
 pub mod abi;
 mod boundary;
+mod counts;
 mod decision;
 mod error;
 mod filter;

@@ -99,7 +99,14 @@ fn build(package: &str, name: &str, extra: &[&str]) -> Option<PathBuf> {
 
 /// The library of sdk/go/internal/testfilters (every scenario's filter).
 pub fn test_library() -> Option<PathBuf> {
-    go_library("sdk/go/internal/testfilters", "testfilters", &[])
+    go_library("sdk/go/internal/testfilters", "testfilters", &["-tags", "nunciotest"])
+}
+
+/// Runs the tests of one binary one at a time: they share the process's
+/// library and its live counts.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The filter kinds these tests run with: the `go` kind.

@@ -109,8 +109,8 @@ const (
 	LogDebug = uint32(C.NUNCIO_LOG_DEBUG)
 )
 
-// CountsPending is the return flag of hooks and ends.
-const CountsPending = uint32(C.NUNCIO_COUNTS_PENDING)
+// CountsPendingFlag is the return flag of hooks and ends.
+const CountsPendingFlag = uint32(C.NUNCIO_COUNTS_PENDING)
 
 func bytesPtr(b []byte) (*C.uint8_t, C.size_t) {
 	if len(b) == 0 {
@@ -158,6 +158,11 @@ func Log(level uint32, filter, message string) int32 {
 	fp, fl := stringPtr(filter)
 	mp, ml := stringPtr(message)
 	return int32(C.nuncio_sdk_log(C.uint32_t(level), fp, fl, mp, ml))
+}
+
+// CountsPending is the host's counts_pending.
+func CountsPending(config uint64) int32 {
+	return int32(C.nuncio_sdk_counts_pending(C.uint64_t(config)))
 }
 
 // Sink is an output buffer nuncio lent to the export call in progress.

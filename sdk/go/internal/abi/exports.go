@@ -20,7 +20,7 @@ type Handler interface {
 	End(config, stream uint64, cause uint32) uint32
 	CallDone(call uint64, status int32, data []byte)
 	HTTPDone(call uint64, status int32, httpStatus uint32, fields string, body []byte)
-	TakeCounts(config uint64, sink Sink)
+	TakeCounts(config uint64, late bool, sink Sink)
 	Stats(sink Sink)
 }
 
@@ -84,8 +84,8 @@ func nuncio_filter_http_done(call C.uint64_t, status C.int32_t, httpStatus C.uin
 }
 
 //export nuncio_filter_take_counts
-func nuncio_filter_take_counts(config C.uint64_t, sink unsafe.Pointer) {
-	handler.TakeCounts(uint64(config), Sink{sink})
+func nuncio_filter_take_counts(config C.uint64_t, late C.uint32_t, sink unsafe.Pointer) {
+	handler.TakeCounts(uint64(config), late != 0, Sink{sink})
 }
 
 //export nuncio_filter_stats

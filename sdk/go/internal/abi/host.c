@@ -38,6 +38,11 @@ int32_t nuncio_sdk_log(uint32_t level, const uint8_t *filter, size_t filter_len,
     return nuncio_sdk_host->log(level, filter, filter_len, message, message_len);
 }
 
+int32_t nuncio_sdk_counts_pending(uint64_t config) {
+    if (nuncio_sdk_host == NULL) return NUNCIO_INVALID;
+    return nuncio_sdk_host->counts_pending(config);
+}
+
 int32_t nuncio_sdk_put(void *sink, const uint8_t *data, size_t data_len) {
     if (nuncio_sdk_host == NULL) return NUNCIO_INVALID;
     return nuncio_sdk_host->put(sink, data, data_len);

@@ -13,6 +13,7 @@ int32_t nuncio_sdk_call(uint64_t stream, uint64_t call, uint32_t op, uint32_t ar
 int32_t nuncio_sdk_http_call(uint64_t stream, uint64_t call, const uint8_t *cluster, size_t cluster_len, const uint8_t *head, size_t head_len, const uint8_t *body, size_t body_len, uint64_t timeout_ms, uint64_t max_bytes);
 int32_t nuncio_sdk_http_cancel(uint64_t stream, uint64_t call);
 int32_t nuncio_sdk_log(uint32_t level, const uint8_t *filter, size_t filter_len, const uint8_t *message, size_t message_len);
+int32_t nuncio_sdk_counts_pending(uint64_t config);
 int32_t nuncio_sdk_put(void *sink, const uint8_t *data, size_t data_len);
 
 #endif

@@ -1,6 +1,7 @@
 // Command testfilters is the filter library nuncio's own tests load
 // (crates/filter-abi/tests): one filter per scenario. Built with
-// `go build -buildmode=c-shared` by the test run.
+// `go build -buildmode=c-shared -tags nunciotest` by the test run (the
+// tag gives it nuncio.TestIDs, to call the ABI directly).
 package main
 
 import (
@@ -27,6 +28,7 @@ func (f *stamp) ResponseHeaders(ctx context.Context, h *nuncio.ResponseHead, _ b
 }
 
 func init() {
+	register()
 	nuncio.Register("stamp", func(c *nuncio.Config) (nuncio.NewFilter, error) {
 		var cfg struct {
 			Value string `json:"value"`
