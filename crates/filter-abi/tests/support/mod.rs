@@ -180,7 +180,8 @@ impl Seen {
     }
 }
 
-/// An HTTP/1.1 upstream on its own threads. It records each request and
+/// An HTTP/1.1 upstream on its own threads. It records each request (the
+/// last 256) and
 /// answers 200 with `x-upstream: yes` and body `upstream <path>`, except:
 /// `/delay/<ms>/...` waits first; `/big/<n>` answers n bytes of `a`.
 pub struct Upstream {
@@ -218,12 +219,20 @@ impl Upstream {
 
 fn serve_upstream(conn: TcpStream, seen: &Mutex<Vec<Seen>>) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = conn.set_nodelay(true);
     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
     let mut conn = conn;
     loop {
         let Some((method, path, headers)) = read_head(&mut reader) else { return };
         let body = read_body(&mut reader, &headers);
-        seen.lock().unwrap().push(Seen { method, path: path.clone(), headers, body });
+        {
+            // The last 256 only: a long run must not grow the test's memory.
+            let mut seen = seen.lock().unwrap();
+            if seen.len() == 256 {
+                seen.remove(0);
+            }
+            seen.push(Seen { method, path: path.clone(), headers, body });
+        }
         if let Some(rest) = path.strip_prefix("/delay/") {
             let ms: u64 = rest.split('/').next().and_then(|m| m.parse().ok()).unwrap_or(0);
             std::thread::sleep(Duration::from_millis(ms));
@@ -232,8 +241,9 @@ fn serve_upstream(conn: TcpStream, seen: &Mutex<Vec<Seen>>) {
             Some(n) => vec![b'a'; n.parse().unwrap_or(0)],
             None => format!("upstream {path}").into_bytes(),
         };
-        let head = format!("HTTP/1.1 200 OK\r\nx-upstream: yes\r\ncontent-length: {}\r\n\r\n", body.len());
-        if conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(&body)).is_err() {
+        let mut answer = format!("HTTP/1.1 200 OK\r\nx-upstream: yes\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+        answer.extend_from_slice(&body);
+        if conn.write_all(&answer).is_err() {
             return;
         }
     }
