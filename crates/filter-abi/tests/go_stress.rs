@@ -58,10 +58,12 @@ fn goroutines_touch_streams_while_clients_reset() {
     let Some(library) = test_library() else { return };
     let total: u64 = std::env::var("NUNCIO_GO_STRESS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
     let upstream = Upstream::start();
-    let proxy = Proxy::start(CONFIG, &[("lib", &library.display().to_string()), ("upstream", &upstream.addr.to_string())]);
+    let proxy =
+        Proxy::start(CONFIG, &[("lib", &library.display().to_string()), ("upstream", &upstream.addr.to_string())]);
     let addr = proxy.addr();
     let started = Instant::now();
-    let (done, resets, answered) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (done, resets, answered) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut rss_start = 0;
     let clients = 4;
     let handles: Vec<_> = (0..clients)

@@ -241,7 +241,8 @@ fn serve_upstream(conn: TcpStream, seen: &Mutex<Vec<Seen>>) {
             Some(n) => vec![b'a'; n.parse().unwrap_or(0)],
             None => format!("upstream {path}").into_bytes(),
         };
-        let mut answer = format!("HTTP/1.1 200 OK\r\nx-upstream: yes\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+        let mut answer =
+            format!("HTTP/1.1 200 OK\r\nx-upstream: yes\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
         answer.extend_from_slice(&body);
         if conn.write_all(&answer).is_err() {
             return;
