@@ -42,9 +42,19 @@ fn go_binary() -> Option<PathBuf> {
 /// Builds `examples/go/<example>` into the test target dir as
 /// `lib<name>.so`; `None` (with a note) without Go, unless Go is required.
 fn build(example: &str, name: &str, ldflags: Option<&str>) -> Option<PathBuf> {
-    // One build at a time: two tests may want the same library.
-    static BUILDING: Mutex<()> = Mutex::new(());
-    let _one = BUILDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Once per process and library: a nuncio of another test may have the
+    // file loaded, and must not see it rewritten.
+    static BUILT: Mutex<Vec<(String, Option<PathBuf>)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let path = build_once(example, name, ldflags);
+    built.push((name.to_owned(), path.clone()));
+    path
+}
+
+fn build_once(example: &str, name: &str, ldflags: Option<&str>) -> Option<PathBuf> {
     let Some(go) = go_binary() else {
         assert!(
             std::env::var("NUNCIO_REQUIRE_GO").as_deref() != Ok("1"),
