@@ -124,7 +124,7 @@ func (h *Handle) readFields(op uint32) (Header, error) {
 		return Header{}, err
 	}
 	r := reader{rest: string(data)}
-	fields, err := r.fields()
+	fields, err := r.fields(nil)
 	return Header{fields: fields}, err
 }
 
@@ -329,7 +329,7 @@ func response(req *http.Request, r reply) (*http.Response, error) {
 		return nil, statusError(r.status)
 	}
 	rd := reader{rest: r.fields}
-	fields, err := rd.fields()
+	fields, err := rd.fields(nil)
 	if err != nil {
 		return nil, err
 	}

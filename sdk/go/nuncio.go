@@ -202,7 +202,12 @@ type RequestHead struct {
 	Path      string
 	Authority string
 	Header    Header
-	orig      [3]string
+	// RemoteAddr is the client's address, "ip:port" (as net/http's
+	// Request.RemoteAddr); changing it changes nothing.
+	RemoteAddr string
+	orig       [3]string
+	// room for Header's fields, so that a head is one allocation.
+	room [8]field
 }
 
 // ResponseHead is a response head as a hook sees it. Changing Status
@@ -211,6 +216,7 @@ type ResponseHead struct {
 	Status     int
 	Header     Header
 	origStatus int
+	room       [8]field
 }
 
 // Body is a piece of a body, the hook's own copy. Set replaces what goes

@@ -144,7 +144,7 @@ func run(t *testing.T, onRequest func(ctx context.Context, h *RequestHead) Decis
 		t.Fatalf("configure: %s: %s", path, msg)
 	}
 	id := nextStream.Add(1)
-	head := appendEntry(appendEntry(appendEntry(nil, "GET"), "/p"), "example.org")
+	head := appendEntry(appendEntry(appendEntry(appendEntry(nil, "GET"), "/p"), "example.org"), "192.0.2.1:5000")
 	head = appendEntry(appendEntry(head, "x-old"), "1")
 	onHook(cfg.id, id, 1, abi.HookRequestHeaders, string(head), nil, abi.EndOfStream, deadlineNs)
 	return id
@@ -174,7 +174,7 @@ func end(id uint64, cause uint32) {
 
 func TestAnInlineDecisionCarriesTheEdits(t *testing.T) {
 	id := run(t, func(_ context.Context, h *RequestHead) Decision {
-		if h.Method != "GET" || h.Path != "/p" || h.Header.Get("X-Old") != "1" {
+		if h.Method != "GET" || h.Path != "/p" || h.RemoteAddr != "192.0.2.1:5000" || h.Header.Get("X-Old") != "1" {
 			t.Errorf("head: %+v", h)
 		}
 		h.Header.Set("X-New", "2")

@@ -195,7 +195,7 @@ func onHook(cfgID, streamID uint64, hookID, hook uint32, head string, body []byt
 	var t target
 	d := s.callHook(hook, head, body, eos, &t)
 	if d.deferred != nil {
-		s.deferTo(hookID, d.deferred, &t)
+		s.deferTo(hookID, d.deferred, t)
 	} else {
 		s.decide(hookID, d, &t)
 	}
@@ -232,12 +232,14 @@ func (s *stream) callHook(hook uint32, head string, body []byte, eos bool, t *ta
 	r := reader{rest: head}
 	switch hook {
 	case abi.HookRequestHeaders:
-		var h RequestHead
+		h := new(RequestHead)
 		var err error
 		if h.Method, err = r.entry(); err == nil {
 			if h.Path, err = r.entry(); err == nil {
 				if h.Authority, err = r.entry(); err == nil {
-					h.Header.fields, err = r.fields()
+					if h.RemoteAddr, err = r.entry(); err == nil {
+						h.Header.fields, err = r.fields(h.room[:])
+					}
 				}
 			}
 		}
@@ -245,23 +247,23 @@ func (s *stream) callHook(hook uint32, head string, body []byte, eos bool, t *ta
 			return malformed()
 		}
 		h.orig = [3]string{h.Method, h.Path, h.Authority}
-		t.req = &h
-		return s.filter.RequestHeaders(s.ctx, &h, eos)
+		t.req = h
+		return s.filter.RequestHeaders(s.ctx, h, eos)
 	case abi.HookResponseHeaders:
-		var h ResponseHead
+		h := new(ResponseHead)
 		code, err := r.entry()
 		if err == nil {
 			h.Status, err = strconv.Atoi(code)
 		}
 		if err == nil {
-			h.Header.fields, err = r.fields()
+			h.Header.fields, err = r.fields(h.room[:])
 		}
 		if err != nil {
 			return malformed()
 		}
 		h.origStatus = h.Status
-		t.resp = &h
-		return s.filter.ResponseHeaders(s.ctx, &h, eos)
+		t.resp = h
+		return s.filter.ResponseHeaders(s.ctx, h, eos)
 	case abi.HookRequestBody, abi.HookResponseBody:
 		b := &Body{data: body}
 		t.body = b
@@ -270,7 +272,7 @@ func (s *stream) callHook(hook uint32, head string, body []byte, eos bool, t *ta
 		}
 		return s.filter.ResponseBody(s.ctx, b, eos)
 	case abi.HookRequestTrailers, abi.HookResponseTrailers:
-		fields, err := r.fields()
+		fields, err := r.fields(nil)
 		if err != nil {
 			return malformed()
 		}
@@ -341,7 +343,7 @@ func (s *stream) invalid(hookID uint32, err error) {
 }
 
 // deferTo runs fn in a goroutine; its result is hook hookID's decision.
-func (s *stream) deferTo(hookID uint32, fn func(context.Context) Decision, t *target) {
+func (s *stream) deferTo(hookID uint32, fn func(context.Context) Decision, t target) {
 	goroutines.Add(1)
 	go func() {
 		defer goroutines.Add(-1)
@@ -349,7 +351,7 @@ func (s *stream) deferTo(hookID uint32, fn func(context.Context) Decision, t *ta
 		for d.deferred != nil {
 			d = s.runDeferred(d.deferred)
 		}
-		s.decide(hookID, d, t)
+		s.decide(hookID, d, &t)
 	}()
 }
 

@@ -55,9 +55,25 @@ func (r *reader) entry() (string, error) {
 	return e, nil
 }
 
-// fields reads the rest as a field list.
-func (r *reader) fields() ([]field, error) {
-	var out []field
+// fields reads the rest as a field list, in one allocation (none when
+// room fits them).
+func (r *reader) fields(room []field) ([]field, error) {
+	n := 0
+	for rest := r.rest; len(rest) >= 4; n++ {
+		l := int(uint32(rest[0]) | uint32(rest[1])<<8 | uint32(rest[2])<<16 | uint32(rest[3])<<24)
+		if len(rest)-4 < l {
+			return nil, errMalformed
+		}
+		rest = rest[4+l:]
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	out := room[:0]
+	if cap(room) < n/2+2 {
+		// Room for a few more: a hook that adds a field does not reallocate.
+		out = make([]field, 0, n/2+2)
+	}
 	for !r.empty() {
 		name, err := r.entry()
 		if err != nil {

@@ -187,8 +187,10 @@ extern "C" {
  *   (little-endian) then that many bytes.
  * - A field list is a string list of name, value, name, value, ... (names
  *   lower-case).
- * - A request head is a string list: method, path (with query), authority
- *   (empty if none), then its fields as a field list.
+ * - A request head (a hook's) is a string list: method, path (with query),
+ *   authority (empty if none), the client's address (ip:port), then its
+ *   fields as a field list.
+ * - A call head (http_call's) is the same without the client's address.
  * - A response head is a string list: status (decimal), then its fields.
  * - An edit list is a sequence of entries, each an op byte (NUNCIO_EDIT_*)
  *   followed by its operands as string-list entries: SET and ADD name and

@@ -234,7 +234,7 @@ impl GoFilter {
             head.clear();
             let body: &[u8] = match &target {
                 Target::Request(h) => {
-                    wire::put_request_head(&mut head, h);
+                    wire::put_request_head(&mut head, h, cx.downstream_address());
                     &[]
                 }
                 Target::Response(h) => {

@@ -3,6 +3,9 @@
 //! reusable `Vec`; decoding reads a borrowed slice, checks every length
 //! and every name and value, and copies what it keeps. Safe Rust only.
 
+use std::io::Write as _;
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery};
@@ -36,11 +39,18 @@ pub(crate) fn put_fields(buf: &mut Vec<u8>, fields: &HeaderMap) {
     }
 }
 
-/// Appends a request head: method, path and query, authority, fields.
-pub(crate) fn put_request_head(buf: &mut Vec<u8>, head: &RequestHead) {
+/// Appends a request head: method, path and query, authority, the
+/// client's address, fields.
+pub(crate) fn put_request_head(buf: &mut Vec<u8>, head: &RequestHead, client: SocketAddr) {
     put(buf, head.method.as_str().as_bytes());
     put(buf, head.uri.path_and_query().map_or("/", PathAndQuery::as_str).as_bytes());
     put(buf, head.authority.as_ref().map_or("", Authority::as_str).as_bytes());
+    // Written in place: no allocation.
+    let at = buf.len();
+    put(buf, &[]);
+    let _ = write!(buf, "{client}");
+    let len = u32::try_from(buf.len() - at - 4).unwrap_or(0);
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
     put_fields(buf, &head.headers);
 }
 
@@ -121,7 +131,8 @@ pub(crate) struct CallHead {
     pub(crate) fields: HeaderMap,
 }
 
-/// Reads a request head (an HTTP call's).
+/// Reads a call head (an HTTP call's: a request head without the
+/// client's address).
 pub(crate) fn request_head(bytes: &[u8]) -> Result<CallHead, WireError> {
     let mut reader = Reader::new(bytes);
     let method = Method::from_bytes(reader.entry()?).or_else(|_| err("invalid method"))?;

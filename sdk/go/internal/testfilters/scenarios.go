@@ -443,3 +443,38 @@ func register() {
 		return func() nuncio.Filter { return &logs{seen: seen, log: c.Logger()} }, nil
 	})
 }
+
+// The crossing bench's filters (crates/filter-abi/benches/crossing.rs):
+// one that continues with no change, one that makes the bench's header
+// edit (as bench/go-headers does), one that defers its decision.
+type benchNoop struct{ nuncio.PassThrough }
+
+func (benchNoop) RequestHeaders(context.Context, *nuncio.RequestHead, bool) nuncio.Decision {
+	return nuncio.Continue()
+}
+
+type benchEdit struct{ nuncio.PassThrough }
+
+func (benchEdit) RequestHeaders(_ context.Context, h *nuncio.RequestHead, _ bool) nuncio.Decision {
+	ip, _, _ := strings.Cut(h.RemoteAddr, ":")
+	h.Header.Set("x-bench-1", ip)
+	return nuncio.Continue()
+}
+
+type benchDefer struct{ nuncio.PassThrough }
+
+func (benchDefer) RequestHeaders(context.Context, *nuncio.RequestHead, bool) nuncio.Decision {
+	return nuncio.Defer(func(context.Context) nuncio.Decision { return nuncio.Continue() })
+}
+
+func init() {
+	nuncio.Register("bench_noop", func(*nuncio.Config) (nuncio.NewFilter, error) {
+		return func() nuncio.Filter { return benchNoop{} }, nil
+	})
+	nuncio.Register("bench_edit", func(*nuncio.Config) (nuncio.NewFilter, error) {
+		return func() nuncio.Filter { return benchEdit{} }, nil
+	})
+	nuncio.Register("bench_defer", func(*nuncio.Config) (nuncio.NewFilter, error) {
+		return func() nuncio.Filter { return benchDefer{} }, nil
+	})
+}
