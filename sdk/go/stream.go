@@ -18,34 +18,93 @@ type stream struct {
 	id     uint64
 	cfg    *config
 	filter Filter
-	// ctx is what hooks get: base with the route's deadline, and the
+	// ctx is what hooks get: base, with the route's deadline, and the
 	// stream findable from it (HandleOf).
-	ctx context.Context
+	ctx *streamCtx
 	// base is cancelled when the stream ends, with an *EndError; its Done
 	// is the "stream ended" signal (ctx's may close earlier, at the
 	// deadline).
-	base         context.Context
-	cancel       context.CancelCauseFunc
-	stopDeadline context.CancelFunc
-	ended        atomic.Bool
+	base   context.Context
+	cancel context.CancelCauseFunc
+	ended  atomic.Bool
 	// lastHook is the id of the stream's last hook call (for tests of the
 	// ABI itself: testing.go).
 	lastHook atomic.Uint32
 }
 
-// streamCtx is a stream's context: the deadline context, plus the stream.
+// streamCtx is a stream's context: base, plus the route's deadline, plus
+// the stream. The deadline costs nothing until someone waits on it: Done
+// (or Err once the deadline passed) arms it, as a context.WithDeadline
+// of base — no runtime timer per stream otherwise, and no thread woken
+// for one.
 type streamCtx struct {
-	context.Context
-	s *stream
+	base     context.Context
+	s        *stream
+	deadline time.Time
+	// timed is base with the deadline, once armed.
+	timed atomic.Pointer[timedCtx]
+	arm   sync.Mutex
+}
+
+type timedCtx struct {
+	ctx  context.Context
+	stop context.CancelFunc
 }
 
 type streamKey struct{}
+
+// current is the context the answers come from: the deadline's once
+// armed, else base.
+func (c *streamCtx) current() context.Context {
+	if t := c.timed.Load(); t != nil {
+		return t.ctx
+	}
+	return c.base
+}
+
+// armed arms the deadline (once) and returns its context.
+func (c *streamCtx) armed() context.Context {
+	if t := c.timed.Load(); t != nil {
+		return t.ctx
+	}
+	c.arm.Lock()
+	defer c.arm.Unlock()
+	if t := c.timed.Load(); t != nil {
+		return t.ctx
+	}
+	ctx, stop := context.WithDeadlineCause(c.base, c.deadline, ErrRouteTimeout)
+	c.timed.Store(&timedCtx{ctx, stop})
+	return ctx
+}
+
+func (c *streamCtx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
+
+func (c *streamCtx) Done() <-chan struct{} {
+	if c.deadline.IsZero() {
+		return c.base.Done()
+	}
+	return c.armed().Done()
+}
+
+func (c *streamCtx) Err() error {
+	if c.timed.Load() == nil && !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+		return c.armed().Err()
+	}
+	return c.current().Err()
+}
 
 func (c *streamCtx) Value(key any) any {
 	if key == (streamKey{}) {
 		return c.s
 	}
-	return c.Context.Value(key)
+	return c.current().Value(key)
+}
+
+// disarm stops the deadline's timer, if armed (the stream ended).
+func (c *streamCtx) disarm() {
+	if t := c.timed.Load(); t != nil {
+		t.stop()
+	}
 }
 
 func streamOf(ctx context.Context) *stream {
@@ -105,11 +164,10 @@ func (t *shardedStreams) remove(id uint64) *stream {
 func newStream(cfg *config, id uint64, deadlineNs int64) *stream {
 	s := &stream{id: id, cfg: cfg}
 	s.base, s.cancel = context.WithCancelCause(context.Background())
-	ctx := s.base
+	s.ctx = &streamCtx{base: s.base, s: s}
 	if deadlineNs >= 0 {
-		ctx, s.stopDeadline = context.WithDeadlineCause(s.base, time.Now().Add(time.Duration(deadlineNs)), ErrRouteTimeout)
+		s.ctx.deadline = time.Now().Add(time.Duration(deadlineNs))
 	}
-	s.ctx = &streamCtx{Context: ctx, s: s}
 	return s
 }
 
@@ -189,6 +247,7 @@ func onHook(cfgID, streamID uint64, hookID, hook uint32, head string, body []byt
 		}
 		s = newStream(v.(*config), streamID, deadlineNs)
 		streams.put(s)
+		sawWorker(streamID)
 	}
 	s.lastHook.Store(hookID)
 	eos := flags&abi.EndOfStream != 0
@@ -375,9 +434,7 @@ func onEnd(cfgID, streamID uint64, cause uint32) uint32 {
 	}
 	s.ended.Store(true)
 	s.cancel(&EndError{Reason: endReason(cause), At: time.Now()})
-	if s.stopDeadline != nil {
-		s.stopDeadline()
-	}
+	s.ctx.disarm()
 	if s.filter != nil {
 		func() {
 			defer func() {

@@ -10,8 +10,10 @@
  * - Versioned: the library exports nuncio_filter_abi_version and carries
  *   NUNCIO_FILTER_ABI_TAG followed by its version in its read-only data;
  *   nuncio refuses a library built for another version, before loading it.
- * - Streams are named by integers (worker, index, generation), never by
- *   pointers. Every host function may be called from any thread, never
+ * - Streams are named by integers, never by pointers: a stream id's bits
+ *   52-63 are its worker (0 for the first worker that ran a foreign filter,
+ *   and so on), bits 32-51 its slot on that worker, bits 0-31 the slot's
+ *   generation. Every host function may be called from any thread, never
  *   blocks, never unwinds, and returns a status.
  * - Memory is copied at the boundary: a pointer passed to a function is read
  *   (or, for a sink, appended to) during that call only; neither side keeps

@@ -12,6 +12,7 @@ use nuncio_filter::{DEFAULT_MAX_RESPONSE_BYTES, LocalReply};
 use nuncio_runtime::DispatcherHandle;
 
 use crate::abi::{log as level, op, status};
+use crate::boundary::Library;
 use crate::decision::{self, Decision};
 use crate::stream::{HttpRequest, Op};
 use crate::table::{self, StreamId};
@@ -142,27 +143,47 @@ pub(crate) fn http_cancel(stream: u64, call: u64) -> i32 {
 }
 
 /// Posts `f` to `stream`'s worker, where it runs with the stream's record;
-/// `gone` runs there instead if the stream ended meanwhile. `GONE` at once
-/// when the stream already ended or its worker stopped.
-fn post(
+/// `gone` runs instead if the stream ended meanwhile, or if the closure is
+/// dropped unrun (its worker stopped with it queued), so that a posted
+/// call always gets its one completion. `GONE` at once (and no
+/// completion) when the stream already ended or its worker stopped.
+fn post<G: FnOnce(Library) + Send + 'static>(
     stream: u64,
     f: impl FnOnce(&std::rc::Rc<crate::stream::StreamCell>, &nuncio_runtime::Dispatcher) + Send + 'static,
-    gone: impl FnOnce(crate::boundary::Library) + Send + 'static,
+    gone: G,
 ) -> i32 {
     let id = StreamId::from_raw(stream);
     if !table::is_alive(id) {
         return GONE;
     }
     let Some(dispatcher) = table::dispatcher(id) else { return GONE };
-    let posted = dispatcher.post_with(move |d| match table::lookup(id) {
-        Some(cell) => f(&cell, d),
-        None => {
-            if let Some(library) = crate::library::loaded() {
-                gone(library);
-            }
+    // Refused, the closure is dropped here and its completion sent too:
+    // the library forgets a call it got an error for, so that completion
+    // finds no one and is dropped.
+    let unanswered = Unanswered(Some(gone));
+    let posted = dispatcher.post_with(move |d| {
+        let mut unanswered = unanswered;
+        if let Some(cell) = table::lookup(id) {
+            unanswered.0 = None;
+            f(&cell, d);
         }
     });
     if posted.is_ok() { OK } else { GONE }
+}
+
+/// The completion of a posted call that did not reach its stream: sent
+/// when dropped, unless the call reached it.
+struct Unanswered<G: FnOnce(Library)>(Option<G>);
+
+impl<G: FnOnce(Library)> Drop for Unanswered<G> {
+    fn drop(&mut self) {
+        if let Some(gone) = self.0.take()
+            && crate::stream::still_running()
+            && let Some(library) = crate::library::loaded()
+        {
+            gone(library);
+        }
+    }
 }
 
 /// `log`.
