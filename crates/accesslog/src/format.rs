@@ -85,6 +85,7 @@ enum Command {
     DownstreamRemoteAddress,
     UpstreamTransportFailureReason,
     UpstreamRequestAttemptCount,
+    UpstreamHedgeWon,
     ConnectionId,
 }
 
@@ -243,6 +244,9 @@ impl Command {
             Command::DownstreamRemoteAddress => opt_addr(r.downstream_remote_address),
             Command::UpstreamTransportFailureReason => opt_str(r.upstream_transport_failure_reason),
             Command::UpstreamRequestAttemptCount => Value::Number(u64::from(r.upstream_request_attempt_count)),
+            Command::UpstreamHedgeWon => {
+                r.upstream_hedge_won.map_or(Value::Missing, |won| Value::Number(u64::from(won)))
+            }
             Command::ConnectionId => r.connection_id.map_or(Value::Missing, Value::Number),
         }
     }
@@ -520,6 +524,7 @@ fn command(name: &str, arg: Option<&str>, max_len: Option<usize>) -> Result<Comm
         "DOWNSTREAM_REMOTE_ADDRESS" => Command::DownstreamRemoteAddress,
         "UPSTREAM_TRANSPORT_FAILURE_REASON" => Command::UpstreamTransportFailureReason,
         "UPSTREAM_REQUEST_ATTEMPT_COUNT" => Command::UpstreamRequestAttemptCount,
+        "UPSTREAM_HEDGE_WON" => Command::UpstreamHedgeWon,
         "CONNECTION_ID" => Command::ConnectionId,
         _ => return Err("unknown command"),
     };

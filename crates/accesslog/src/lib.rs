@@ -30,7 +30,8 @@
 //! | `%UPSTREAM_CLUSTER%`, `%ROUTE_NAME%` | the cluster's and route's names |
 //! | `%DOWNSTREAM_REMOTE_ADDRESS%` | the client's `ip:port` |
 //! | `%UPSTREAM_TRANSPORT_FAILURE_REASON%` | why connecting upstream failed |
-//! | `%UPSTREAM_REQUEST_ATTEMPT_COUNT%` | how many times the request went upstream (`0` when never) |
+//! | `%UPSTREAM_REQUEST_ATTEMPT_COUNT%` | how many times the request went upstream (`0` when never), hedged tries included |
+//! | `%UPSTREAM_HEDGE_WON%` | `1` when a hedged try (one started beside a try past its per-try timeout) answered, `0` when the first try did although hedges were started, `-` when none was (nuncio-only) |
 //! | `%CONNECTION_ID%` | the downstream connection's id |
 //!
 //! The default is [`DEFAULT_FORMAT`], Envoy's default format. A JSON format

@@ -80,6 +80,10 @@ pub struct Record<'a> {
     /// How many times the request was sent upstream; 0 when never
     /// (`%UPSTREAM_REQUEST_ATTEMPT_COUNT%`).
     pub upstream_request_attempt_count: u32,
+    /// Whether tries were hedged, and which won (`%UPSTREAM_HEDGE_WON%`):
+    /// `None` when no hedge was started, `Some(true)` when a later try (a
+    /// hedge) answered, `Some(false)` when the first one did.
+    pub upstream_hedge_won: Option<bool>,
     /// The downstream connection's id (`%CONNECTION_ID%`).
     pub connection_id: Option<u64>,
 }
@@ -110,6 +114,7 @@ impl<'a> Record<'a> {
             downstream_remote_address: None,
             upstream_transport_failure_reason: None,
             upstream_request_attempt_count: 0,
+            upstream_hedge_won: None,
             connection_id: None,
         }
     }

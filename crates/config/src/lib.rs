@@ -95,10 +95,10 @@ pub use catalog::{FilterCatalog, FilterCheckError, FilterClusterRef};
 pub use duration::parse as parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AccessLog, Admin, AllUnhealthy, Cluster, Config, DEFAULT_TIME_LEFT_HEADER, DirectResponse, Endpoint, FilterSpec,
-    Forward, HashOn, HeaderMatch, HeaderRule, HealthCheck, HostMatch, LbPolicy, Listener, ListenerProtocol, LogPath,
-    OutlierDetection, PathMatch, Redirect, RedirectPath, RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, Target,
-    UpstreamProtocol, WeightedCluster,
+    AccessLog, Admin, AllUnhealthy, Backoff, Cluster, Config, DEFAULT_TIME_LEFT_HEADER, DirectResponse, Endpoint,
+    FilterSpec, Forward, HashOn, HeaderMatch, HeaderRule, HealthCheck, HostMatch, LbPolicy, Listener, ListenerProtocol,
+    LogPath, Mirror, OutlierDetection, PathMatch, PathRegex, QueryMatch, Redirect, RedirectPath, RetryBudget, RetryOn,
+    RetryPolicy, Route, RouteAction, RouteMatch, Target, UpstreamProtocol, WeightedCluster,
 };
 
 use catalog::NoFilters;
@@ -264,6 +264,7 @@ impl Config {
                 retries: None,
                 prefix_rewrite: None,
                 host_rewrite: Some(authority.to_owned()),
+                mirrors: Vec::new(),
             }),
         };
         Ok(Config {
@@ -284,6 +285,7 @@ impl Config {
                 max_pending_requests: None,
                 max_requests: None,
                 max_retries: None,
+                retry_budget: None,
                 health_check: None,
                 when_all_unhealthy: AllUnhealthy::Fail,
                 outlier_detection: None,

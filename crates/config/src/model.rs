@@ -5,6 +5,7 @@
 //! defaults filled in. `Serialize` writes the same vocabulary the file uses
 //! (so a dump can be read back), with every default spelled out.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -202,6 +203,13 @@ pub struct RouteMatch {
     pub path: PathMatch,
     /// Headers that must be present, absent or equal to a value.
     pub headers: Vec<HeaderMatch>,
+    /// The request method must be one of these (case-sensitive tokens, as
+    /// sent: `GET`); empty for any.
+    pub methods: Vec<String>,
+    /// Query parameters that must be present, absent or equal to a value
+    /// (compared as sent, without percent-decoding; with a parameter given
+    /// several times, any one of them).
+    pub query: Vec<QueryMatch>,
 }
 
 /// How a route matches the request host. Matching is case-insensitive and
@@ -253,8 +261,8 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-impl std::fmt::Display for HostMatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HostMatch::Exact(h) => f.write_str(h),
             HostMatch::Wildcard(suffix) => write!(f, "*.{suffix}"),
@@ -273,6 +281,53 @@ pub enum PathMatch {
     /// Any path starting with this string (case-sensitive, plain string
     /// prefix: `/api` also matches `/apix`).
     Prefix(String),
+    /// Any path the regular expression matches whole (`regex`; Rust's
+    /// `regex` syntax, anchored at both ends as Envoy's `safe_regex` is).
+    Regex(PathRegex),
+}
+
+/// A route's path regular expression, compiled once when the config is
+/// read. Two are equal when their source text is.
+#[derive(Clone)]
+pub struct PathRegex {
+    source: String,
+    regex: regex::Regex,
+}
+
+impl PathRegex {
+    /// Compiles `source` to match whole paths; the error says what is wrong
+    /// with it.
+    pub fn new(source: &str) -> Result<PathRegex, String> {
+        let regex = regex::Regex::new(&format!("^(?:{source})$")).map_err(|e| match e {
+            regex::Error::Syntax(message) => message,
+            other => other.to_string(),
+        })?;
+        Ok(PathRegex { source: source.to_owned(), regex })
+    }
+
+    /// The expression as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether `path` (no query) matches whole.
+    pub fn is_match(&self, path: &str) -> bool {
+        self.regex.is_match(path)
+    }
+}
+
+impl PartialEq for PathRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for PathRegex {}
+
+impl fmt::Debug for PathRegex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PathRegex({:?})", self.source)
+    }
 }
 
 impl PathMatch {
@@ -289,6 +344,7 @@ impl PathMatch {
             PathMatch::Any => true,
             PathMatch::Exact(p) => path == p,
             PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Regex(r) => r.is_match(path),
         }
     }
 }
@@ -302,7 +358,16 @@ pub struct HeaderMatch {
     pub rule: HeaderRule,
 }
 
-/// What a [`HeaderMatch`] requires.
+/// A condition on one query parameter of the request (`match.query`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryMatch {
+    /// The parameter's name, as sent (case-sensitive, not decoded).
+    pub name: String,
+    /// What the parameter must be.
+    pub rule: HeaderRule,
+}
+
+/// What a [`HeaderMatch`] (or a [`QueryMatch`]) requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderRule {
     /// Present with exactly this value (case-sensitive; with several fields
@@ -340,6 +405,24 @@ pub struct Forward {
     pub prefix_rewrite: Option<String>,
     /// Replaces the `Host`/`:authority` sent upstream.
     pub host_rewrite: Option<String>,
+    /// Copies of the request sent to other clusters, answers dropped
+    /// (`mirror`); empty for none.
+    pub mirrors: Vec<Mirror>,
+}
+
+/// A copy of each (sampled) request sent to another cluster, fire and
+/// forget: its answer is read and dropped, and it never slows or fails the
+/// request it copies (Envoy's `request_mirror_policies`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// The cluster that gets the copies.
+    pub cluster: String,
+    /// The share of requests copied, in millionths (`percent: 10` is
+    /// 100,000); default all.
+    pub per_million: u32,
+    /// How long a copy may take; default the route's `timeout`. `None`
+    /// for no limit.
+    pub timeout: Option<Duration>,
 }
 
 /// Where a forwarding route sends requests.
@@ -370,6 +453,43 @@ pub struct RetryPolicy {
     /// Deadline of each try; `None` (written `0`, the default) for none.
     #[serde(serialize_with = "duration::serialize_opt")]
     pub per_try_timeout: Option<Duration>,
+    /// How long to wait before each retry.
+    pub backoff: Backoff,
+    /// A try past its `per_try_timeout` stays open and the next one starts
+    /// beside it; the first answer to keep wins and the others are
+    /// cancelled (Envoy's `hedge_on_per_try_timeout`). Only for requests
+    /// whose body is empty or read whole. Default false.
+    pub hedge_on_per_try_timeout: bool,
+}
+
+/// Retry back-off (Envoy's `retry_back_off`): before retry `n` (1, 2,
+/// ...) a random wait between 0 and `min(max, base × 2^(n-1))` (full
+/// jitter). A wait that would pass the request's deadline is not taken:
+/// the request fails with what the last try got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Backoff {
+    /// Default 25ms; never 0.
+    #[serde(serialize_with = "duration::serialize")]
+    pub base: Duration,
+    /// Default 10 × `base`; at least `base`.
+    #[serde(serialize_with = "duration::serialize")]
+    pub max: Duration,
+}
+
+/// A cluster's retry budget (Envoy's `retry_budget`): retries in flight at
+/// most `percent` of the requests in flight, but never fewer than
+/// `min_retry_concurrency` allowed. A retry beyond it is not made.
+///
+/// Kept per worker, as every count on nuncio's request path is: each
+/// worker allows `percent` of its own requests in flight, and
+/// `min_retry_concurrency` is shared out between the workers (rounded up),
+/// so no request writes a count other workers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RetryBudget {
+    /// 1 to 100; default 20.
+    pub percent: u32,
+    /// Default 3.
+    pub min_retry_concurrency: u32,
 }
 
 /// A condition under which a request may be retried.
@@ -491,9 +611,13 @@ pub struct Cluster {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_requests: Option<usize>,
     /// Most retries in flight to the cluster; `None` (the default) for no
-    /// limit.
+    /// limit. Not used when the cluster has a `retry_budget`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<usize>,
+    /// Retries in flight as a share of requests in flight; `None` (the
+    /// default) for none (then `max_retries` applies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
     /// Active health checking; `None` (the default) for none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
@@ -697,8 +821,22 @@ struct MatchOut<'a> {
     path: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prefix: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regex: Option<&'a str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     headers: &'a [HeaderMatch],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    methods: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    query: &'a [QueryMatch],
+}
+
+#[derive(Serialize)]
+struct MirrorOut<'a> {
+    cluster: &'a str,
+    percent: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -732,18 +870,29 @@ struct RouteOut<'a> {
     prefix_rewrite: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     host_rewrite: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    mirror: Vec<MirrorOut<'a>>,
 }
 
 impl Serialize for Route {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let m = &self.matcher;
-        let (path, prefix) = match &m.path {
-            PathMatch::Any => (None, None),
-            PathMatch::Exact(p) => (Some(p.as_str()), None),
-            PathMatch::Prefix(p) => (None, Some(p.as_str())),
+        let (path, prefix, regex) = match &m.path {
+            PathMatch::Any => (None, None, None),
+            PathMatch::Exact(p) => (Some(p.as_str()), None, None),
+            PathMatch::Prefix(p) => (None, Some(p.as_str()), None),
+            PathMatch::Regex(r) => (None, None, Some(r.as_str())),
         };
         let mut out = RouteOut {
-            matcher: MatchOut { host: m.host.as_ref().map(ToString::to_string), path, prefix, headers: &m.headers },
+            matcher: MatchOut {
+                host: m.host.as_ref().map(ToString::to_string),
+                path,
+                prefix,
+                regex,
+                headers: &m.headers,
+                methods: &m.methods,
+                query: &m.query,
+            },
             cluster: None,
             weighted_clusters: None,
             direct_response: None,
@@ -752,6 +901,7 @@ impl Serialize for Route {
             retries: None,
             prefix_rewrite: None,
             host_rewrite: None,
+            mirror: Vec::new(),
         };
         match &self.action {
             RouteAction::Forward(f) => {
@@ -763,6 +913,15 @@ impl Serialize for Route {
                 out.retries = f.retries.as_ref();
                 out.prefix_rewrite = f.prefix_rewrite.as_deref();
                 out.host_rewrite = f.host_rewrite.as_deref();
+                out.mirror = f
+                    .mirrors
+                    .iter()
+                    .map(|m| MirrorOut {
+                        cluster: &m.cluster,
+                        percent: f64::from(m.per_million) / 10_000.0,
+                        timeout: Some(duration::format(m.timeout.unwrap_or(Duration::ZERO))),
+                    })
+                    .collect();
             }
             RouteAction::DirectResponse(d) => out.direct_response = Some(d),
             RouteAction::Redirect(r) => {
@@ -787,13 +946,25 @@ struct HeaderOut<'a> {
     present: Option<bool>,
 }
 
-impl Serialize for HeaderMatch {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (exact, present) = match &self.rule {
+impl HeaderRule {
+    fn out<'a>(&'a self, name: &'a str) -> HeaderOut<'a> {
+        let (exact, present) = match self {
             HeaderRule::Exact(v) => (Some(v.as_str()), None),
             HeaderRule::Present => (None, Some(true)),
             HeaderRule::Absent => (None, Some(false)),
         };
-        HeaderOut { name: &self.name, exact, present }.serialize(s)
+        HeaderOut { name, exact, present }
+    }
+}
+
+impl Serialize for HeaderMatch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.rule.out(&self.name).serialize(s)
+    }
+}
+
+impl Serialize for QueryMatch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.rule.out(&self.name).serialize(s)
     }
 }

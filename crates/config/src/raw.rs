@@ -77,19 +77,24 @@ pub(crate) struct Route {
     pub(crate) retries: Option<Retries>,
     pub(crate) prefix_rewrite: Text,
     pub(crate) host_rewrite: Text,
+    pub(crate) mirror: Option<Vec<Mirror>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a match mapping (host, path or prefix, headers)")]
+#[serde(deny_unknown_fields, expecting = "a match mapping (host, path, prefix or regex, headers, methods, query)")]
 pub(crate) struct Match {
     pub(crate) host: Text,
     pub(crate) path: Text,
     pub(crate) prefix: Text,
+    pub(crate) regex: Text,
     pub(crate) headers: Option<Vec<Header>>,
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) query: Option<Vec<Header>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a header match mapping (name, and exact or present)")]
+/// A header or query parameter condition.
+#[serde(deny_unknown_fields, expecting = "a mapping with name, and exact or present")]
 pub(crate) struct Header {
     pub(crate) name: Text,
     pub(crate) exact: Text,
@@ -120,11 +125,38 @@ pub(crate) struct Redirect {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a retries mapping (attempts, on, per_try_timeout)")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a retries mapping (attempts, on, per_try_timeout, backoff, hedge_on_per_try_timeout)"
+)]
 pub(crate) struct Retries {
     pub(crate) attempts: Text,
     pub(crate) on: Option<Vec<String>>,
     pub(crate) per_try_timeout: Text,
+    pub(crate) backoff: Option<Backoff>,
+    pub(crate) hedge_on_per_try_timeout: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a backoff mapping (base, max)")]
+pub(crate) struct Backoff {
+    pub(crate) base: Text,
+    pub(crate) max: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mirror mapping (cluster, percent, timeout)")]
+pub(crate) struct Mirror {
+    pub(crate) cluster: Text,
+    pub(crate) percent: Text,
+    pub(crate) timeout: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a retry_budget mapping (percent, min_retry_concurrency)")]
+pub(crate) struct RetryBudget {
+    pub(crate) percent: Text,
+    pub(crate) min_retry_concurrency: Text,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +174,7 @@ pub(crate) struct Cluster {
     pub(crate) max_pending_requests: Text,
     pub(crate) max_requests: Text,
     pub(crate) max_retries: Text,
+    pub(crate) retry_budget: Option<RetryBudget>,
     pub(crate) health_check: Option<HealthCheck>,
     pub(crate) when_all_unhealthy: Text,
     pub(crate) outlier_detection: Option<OutlierDetection>,

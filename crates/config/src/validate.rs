@@ -26,6 +26,9 @@ pub(crate) const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_RETRY_ATTEMPTS: u32 = 1;
 pub(crate) const DEFAULT_RETRY_ON: [RetryOn; 2] = [RetryOn::ConnectFailure, RetryOn::RefusedStream];
+/// Envoy's `retry_back_off` defaults.
+pub(crate) const DEFAULT_BACKOFF: Backoff =
+    Backoff { base: Duration::from_millis(25), max: Duration::from_millis(250) };
 pub(crate) const DEFAULT_HC_INTERVAL: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_HC_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_HC_UNHEALTHY: u32 = 3;
@@ -870,6 +873,16 @@ fn route(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Route, clusters: &[&str]) -> Opt
             needs_path_match(ctx, &path, &matcher);
         }
         forward.host_rewrite = raw.host_rewrite.as_ref().map(|h| ctx.authority(&join(p, "host_rewrite"), h));
+        for (i, m) in raw.mirror.iter().flatten().enumerate() {
+            let mirror = mirror(ctx, &format!("{p}.mirror[{i}]"), m, clusters, forward.timeout);
+            if forward.mirrors.iter().any(|other| other.cluster == mirror.cluster) {
+                ctx.error(
+                    &format!("{p}.mirror[{i}].cluster"),
+                    format!("cluster {:?} is mirrored twice", mirror.cluster),
+                );
+            }
+            forward.mirrors.push(mirror);
+        }
     } else {
         let kind = given[0];
         let forward_only = [
@@ -877,6 +890,7 @@ fn route(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Route, clusters: &[&str]) -> Opt
             ("retries", raw.retries.is_some()),
             ("prefix_rewrite", raw.prefix_rewrite.is_some()),
             ("host_rewrite", raw.host_rewrite.is_some()),
+            ("mirror", raw.mirror.is_some()),
         ];
         for (key, present) in forward_only {
             if !present {
@@ -900,14 +914,34 @@ impl From<Target> for RouteAction {
             retries: None,
             prefix_rewrite: None,
             host_rewrite: None,
+            mirrors: Vec::new(),
         })
     }
 }
 
 fn needs_path_match(ctx: &mut Ctx<'_>, path: &str, matcher: &RouteMatch) {
-    if matcher.path == PathMatch::Any {
+    if matches!(matcher.path, PathMatch::Any | PathMatch::Regex(_)) {
         ctx.key_error(path, "needs a `prefix` or `path` in the route's match (it replaces the matched part)");
     }
+}
+
+fn mirror(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Mirror, clusters: &[&str], route_timeout: Option<Duration>) -> Mirror {
+    let cluster = ctx.name(p, "cluster", &raw.cluster, "the cluster that gets the copies");
+    if !cluster.is_empty() {
+        cluster_ref(ctx, &join(p, "cluster"), &cluster, clusters);
+    }
+    let per_million = match &raw.percent {
+        None => 1_000_000,
+        Some(text) => match text.trim().parse::<f64>() {
+            Ok(percent) if (0.0..=100.0).contains(&percent) => (percent * 10_000.0).round() as u32,
+            _ => {
+                ctx.error(&join(p, "percent"), format!("invalid percent {text:?} (use a number from 0 to 100)"));
+                1_000_000
+            }
+        },
+    };
+    let timeout = ctx.timeout(&join(p, "timeout"), &raw.timeout, route_timeout);
+    Mirror { cluster, per_million, timeout }
 }
 
 fn cluster_ref(ctx: &mut Ctx<'_>, path: &str, name: &str, clusters: &[&str]) {
@@ -936,15 +970,27 @@ fn route_match(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Match) -> RouteMatch {
             None
         }),
     };
-    let path = match (&raw.path, &raw.prefix) {
-        (None, None) => PathMatch::Any,
-        (Some(exact), prefix) => {
-            if prefix.is_some() {
-                ctx.key_error(&join(p, "prefix"), "use either `path` (exact) or `prefix`, not both");
+    let given: Vec<&str> = [("path", &raw.path), ("prefix", &raw.prefix), ("regex", &raw.regex)]
+        .into_iter()
+        .filter_map(|(key, value)| value.is_some().then_some(key))
+        .collect();
+    for extra in given.iter().skip(1) {
+        ctx.key_error(
+            &join(p, extra),
+            format!("use one of `path` (exact), `prefix` or `regex`, not `{}` too", given[0]),
+        );
+    }
+    let path = match (&raw.path, &raw.prefix, &raw.regex) {
+        (Some(exact), _, _) => PathMatch::Exact(ctx.url_path(&join(p, "path"), exact)),
+        (None, Some(prefix), _) => PathMatch::Prefix(ctx.url_path(&join(p, "prefix"), prefix)),
+        (None, None, Some(source)) => match PathRegex::new(source) {
+            Ok(regex) => PathMatch::Regex(regex),
+            Err(why) => {
+                ctx.error(&join(p, "regex"), format!("invalid regular expression {source:?}: {why}"));
+                PathMatch::Any
             }
-            PathMatch::Exact(ctx.url_path(&join(p, "path"), exact))
-        }
-        (None, Some(prefix)) => PathMatch::Prefix(ctx.url_path(&join(p, "prefix"), prefix)),
+        },
+        (None, None, None) => PathMatch::Any,
     };
     let mut headers = Vec::new();
     for (i, h) in raw.headers.iter().flatten().enumerate() {
@@ -960,29 +1006,66 @@ fn route_match(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Match) -> RouteMatch {
             }
             Some(name) => name.clone(),
         };
-        let rule = match (&h.exact, &h.present) {
-            (Some(value), present) => {
-                if present.is_some() {
-                    ctx.key_error(&join(&hp, "present"), "use either `exact` or `present`, not both");
-                }
-                HeaderRule::Exact(value.clone())
-            }
-            (None, Some(text)) => match parse_bool(text) {
-                Some(true) => HeaderRule::Present,
-                Some(false) => HeaderRule::Absent,
-                None => {
-                    ctx.error(&join(&hp, "present"), format!("invalid value {text:?} (use true or false)"));
-                    HeaderRule::Present
-                }
-            },
-            (None, None) => {
-                ctx.error(&hp, "give `exact: VALUE`, or `present: true` (or false, for absent)");
-                HeaderRule::Present
-            }
-        };
+        let rule = value_rule(ctx, &hp, h);
         headers.push(HeaderMatch { name: name.to_ascii_lowercase(), rule });
     }
-    RouteMatch { host, path, headers }
+    let mut methods: Vec<String> = Vec::new();
+    if let Some(list) = &raw.methods {
+        if list.is_empty() {
+            ctx.error(&join(p, "methods"), "needs at least one method (or leave `methods` out for any)");
+        }
+        for (i, method) in list.iter().enumerate() {
+            let mp = format!("{p}.methods[{i}]");
+            if !is_token(method) {
+                ctx.error(&mp, format!("invalid method {method:?} (a token, such as GET or POST)"));
+            } else if methods.contains(method) {
+                ctx.error(&mp, format!("{method:?} is listed twice"));
+            } else {
+                methods.push(method.clone());
+            }
+        }
+    }
+    let mut query = Vec::new();
+    for (i, q) in raw.query.iter().flatten().enumerate() {
+        let qp = format!("{p}.query[{i}]");
+        let name = match &q.name {
+            None => {
+                ctx.missing(&qp, "name", "the query parameter's name");
+                String::new()
+            }
+            Some(name) if name.is_empty() || name.contains(['&', '=', '#', ' ']) => {
+                ctx.error(&join(&qp, "name"), format!("invalid query parameter name {name:?}"));
+                name.clone()
+            }
+            Some(name) => name.clone(),
+        };
+        query.push(QueryMatch { name, rule: value_rule(ctx, &qp, q) });
+    }
+    RouteMatch { host, path, headers, methods, query }
+}
+
+/// `exact: VALUE` or `present: true|false` of a header or query condition.
+fn value_rule(ctx: &mut Ctx<'_>, hp: &str, h: &raw::Header) -> HeaderRule {
+    match (&h.exact, &h.present) {
+        (Some(value), present) => {
+            if present.is_some() {
+                ctx.key_error(&join(hp, "present"), "use either `exact` or `present`, not both");
+            }
+            HeaderRule::Exact(value.clone())
+        }
+        (None, Some(text)) => match parse_bool(text) {
+            Some(true) => HeaderRule::Present,
+            Some(false) => HeaderRule::Absent,
+            None => {
+                ctx.error(&join(hp, "present"), format!("invalid value {text:?} (use true or false)"));
+                HeaderRule::Present
+            }
+        },
+        (None, None) => {
+            ctx.error(hp, "give `exact: VALUE`, or `present: true` (or false, for absent)");
+            HeaderRule::Present
+        }
+    }
 }
 
 fn weighted(ctx: &mut Ctx<'_>, p: &str, list: &[raw::WeightedCluster], clusters: &[&str]) -> Target {
@@ -1091,7 +1174,46 @@ fn retries(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Retries) -> RetryPolicy {
         }
     }
     let per_try_timeout = ctx.timeout(&join(p, "per_try_timeout"), &raw.per_try_timeout, None);
-    RetryPolicy { attempts: u32::try_from(attempts).unwrap_or(u32::MAX), on, per_try_timeout }
+    let backoff = match &raw.backoff {
+        None => DEFAULT_BACKOFF,
+        Some(b) => {
+            let bp = join(p, "backoff");
+            let base = match ctx.timeout(&join(&bp, "base"), &b.base, Some(DEFAULT_BACKOFF.base)) {
+                Some(base) => base,
+                None => {
+                    ctx.error(&join(&bp, "base"), "must be more than 0");
+                    DEFAULT_BACKOFF.base
+                }
+            };
+            let max = ctx.timeout(&join(&bp, "max"), &b.max, Some(base * 10)).unwrap_or(base * 10);
+            if max < base {
+                ctx.error(&join(&bp, "max"), format!("must be at least base ({})", duration::format(base)));
+            }
+            Backoff { base, max: max.max(base) }
+        }
+    };
+    let hedge_on_per_try_timeout = match &raw.hedge_on_per_try_timeout {
+        None => false,
+        Some(text) => match parse_bool(text) {
+            Some(hedge) => hedge,
+            None => {
+                let message = format!("invalid value {text:?} (use true or false)");
+                ctx.error(&join(p, "hedge_on_per_try_timeout"), message);
+                false
+            }
+        },
+    };
+    if hedge_on_per_try_timeout && per_try_timeout.is_none() {
+        let message = "needs a per_try_timeout (a try past it is when the next one starts)";
+        ctx.key_error(&join(p, "hedge_on_per_try_timeout"), message);
+    }
+    RetryPolicy {
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        on,
+        per_try_timeout,
+        backoff,
+        hedge_on_per_try_timeout,
+    }
 }
 
 fn cluster(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Cluster) -> Cluster {
@@ -1160,6 +1282,15 @@ fn cluster(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Cluster) -> Cluster {
     let max_pending_requests = limit(ctx, "max_pending_requests", &raw.max_pending_requests);
     let max_requests = limit(ctx, "max_requests", &raw.max_requests);
     let max_retries = limit(ctx, "max_retries", &raw.max_retries);
+    let retry_budget = raw.retry_budget.as_ref().map(|b| {
+        let bp = join(p, "retry_budget");
+        let percent = ctx.number(&join(&bp, "percent"), &b.percent, 20, 1, 100);
+        let min = ctx.number(&join(&bp, "min_retry_concurrency"), &b.min_retry_concurrency, 3, 0, u32::MAX.into());
+        RetryBudget {
+            percent: u32::try_from(percent).unwrap_or(20),
+            min_retry_concurrency: u32::try_from(min).unwrap_or(u32::MAX),
+        }
+    });
     let health_check = raw.health_check.as_ref().map(|h| health_check(ctx, &join(p, "health_check"), h));
     let when_all_unhealthy = ctx.choice(
         &join(p, "when_all_unhealthy"),
@@ -1182,6 +1313,7 @@ fn cluster(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Cluster) -> Cluster {
         max_pending_requests,
         max_requests,
         max_retries,
+        retry_budget,
         health_check,
         when_all_unhealthy,
         outlier_detection,

@@ -87,6 +87,8 @@ fn the_issue_example_is_accepted() {
             attempts: 2,
             on: vec![RetryOn::ConnectFailure, RetryOn::Status(503)],
             per_try_timeout: Some(Duration::from_millis(500)),
+            backoff: Backoff { base: Duration::from_millis(25), max: Duration::from_millis(250) },
+            hedge_on_per_try_timeout: false,
         })
     );
 
@@ -165,7 +167,10 @@ clusters:
     assert_eq!(l.time_left_header.as_deref(), Some(DEFAULT_TIME_LEFT_HEADER));
     assert_eq!(l.access_log, None);
 
-    assert_eq!(l.routes[0].matcher, RouteMatch { host: None, path: PathMatch::Any, headers: vec![] });
+    assert_eq!(
+        l.routes[0].matcher,
+        RouteMatch { host: None, path: PathMatch::Any, headers: vec![], methods: vec![], query: vec![] }
+    );
     let f = forward(&l.routes[0]);
     assert_eq!(f.timeout, Some(Duration::from_secs(15)));
     assert_eq!((&f.retries, &f.prefix_rewrite, &f.host_rewrite), (&None, &None, &None));
@@ -178,7 +183,9 @@ clusters:
         Some(RetryPolicy {
             attempts: 1,
             on: vec![RetryOn::ConnectFailure, RetryOn::RefusedStream],
-            per_try_timeout: None
+            per_try_timeout: None,
+            backoff: Backoff { base: Duration::from_millis(25), max: Duration::from_millis(250) },
+            hedge_on_per_try_timeout: false,
         })
     );
 
@@ -324,7 +331,7 @@ fn unknown_field() {
     assert_eq!(
         error(&yaml),
         "nuncio.yaml:7:9: listeners[0].routes[0].timout: unknown field `timout`, expected one of `match`, `cluster`, \
-         `weighted_clusters`, `direct_response`, `redirect`, `timeout`, `retries`, `prefix_rewrite`, `host_rewrite`"
+         `weighted_clusters`, `direct_response`, `redirect`, `timeout`, `retries`, `prefix_rewrite`, `host_rewrite`, `mirror`"
     );
 }
 
@@ -422,7 +429,7 @@ fn both_path_and_prefix() {
     let yaml = with_routes("      - match: { path: /a, prefix: /b }\n        cluster: app\n");
     assert_eq!(
         error(&yaml),
-        "nuncio.yaml:5:28: listeners[0].routes[0].match.prefix: use either `path` (exact) or `prefix`, not both"
+        "nuncio.yaml:5:28: listeners[0].routes[0].match.prefix: use one of `path` (exact), `prefix` or `regex`, not `path` too"
     );
 }
 
@@ -817,4 +824,120 @@ clusters:
             "nuncio.yaml:21:16: clusters[0].endpoints: needs at least one endpoint",
         ]
     );
+}
+
+/// Issue 16's example: richer matching, back-off, hedging, mirrors, a
+/// retry budget.
+#[test]
+fn fan_out_and_matching() {
+    let yaml = r#"
+listeners:
+  - name: l
+    address: 127.0.0.1:18080
+    routes:
+      - match: { prefix: /api/, methods: [GET, HEAD], query: [ { name: debug, present: false }, { name: v, exact: "2" } ] }
+        cluster: api
+        timeout: 2s
+        retries:
+          attempts: 3
+          on: [connect-failure, refused-stream, "503", reset]
+          per_try_timeout: 200ms
+          backoff: { base: 25ms, max: 250ms }
+          hedge_on_per_try_timeout: true
+        mirror:
+          - { cluster: shadow, percent: 10 }
+          - { cluster: other, percent: 0.5, timeout: 1s }
+      - match: { regex: "^/v[0-9]+/users/[^/]+$" }
+        cluster: users
+clusters:
+  - { name: api, endpoints: [ 127.0.0.1:19001 ], retry_budget: { percent: 20, min_retry_concurrency: 3 } }
+  - { name: shadow, endpoints: [ 127.0.0.1:19002 ] }
+  - { name: other, endpoints: [ 127.0.0.1:19003 ] }
+  - { name: users, endpoints: [ 127.0.0.1:19004 ], retry_budget: {} }
+"#;
+    let c = ok(yaml);
+    let routes = &c.listeners[0].routes;
+    let m = &routes[0].matcher;
+    assert_eq!(m.methods, ["GET", "HEAD"]);
+    assert_eq!(
+        m.query,
+        [
+            QueryMatch { name: "debug".into(), rule: HeaderRule::Absent },
+            QueryMatch { name: "v".into(), rule: HeaderRule::Exact("2".into()) }
+        ]
+    );
+    let f = forward(&routes[0]);
+    let retries = f.retries.as_ref().unwrap();
+    assert_eq!(retries.backoff, Backoff { base: Duration::from_millis(25), max: Duration::from_millis(250) });
+    assert!(retries.hedge_on_per_try_timeout);
+    assert_eq!(
+        f.mirrors,
+        [
+            Mirror { cluster: "shadow".into(), per_million: 100_000, timeout: Some(Duration::from_secs(2)) },
+            Mirror { cluster: "other".into(), per_million: 5_000, timeout: Some(Duration::from_secs(1)) },
+        ]
+    );
+    let PathMatch::Regex(regex) = &routes[1].matcher.path else { panic!("{:?}", routes[1].matcher.path) };
+    assert_eq!(regex.as_str(), "^/v[0-9]+/users/[^/]+$");
+    assert!(routes[1].matcher.path.matches("/v2/users/ann?x=1"));
+    assert!(!routes[1].matcher.path.matches("/v2/users/ann/posts"));
+    assert!(!routes[1].matcher.path.matches("/v/users/ann"));
+    assert_eq!(c.clusters[0].retry_budget, Some(RetryBudget { percent: 20, min_retry_concurrency: 3 }));
+    assert_eq!(c.clusters[3].retry_budget, Some(RetryBudget { percent: 20, min_retry_concurrency: 3 }), "defaults");
+    // The dump reads back as the same config.
+    let dumped = c.to_yaml();
+    assert_eq!(ok(&dumped).listeners[0].routes, c.listeners[0].routes, "{dumped}");
+}
+
+/// A regular expression is anchored at both ends, as Envoy's `safe_regex`.
+#[test]
+fn a_path_regex_matches_the_whole_path() {
+    let regex = PathRegex::new("/api/[a-z]+").unwrap();
+    assert!(regex.is_match("/api/users"));
+    assert!(!regex.is_match("/v1/api/users"));
+    assert!(!regex.is_match("/api/users/1"));
+}
+
+#[test]
+fn bad_fan_out_and_matching_settings_are_refused_at_their_line() {
+    let yaml = r#"
+listeners:
+  - name: l
+    address: 127.0.0.1:18080
+    routes:
+      - match: { regex: "^/v[0-9+/users$" }
+        cluster: api
+      - match: { prefix: /a, regex: "/b" }
+        cluster: api
+      - match: { methods: ["GE T"], query: [ { name: "a=b", present: true } ] }
+        cluster: api
+        retries: { hedge_on_per_try_timeout: true, backoff: { base: 100ms, max: 10ms } }
+        mirror: [ { cluster: nowhere, percent: 150 } ]
+      - match: { regex: "/r/.*" }
+        cluster: api
+        prefix_rewrite: /x/
+      - match: {}
+        direct_response: { status: 200 }
+        mirror: [ { cluster: api } ]
+clusters:
+  - { name: api, endpoints: [ 127.0.0.1:19001 ], retry_budget: { percent: 0 } }
+"#;
+    let all = errors(yaml);
+    let expect = [
+        "nuncio.yaml:6:25: listeners[0].routes[0].match.regex: invalid regular expression",
+        "nuncio.yaml:8:30: listeners[0].routes[1].match.regex: use one of `path` (exact), `prefix` or `regex`, not `prefix` too",
+        "nuncio.yaml:10:28: listeners[0].routes[2].match.methods[0]: invalid method \"GE T\"",
+        "nuncio.yaml:10:54: listeners[0].routes[2].match.query[0].name: invalid query parameter name \"a=b\"",
+        "nuncio.yaml:12:20: listeners[0].routes[2].retries.hedge_on_per_try_timeout: needs a per_try_timeout",
+        "nuncio.yaml:12:81: listeners[0].routes[2].retries.backoff.max: must be at least base (100ms)",
+        "nuncio.yaml:13:30: listeners[0].routes[2].mirror[0].cluster: unknown cluster \"nowhere\"",
+        "nuncio.yaml:13:48: listeners[0].routes[2].mirror[0].percent: invalid percent \"150\"",
+        "nuncio.yaml:16:9: listeners[0].routes[3].prefix_rewrite: needs a `prefix` or `path`",
+        "nuncio.yaml:19:9: listeners[0].routes[4].mirror: only applies to routes that forward to a cluster",
+        "nuncio.yaml:21:75: clusters[0].retry_budget.percent:",
+    ];
+    for line in expect {
+        assert!(all.iter().any(|e| e.starts_with(line)), "missing {line:?} in:\n{}", all.join("\n"));
+    }
+    assert_eq!(all.len(), expect.len(), "{}", all.join("\n"));
 }

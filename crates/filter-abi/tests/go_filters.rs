@@ -13,40 +13,32 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use support::*;
 
-const CONFIG: &str = "
-admin: { address: 127.0.0.1:0 }
-workers: 2
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    filters:
-{filters}
-    routes:
-      - match: {}
-        cluster: app
-        timeout: 5s
-clusters:
-  - name: app
-    endpoints: [ '{upstream}' ]
-";
+/// nuncio with one listener, `main`, through `filters` (`go` entries
+/// naming the test library as `{lib}`), to cluster `app` (route timeout
+/// 5 s).
+fn config(filters: &[String], lib: &str) -> String {
+    catch_all(
+        &format!("    filters:\n{}", filters.concat().replace("{lib}", lib)),
+        "        timeout: 5s",
+        "    endpoints: [ '{app}' ]",
+    )
+}
 
 /// A `go` filter entry of the test library.
 fn go(filter: &str, config: &str) -> String {
     format!("      - {{ name: go, config: {{ library: '{{lib}}', filter: {filter}, config: {config} }} }}\n")
 }
 
-/// nuncio with one listener, `main`, through `filters`, to the upstream.
+/// nuncio through `filters` to `upstream`; `None` without Go.
 fn proxy(filters: &[String], upstream: &Upstream) -> Option<Proxy> {
     let library = test_library()?;
-    let filters = fill(&filters.concat(), &[("lib", &library.display().to_string())]);
-    Some(Proxy::start(CONFIG, &[("filters", filters.trim_end()), ("upstream", &upstream.addr.to_string())]))
+    Some(start(&config(filters, &library.display().to_string()), &[("app", upstream.addr)]))
 }
 
 /// The sum of a counter's series in `/stats`.
 fn stat(proxy: &Proxy, name: &str) -> u64 {
     proxy
-        .admin("/stats")
-        .body_text()
+        .stats()
         .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ':']))
         .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
@@ -59,15 +51,21 @@ fn wait_for(proxy: &Proxy, name: &str, value: u64) {
     assert_eq!(stat(proxy, name), value, "{name}");
 }
 
+/// Whether the library holds exactly one stream, with one goroutine (a
+/// deferred hook waiting).
+fn one_stream_waits() -> bool {
+    nuncio_filter_abi::library_stats().is_some_and(|s| s.streams == 1 && s.goroutines == 1)
+}
+
 #[test]
 fn an_inline_filter_edits_request_and_response_heads() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("stamp", "{ value: hi }")], &upstream) else { return };
     let response = proxy.get("/a");
     assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(response.header("x-go-seen"), Some("yes"));
-    assert_eq!(upstream.last().header("x-go-stamp"), Some("hi"));
+    assert_eq!(response.header("x-go-seen"), "yes");
+    assert_eq!(upstream.last_request().header("x-go-stamp"), "hi");
     wait_until_idle();
 }
 
@@ -78,13 +76,13 @@ fn an_inline_filter_edits_request_and_response_heads() {
 #[test]
 fn headers_written_from_a_goroutine_while_the_worker_forwards() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("race", "{}")], &upstream) else { return };
     let addr = proxy.addr();
     let clients: Vec<_> = (0..4)
         .map(|_| {
             std::thread::spawn(move || {
-                let mut client = Client::connect(addr);
+                let mut client = RawClient::connect(addr);
                 for i in 0..50 {
                     client.send(format!("GET /race/{i} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
                     assert_eq!(client.response().status, 200);
@@ -107,16 +105,16 @@ fn headers_written_from_a_goroutine_while_the_worker_forwards() {
 #[test]
 fn the_stream_ends_before_the_first_hook() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("reply", "{ status: 403 }"), go("observe", "{}")], &upstream) else { return };
     for _ in 0..5 {
         let response = proxy.get("/x");
-        assert_eq!((response.status, response.body_text().as_str()), (403, "replied 403 by go\n"));
+        assert_eq!((response.status, response.text().as_str()), (403, "replied 403 by go\n"));
     }
     // A client that leaves in the middle of its head never makes a stream.
-    let mut client = Client::connect(proxy.addr());
+    let mut client = RawClient::connect(proxy.addr());
     client.send(b"GET /half HTTP/1.1\r\nHost: te");
-    client.close();
+    drop(client);
     assert_eq!(proxy.get("/x").status, 403, "the worker serves on");
     wait_until_idle();
     assert_eq!(stat(&proxy, "nuncio_filter_go_observe_hooks_total"), 0);
@@ -131,15 +129,13 @@ fn the_stream_ends_before_the_first_hook() {
 #[test]
 fn the_stream_ends_during_a_hook() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("hold", "{}")], &upstream) else { return };
     for i in 0..5 {
-        let mut client = Client::connect(proxy.addr());
+        let mut client = RawClient::connect(proxy.addr());
         client.send(format!("GET /held HTTP/1.1\r\nHost: test\r\nx-key: during-{i}\r\n\r\n").as_bytes());
-        wait_until("the library holds the stream", || {
-            nuncio_filter_abi::library_stats().is_some_and(|s| s.streams == 1 && s.goroutines == 1)
-        });
-        client.close();
+        wait_until("the library holds the stream", one_stream_waits);
+        drop(client);
         wait_for(&proxy, "nuncio_filter_go_hold_client_gone_total", i + 1);
     }
     wait_until_idle();
@@ -158,24 +154,22 @@ fn the_stream_ends_during_a_hook() {
 #[test]
 fn a_client_that_disconnects_cancels_the_go_ctx_within_10ms() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("hold", "{}")], &upstream) else { return };
     let mut after_close = Vec::new();
     for i in 0..10 {
         let key = format!("cancel-{i}");
-        let mut client = Client::connect(proxy.addr());
+        let mut client = RawClient::connect(proxy.addr());
         client.send(format!("GET /held HTTP/1.1\r\nHost: test\r\nx-key: {key}\r\n\r\n").as_bytes());
-        wait_until("the deferred hook waits", || {
-            nuncio_filter_abi::library_stats().is_some_and(|s| s.streams == 1 && s.goroutines == 1)
-        });
+        wait_until("the deferred hook waits", one_stream_waits);
         let closed_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-        client.close();
+        drop(client);
         wait_for(&proxy, "nuncio_filter_go_hold_client_gone_total", i + 1);
-        let report = proxy.request(&format!(
+        let report = proxy.exchange(format!(
             "GET /report HTTP/1.1\r\nHost: test\r\nx-key: {key}\r\nx-closed-at: {closed_at}\r\n\r\n"
         ));
         assert_eq!(report.status, 200, "{report:?}");
-        let us = |name: &str| report.header(name).and_then(|v| v.parse::<i64>().ok()).expect(name);
+        let us = |name: &str| report.header(name).parse::<i64>().expect(name);
         let (after_end, since_close) = (us("x-after-end-us"), us("x-after-close-us"));
         assert!(after_end <= 10_000, "trial {i}: ctx done {after_end} µs after nuncio saw the client leave");
         assert!(since_close < 1_000_000, "trial {i}: ctx done {since_close} µs after the client closed");
@@ -192,7 +186,7 @@ fn a_client_that_disconnects_cancels_the_go_ctx_within_10ms() {
 #[test]
 fn handle_calls_after_the_end_return_stream_gone() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("after_end", "{}")], &upstream) else { return };
     for _ in 0..10 {
         assert_eq!(proxy.get("/done").status, 200);
@@ -210,16 +204,16 @@ fn handle_calls_after_the_end_return_stream_gone() {
 #[test]
 fn range_while_deleting() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("range_del", "{}")], &upstream) else { return };
-    let response = proxy.request(
+    let response = proxy.exchange(
         "GET /r HTTP/1.1\r\nHost: test\r\nx-drop-a: 1\r\nx-keep: kept\r\nx-drop-b: 2\r\nx-other: o\r\nx-drop-a: 3\r\n\r\n",
     );
     assert_eq!(response.status, 200);
-    let seen = upstream.last();
-    assert!(seen.headers.iter().all(|(n, _)| !n.starts_with("x-drop-") && n != "x-keep"), "{seen:?}");
-    assert_eq!((seen.header("x-kept"), seen.header("x-other")), (Some("kept"), Some("o")));
-    assert_eq!(seen.header("x-ranged"), Some("6"), "Range saw every field as it was (host and five)");
+    let seen = upstream.last_request();
+    assert!(seen.headers.keys().all(|n| !n.as_str().starts_with("x-drop-") && n != "x-keep"), "{seen:?}");
+    assert_eq!((seen.header("x-kept"), seen.header("x-other")), ("kept", "o"));
+    assert_eq!(seen.header("x-ranged"), "6", "Range saw every field as it was (host and five)");
     wait_until_idle();
 }
 
@@ -231,7 +225,7 @@ fn range_while_deleting() {
 #[test]
 fn a_decision_given_twice_and_after_the_end() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("twice", "{}")], &upstream) else { return };
     assert_eq!(proxy.get("/twice").status, 200, "the first decision (continue) won");
     wait_for(&proxy, "nuncio_filter_go_twice_late_gone_total", 1);
@@ -240,12 +234,12 @@ fn a_decision_given_twice_and_after_the_end() {
     assert_eq!(stat(&proxy, "nuncio_filter_go_twice_sdk_decisions_total"), 1);
     wait_until_idle();
 
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = self::proxy(&[go("resume", "{}")], &upstream) else { return };
     // The upstream takes its time, so the stream is still there (not
     // stopped) for the second resume, unless the machine stalls longer.
-    assert_eq!(proxy.get("/delay/300/resume").status, 200);
-    assert_eq!(upstream.last().header("x-resumed"), Some("yes"), "applied while stopped");
+    assert_eq!(proxy.exchange("GET /resume HTTP/1.1\r\nHost: test\r\nx-delay-ms: 300\r\n\r\n").status, 200);
+    assert_eq!(upstream.last_request().header("x-resumed"), "yes", "applied while stopped");
     wait_until("the goroutine's four calls are answered", || {
         let n = |o: &str| stat(&proxy, &format!("nuncio_filter_go_resume_{o}_total"));
         n("ok") + n("refused") + n("gone") + n("other") == 4
@@ -262,18 +256,18 @@ fn a_decision_given_twice_and_after_the_end() {
 #[test]
 fn buffering_a_request_with_no_body() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("bufferless", "{}")], &upstream) else { return };
-    let response = proxy.request("GET /nobody HTTP/1.1\r\nHost: test\r\nx-buffer-from: headers\r\n\r\n");
+    let response = proxy.exchange("GET /nobody HTTP/1.1\r\nHost: test\r\nx-buffer-from: headers\r\n\r\n");
     assert_eq!(response.status, 200, "nothing to buffer: the request went on");
     assert_eq!(proxy.get("/nobody").status, 200);
     assert_eq!(stat(&proxy, "nuncio_filter_go_bufferless_body_calls_total"), 0);
     let chunked =
         "POST /body HTTP/1.1\r\nHost: test\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n";
-    assert_eq!(proxy.request(chunked).status, 200);
-    assert_eq!(upstream.last().body, b"ABCDEF", "buffered whole, then rewritten");
+    assert_eq!(proxy.exchange(chunked).status, 200);
+    assert_eq!(upstream.last_request().body, b"ABCDEF", "buffered whole, then rewritten");
     let response =
-        proxy.request("POST /body HTTP/1.1\r\nHost: test\r\nx-buffer-from: headers\r\ncontent-length: 3\r\n\r\nabc");
+        proxy.exchange("POST /body HTTP/1.1\r\nHost: test\r\nx-buffer-from: headers\r\ncontent-length: 3\r\n\r\nabc");
     assert_eq!(response.status, 500, "buffering from a head with a body is a filter bug");
     wait_until_idle();
 }
@@ -283,12 +277,12 @@ fn buffering_a_request_with_no_body() {
 #[test]
 fn panics_in_a_hook_and_in_an_sdk_goroutine() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("panicky", "{}")], &upstream) else { return };
     for (i, place) in ["hook", "deferred", "goroutine"].into_iter().enumerate() {
-        let response = proxy.request(&format!("GET /p HTTP/1.1\r\nHost: test\r\nx-panic: {place}\r\n\r\n"));
+        let response = proxy.exchange(format!("GET /p HTTP/1.1\r\nHost: test\r\nx-panic: {place}\r\n\r\n"));
         assert_eq!(response.status, 500, "{place}: {response:?}");
-        assert_eq!(response.body_text(), "nuncio: filter go.panicky panicked\n", "{place}");
+        assert_eq!(response.text(), "nuncio: filter go.panicky panicked\n", "{place}");
         wait_for(&proxy, "nuncio_filter_go_panicky_panics_total", i as u64 + 1);
     }
     assert_eq!(proxy.get("/fine").status, 200, "the process lives on");
@@ -301,20 +295,20 @@ fn panics_in_a_hook_and_in_an_sdk_goroutine() {
 #[test]
 fn http_calls_from_go_to_a_cluster() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("caller", "{ cluster: app }")], &upstream) else { return };
     let response = proxy.get("/page");
     assert_eq!(response.status, 200, "{response:?}");
     let requests = upstream.requests();
-    let check = requests.iter().find(|r| r.path == "/check/page").expect("the call reached the cluster");
-    assert_eq!(check.header("x-from"), Some("go"));
-    let seen = upstream.last();
-    assert_eq!((seen.path.as_str(), seen.header("x-check-status")), ("/page", Some("200")));
-    assert_eq!(seen.header("x-check-body"), Some("upstream /check/page"));
+    let check = requests.iter().find(|r| r.target == "/check/page").expect("the call reached the cluster");
+    assert_eq!(check.header("x-from"), "go");
+    let seen = upstream.last_request();
+    assert_eq!((seen.target.as_str(), seen.header("x-check-status")), ("/page", "200"));
+    assert_eq!((seen.header("x-check-path"), seen.header("x-check-body")), ("/check/page", "hello from app"));
 
-    let response = proxy.request("GET /page HTTP/1.1\r\nHost: test\r\nx-call-from: hook\r\n\r\n");
+    let response = proxy.exchange("GET /page HTTP/1.1\r\nHost: test\r\nx-call-from: hook\r\n\r\n");
     assert_eq!(response.status, 502);
-    assert!(response.body_text().contains("cannot be made inside a hook"), "{}", response.body_text());
+    assert!(response.text().contains("cannot be made inside a hook"), "{}", response.text());
     wait_until_idle();
 }
 
@@ -323,11 +317,11 @@ fn http_calls_from_go_to_a_cluster() {
 #[test]
 fn the_deadline_go_sees_is_the_routes() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("deadline", "{}")], &upstream) else { return };
     assert_eq!(proxy.get("/d").status, 200);
-    let left = upstream.last().header("x-deadline-left-ms").map(str::to_owned);
-    let left: u64 = left.as_deref().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("a deadline: {left:?}"));
+    let left = upstream.last_request().header("x-deadline-left-ms").to_owned();
+    let left: u64 = left.parse().unwrap_or_else(|_| panic!("a deadline: {left:?}"));
     assert!((3_000..=5_000).contains(&left), "{left} ms left of the route's 5 s");
 }
 
@@ -336,13 +330,13 @@ fn the_deadline_go_sees_is_the_routes() {
 #[test]
 fn counters_appear_in_stats_and_prometheus() {
     let _serial = serial();
-    let upstream = Upstream::start();
+    let upstream = Upstream::echo("app");
     let Some(proxy) = proxy(&[go("logs", "{}")], &upstream) else { return };
     for _ in 0..3 {
         assert_eq!(proxy.get("/c").status, 200);
     }
-    proxy.wait_for_stat("nuncio_filter_go_logs_seen_total{filter=\"go.logs\",listener=\"main\"}: 3");
-    let prometheus = proxy.admin("/stats/prometheus").body_text();
+    proxy.wait_for_stats(&["nuncio_filter_go_logs_seen_total{filter=\"go.logs\",listener=\"main\"}: 3"]);
+    let prometheus = proxy.admin_get("/stats/prometheus").text();
     assert!(prometheus.contains("# HELP nuncio_filter_go_logs_seen_total Requests seen."), "{prometheus}");
     assert!(prometheus.contains("nuncio_filter_go_logs_seen_total{filter=\"go.logs\",listener=\"main\"} 3"));
     assert!(prometheus.contains("nuncio_filter_go_logs_panics_total{filter=\"go.logs\",listener=\"main\"} 0"));
@@ -357,50 +351,42 @@ fn config_errors_and_reloads() {
     let _serial = serial();
     let Some(library) = test_library() else { return };
     let lib = library.display().to_string();
-    let upstream = Upstream::start();
-    let yaml = |filters: &str| fill(CONFIG, &[("filters", filters), ("upstream", &upstream.addr.to_string())]);
-    let entry = |config: &str| fill(&go("stamp", config), &[("lib", &lib)]).trim_end().to_owned();
+    let upstream = Upstream::echo("app");
+    let yaml = |filters: &[String], lib: &str| with_addresses(&config(filters, lib), &[("app", upstream.addr)]);
 
-    let error = load(&yaml(&entry("{ valeu: x }"))).unwrap_err();
+    let error = load(&yaml(&[go("stamp", "{ valeu: x }")], &lib)).unwrap_err();
     assert!(
-        error.contains("nuncio.yaml:8:")
+        error.contains("nuncio.yaml:5:")
             && error.contains("listeners[0].filters[0].config.config.valeu: unknown field `valeu`"),
         "{error}"
     );
-    let error = load(&yaml(&entry("{ value: 7 }"))).unwrap_err();
+    let error = load(&yaml(&[go("stamp", "{ value: 7 }")], &lib)).unwrap_err();
     assert!(error.contains("config.config.value: invalid type: number 7, expected a string"), "{error}");
-    let wrong = fill("      - { name: go, config: { library: '{lib}', filter: nosuch } }", &[("lib", &lib)]);
-    let error = load(&yaml(&wrong)).unwrap_err();
+    let error = load(&yaml(&[go("nosuch", "{}")], &lib)).unwrap_err();
     assert!(error.contains("config.filter: the library registers no filter \"nosuch\" (it has: "), "{error}");
-    let error = load(&yaml("      - { name: go, config: { library: /no/such.so, filter: stamp } }")).unwrap_err();
+    let error = load(&yaml(&[go("stamp", "{}")], "/no/such.so")).unwrap_err();
     assert!(error.contains("config.library: cannot read the filter library /no/such.so"), "{error}");
-    let error = load(&yaml(&fill(
-        "      - { name: go, config: { library: '{lib}', filter: caller, config: { cluster: nope } } }",
-        &[("lib", &lib)],
-    )))
-    .unwrap_err();
+    let error = load(&yaml(&[go("caller", "{ cluster: nope }")], &lib)).unwrap_err();
     assert!(error.contains("config.config.cluster"), "{error}");
 
-    let mut proxy = Proxy::start(&yaml(&entry("{ value: one }")), &[]);
+    let mut proxy = start(&config(&[go("stamp", "{ value: one }")], &lib), &[("app", upstream.addr)]);
     assert_eq!(proxy.get("/").status, 200);
-    assert_eq!(upstream.last().header("x-go-stamp"), Some("one"));
+    assert_eq!(upstream.last_request().header("x-go-stamp"), "one");
 
     // Another file (a copy of the same library) is another library.
     let copy = library.with_file_name("libtestfilters-copy.so");
     std::fs::copy(&library, &copy).expect("copy the library");
-    let other = fill(&go("stamp", "{ value: two }"), &[("lib", &copy.display().to_string())]);
-    let error = load(&yaml(other.trim_end())).unwrap_err();
+    let error = load(&yaml(&[go("stamp", "{ value: two }")], &copy.display().to_string())).unwrap_err();
     assert!(
         error.contains("nuncio already runs the filter library") && error.contains("restart nuncio to use"),
         "{error}"
     );
     assert_eq!(proxy.get("/").status, 200);
-    assert_eq!(upstream.last().header("x-go-stamp"), Some("one"), "the old config keeps serving");
+    assert_eq!(upstream.last_request().header("x-go-stamp"), "one", "the old config keeps serving");
 
     // The same library, a new filter config: reloads.
-    let config = load(&yaml(&entry("{ value: two }"))).expect("valid");
-    proxy.server.reload(config).expect("reloads");
+    proxy.reload(&config(&[go("stamp", "{ value: two }")], &lib), &[("app", upstream.addr)]);
     assert_eq!(proxy.get("/").status, 200);
-    assert_eq!(upstream.last().header("x-go-stamp"), Some("two"));
+    assert_eq!(upstream.last_request().header("x-go-stamp"), "two");
     wait_until_idle();
 }

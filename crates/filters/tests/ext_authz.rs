@@ -3,11 +3,13 @@
 //! authorization service (a cluster of that config) and a real upstream,
 //! a raw client.
 
-mod support;
-
 use std::net::SocketAddr;
 
-use support::{Answer, Authz, Proxy, RawClient, Upstream, dead_address, load, wait_until, with_addresses};
+use nuncio_config::Config;
+use nuncio_proxy::{FilterKinds, Options};
+use nuncio_test_support::{
+    Admin, Answer, Proxy, RawClient, Upstream, dead_address, exchange, wait_until, with_addresses,
+};
 
 /// One listener `main` whose every request passes `ext_authz` with
 /// `config` (a flow mapping) on its way to cluster `app`; cluster `authz`
@@ -37,16 +39,35 @@ clusters:
     )
 }
 
+/// nuncio from a whole config, loaded as the `nuncio` command loads one
+/// (the built-in filter kinds), each `{name}` replaced by its address.
+fn with_builtin_kinds(yaml: &str, addresses: &[(&str, SocketAddr)]) -> Proxy {
+    let mut options = Options::default();
+    options.filter_kinds = builtin_kinds();
+    Proxy::start_with(yaml, addresses, options)
+}
+
+/// The filter kinds the `nuncio` command knows.
+fn builtin_kinds() -> FilterKinds {
+    FilterKinds::new(nuncio_filters::builtin())
+}
+
+/// `yaml` checked as the `nuncio` command checks a file named
+/// `nuncio.yaml`; the errors as it prints them.
+fn load(yaml: &str) -> Result<Config, String> {
+    Config::from_yaml_with(yaml, "nuncio.yaml", &builtin_kinds()).map_err(|e| e.to_string())
+}
+
 fn start(filter: &str, upstream: &Upstream, authz: SocketAddr) -> Proxy {
-    Proxy::from_yaml(&config(filter, "http1"), &[("app", upstream.addr), ("authz", authz)])
+    with_builtin_kinds(&config(filter, "http1"), &[("app", upstream.addr), ("authz", authz)])
 }
 
 // ---------------------------------------------------------------- allow --
 
 #[test]
 fn an_allowed_request_goes_upstream_with_the_copied_fields() {
-    let upstream = Upstream::start();
-    let authz = Authz::start(|_| Answer::status(200).with("x-user", "ada").with("x-internal", "no"));
+    let upstream = Upstream::plain("app");
+    let authz = Upstream::scripted("authz", |_| Answer::status(200).with("x-user", "ada").with("x-internal", "no"));
     let proxy = start(
         "{ cluster: authz, path_prefix: /authz, headers_to_copy: [ x-user ], headers_to_send: [ authorization ] }",
         &upstream,
@@ -83,8 +104,8 @@ fn an_allowed_request_goes_upstream_with_the_copied_fields() {
 
 #[test]
 fn checks_reuse_the_pooled_connection() {
-    let upstream = Upstream::start();
-    let authz = Authz::start(|_| Answer::status(204));
+    let upstream = Upstream::plain("app");
+    let authz = Upstream::scripted("authz", |_| Answer::status(204));
     let proxy = start("{ cluster: authz }", &upstream, authz.addr);
     for _ in 0..3 {
         assert_eq!(proxy.get("/").status, 200);
@@ -102,8 +123,8 @@ fn checks_reuse_the_pooled_connection() {
 
 #[test]
 fn a_denial_passes_the_services_status_body_and_fields() {
-    let upstream = Upstream::start();
-    let authz = Authz::start(|check| {
+    let upstream = Upstream::plain("app");
+    let authz = Upstream::scripted("authz", |check| {
         Answer::status(401)
             .with("www-authenticate", "Bearer realm=\"shop\"")
             .with("connection", "keep-alive")
@@ -122,7 +143,7 @@ fn a_denial_passes_the_services_status_body_and_fields() {
 
 #[test]
 fn a_service_down_fails_closed_with_status_on_error() {
-    let upstream = Upstream::start();
+    let upstream = Upstream::plain("app");
     let proxy = start("{ cluster: authz, status_on_error: 503 }", &upstream, dead_address());
     let reply = proxy.get("/");
     assert_eq!(reply.status, 503, "{}", reply.text());
@@ -132,7 +153,7 @@ fn a_service_down_fails_closed_with_status_on_error() {
 
 #[test]
 fn a_service_down_fails_open_with_failure_mode_allow() {
-    let upstream = Upstream::start();
+    let upstream = Upstream::plain("app");
     let proxy = start("{ cluster: authz, failure_mode_allow: true }", &upstream, dead_address());
     let reply = proxy.get("/");
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -141,8 +162,8 @@ fn a_service_down_fails_open_with_failure_mode_allow() {
 
 #[test]
 fn a_service_slower_than_the_timeout_is_no_decision() {
-    let upstream = Upstream::start();
-    let authz = Authz::start(|_| Answer::Hold);
+    let upstream = Upstream::plain("app");
+    let authz = Upstream::scripted("authz", |_| Answer::Hold);
     let proxy = start("{ cluster: authz, timeout: 100ms }", &upstream, authz.addr);
     let reply = proxy.get("/");
     assert_eq!(reply.status, 403, "the default status_on_error: {}", reply.text());
@@ -157,8 +178,9 @@ fn a_service_slower_than_the_timeout_is_no_decision() {
 
 #[test]
 fn a_client_leaving_cancels_the_pending_check() {
-    let upstream = Upstream::start();
-    let authz = Authz::start(|check| if check.target == "/hold" { Answer::Hold } else { Answer::status(200) });
+    let upstream = Upstream::plain("app");
+    let authz =
+        Upstream::scripted("authz", |check| if check.target == "/hold" { Answer::Hold } else { Answer::status(200) });
     // A long timeout: only the client's leaving can end the check.
     let proxy = start("{ cluster: authz, timeout: 1h }", &upstream, authz.addr);
     let mut client = RawClient::connect(proxy.addr());
@@ -173,8 +195,8 @@ fn a_client_leaving_cancels_the_pending_check() {
 
 #[test]
 fn the_time_left_reaches_the_service() {
-    let upstream = Upstream::start();
-    let authz = Authz::start(|_| Answer::status(200));
+    let upstream = Upstream::plain("app");
+    let authz = Upstream::scripted("authz", |_| Answer::status(200));
     let proxy = start("{ cluster: authz, timeout: 5s }", &upstream, authz.addr);
     assert_eq!(proxy.get("/").status, 200);
     let left: u64 =
@@ -186,8 +208,8 @@ fn the_time_left_reaches_the_service() {
 
 #[test]
 fn every_decision_is_counted_per_listener() {
-    let upstream = Upstream::start();
-    let authz = Authz::start(|check| match check.target.as_str() {
+    let upstream = Upstream::plain("app");
+    let authz = Upstream::scripted("authz", |check| match check.target.as_str() {
         "/ok" => Answer::status(200),
         "/hold" => Answer::Hold,
         _ => Answer::status(403),
@@ -215,9 +237,9 @@ clusters:
   - name: authz
     endpoints: [ '{authz}' ]
 ";
-    let proxy = Proxy::from_yaml(yaml, &[("app", upstream.addr), ("authz", authz.addr)]);
-    let open = proxy.server.listener("open").expect("listener open");
-    let get = |addr, path: &str| support::exchange(addr, format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")).status;
+    let proxy = with_builtin_kinds(yaml, &[("app", upstream.addr), ("authz", authz.addr)]);
+    let open = proxy.listener("open");
+    let get = |addr, path: &str| exchange(addr, format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")).status;
     let mut answered = Vec::new();
     for path in ["/ok", "/ok", "/no", "/hold", "/ok", "/no", "/no"] {
         answered.push(get(proxy.addr(), path));
@@ -247,13 +269,13 @@ clusters:
 
 #[test]
 fn an_http2_service_works_too() {
-    let upstream = Upstream::start();
-    let authz = Authz::start_h2(|check| match check.header("authorization") {
+    let upstream = Upstream::plain("app");
+    let authz = Upstream::scripted_h2("authz", |check| match check.header("authorization") {
         "Bearer ok" => Answer::status(200).with("x-user", "ada"),
         _ => Answer::status(403).with("content-type", "text/plain").body("denied\n"),
     });
     let yaml = config("{ cluster: authz, headers_to_copy: [ x-user ] }", "http2");
-    let proxy = Proxy::from_yaml(&yaml, &[("app", upstream.addr), ("authz", authz.addr)]);
+    let proxy = with_builtin_kinds(&yaml, &[("app", upstream.addr), ("authz", authz.addr)]);
 
     let reply = proxy.exchange("GET /a HTTP/1.1\r\nHost: shop\r\nAuthorization: Bearer ok\r\n\r\n");
     assert_eq!(reply.status, 200, "{}", reply.text());

@@ -3,8 +3,6 @@
 //! listener, and exercised with real sockets against a raw upstream that
 //! records what it receives.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +12,18 @@ use nuncio_filters::headers::HeadersKind;
 use nuncio_filters::local_ratelimit::LocalRateLimitKind;
 use nuncio_filters::pool;
 use nuncio_filters::request_signature::RequestSignatureFactory;
+use nuncio_proxy::{FilterKinds, Options};
+use nuncio_test_support::{Admin, Proxy, RawClient, TIMEOUT, Upstream, wait_until};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use support::{Proxy, RawClient, Upstream, wait_until};
+
+/// nuncio from a whole config, loaded as the `nuncio` command loads one
+/// (the built-in filter kinds), each `{name}` replaced by its address.
+fn with_builtin_kinds(yaml: &str, addresses: &[(&str, std::net::SocketAddr)]) -> Proxy {
+    let mut options = Options::default();
+    options.filter_kinds = FilterKinds::new(nuncio_filters::builtin());
+    Proxy::start_with(yaml, addresses, options)
+}
 
 fn configure(kind: &dyn FilterKind, config: serde_json::Value) -> Arc<dyn FilterFactory> {
     kind.configure(config).unwrap_or_else(|e| panic!("{} config: {}: {e}", kind.name(), e.path))
@@ -26,7 +33,7 @@ fn configure(kind: &dyn FilterKind, config: serde_json::Value) -> Arc<dyn Filter
 
 #[test]
 fn headers_rewrites_the_request_and_the_response() {
-    let upstream = Upstream::start();
+    let upstream = Upstream::plain("app");
     let headers = configure(
         &HeadersKind,
         json!({
@@ -45,7 +52,7 @@ fn headers_rewrites_the_request_and_the_response() {
             },
         }),
     );
-    let proxy = Proxy::start(&upstream, 1, vec![headers]);
+    let proxy = Proxy::with_filters(&upstream, 1, vec![headers]);
     let mut client = RawClient::connect(proxy.addr());
     let local = client.stream.local_addr().unwrap();
     client.send("GET /cart?id=7 HTTP/1.1\r\nHost: shop\r\nX-User: ada\r\nX-Debug: 1\r\nX-Tag: app\r\n\r\n");
@@ -68,10 +75,10 @@ fn headers_rewrites_the_request_and_the_response() {
 
 #[test]
 fn past_the_bucket_requests_get_429_with_retry_after() {
-    let upstream = Upstream::start();
+    let upstream = Upstream::plain("app");
     // A long interval: no fill can come during the test.
     let limit = configure(&LocalRateLimitKind, json!({ "tokens": 3, "interval": "1m" }));
-    let proxy = Proxy::start(&upstream, 1, vec![limit]);
+    let proxy = Proxy::with_filters(&upstream, 1, vec![limit]);
     for _ in 0..3 {
         assert_eq!(proxy.get("/").status, 200);
     }
@@ -90,7 +97,7 @@ const RATE_LIMITED: &str =
 
 #[test]
 fn refusals_are_counted_across_a_reload() {
-    let upstream = Upstream::start();
+    let upstream = Upstream::plain("app");
     let yaml = "
 admin: { address: 127.0.0.1:0 }
 workers: 1
@@ -105,7 +112,7 @@ clusters:
   - name: app
     endpoints: [ '{app}' ]
 ";
-    let mut proxy = Proxy::from_yaml(yaml, &[("app", upstream.addr)]);
+    let mut proxy = with_builtin_kinds(yaml, &[("app", upstream.addr)]);
     let statuses = |proxy: &Proxy, n| (0..n).map(|_| proxy.get("/").status).collect::<Vec<u16>>();
     assert_eq!(statuses(&proxy, 3), [200, 200, 429]);
     let series = RATE_LIMITED.replace("{listener}", "main");
@@ -113,17 +120,16 @@ clusters:
 
     // The same config again: a new version, whose filter starts with a
     // full bucket and whose stats are declared anew.
-    let config = support::load(&support::with_addresses(yaml, &[("app", upstream.addr)])).unwrap();
-    assert_eq!(proxy.server.reload(config).expect("the reload is applied").version, 2);
+    assert_eq!(proxy.reload(yaml, &[("app", upstream.addr)]).version, 2);
     assert_eq!(statuses(&proxy, 4), [200, 200, 429, 429]);
     proxy.wait_for_stats(&[format!("{series}: 3")]);
 }
 
 #[test]
 fn after_the_interval_requests_pass_again() {
-    let upstream = Upstream::start();
+    let upstream = Upstream::plain("app");
     let limit = configure(&LocalRateLimitKind, json!({ "tokens": 2, "fill": 1, "interval": "200ms" }));
-    let proxy = Proxy::start(&upstream, 1, vec![limit]);
+    let proxy = Proxy::with_filters(&upstream, 1, vec![limit]);
     // Empty the bucket (fills may come meanwhile on a slow machine: go on
     // until one request is refused).
     let mut refused = None;
@@ -145,15 +151,16 @@ fn after_the_interval_requests_pass_again() {
 
 #[test]
 fn the_upstream_gets_the_whole_body_at_once() {
-    let upstream = Upstream::start();
+    let upstream = Upstream::plain("app");
     let buffer = configure(&BufferKind, json!({ "max_bytes": 65536 }));
-    let proxy = Proxy::start(&upstream, 1, vec![buffer]);
+    let proxy = Proxy::with_filters(&upstream, 1, vec![buffer]);
     let mut client = RawClient::connect(proxy.addr());
     client.send("POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
     let pieces = ["first piece, ", "second piece, ", "and the last one"];
     for piece in pieces {
         client.send(format!("{:x}\r\n{piece}\r\n", piece.len()));
-        // Let each piece arrive on its own.
+        // The subject: each piece arrives on its own (there is no event to
+        // wait for; the buffer filter must not pass one on by itself).
         std::thread::sleep(Duration::from_millis(20));
     }
     client.send("0\r\n\r\n");
@@ -167,9 +174,9 @@ fn the_upstream_gets_the_whole_body_at_once() {
 
 #[test]
 fn a_body_over_max_bytes_gets_413() {
-    let upstream = Upstream::start();
+    let upstream = Upstream::plain("app");
     let buffer = configure(&BufferKind, json!({ "max_bytes": 100 }));
-    let proxy = Proxy::start(&upstream, 1, vec![buffer]);
+    let proxy = Proxy::with_filters(&upstream, 1, vec![buffer]);
 
     // Declared too long: refused from the head, nothing goes upstream.
     let body = "x".repeat(101);
@@ -221,9 +228,9 @@ fn the_independent_hmac_matches_rfc_4231() {
 
 #[test]
 fn requests_are_signed_off_the_worker() {
-    let upstream = Upstream::start();
+    let upstream = Upstream::plain("app");
     let factory = RequestSignatureFactory::from_config(json!({ "key": KEY, "headers": ["x-tenant"] })).unwrap();
-    let proxy = Proxy::start(&upstream, 2, vec![factory.clone()]);
+    let proxy = Proxy::with_filters(&upstream, 2, vec![factory.clone()]);
     for i in 0..20 {
         let request = format!(
             "GET /orders?id={i} HTTP/1.1\r\nHost: shop.example:8080\r\nX-Tenant: acme\r\nX-Signature: forged\r\n\r\n"
@@ -248,9 +255,9 @@ fn requests_are_signed_off_the_worker() {
 
 #[test]
 fn a_client_that_leaves_finds_its_stream_gone() {
-    let upstream = Upstream::start();
+    let upstream = Upstream::plain("app");
     let factory = RequestSignatureFactory::from_config(json!({ "key": KEY })).unwrap();
-    let proxy = Proxy::start(&upstream, 2, vec![factory.clone()]);
+    let proxy = Proxy::with_filters(&upstream, 2, vec![factory.clone()]);
 
     // Hold every pool thread, so the signing jobs wait behind the holders.
     let (started_tx, started) = std::sync::mpsc::channel();
@@ -267,7 +274,7 @@ fn a_client_that_leaves_finds_its_stream_gone() {
         release.push(tx);
     }
     for _ in 0..pool::threads() {
-        started.recv_timeout(support::TIMEOUT).expect("every pool thread held");
+        started.recv_timeout(TIMEOUT).expect("every pool thread held");
     }
 
     // Clients that leave while their stream waits for the pool.

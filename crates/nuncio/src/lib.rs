@@ -3,7 +3,7 @@
 //! without copying it.
 //!
 //! ```text
-//! nuncio                               built-in default: a page on 127.0.0.1:8080
+//! nuncio [--listen ADDR]               built-in default: a page on 127.0.0.1:8080
 //! nuncio --upstream http://HOST:PORT   proxy everything to one service
 //! nuncio -c nuncio.yaml                (also: nuncio run -c nuncio.yaml)
 //! nuncio validate -c nuncio.yaml       exit 0 and a summary, or 1 and every error
@@ -168,9 +168,10 @@ struct RunArgs {
     /// Proxy every request to this service, e.g. http://127.0.0.1:3000.
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
-    /// Where to listen with --upstream.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", requires = "upstream")]
-    listen: SocketAddr,
+    /// Where to listen, with --upstream or for the built-in page (no
+    /// config): default 127.0.0.1:8080; port 0 picks a free one.
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+    listen: Option<SocketAddr>,
     /// Where the admin listener binds, overriding the config's
     /// `admin.address` (default 127.0.0.1:9901; port 0 picks a free one).
     #[arg(long, value_name = "ADDR")]
@@ -182,6 +183,9 @@ struct RunArgs {
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: LevelFilter,
 }
+
+/// Where `--upstream` listens without `--listen`.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8080));
 
 fn validate(path: &std::path::Path, kinds: &FilterKinds) -> ExitCode {
     match Config::load_with(path, kinds) {
@@ -208,8 +212,14 @@ fn run(args: &RunArgs, kinds: FilterKinds) -> ExitCode {
     let set_log_level = init_logging(args.log_level);
     let config = match (&args.config, &args.upstream) {
         (Some(path), _) => Config::load_with(path, &kinds),
-        (None, Some(url)) => Config::single_upstream(url, args.listen),
-        (None, None) => Ok(Config::builtin_default()),
+        (None, Some(url)) => Config::single_upstream(url, args.listen.unwrap_or(DEFAULT_LISTEN)),
+        (None, None) => {
+            let mut config = Config::builtin_default();
+            if let Some(listen) = args.listen {
+                config.listeners[0].address = listen;
+            }
+            Ok(config)
+        }
     };
     let mut config = match config {
         Ok(config) => config,

@@ -8,253 +8,47 @@
 //! Without a Go toolchain the tests print a note and pass, unless
 //! `NUNCIO_REQUIRE_GO=1`.
 
-// A note for a developer without Go.
-#![allow(clippy::print_stdout)]
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nuncio_test_support::{Admin, Answer, Process, RawClient, Scratch, Upstream, exchange, go, wait_until};
+
 const NUNCIO: &str = env!("CARGO_BIN_EXE_nuncio");
-const TIMEOUT: Duration = Duration::from_secs(20);
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+/// The library of `examples/go/<example>`, built by this test run.
+fn example(example: &str, name: &str, extra: &[&str]) -> Option<PathBuf> {
+    go::library(&format!("examples/go/{example}"), name, extra, env!("CARGO_TARGET_TMPDIR"))
 }
 
-/// The Go toolchain: `$NUNCIO_GO`, `go` on the PATH, or Debian's.
-fn go_binary() -> Option<PathBuf> {
-    if let Some(go) = std::env::var_os("NUNCIO_GO") {
-        return Some(PathBuf::from(go));
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("go"))
-        .find(|p| p.is_file())
-        .or_else(|| Some(PathBuf::from("/usr/lib/go-1.23/bin/go")).filter(|p| p.is_file()))
+/// nuncio (the binary, two workers) running `yaml` from a scratch file.
+fn nuncio(scratch: &Scratch, yaml: &str) -> Process {
+    let config = scratch.write("nuncio.yaml", yaml);
+    Process::start(NUNCIO, &["-c", &config, "--admin", "127.0.0.1:0", "--workers", "2", "--log-level", "debug"])
 }
 
-/// Builds `examples/go/<example>` into the test target dir as
-/// `lib<name>.so`; `None` (with a note) without Go, unless Go is required.
-fn build(example: &str, name: &str, ldflags: Option<&str>) -> Option<PathBuf> {
-    // Once per process and library: a nuncio of another test may have the
-    // file loaded, and must not see it rewritten.
-    static BUILT: Mutex<Vec<(String, Option<PathBuf>)>> = Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
-        return path.clone();
-    }
-    let path = build_once(example, name, ldflags);
-    built.push((name.to_owned(), path.clone()));
-    path
-}
-
-fn build_once(example: &str, name: &str, ldflags: Option<&str>) -> Option<PathBuf> {
-    let Some(go) = go_binary() else {
-        assert!(
-            std::env::var("NUNCIO_REQUIRE_GO").as_deref() != Ok("1"),
-            "NUNCIO_REQUIRE_GO=1 but no Go toolchain was found (install golang-1.23-go: see the README)"
-        );
-        println!("note: no Go toolchain found: skipping the Go example tests");
-        return None;
-    };
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-examples").join(format!("lib{name}.so"));
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let mut command = Command::new(go);
-    command
-        .current_dir(repo().join("examples/go").join(example))
-        .args(["build", "-buildmode=c-shared", "-o"])
-        .arg(&out);
-    if let Some(ldflags) = ldflags {
-        command.arg(format!("-ldflags={ldflags}"));
-    }
-    let output = command
-        .arg(".")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOWORK", "off")
-        .output()
-        .expect("run go");
-    assert!(output.status.success(), "go build failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    Some(out)
-}
-
-/// A nuncio process, killed when dropped (its log shown if a test fails).
-struct Nuncio {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    listener: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Nuncio {
-    fn start(config: &Path) -> Nuncio {
-        let mut child = Command::new(NUNCIO)
-            .args(["-c"])
-            .arg(config)
-            .args(["--admin", "127.0.0.1:0", "--workers", "2", "--log-level", "debug"])
-            .current_dir(repo())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run nuncio");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, lines) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + TIMEOUT;
-        let mut listener = None;
-        let admin = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = lines.recv_timeout(left) else { panic!("nuncio did not start:\n{}", log.lock().unwrap()) };
-            if let Some((_, url)) = line.split_once(" on http://").filter(|_| line.contains(" listener ")) {
-                listener = Some(url.trim().parse().unwrap());
-            } else if let Some((_, url)) = line.split_once("admin on http://") {
-                break url.trim().parse().unwrap();
-            }
-        };
-        Nuncio { child, log, listener: listener.expect("a listener"), admin }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_for_log(&self, text: &str) {
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.log().contains(text) {
-            assert!(Instant::now() < deadline, "the log never said {text:?}:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stat(&self, line: &str) -> bool {
-        request(self.admin, "GET /stats HTTP/1.1\r\nHost: admin\r\n\r\n").1.lines().any(|l| l == line)
-    }
-
-    fn wait_for_stat(&self, line: &str) {
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.stat(line) {
-            assert!(Instant::now() < deadline, "/stats never had {line:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Nuncio {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- nuncio log ---\n{}", self.log());
-        }
-    }
-}
-
-/// One request on a fresh connection (closed after): status line and
-/// headers, and body.
-fn request(address: SocketAddr, raw: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let raw = raw.replacen("\r\n", "\r\nConnection: close\r\n", 1);
-    stream.write_all(raw.as_bytes()).unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (head.to_owned(), body.to_owned())
-}
-
-/// A server answering each request with `answer(path)`: status, extra
-/// header lines, body, and a delay. Counts connections it saw closed by
-/// the other side while it waited to answer.
-struct Server {
-    addr: SocketAddr,
-    abandoned: Arc<AtomicUsize>,
-}
-
-type Answer = (u16, &'static str, String, Duration);
-
-fn serve(answer: impl Fn(&str) -> Answer + Send + Sync + 'static) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let answer = Arc::new(answer);
-    let abandoned = Arc::new(AtomicUsize::new(0));
-    let gone = abandoned.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let (answer, gone) = (answer.clone(), gone.clone());
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
-                    let mut header = String::new();
-                    while reader.read_line(&mut header).unwrap_or(0) > 2 {
-                        header.clear();
-                    }
-                    let (status, headers, body, delay) = answer(&path);
-                    if !delay.is_zero() {
-                        // Waits, watching for the caller to hang up.
-                        conn.set_read_timeout(Some(delay)).unwrap();
-                        let mut byte = [0u8; 1];
-                        if let Ok(0) = conn.read(&mut byte) {
-                            gone.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                        conn.set_read_timeout(None).unwrap();
-                    }
-                    let response =
-                        format!("HTTP/1.1 {status} X\r\n{headers}content-length: {}\r\n\r\n{body}", body.len());
-                    if conn.write_all(response.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Server { addr, abandoned }
-}
-
-fn config(name: &str, yaml: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).unwrap();
-    path
+fn get(address: SocketAddr, path: &str) -> nuncio_test_support::Reply {
+    exchange(address, format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"))
 }
 
 #[test]
 fn the_authz_example_asks_a_cluster_and_honours_ctx() {
-    let Some(library) = build("authz", "authz", None) else { return };
-    let app = serve(|path| (200, "", format!("app {path}"), Duration::ZERO));
-    let authz = serve(|path| match path {
-        "/check/ok" => (200, "x-user: alice\r\n", String::new(), Duration::ZERO),
-        "/check/slow" => (200, "", String::new(), Duration::from_secs(2)),
-        "/check/hang" => (200, "", String::new(), Duration::from_secs(15)),
-        _ => (
-            401,
-            "www-authenticate: Basic\r\ncontent-type: text/plain\r\n",
-            "who are you?\n".to_owned(),
-            Duration::ZERO,
-        ),
+    let Some(library) = example("authz", "authz", &[]) else { return };
+    let app = Upstream::echo("app");
+    let authz = Upstream::scripted("authz", |seen| match seen.target.as_str() {
+        "/check/ok" => Answer::status(200).with("x-user", "alice"),
+        "/check/slow" | "/check/hang" => Answer::Hold,
+        _ => Answer::status(401)
+            .with("www-authenticate", "Basic")
+            .with("content-type", "text/plain")
+            .body("who are you?\n"),
     });
-    let yaml = format!(
-        "
+    let scratch = Scratch::new("go-authz");
+    let nuncio = nuncio(
+        &scratch,
+        &format!(
+            "
 listeners:
   - name: public
     address: 127.0.0.1:0
@@ -274,50 +68,52 @@ clusters:
   - name: authz
     endpoints: [ {} ]
 ",
-        library.display(),
-        app.addr,
-        authz.addr
+            library.display(),
+            app.addr,
+            authz.addr
+        ),
     );
-    let nuncio = Nuncio::start(&config("authz", &yaml));
-    let (head, body) = request(nuncio.listener, "GET /ok HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(body, "app /ok");
-    let (head, body) = request(nuncio.listener, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert!(head.starts_with("HTTP/1.1 401") && head.contains("www-authenticate: Basic"), "{head}");
-    assert_eq!(body, "who are you?\n");
-    // The service is too slow: its call is bounded by the filter's timeout.
+    let public = nuncio.listener("public");
+    let reply = get(public, "/ok");
+    assert_eq!((reply.status, app.last_request().header("x-user")), (200, "alice"));
+    let reply = get(public, "/nope");
+    assert_eq!(
+        (reply.status, reply.header("www-authenticate"), reply.text().as_str()),
+        (401, "Basic", "who are you?\n")
+    );
+    // The service does not answer: the check is bounded by the filter's
+    // timeout (a ctx derived from the stream's).
     let started = Instant::now();
-    let (head, _) = request(nuncio.listener, "GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
-    assert!(started.elapsed() < Duration::from_secs(2), "not bounded: {:?}", started.elapsed());
-    nuncio.wait_for_log("authorization service gave no answer");
-    assert!(nuncio.log().contains("filter=go.authz"), "slog lands in nuncio's log naming the filter");
-    // A client that leaves cancels the check: the service sees it hang up.
-    let mut client = TcpStream::connect(nuncio.listener).unwrap();
-    client.write_all(b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(get(public, "/slow").status, 503);
+    assert!(started.elapsed() < Duration::from_secs(3), "not bounded: {:?}", started.elapsed());
+    let line = nuncio.wait_for_log("authorization service gave no answer");
+    assert!(line.contains("filter=go.authz"), "slog lands in nuncio's log naming the filter: {line}");
+    wait_until("the timed-out check is abandoned", || authz.abandoned() == 1);
+    // A client that leaves cancels its check: the service sees it hang up.
+    let mut client = RawClient::connect(public);
+    client.send("GET /hang HTTP/1.1\r\nHost: t\r\n\r\n");
+    authz.wait_for_requests(4);
     drop(client);
-    let deadline = Instant::now() + TIMEOUT;
-    while authz.abandoned.load(Ordering::Relaxed) == 0 {
-        assert!(Instant::now() < deadline, "the check outlived its client");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    for (counter, n) in [("allowed", 1), ("denied", 1), ("failed", 1)] {
-        nuncio.wait_for_stat(&format!(
-            "nuncio_filter_go_authz_{counter}_total{{filter=\"go.authz\",listener=\"public\"}}: {n}"
-        ));
-    }
+    wait_until("the check of a client that left is abandoned", || authz.abandoned() == 2);
+    nuncio.wait_for_stats(&["allowed", "denied", "failed"].map(|counter| {
+        format!("nuncio_filter_go_authz_{counter}_total{{filter=\"go.authz\",listener=\"public\"}}: 1")
+    }));
 }
 
 #[test]
-fn the_bodyrewrite_example_rewrites_a_response_body() {
-    let Some(library) = build("bodyrewrite", "bodyrewrite", None) else { return };
-    let app = serve(|path| match path {
-        "/json" => (200, "content-type: application/json\r\n", "{\"upstream\":1}".to_owned(), Duration::ZERO),
-        _ => (200, "content-type: text/plain\r\n", format!("hello upstream, from upstream {path}"), Duration::ZERO),
+fn the_bodyrewrite_example_rewrites_a_response_body_and_nuncio_still_drains() {
+    let Some(library) = example("bodyrewrite", "bodyrewrite", &[]) else { return };
+    let app = Upstream::scripted("app", |seen| match seen.target.as_str() {
+        "/json" => Answer::status(200).with("content-type", "application/json").body("{\"upstream\":1}"),
+        path => Answer::status(200)
+            .with("content-type", "text/plain")
+            .body(&format!("hello upstream, from upstream {path}")),
     });
-    let yaml = format!(
-        "
+    let scratch = Scratch::new("go-bodyrewrite");
+    let mut nuncio = nuncio(
+        &scratch,
+        &format!(
+            "
 listeners:
   - name: public
     address: 127.0.0.1:0
@@ -334,43 +130,32 @@ clusters:
   - name: app
     endpoints: [ {} ]
 ",
-        library.display(),
-        app.addr
+            library.display(),
+            app.addr
+        ),
     );
-    let nuncio = Nuncio::start(&config("bodyrewrite", &yaml));
-    let (head, body) = request(nuncio.listener, "GET /page HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!(body, "hello nuncio, from nuncio /page");
-    assert!(head.to_ascii_lowercase().contains(&format!("content-length: {}", body.len())), "{head}");
-    let (_, body) = request(nuncio.listener, "GET /json HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!(body, "{\"upstream\":1}", "other types pass untouched");
-    nuncio.wait_for_stat(
+    let public = nuncio.listener("public");
+    let reply = get(public, "/page");
+    assert_eq!(reply.text(), "hello nuncio, from nuncio /page");
+    assert_eq!(reply.header("content-length"), reply.body.len().to_string(), "the new body's exact length");
+    assert_eq!(get(public, "/json").text(), "{\"upstream\":1}", "other types pass untouched");
+    nuncio.wait_for_stats(&[
         "nuncio_filter_go_bodyrewrite_rewritten_total{filter=\"go.bodyrewrite\",listener=\"public\"}: 1",
-    );
+    ]);
 
     // With a Go runtime loaded, SIGTERM still drains and exits 0.
-    let status = Command::new("kill").args(["-s", "TERM", &nuncio.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let mut nuncio = nuncio;
-    let deadline = Instant::now() + TIMEOUT;
-    let exit = loop {
-        if let Some(exit) = nuncio.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "nuncio did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(exit.success(), "{exit:?}");
+    nuncio.signal("TERM");
+    assert!(nuncio.wait_for_exit().success());
 }
 
 #[test]
 fn validate_refuses_a_library_built_for_another_abi_and_names_bad_fields() {
-    let Some(library) =
-        build("authz", "authz-abi2", Some("-X nuncio.dev/sdk/go/internal/abi.abiTag=nuncio-filter-abi-version:2"))
-    else {
-        return;
-    };
-    let yaml = |library: &Path, config: &str| {
-        format!(
+    let abi2 = ["-ldflags=-X nuncio.dev/sdk/go/internal/abi.abiTag=nuncio-filter-abi-version:2"];
+    let Some(other_abi) = example("authz", "authz-abi2", &abi2) else { return };
+    let Some(good) = example("authz", "authz", &[]) else { return };
+    let scratch = Scratch::new("go-validate");
+    let validate = |name: &str, library: &PathBuf, config: &str| {
+        let yaml = format!(
             "
 listeners:
   - name: public
@@ -389,32 +174,28 @@ clusters:
     endpoints: [ 127.0.0.1:1 ]
 ",
             library.display()
-        )
-    };
-    let validate = |path: &Path| {
-        let output = Command::new(NUNCIO).arg("validate").arg("-c").arg(path).output().unwrap();
+        );
+        let path = scratch.write(&format!("{name}.yaml"), &yaml);
+        let output = Command::new(NUNCIO).args(["validate", "-c", &path]).output().expect("run nuncio validate");
         (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
     };
-    let (code, errors) = validate(&config("abi2", &yaml(&library, "{ cluster: authz }")));
+    let (code, errors) = validate("abi2", &other_abi, "{ cluster: authz }");
     assert_eq!(code, Some(1), "{errors}");
-    assert!(
-        errors.contains(&format!(
-            "listeners[0].filters[0].config.library: library {} was built for ABI v2, this nuncio speaks v1: \
-             rebuild it against sdk/go of this nuncio",
-            library.display()
-        )),
-        "{errors}"
+    let expected = format!(
+        "listeners[0].filters[0].config.library: library {} was built for ABI v2, this nuncio speaks v1: \
+         rebuild it against sdk/go of this nuncio",
+        other_abi.display()
     );
-    let Some(good) = build("authz", "authz", None) else { return };
-    let (code, errors) = validate(&config("badfield", &yaml(&good, "{ cluster: authz, timeout_ms: -5 }")));
+    assert!(errors.contains(&expected), "{errors}");
+    let (code, errors) = validate("badfield", &good, "{ cluster: authz, timeout_ms: -5 }");
     assert_eq!(code, Some(1));
     assert!(
         errors.contains("badfield.yaml:10:") && errors.contains("config.config.timeout_ms: must be positive, not -5"),
         "{errors}"
     );
-    let (code, errors) = validate(&config("nocluster", &yaml(&good, "{ cluster: nowhere }")));
+    let (code, errors) = validate("nocluster", &good, "{ cluster: nowhere }");
     assert_eq!(code, Some(1));
     assert!(errors.contains("config.config.cluster"), "{errors}");
-    let (code, errors) = validate(&config("fine", &yaml(&good, "{ cluster: authz }")));
+    let (code, errors) = validate("fine", &good, "{ cluster: authz }");
     assert_eq!(code, Some(0), "{errors}");
 }

@@ -30,9 +30,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::Error;
+use crate::io::write_all_vectored;
 use crate::reload::{ConfigManager, Reloaded};
 use crate::snapshot::Local;
-use crate::upstream::http1::write_all_vectored;
 
 /// What admin handlers read, all on main.
 pub(crate) struct AdminState {
@@ -46,7 +46,7 @@ pub(crate) struct AdminState {
     /// True once every worker serves its listeners.
     pub(crate) ready: Cell<bool>,
     /// Changes the log level (`POST /logging?level=`), if the program can.
-    pub(crate) set_log_level: Option<crate::server::LogLevelHook>,
+    pub(crate) set_log_level: Option<crate::options::LogLevelHook>,
 }
 
 impl AdminState {

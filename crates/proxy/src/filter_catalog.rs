@@ -1,10 +1,15 @@
 //! The filter kinds a running nuncio knows, as the config checks them
-//! (`filters: [ { name, config } ]`) and as snapshots build them.
+//! (`filters: [ { name, config } ]`) and as snapshots build them into a
+//! listener's chain of factories.
 
 use std::sync::Arc;
 
 use nuncio_config::{FilterCatalog, FilterCheckError, FilterClusterRef, FilterSpec};
 use nuncio_filter::{FilterFactory, FilterKind};
+
+/// The filters of a listener, in order: the factories that make each
+/// stream's filters.
+pub type FilterChainFactory = Arc<[Arc<dyn FilterFactory>]>;
 
 /// A set of filter kinds, by name.
 #[derive(Clone, Default)]

@@ -4,9 +4,10 @@
 //! (`upstream::send`, HTTP/1.1 or HTTP/2 by the cluster's `protocol`),
 //! circuit breakers, outlier detection and the cluster's stats.
 //!
-//! What differs from forwarding a client's request: the body is buffered
-//! whole both ways (the request's as given, the response's up to
-//! [`CallOptions::max_response_bytes`]); there is one try (plus the free
+//! The tries are forwarding's own unit (`attempt::Attempts`), with no
+//! retry policy. What differs from forwarding a client's request: the body
+//! is buffered whole both ways (the request's as given, the response's up
+//! to [`CallOptions::max_response_bytes`]); there is one try (plus the free
 //! one forwarding also takes when a pooled connection turns out closed);
 //! nothing is added to the caller's fields but `Host` when absent and the
 //! time left (in `grpc-timeout` for gRPC, else in the stream's listener's
@@ -17,22 +18,19 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, header};
-use nuncio_config::UpstreamProtocol;
 use nuncio_context::Context;
 use nuncio_filter::{CallError, CallFuture, CallOptions, HttpClient};
 use nuncio_runtime::SlotRef;
-use nuncio_stats::Store;
-use tokio::time::Instant;
 
+use crate::attempt::{Answer, Attempts, Counting, Failure, TryLog};
 use crate::bounded::under;
+use crate::cluster::ConnectError;
 use crate::cluster::resources::Breaker;
-use crate::cluster::{ActiveRequest, ClusterState, ConnectError, PickError};
+use crate::deadline::is_grpc;
 use crate::message::{BodyFrame, BodySize};
 use crate::snapshot::Local;
-use crate::stats::ClusterStats;
-use crate::stream::{is_grpc, time_left_header};
-use crate::upstream::{self, NoClient, RequestBody, TryError, UpstreamRequest, UpstreamResponse};
-use crate::worker::Worker;
+use crate::upstream::{self, NoClient, RequestBody, TryError, UpstreamRequest};
+use crate::worker::{LocalCluster, Worker};
 
 /// One stream's client: the worker's cluster states, and the snapshot the
 /// stream serves with (a call sees the clusters of the config its stream
@@ -79,11 +77,11 @@ struct Call {
 impl Call {
     async fn run(
         self,
-        state: Option<Rc<ClusterState>>,
+        cluster: Option<LocalCluster>,
         request: http::Request<Bytes>,
         context: Context,
     ) -> Result<http::Response<Bytes>, CallError> {
-        let (Some(state), Some(stats)) = (state, self.local.snapshot.stats.clusters.get(&self.cluster)) else {
+        let (Some(cluster), Some(stats)) = (cluster, self.local.snapshot.stats.clusters.get(&self.cluster)) else {
             return Err(CallError::UnknownCluster { cluster: self.cluster });
         };
         let (ctx, _call_guard) = match self.options.timeout {
@@ -99,7 +97,6 @@ impl Call {
             headers.remove(name);
         }
         self.set_host(&mut headers, &parts.uri);
-        let grpc = is_grpc(&headers);
         // A request that may carry a body says how long it is, even when
         // empty; one that never does goes without framing fields.
         let expects_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
@@ -109,42 +106,35 @@ impl Call {
             let length = body.len() as u64;
             (RequestBody::Buffered(vec![body]), BodySize::Exact(length))
         };
-        let store = &self.local.stats;
+        let mut upstream_request = UpstreamRequest {
+            method: parts.method,
+            target,
+            headers: &headers,
+            body: size,
+            deadline: None,
+            upgrade: None,
+        };
+        let attempts = Attempts {
+            cluster: &cluster,
+            counting: Counting { store: &self.local.stats, stats },
+            policy: None,
+            hash: None,
+            time_left: self.time_left.as_ref(),
+            grpc: is_grpc(&headers),
+        };
         let exchange = async {
-            // A pooled connection the cluster had closed: a fresh one, once,
-            // as forwarding does (nothing was processed upstream).
-            let mut free_retry = true;
-            loop {
-                let active = state.pick(None, store, stats).map_err(|e| self.pick_error(&e, store, stats))?;
-                store.inc(stats.rq_total);
-                let upstream_request = UpstreamRequest {
-                    method: parts.method.clone(),
-                    target: target.clone(),
-                    headers: &headers,
-                    body: size,
-                    deadline: ctx
-                        .deadline()
-                        .and_then(|deadline| time_left_header(deadline, grpc, self.time_left.as_ref())),
-                };
-                let sent_at = Instant::now();
-                let protocol = state.config().protocol;
-                match upstream::send(protocol, &active, &upstream_request, &mut request_body, &mut NoClient).await {
-                    Ok(response) => {
-                        let status = response.head.status.as_u16();
-                        store.inc(stats.rq_class[crate::stats::class(status)]);
-                        store.observe(stats.rq_duration, sent_at.elapsed());
-                        active.report_status(status);
-                        return self.read_whole(response, &active, protocol).await;
-                    }
-                    Err(TryError::Reset { reused: true }) if free_retry => free_retry = false,
-                    Err(error) => return Err(self.try_error(error, store, stats)),
-                }
-            }
+            let (mut log, mut exchange) = (TryLog::default(), None);
+            let answer = attempts
+                .run(&mut upstream_request, &mut request_body, &mut NoClient, &ctx, &mut log, &mut exchange)
+                .await
+                .map_err(|failure| self.failure(failure))?;
+            let exchange = exchange.expect("a kept try leaves its exchange");
+            self.read_whole(answer, exchange, &cluster).await
         };
         match under(&ctx, exchange).await {
             Ok(result) => result,
             Err(nuncio_context::Error::DeadlineExceeded) => {
-                store.inc(stats.rq_timeout);
+                self.local.stats.inc(stats.rq_timeout);
                 Err(CallError::Timeout { cluster: self.cluster })
             }
             Err(nuncio_context::Error::Canceled) => Err(CallError::Cancelled { cluster: self.cluster }),
@@ -178,18 +168,18 @@ impl Call {
     /// connection back to the pool after it.
     async fn read_whole(
         &self,
-        response: UpstreamResponse,
-        active: &ActiveRequest<'_>,
-        protocol: UpstreamProtocol,
+        answer: Answer<'_>,
+        mut exchange: upstream::Exchange,
+        cluster: &LocalCluster,
     ) -> Result<http::Response<Bytes>, CallError> {
-        let UpstreamResponse { head, mut body, tunnel, .. } = response;
-        if tunnel {
+        let Answer { head, active } = answer;
+        if head.tunnel {
             let reason = "switched protocols (101) for a request that did not ask to".to_owned();
             return Err(CallError::BadResponse { cluster: self.cluster.clone(), reason });
         }
         let limit = self.options.max_response_bytes;
         let too_large = || CallError::ResponseTooLarge { cluster: self.cluster.clone(), limit };
-        if let BodySize::Exact(length) = head.body
+        if let BodySize::Exact(length) = head.head.body
             && length > limit as u64
         {
             return Err(too_large());
@@ -197,7 +187,7 @@ impl Call {
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut length = 0;
         loop {
-            match body.next_frame().await {
+            match upstream::next_frame(&mut exchange, &mut NoClient).await {
                 Ok(Some(BodyFrame::Data(data))) => {
                     length += data.len();
                     if length > limit {
@@ -209,12 +199,20 @@ impl Call {
                 Ok(Some(BodyFrame::Trailers(_))) => {}
                 Ok(None) => break,
                 Err(e) => {
-                    let reason = format!("response body: {}", e.0);
+                    let reason = format!("response body: {}", e.answer().1);
                     return Err(CallError::BadResponse { cluster: self.cluster.clone(), reason });
                 }
             }
         }
-        body.release(active);
+        let version = match &exchange {
+            upstream::Exchange::Http1(_) => Version::HTTP_11,
+            upstream::Exchange::Http2(_) => Version::HTTP_2,
+        };
+        if let upstream::Exchange::Http1(exchange) = exchange
+            && let Some(conn) = exchange.into_reusable()
+        {
+            cluster.pools.release(active.index(), conn);
+        }
         // One piece (the usual small answer) is taken as is, without a copy.
         let whole = if chunks.len() == 1 {
             chunks.pop().unwrap_or_default()
@@ -223,34 +221,37 @@ impl Call {
             chunks.iter().for_each(|c| whole.extend_from_slice(c));
             whole.freeze()
         };
-        let mut headers = head.headers;
+        let mut headers = head.head.headers;
         nuncio_http1::remove_hop_by_hop(&mut headers);
         let mut response = http::Response::new(whole);
-        *response.status_mut() = head.status;
+        *response.status_mut() = head.head.status;
         *response.headers_mut() = headers;
-        *response.version_mut() = match protocol {
-            UpstreamProtocol::Http1 => Version::HTTP_11,
-            UpstreamProtocol::Http2 => Version::HTTP_2,
-        };
+        *response.version_mut() = version;
         Ok(response)
     }
 
-    fn pick_error(&self, error: &PickError, store: &Store, stats: &ClusterStats) -> CallError {
-        match error {
-            PickError::NoHealthy => CallError::NoHealthyEndpoint { cluster: self.cluster.clone() },
-            PickError::Overflow(breaker) => self.overflow(*breaker, store, stats),
+    /// What the caller hears when no response head was kept.
+    fn failure(&self, failure: Failure) -> CallError {
+        let cluster = self.cluster.clone();
+        match failure {
+            Failure::NoHealthy => CallError::NoHealthyEndpoint { cluster },
+            Failure::Overflow(breaker) => self.overflow(breaker),
+            Failure::Timeout => CallError::Timeout { cluster },
+            // `NoClient` neither streams a body nor leaves: this is a call
+            // given up on, whatever the reason.
+            Failure::Source(_) => CallError::Cancelled { cluster },
+            Failure::Try { error, .. } => self.try_error(error),
         }
     }
 
-    fn overflow(&self, breaker: Breaker, store: &Store, stats: &ClusterStats) -> CallError {
-        store.inc(stats.cb_open[breaker as usize]);
+    fn overflow(&self, breaker: Breaker) -> CallError {
         CallError::Overflow { cluster: self.cluster.clone(), breaker: breaker.name().to_owned() }
     }
 
-    fn try_error(&self, error: TryError, store: &Store, stats: &ClusterStats) -> CallError {
+    fn try_error(&self, error: TryError) -> CallError {
         let cluster = self.cluster.clone();
         match error {
-            TryError::Connect(ConnectError::Overflow(breaker)) => self.overflow(breaker, store, stats),
+            TryError::Connect(ConnectError::Overflow(breaker)) => self.overflow(breaker),
             TryError::Connect(ConnectError::Failed(e)) => CallError::Connect { cluster, reason: e.to_string() },
             TryError::Connect(ConnectError::Timeout) => {
                 CallError::Connect { cluster, reason: "no connection within the cluster's connect_timeout".to_owned() }
@@ -261,9 +262,7 @@ impl Call {
                 CallError::BadResponse { cluster, reason: "switched protocols (101) unasked".to_owned() }
             }
             TryError::TryTimeout => CallError::Timeout { cluster },
-            // `NoClient` neither streams a body nor leaves: this is a call
-            // given up on, whatever the reason.
-            TryError::Downstream(_) => CallError::Cancelled { cluster },
+            TryError::Source(_) => CallError::Cancelled { cluster },
         }
     }
 }

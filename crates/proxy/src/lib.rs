@@ -21,16 +21,28 @@
 //!    own codec ([`nuncio_http1`]; a malformed head gets its 4xx and the
 //!    connection closes); HTTP/2 (the `h2` crate) runs each stream as a
 //!    local task. Either way the request becomes a protocol-neutral head
-//!    (`message`) and a `Downstream` to read its body from and write its
-//!    response to.
-//! 3. `stream`: selects a route (`router`); answers directly, redirects, or
-//!    forwards: picks a cluster endpoint (`cluster`: round robin or least
-//!    request), prepares the upstream head (hop-by-hop fields out,
-//!    `x-forwarded-for`, `x-forwarded-proto`, `x-request-id` in, rewrites),
-//!    tries the upstream with retries and timeouts (`upstream`: HTTP/1.1
-//!    pool or one HTTP/2 connection per endpoint), and relays the response.
+//!    (`message`) and a `Downstream`, protocol only, to read its body from
+//!    and write its response to.
+//! 3. `stream`: the request's phases, in one file that names them: request
+//!    filters (`filter_manager`, whose `FilteredStream` wraps the
+//!    `Downstream`), route (`nuncio_router`), then a direct answer, a redirect, or
+//!    forwarding: the upstream head (`rewrite`), the deadline (`deadline`),
+//!    the request body, the tries (`attempt`: endpoint from `cluster`,
+//!    connection from `upstream::pool`, the exchange in `upstream`, full
+//!    duplex), the response through the filters; then stats and the access
+//!    log.
 //! 4. Back in `downstream`: the next request on an HTTP/1.1 connection, if
 //!    both sides keep it alive.
+//!
+//! On main: `server` starts and stops everything, `reload` builds and
+//! delivers config snapshots (`snapshot`), `health` decides endpoint
+//! health, `admin` answers operators.
+//!
+//! The modules depend on each other downwards in that order, with one
+//! circle on purpose: `downstream` hands each request to `stream::serve`
+//! (a connection drives its streams, as Envoy's connection manager drives
+//! its active streams), and `stream` works on `downstream`'s `Downstream`
+//! through `filter_manager`.
 //!
 //! # Example
 //!
@@ -46,19 +58,24 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod attempt;
 mod bounded;
 mod cluster;
+mod deadline;
 mod downstream;
 mod error;
 mod filter_catalog;
 mod filter_manager;
-mod flow_control;
+mod health;
 mod http_client;
+mod io;
 mod listener;
 mod message;
+mod mirror;
+mod options;
 mod read_buffers;
 mod reload;
-mod router;
+mod rewrite;
 mod server;
 mod snapshot;
 mod stats;
@@ -74,8 +91,9 @@ mod worker;
 pub(crate) type NameMap<V> = rustc_hash::FxHashMap<String, V>;
 
 pub use error::Error;
-pub use filter_catalog::FilterKinds;
-pub use filter_manager::FilterChainFactory;
+pub use filter_catalog::{FilterChainFactory, FilterKinds};
 pub use nuncio_filter::FilterFactory;
+pub use options::{LogLevelHook, Options, Resolver};
 pub use reload::Reloaded;
-pub use server::{Addresses, LogLevelHook, Options, Resolver, RunningServer, WATCH_INTERVAL, run};
+pub use reload::WATCH_INTERVAL;
+pub use server::{Addresses, RunningServer, run};

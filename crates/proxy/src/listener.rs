@@ -11,7 +11,7 @@ use nuncio_context::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::Error;
-use crate::worker::Worker;
+use crate::worker::{ListenerTasks, Worker};
 
 /// The sockets of one listener, one per worker, all on the same address.
 pub(crate) struct BoundListener {
@@ -44,6 +44,40 @@ fn reuseport_socket(address: SocketAddr) -> std::io::Result<std::net::TcpListene
     socket.bind(&address.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+/// Starts accepting on `socket` for listener `name` (on this worker).
+pub(crate) fn start(id: u64, name: &str, socket: std::net::TcpListener, open: Arc<AtomicUsize>) {
+    let Some(worker) = Worker::current() else { return };
+    let socket = match tokio::net::TcpListener::from_std(socket) {
+        Ok(socket) => socket,
+        Err(e) => return tracing::error!(listener = %name, error = %e, "cannot serve listener"),
+    };
+    let (root, close) = Context::background().with_cancel();
+    let (draining, drain) = Context::background().with_cancel();
+    let accept = tokio::task::spawn_local(accept_loop(worker.clone(), name.into(), socket, open, root, draining));
+    worker.add_listener(id, ListenerTasks { accept, drain, close });
+}
+
+/// Stops accepting on listener `id` (its socket closes: new connections
+/// are refused) and tells its connections to finish and close.
+pub(crate) fn drain(id: u64) {
+    let Some(worker) = Worker::current() else { return };
+    worker.with_listener(id, |listener| {
+        listener.accept.abort();
+        listener.drain.cancel();
+    });
+}
+
+/// Closes listener `id`'s connections now (a drain ran out of time, or it
+/// ended).
+pub(crate) fn close(id: u64) {
+    let Some(worker) = Worker::current() else { return };
+    if let Some(listener) = worker.remove_listener(id) {
+        listener.accept.abort();
+        listener.drain.cancel();
+        listener.close.cancel();
+    }
 }
 
 /// Accepts connections on one worker's socket and serves each on this

@@ -71,6 +71,19 @@ pub(crate) enum BodyFrame {
     Trailers(HeaderMap),
 }
 
+/// Why a request body stopped before its end.
+#[derive(Debug)]
+pub(crate) enum RequestBodyError {
+    /// The client closed or reset the connection (or the stream).
+    Gone,
+    /// The client sent a body the codec refuses.
+    Invalid(nuncio_http1::Error),
+    /// A filter answered the request while its body passed (or the body
+    /// overflowed a buffering filter): the filtered stream holds the answer
+    /// and sends it when the stream layer gives up on the upstream.
+    Answered,
+}
+
 /// Whether a response to `method` with `status` carries no body whatever
 /// its fields say (RFC 9110 §6.4.1).
 pub(crate) fn bodiless(method: &Method, status: StatusCode) -> bool {

@@ -57,8 +57,11 @@ use tokio::time::Instant;
 use crate::cluster::hosts::{HostStatus, Hosts};
 use crate::error::Error;
 use crate::listener;
-use crate::server::{Options, WATCH_INTERVAL};
+use crate::options::Options;
 use crate::snapshot::{Local, Snapshot};
+
+/// How often a watched config file is looked at.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How often a drain looks whether its connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -237,7 +240,7 @@ impl ConfigManager {
         if let Some(main) = Dispatcher::current() {
             for name in &changed {
                 let cluster = &snapshot.clusters[name].config;
-                let mut tasks = crate::cluster::health::start(&main, &self.hosts, &self.slot, cluster)?;
+                let mut tasks = crate::health::checks::start(&main, &self.hosts, &self.slot, cluster)?;
                 tasks.extend(crate::cluster::dns::start(&main, &self.hosts, cluster, self.options.resolver.as_ref())?);
                 state.cluster_tasks.insert(name.clone(), tasks);
             }
@@ -265,7 +268,7 @@ impl ConfigManager {
                 ServedListener { id, config: config.clone(), address: sockets.address, open: sockets.open.clone() };
             for worker in &self.workers {
                 let (name, socket, open) = (config.name.clone(), sockets.sockets.remove(0), sockets.open.clone());
-                worker.post(move || crate::worker::start_listener(id, &name, socket, open))?;
+                worker.post(move || listener::start(id, &name, socket, open))?;
             }
             if previous.is_some() {
                 tracing::info!(listener = %config.name, address = %served.address, "listener added");
@@ -394,7 +397,7 @@ impl ConfigManager {
     /// finish, for at most `timeout`; then what is left is closed.
     async fn drain(&self, listeners: &[ServedListener], timeout: Duration) {
         for listener in listeners {
-            self.post_all(listener.id, crate::worker::drain_listener);
+            self.post_all(listener.id, listener::drain);
         }
         let open = || listeners.iter().map(|l| l.open.load(Ordering::Relaxed)).sum::<usize>();
         let deadline = Instant::now() + timeout;
@@ -406,7 +409,7 @@ impl ConfigManager {
             tracing::warn!(connections = left, "drain_timeout passed: closing the connections left");
         }
         for listener in listeners {
-            self.post_all(listener.id, crate::worker::close_listener);
+            self.post_all(listener.id, listener::close);
         }
     }
 

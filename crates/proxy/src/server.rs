@@ -10,10 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Duration;
 
 use nuncio_config::Config;
 use nuncio_runtime::{Dispatcher, DispatcherHandle, ThreadLocal};
@@ -21,8 +18,7 @@ use nuncio_runtime::{Dispatcher, DispatcherHandle, ThreadLocal};
 use crate::admin::{self, AdminState};
 use crate::cluster::hosts::HostStatus;
 use crate::error::Error;
-use crate::filter_catalog::FilterKinds;
-use crate::filter_manager::FilterChainFactory;
+use crate::options::Options;
 use crate::reload::{ConfigManager, Reloaded};
 use crate::snapshot::Local;
 use crate::worker::Worker;
@@ -35,40 +31,6 @@ pub struct Addresses {
     /// The admin listener's bound address.
     pub admin: SocketAddr,
 }
-
-/// Resolves an endpoint name (`host:port`) to its addresses.
-pub type Resolver = Arc<dyn Fn(&str) -> std::io::Result<Vec<SocketAddr>> + Send + Sync>;
-
-/// Sets the log level from a name (`debug`, `info`, ...).
-pub type LogLevelHook = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-
-/// What the embedding program provides beyond the config.
-#[derive(Clone, Default)]
-#[non_exhaustive]
-pub struct Options {
-    /// Resolves endpoint names for `dns_refresh` (default: the system
-    /// resolver). Tests give their own to change what a name resolves to.
-    pub resolver: Option<Resolver>,
-    /// Changes the log level for admin `POST /logging?level=` (default:
-    /// none, and the endpoint says so).
-    pub set_log_level: Option<LogLevelHook>,
-    /// Filters by listener name, in order, ahead of those the config names
-    /// (the router is the implicit last).
-    pub filters: HashMap<String, FilterChainFactory>,
-    /// The filter kinds the config's `filters:` lists may name (give the
-    /// same set to `Config::load_with`).
-    pub filter_kinds: FilterKinds,
-    /// The file the config came from: `SIGHUP` and admin `POST
-    /// /config/reload` read it again (default: none; those say so).
-    pub config_path: Option<PathBuf>,
-    /// Reload when the config file changes (polled every
-    /// [`WATCH_INTERVAL`], applied once it stayed the same for one more
-    /// poll, and only if its text changed). Default: off.
-    pub watch_config: bool,
-}
-
-/// How often a watched config file is looked at.
-pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What can be asked of main from elsewhere (signals, embedding code).
 #[derive(Debug)]
@@ -336,7 +298,7 @@ fn serve(
     };
     let addresses = Addresses { listeners: first.listeners, admin: admin_address };
 
-    main.spawn_local(crate::cluster::outlier::run(manager.hosts.clone(), slot.clone(), events))?;
+    main.spawn_local(crate::health::outlier::run(manager.hosts.clone(), slot.clone(), events))?;
     let admin_state = Rc::new(AdminState {
         local: slot.clone(),
         manager: manager.clone(),

@@ -16,11 +16,11 @@ use nuncio_stats::Store;
 use crate::NameMap;
 use crate::cluster::ClusterShared;
 use crate::error::Error;
-use crate::filter_manager::FilterChainFactory;
-use crate::router::RouteTable;
-use crate::server::Options;
+use crate::filter_catalog::FilterChainFactory;
+use crate::options::Options;
 use crate::stats::{FilterTable, ProxyStats};
 use nuncio_filter::FilterFactory;
+use nuncio_router::RouteTable;
 
 /// One version of the effective config, ready to serve.
 pub(crate) struct Snapshot {

@@ -19,7 +19,7 @@ use nuncio_filter::{CounterSink, FilterCounter};
 use nuncio_stats::{Counter, DURATION_BUCKETS, Definitions, Gauge, Histogram, StatsBuilder, Store, WorkerGauge};
 
 use crate::error::Error;
-use crate::filter_manager::FilterChainFactory;
+use crate::filter_catalog::FilterChainFactory;
 
 /// Status classes, as label values, indexed by `status / 100 - 1`.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -65,7 +65,20 @@ pub(crate) struct ClusterStats {
     pub(crate) cx_total: Counter,
     pub(crate) cx_connect_fail: Counter,
     pub(crate) rq_retry: Counter,
+    /// Retries not made: the retry budget or the `max_retries` breaker
+    /// refused them.
+    pub(crate) rq_retry_overflow: Counter,
+    /// Tries started beside a try past its per-try timeout.
+    pub(crate) rq_hedged: Counter,
+    /// Requests answered by a try other than the first one started.
+    pub(crate) rq_hedge_won_by_later_try: Counter,
     pub(crate) rq_timeout: Counter,
+    /// Copies of requests sent here by routes' `mirror`.
+    pub(crate) mirror_rq: Counter,
+    /// Copies not sent: a circuit breaker of this cluster was open.
+    pub(crate) mirror_skipped_overflow: Counter,
+    /// Copies not sent: the request's body was too large to keep a copy of.
+    pub(crate) mirror_skipped_body: Counter,
     /// By breaker, in [`BREAKERS`] order.
     pub(crate) cb_open: [Counter; 4],
     pub(crate) health_check_success: Counter,
@@ -139,6 +152,36 @@ impl ProxyStats {
                     c,
                 )?,
                 rq_retry: b.counter("upstream_rq_retry_total", "Retries of upstream requests.", c)?,
+                rq_retry_overflow: b.counter(
+                    "upstream_rq_retry_overflow_total",
+                    "Retries not made because the retry budget or the max_retries breaker refused them.",
+                    c,
+                )?,
+                rq_hedged: b.counter(
+                    "upstream_rq_hedged_total",
+                    "Tries started beside a try past its per-try timeout (hedge_on_per_try_timeout).",
+                    c,
+                )?,
+                rq_hedge_won_by_later_try: b.counter(
+                    "upstream_rq_hedge_won_by_later_try_total",
+                    "Requests answered by a try other than the first one started.",
+                    c,
+                )?,
+                mirror_rq: b.counter(
+                    "upstream_mirror_rq_total",
+                    "Copies of requests sent here by a route's mirror.",
+                    c,
+                )?,
+                mirror_skipped_overflow: b.counter(
+                    "upstream_mirror_skipped_total",
+                    "Mirror copies not sent, by reason.",
+                    &[("cluster", cluster.name.as_str()), ("reason", "overflow")],
+                )?,
+                mirror_skipped_body: b.counter(
+                    "upstream_mirror_skipped_total",
+                    "Mirror copies not sent, by reason.",
+                    &[("cluster", cluster.name.as_str()), ("reason", "body_too_large")],
+                )?,
                 rq_timeout: b.counter(
                     "upstream_rq_timeout_total",
                     "Upstream requests that hit the route or per-try timeout.",

@@ -18,6 +18,8 @@ pub(crate) struct StreamInfo {
     pub(crate) flags: ResponseFlags,
     /// Upstream tries made.
     pub(crate) attempts: u32,
+    /// Whether tries were hedged, and whether a hedge answered.
+    pub(crate) hedge_won: Option<bool>,
     /// The cluster the route chose.
     pub(crate) cluster: Option<String>,
     /// The address of the upstream that answered (or was tried last).
@@ -40,6 +42,7 @@ impl StreamInfo {
             start_time: logged.then(SystemTime::now),
             flags: ResponseFlags::NONE,
             attempts: 0,
+            hedge_won: None,
             cluster: None,
             upstream_host: None,
             upstream_service_time: None,

@@ -4,23 +4,23 @@
 //! the worker, shared by its connections through an `Rc`.
 //!
 //! Main changes what a worker serves only by posting to it: a new snapshot
-//! (through the slot), a listener to start, drain or close
-//! ([`start_listener`], [`drain_listener`], [`close_listener`]). Those
-//! functions run on the worker and find its state in a thread-local.
+//! (through the slot), a listener to start, drain or close (posted
+//! functions of `crate::listener`, which find the worker in a
+//! thread-local: [`Worker::current`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
-use nuncio_context::{CancelHandle, Context};
+use nuncio_context::CancelHandle;
 use nuncio_runtime::Slot;
 
 use crate::NameMap;
 use crate::cluster::ClusterState;
 use crate::cluster::hosts::{HostEvent, HostStatus};
 use crate::snapshot::{Local, Snapshot};
+use crate::upstream::pool::ClusterPools;
 
 pub(crate) struct Worker {
     /// The current config snapshot and this worker's stats store for it.
@@ -30,20 +30,28 @@ pub(crate) struct Worker {
     /// Reports to main (outlier runs).
     pub(crate) events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
     /// Load-balancing state and connection pools, by cluster name.
-    clusters: RefCell<NameMap<Rc<ClusterState>>>,
+    clusters: RefCell<NameMap<LocalCluster>>,
     /// The listeners this worker accepts on (or drains), by id.
-    listeners: RefCell<HashMap<u64, ServedListener>>,
+    listeners: RefCell<HashMap<u64, ListenerTasks>>,
+}
+
+/// A cluster as this worker serves it: its balancing state and its
+/// connection pools, kept as long as the cluster's config is unchanged.
+#[derive(Clone)]
+pub(crate) struct LocalCluster {
+    pub(crate) state: Rc<ClusterState>,
+    pub(crate) pools: Rc<ClusterPools>,
 }
 
 /// One listener on this worker: its accept loop, and the signals its
-/// connections watch.
-struct ServedListener {
-    accept: tokio::task::JoinHandle<()>,
+/// connections watch (`crate::listener` starts, drains and closes it).
+pub(crate) struct ListenerTasks {
+    pub(crate) accept: tokio::task::JoinHandle<()>,
     /// Cancelled when the listener drains: connections finish what is in
     /// flight, then close (`Connection: close`, `GOAWAY`).
-    drain: CancelHandle,
+    pub(crate) drain: CancelHandle,
     /// Cancelled when the drain runs out of time: connections close now.
-    close: CancelHandle,
+    pub(crate) close: CancelHandle,
 }
 
 thread_local! {
@@ -86,17 +94,21 @@ impl Worker {
     /// This worker's state for cluster `name` of `snapshot`: kept as long
     /// as the cluster's config is unchanged (pools survive reloads that do
     /// not touch it), rebuilt when it changed.
-    pub(crate) fn cluster(&self, snapshot: &Snapshot, name: &str) -> Option<Rc<ClusterState>> {
+    pub(crate) fn cluster(&self, snapshot: &Snapshot, name: &str) -> Option<LocalCluster> {
         let shared = snapshot.clusters.get(name)?;
         let mut clusters = self.clusters.borrow_mut();
         match clusters.get(name) {
-            Some(state) if Arc::ptr_eq(&state.shared, shared) || *state.shared.config == *shared.config => {
-                Some(state.clone())
+            Some(local) if Arc::ptr_eq(&local.state.shared, shared) || *local.state.shared.config == *shared.config => {
+                Some(local.clone())
             }
             _ => {
-                let state = Rc::new(ClusterState::new(shared.clone(), self.hosts.clone(), self.events.clone()));
-                clusters.insert(name.to_owned(), state.clone());
-                Some(state)
+                let workers = snapshot.config.workers;
+                let state =
+                    Rc::new(ClusterState::new(shared.clone(), self.hosts.clone(), self.events.clone(), workers));
+                let pools = ClusterPools::new(shared.config.endpoints.len(), shared.config.idle_timeout);
+                let local = LocalCluster { state, pools };
+                clusters.insert(name.to_owned(), local.clone());
+                Some(local)
             }
         }
     }
@@ -104,51 +116,26 @@ impl Worker {
     /// A new snapshot arrived: the state of clusters it removed or changed
     /// is let go. Requests in flight keep theirs (an `Rc`) and finish;
     /// idle pooled connections close with it.
+    /// Listener `id` now accepts on this worker.
+    pub(crate) fn add_listener(&self, id: u64, tasks: ListenerTasks) {
+        self.listeners.borrow_mut().insert(id, tasks);
+    }
+
+    /// Runs `f` on listener `id`'s tasks, if it is served here.
+    pub(crate) fn with_listener(&self, id: u64, f: impl FnOnce(&ListenerTasks)) {
+        if let Some(tasks) = self.listeners.borrow().get(&id) {
+            f(tasks);
+        }
+    }
+
+    /// Listener `id` is no longer served here.
+    pub(crate) fn remove_listener(&self, id: u64) -> Option<ListenerTasks> {
+        self.listeners.borrow_mut().remove(&id)
+    }
+
     pub(crate) fn retain_clusters(&self, snapshot: &Snapshot) {
-        self.clusters.borrow_mut().retain(|name, state| {
-            snapshot.clusters.get(name).is_some_and(|shared| *shared.config == *state.shared.config)
+        self.clusters.borrow_mut().retain(|name, local| {
+            snapshot.clusters.get(name).is_some_and(|shared| *shared.config == *local.state.shared.config)
         });
-    }
-}
-
-/// Starts accepting on `socket` for listener `name` (on this worker).
-pub(crate) fn start_listener(id: u64, name: &str, socket: std::net::TcpListener, open: Arc<AtomicUsize>) {
-    let Some(worker) = Worker::current() else { return };
-    let socket = match tokio::net::TcpListener::from_std(socket) {
-        Ok(socket) => socket,
-        Err(e) => return tracing::error!(listener = %name, error = %e, "cannot serve listener"),
-    };
-    let (root, close) = Context::background().with_cancel();
-    let (draining, drain) = Context::background().with_cancel();
-    let accept = tokio::task::spawn_local(crate::listener::accept_loop(
-        worker.clone(),
-        name.into(),
-        socket,
-        open,
-        root,
-        draining,
-    ));
-    worker.listeners.borrow_mut().insert(id, ServedListener { accept, drain, close });
-}
-
-/// Stops accepting on listener `id` (its socket closes: new connections
-/// are refused) and tells its connections to finish and close.
-pub(crate) fn drain_listener(id: u64) {
-    let Some(worker) = Worker::current() else { return };
-    if let Some(listener) = worker.listeners.borrow().get(&id) {
-        listener.accept.abort();
-        listener.drain.cancel();
-    }
-}
-
-/// Closes listener `id`'s connections now (a drain ran out of time, or it
-/// ended).
-pub(crate) fn close_listener(id: u64) {
-    let Some(worker) = Worker::current() else { return };
-    let listener = worker.listeners.borrow_mut().remove(&id);
-    if let Some(listener) = listener {
-        listener.accept.abort();
-        listener.drain.cancel();
-        listener.close.cancel();
     }
 }

@@ -3,24 +3,13 @@
 //! file after logrotate moved it. And endpoint re-resolution moving traffic
 //! without failing a request in flight.
 
-mod support;
-
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nuncio_config::Config;
-use nuncio_proxy::{Options, RunningServer};
-use support::{Client, Proxy, TIMEOUT, Upstream, dead_address, get};
-
-/// A fresh directory for this test's log files.
-fn log_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nuncio-access-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use nuncio_proxy::Options;
+use nuncio_test_support::{Client, Proxy, Scratch, TIMEOUT, Upstream, dead_address, exchange, get, wait_until};
 
 /// The file's lines once it has `n` of them (the writer thread flushes a
 /// few milliseconds after a stream ends).
@@ -67,21 +56,18 @@ clusters:
 
 #[test]
 fn a_line_per_stream_for_success_no_route_upstream_down_and_timeout() {
-    let dir = log_dir("kinds");
-    let file = dir.join("access.log");
+    let dir = Scratch::new("access-log-kinds");
+    let file = dir.path("access.log");
     let format = ", format: '%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:METHOD)% %REQ(:PATH)% %UPSTREAM_CLUSTER% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %BYTES_SENT%'";
     let up = Upstream::slow("up", Duration::from_millis(0));
     let proxy = proxy_logging(&file, format, &[("up", up.addr)]);
 
     assert_eq!(get(proxy.addr(), "/app/ok").status, 200);
     assert_eq!(get(proxy.addr(), "/nowhere").status, 404);
-    let slow = support::exchange(
-        proxy.addr(),
-        "GET /slow HTTP/1.1\r\nHost: t\r\nx-delay-ms: 2000\r\nConnection: close\r\n\r\n",
-    );
+    let slow = proxy.exchange("GET /slow HTTP/1.1\r\nHost: t\r\nx-delay-ms: 2000\r\nConnection: close\r\n\r\n");
     assert_eq!(slow.status, 504);
     drop(up);
-    let down = proxy_logging(&dir.join("down.log"), format, &[("dead", dead_address())]);
+    let down = proxy_logging(&dir.path("down.log"), format, &[("dead", dead_address())]);
     assert_eq!(get(down.addr(), "/app/x").status, 503);
 
     let lines = wait_lines(&file, 3);
@@ -91,15 +77,14 @@ fn a_line_per_stream_for_success_no_route_upstream_down_and_timeout() {
     assert!(lines[1].starts_with("404 NR GET /nowhere - 0 "), "{}", lines[1]);
     assert!(lines[1].rsplit(' ').next().unwrap().parse::<u64>().unwrap() > 0, "{}", lines[1]);
     assert!(lines[2].starts_with("504 UT GET /slow app 1 "), "{}", lines[2]);
-    let down_lines = wait_lines(&dir.join("down.log"), 1);
+    let down_lines = wait_lines(&dir.path("down.log"), 1);
     assert!(down_lines[0].starts_with("503 UF GET /app/x app 1 "), "{}", down_lines[0]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_default_format_is_envoys() {
-    let dir = log_dir("default");
-    let file = dir.join("access.log");
+    let dir = Scratch::new("access-log-default");
+    let file = dir.path("access.log");
     let up = Upstream::echo("up");
     let proxy = proxy_logging(&file, "", &[("up", up.addr)]);
     let mut client = Client::connect(proxy.addr());
@@ -121,13 +106,12 @@ fn the_default_format_is_envoys() {
         rest.ends_with(&format!("\"127.0.0.1\" \"test-agent\" \"req-1\" \"shop.example\" \"{}\"", up.addr)),
         "{rest}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn json_lines_parse_and_carry_typed_values() {
-    let dir = log_dir("json");
-    let file = dir.join("access.json");
+    let dir = Scratch::new("access-log-json");
+    let file = dir.path("access.json");
     let up = Upstream::echo("up");
     let json = ", json_format: { status: '%RESPONSE_CODE%', path: '%REQ(:PATH)%', flags: '%RESPONSE_FLAGS%', ua: '%REQ(USER-AGENT)%' }";
     let proxy = proxy_logging(&file, json, &[("up", up.addr)]);
@@ -146,36 +130,32 @@ fn json_lines_parse_and_carry_typed_values() {
     assert_eq!(first["flags"], "-");
     let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!((second["status"].as_u64(), second["flags"].as_str()), (Some(404), Some("NR")));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn reopening_after_logrotate_writes_to_a_new_file() {
-    let dir = log_dir("reopen");
-    let file = dir.join("access.log");
+    let dir = Scratch::new("access-log-reopen");
+    let file = dir.path("access.log");
     let up = Upstream::echo("up");
     let format = ", format: '%REQ(:PATH)%'";
     let proxy = proxy_logging(&file, format, &[("up", up.addr)]);
     assert_eq!(get(proxy.addr(), "/app/before").status, 200);
     wait_lines(&file, 1);
     // logrotate: move the file away, then signal.
-    let rotated = dir.join("access.log.1");
+    let rotated = dir.path("access.log.1");
     std::fs::rename(&file, &rotated).unwrap();
     proxy.reopen_access_logs();
     // The reopen is asynchronous: requests until one lands in the new file.
-    let deadline = Instant::now() + TIMEOUT;
     let mut n = 0;
-    while std::fs::read_to_string(&file).unwrap_or_default().is_empty() {
-        assert!(Instant::now() < deadline, "nothing was written to the reopened file");
+    wait_until("a line in the reopened file", || {
         n += 1;
         assert_eq!(get(proxy.addr(), &format!("/app/after-{n}")).status, 200);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        !std::fs::read_to_string(&file).unwrap_or_default().is_empty()
+    });
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.starts_with("/app/before\n"), "{old}");
     let new = wait_lines(&file, 1);
     assert!(new.iter().all(|l| l.starts_with("/app/after-")), "{new:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -188,7 +168,6 @@ fn re_resolving_a_name_moves_traffic_without_failing_a_request_in_flight() {
     options.resolver = Some(Arc::new(move |_name: &str| Ok(vec![*resolved.lock().unwrap()])));
     let yaml = format!(
         "
-admin: {{ address: 127.0.0.1:0 }}
 workers: 1
 listeners:
   - name: main
@@ -203,22 +182,17 @@ clusters:
 ",
         first.addr.port()
     );
-    let config = Config::from_yaml(&yaml, "test.yaml").unwrap();
-    let server = RunningServer::start_with(config, options).unwrap();
-    let addr = server.listener("main").unwrap();
+    let proxy = Proxy::start_with(&yaml, &[], options);
+    let addr = proxy.addr();
     assert_eq!(get(addr, "/").header("x-upstream"), "first");
     // A request in flight on `first` while the name moves to `second`.
     let in_flight = std::thread::spawn(move || {
-        support::exchange(addr, "GET /slow HTTP/1.1\r\nHost: t\r\nx-delay-ms: 500\r\nConnection: close\r\n\r\n")
+        exchange(addr, "GET /slow HTTP/1.1\r\nHost: t\r\nx-delay-ms: 500\r\nConnection: close\r\n\r\n")
     });
     first.wait_for_requests(2);
     *answer.lock().unwrap() = second.addr;
-    let deadline = Instant::now() + TIMEOUT;
-    while get(addr, "/").header("x-upstream") != "second" {
-        assert!(Instant::now() < deadline, "traffic never moved to the new address");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("traffic to move to the new address", || get(addr, "/").header("x-upstream") == "second");
     let reply = in_flight.join().unwrap();
     assert_eq!((reply.status, reply.header("x-upstream")), (200, "first"), "the request in flight finished");
-    server.shutdown();
+    proxy.into_server().shutdown();
 }

@@ -1,8 +1,6 @@
 //! The admin listener.
 
-mod support;
-
-use support::{Proxy, exchange};
+use nuncio_test_support::{Admin, Proxy};
 
 const CONFIG: &str = "
 listeners:
@@ -22,7 +20,7 @@ listeners:
 fn ready_says_ready_once_serving() {
     let proxy = Proxy::start(CONFIG, &[]);
 
-    let reply = exchange(proxy.admin(), "GET /ready HTTP/1.1\r\nHost: admin\r\n\r\n");
+    let reply = proxy.admin_get("/ready");
 
     assert_eq!((reply.status, reply.text().as_str()), (200, "ready\n"));
 }
@@ -31,7 +29,7 @@ fn ready_says_ready_once_serving() {
 fn config_dump_shows_the_effective_config() {
     let proxy = Proxy::start(CONFIG, &[]);
 
-    let reply = exchange(proxy.admin(), "GET /config_dump HTTP/1.1\r\nHost: admin\r\n\r\n");
+    let reply = proxy.admin_get("/config_dump");
 
     assert_eq!(reply.status, 200);
     let dump = reply.text();
@@ -46,7 +44,7 @@ fn config_dump_shows_the_effective_config() {
 fn unknown_admin_path_is_404_listing_the_endpoints() {
     let proxy = Proxy::start(CONFIG, &[]);
 
-    let reply = exchange(proxy.admin(), "GET /nope HTTP/1.1\r\nHost: admin\r\n\r\n");
+    let reply = proxy.admin_get("/nope");
 
     assert_eq!(reply.status, 404);
     assert!(reply.text().contains("/config_dump"), "{}", reply.text());

@@ -8,17 +8,15 @@
 //! change (health, ejection, counters) is polled with a deadline through
 //! the admin listener.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{
-    Blackhole, Client, Control, Proxy, Reply, TIMEOUT, Upstream, dead_address, endpoint_field, get, get_in_background,
-    stat, wait_for_endpoint, wait_for_stats, wait_until,
+use nuncio_test_support::{
+    Admin, Blackhole, Client, Control, Proxy, Reply, TIMEOUT, Upstream, catch_all, dead_address, get,
+    get_in_background, wait_until,
 };
 
 /// nuncio with `workers` workers and one catch-all route to cluster `app`,
@@ -29,24 +27,7 @@ fn start(workers: usize, cluster: &str, addresses: &[(&str, SocketAddr)]) -> Pro
 
 /// [`start`] with extra route fields `route`, indented by 8 spaces.
 fn start_with_route(workers: usize, route: &str, cluster: &str, addresses: &[(&str, SocketAddr)]) -> Proxy {
-    Proxy::start(
-        &format!(
-            "
-workers: {workers}
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-{route}
-clusters:
-  - name: app
-{cluster}
-"
-        ),
-        addresses,
-    )
+    Proxy::start(&format!("workers: {workers}\n{}", catch_all("", route, cluster)), addresses)
 }
 
 /// A `GET /` with header `name: value`.
@@ -219,7 +200,7 @@ fn ring_hash_moves_only_the_users_of_an_unhealthy_endpoint() {
     // The endpoint of the first user goes unhealthy.
     let sick = ["a", "b", "c"].iter().position(|name| *name == before[0]).unwrap();
     controls[sick].set_health(503);
-    wait_for_endpoint(&proxy, "app", upstreams[sick].addr, "healthy", "false");
+    proxy.wait_for_endpoint("app", upstreams[sick].addr, "healthy", "false");
 
     for (user, was) in users.iter().zip(&before) {
         let now = endpoint_of(user);
@@ -257,17 +238,17 @@ fn max_requests_refuses_a_second_request_while_one_is_in_flight() {
     assert!(!first.is_finished(), "the first request is still in flight");
     assert_eq!(upstream.requests().len(), 1, "the refused request never went upstream");
     assert_eq!(
-        stat(&proxy, r#"nuncio_upstream_cb_open_total{breaker="max_requests",cluster="app"}"#).as_deref(),
+        proxy.stat(r#"nuncio_upstream_cb_open_total{breaker="max_requests",cluster="app"}"#).as_deref(),
         Some("1")
     );
 
     // Once the first one ends, the breaker closes.
     control.release();
     assert_eq!(first.join().unwrap().status, 200);
-    wait_for_stats(&proxy, &["nuncio_downstream_rq_total: 2"]);
+    proxy.wait_for_stats(&["nuncio_downstream_rq_total: 2"]);
     assert_eq!(get(proxy.addr(), "/").status, 200);
     assert_eq!(upstream.requests().len(), 2);
-    wait_for_stats(&proxy, &[r#"nuncio_upstream_cb_open_total{breaker="max_requests",cluster="app"}: 1"#]);
+    proxy.wait_for_stats(&[r#"nuncio_upstream_cb_open_total{breaker="max_requests",cluster="app"}: 1"#]);
 }
 
 #[test]
@@ -294,7 +275,7 @@ fn max_connections_refuses_a_request_that_needs_a_second_connection() {
     assert!(!first.is_finished(), "the first request is still in flight");
     assert_eq!(upstream.connections(), 1);
     assert_eq!(
-        stat(&proxy, r#"nuncio_upstream_cb_open_total{breaker="max_connections",cluster="app"}"#).as_deref(),
+        proxy.stat(r#"nuncio_upstream_cb_open_total{breaker="max_connections",cluster="app"}"#).as_deref(),
         Some("1")
     );
 
@@ -302,13 +283,13 @@ fn max_connections_refuses_a_request_that_needs_a_second_connection() {
     // requests.
     control.release();
     assert_eq!(first.join().unwrap().status, 200);
-    wait_for_stats(&proxy, &["nuncio_downstream_rq_total: 2"]);
+    proxy.wait_for_stats(&["nuncio_downstream_rq_total: 2"]);
     for _ in 0..3 {
         assert_eq!(get(proxy.addr(), "/").status, 200);
     }
     assert_eq!(upstream.connections(), 1);
     assert_eq!(upstream.requests().len(), 4);
-    wait_for_stats(&proxy, &[r#"nuncio_upstream_cx_total{cluster="app"}: 1"#]);
+    proxy.wait_for_stats(&[r#"nuncio_upstream_cx_total{cluster="app"}: 1"#]);
 }
 
 #[test]
@@ -326,7 +307,7 @@ fn max_pending_requests_refuses_a_request_while_another_is_still_connecting() {
 
     // The first request waits for a connection that never completes...
     let first = get_in_background(proxy.addr(), "/");
-    wait_for_stats(&proxy, &[r#"nuncio_upstream_rq_total{cluster="app"}: 1"#]);
+    proxy.wait_for_stats(&[r#"nuncio_upstream_rq_total{cluster="app"}: 1"#]);
 
     // ...so the second is refused at once rather than queued behind it.
     let refused = get(proxy.addr(), "/");
@@ -334,7 +315,7 @@ fn max_pending_requests_refuses_a_request_while_another_is_still_connecting() {
     assert_eq!(refused.text(), "nuncio: circuit breaker max_pending_requests open for cluster app\n");
     assert!(!first.is_finished(), "the first request is still connecting");
     assert_eq!(
-        stat(&proxy, r#"nuncio_upstream_cb_open_total{breaker="max_pending_requests",cluster="app"}"#).as_deref(),
+        proxy.stat(r#"nuncio_upstream_cb_open_total{breaker="max_pending_requests",cluster="app"}"#).as_deref(),
         Some("1")
     );
 
@@ -364,13 +345,10 @@ fn max_retries_counts_retries_in_flight_so_one_request_may_retry_twice() {
 
     assert_eq!(reply.status, 503);
     assert_eq!(upstream.requests().len(), 3, "one try and two retries");
-    wait_for_stats(
-        &proxy,
-        &[
-            r#"nuncio_upstream_rq_retry_total{cluster="app"}: 2"#,
-            r#"nuncio_upstream_cb_open_total{breaker="max_retries",cluster="app"}: 0"#,
-        ],
-    );
+    proxy.wait_for_stats(&[
+        r#"nuncio_upstream_rq_retry_total{cluster="app"}: 2"#,
+        r#"nuncio_upstream_cb_open_total{breaker="max_retries",cluster="app"}: 0"#,
+    ]);
 }
 
 #[test]
@@ -418,25 +396,22 @@ fn max_retries_refuses_a_retry_while_another_is_in_flight() {
     assert_eq!(upstream.requests().len(), 3, "B was tried once");
     assert!(!a.is_finished(), "A's retry is still in flight");
     assert_eq!(
-        stat(&proxy, r#"nuncio_upstream_cb_open_total{breaker="max_retries",cluster="app"}"#).as_deref(),
+        proxy.stat(r#"nuncio_upstream_cb_open_total{breaker="max_retries",cluster="app"}"#).as_deref(),
         Some("1")
     );
 
     // Once A is done, retries are allowed again.
     released.store(true, Ordering::SeqCst);
     assert_eq!(a.join().unwrap().status, 200);
-    wait_for_stats(&proxy, &["nuncio_downstream_rq_total: 2"]);
+    proxy.wait_for_stats(&["nuncio_downstream_rq_total: 2"]);
     let c = get(proxy.addr(), "/c");
     assert_eq!((c.status, c.text().as_str()), (200, "ok\n"), "C's retry went through");
     let targets: Vec<String> = upstream.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(targets, ["/a", "/a", "/b", "/c", "/c"]);
-    wait_for_stats(
-        &proxy,
-        &[
-            r#"nuncio_upstream_cb_open_total{breaker="max_retries",cluster="app"}: 1"#,
-            r#"nuncio_upstream_rq_retry_total{cluster="app"}: 2"#,
-        ],
-    );
+    proxy.wait_for_stats(&[
+        r#"nuncio_upstream_cb_open_total{breaker="max_retries",cluster="app"}: 1"#,
+        r#"nuncio_upstream_rq_retry_total{cluster="app"}: 2"#,
+    ]);
 }
 
 // ---------------------------------------------------------- health checks --
@@ -456,20 +431,20 @@ fn an_endpoint_failing_health_checks_gets_no_requests_until_it_passes_again() {
     let answered = |client: &mut Client, n: usize| -> Vec<String> {
         (0..n).map(|_| client.get("/").header("x-upstream").to_owned()).collect()
     };
-    assert_eq!(endpoint_field(&proxy, "app", a.addr, "healthy"), "true");
+    assert_eq!(proxy.endpoint_field("app", a.addr, "healthy"), "true");
     assert!(answered(&mut client, 4).contains(&"a".to_owned()));
 
     sick.set_health(503);
-    wait_for_endpoint(&proxy, "app", a.addr, "healthy", "false");
-    assert_eq!(endpoint_field(&proxy, "app", b.addr, "healthy"), "true");
+    proxy.wait_for_endpoint("app", a.addr, "healthy", "false");
+    assert_eq!(proxy.endpoint_field("app", b.addr, "healthy"), "true");
     let before = a.requests().len();
     assert_eq!(answered(&mut client, 6), ["b"; 6]);
     assert_eq!(a.requests().len(), before, "an unhealthy endpoint gets no request");
-    let failures = stat(&proxy, r#"nuncio_health_check_total{cluster="app",result="failure"}"#).unwrap();
+    let failures = proxy.stat(r#"nuncio_health_check_total{cluster="app",result="failure"}"#).unwrap();
     assert!(failures.parse::<u64>().unwrap() >= 2, "{failures} failed checks");
 
     sick.set_health(200);
-    wait_for_endpoint(&proxy, "app", a.addr, "healthy", "true");
+    proxy.wait_for_endpoint("app", a.addr, "healthy", "true");
     // Round robin over both again: a's turn comes within two requests.
     assert!(answered(&mut client, 2).contains(&"a".to_owned()));
 }
@@ -485,8 +460,8 @@ fn when_every_endpoint_is_unhealthy_fail_answers_503_at_once() {
         &[("a", a.addr), ("b", b.addr)],
     );
 
-    wait_for_endpoint(&proxy, "app", a.addr, "healthy", "false");
-    wait_for_endpoint(&proxy, "app", b.addr, "healthy", "false");
+    proxy.wait_for_endpoint("app", a.addr, "healthy", "false");
+    proxy.wait_for_endpoint("app", b.addr, "healthy", "false");
     let before = a.requests().len() + b.requests().len();
     let reply = get(proxy.addr(), "/");
 
@@ -505,8 +480,8 @@ fn when_every_endpoint_is_unhealthy_use_all_still_reaches_them() {
         &[("a", a.addr), ("b", b.addr)],
     );
 
-    wait_for_endpoint(&proxy, "app", a.addr, "healthy", "false");
-    wait_for_endpoint(&proxy, "app", b.addr, "healthy", "false");
+    proxy.wait_for_endpoint("app", a.addr, "healthy", "false");
+    proxy.wait_for_endpoint("app", b.addr, "healthy", "false");
     let (a_before, b_before) = (a.requests().len(), b.requests().len());
     let mut client = Client::connect(proxy.addr());
     for _ in 0..4 {
@@ -520,7 +495,7 @@ fn when_every_endpoint_is_unhealthy_use_all_still_reaches_them() {
 
 /// Whether `/clusters` shows `endpoint` of cluster `app` ejected.
 fn ejected(proxy: &Proxy, endpoint: SocketAddr) -> bool {
-    endpoint_field(proxy, "app", endpoint, "ejected") == "true"
+    proxy.endpoint_field("app", endpoint, "ejected") == "true"
 }
 
 #[test]
@@ -545,7 +520,7 @@ fn five_hundreds_in_a_row_eject_an_endpoint_for_the_ejection_time() {
         assert_eq!(reply.status, if i % 2 == 0 { 200 } else { 500 }, "request {i}: {reply:?}");
     }
     assert_eq!(bad.requests().len(), 3);
-    wait_for_stats(&proxy, &[r#"nuncio_outlier_ejections_total{cluster="app"}: 1"#]);
+    proxy.wait_for_stats(&[r#"nuncio_outlier_ejections_total{cluster="app"}: 1"#]);
 
     // While /clusters shows it ejected, every request goes to good. (A
     // request is checked only if the ejection still held after it ended.)
@@ -561,15 +536,15 @@ fn five_hundreds_in_a_row_eject_an_endpoint_for_the_ejection_time() {
         checked += 1;
     }
     assert!(checked > 0, "the 1s ejection ended before one request was made");
-    assert_eq!(endpoint_field(&proxy, "app", good.addr, "ejected"), "false");
+    assert_eq!(proxy.endpoint_field("app", good.addr, "ejected"), "false");
 
     // Then it is back in rotation.
-    wait_for_endpoint(&proxy, "app", bad.addr, "ejected", "false");
+    proxy.wait_for_endpoint("app", bad.addr, "ejected", "false");
     let before = bad.requests().len();
     let statuses: Vec<u16> = (0..2).map(|_| client.get("/").status).collect();
     assert!(statuses.contains(&500), "{statuses:?}");
     assert_eq!(bad.requests().len(), before + 1);
-    wait_for_stats(&proxy, &[r#"nuncio_outlier_ejections_total{cluster="app"}: 1"#]);
+    proxy.wait_for_stats(&[r#"nuncio_outlier_ejections_total{cluster="app"}: 1"#]);
 }
 
 #[test]
@@ -589,13 +564,10 @@ fn connect_failures_in_a_row_eject_an_endpoint() {
     // good, dead, good, dead, good, dead: three refused connections.
     let statuses: Vec<u16> = (0..6).map(|_| client.get("/").status).collect();
     assert_eq!(statuses, [200, 503, 200, 503, 200, 503]);
-    wait_for_stats(
-        &proxy,
-        &[
-            r#"nuncio_outlier_ejections_total{cluster="app"}: 1"#,
-            r#"nuncio_upstream_cx_connect_fail_total{cluster="app"}: 3"#,
-        ],
-    );
+    proxy.wait_for_stats(&[
+        r#"nuncio_outlier_ejections_total{cluster="app"}: 1"#,
+        r#"nuncio_upstream_cx_connect_fail_total{cluster="app"}: 3"#,
+    ]);
 
     let mut checked = 0;
     for _ in 0..5 {
@@ -608,7 +580,7 @@ fn connect_failures_in_a_row_eject_an_endpoint() {
     }
     assert!(checked > 0, "the 1s ejection ended before one request was made");
 
-    wait_for_endpoint(&proxy, "app", dead, "ejected", "false");
+    proxy.wait_for_endpoint("app", dead, "ejected", "false");
     let statuses: Vec<u16> = (0..2).map(|_| client.get("/").status).collect();
     assert!(statuses.contains(&503), "the dead endpoint is tried again: {statuses:?}");
 }
@@ -644,7 +616,7 @@ fn max_ejection_percent_0_still_lets_one_endpoint_be_ejected_but_no_second() {
 
     // Both failing endpoints answer 500 three times in a row.
     until_each_answered(&mut client, &[&bad1, &bad2], 3);
-    wait_for_stats(&proxy, &[r#"nuncio_outlier_ejections_total{cluster="app"}: 1"#]);
+    proxy.wait_for_stats(&[r#"nuncio_outlier_ejections_total{cluster="app"}: 1"#]);
 
     let out: Vec<bool> = [bad1.addr, bad2.addr].into_iter().map(|e| ejected(&proxy, e)).collect();
     assert_eq!(out.iter().filter(|e| **e).count(), 1, "exactly one ejected: {out:?}");
@@ -660,7 +632,7 @@ fn max_ejection_percent_0_still_lets_one_endpoint_be_ejected_but_no_second() {
     let kept_got = kept.requests().len() - kept_before;
     assert!((2..=4).contains(&kept_got), "the endpoint kept got {kept_got} of 6 requests");
     assert!(!ejected(&proxy, kept.addr));
-    assert_eq!(stat(&proxy, r#"nuncio_outlier_ejections_total{cluster="app"}"#).as_deref(), Some("1"));
+    assert_eq!(proxy.stat(r#"nuncio_outlier_ejections_total{cluster="app"}"#).as_deref(), Some("1"));
 }
 
 #[test]
@@ -681,7 +653,7 @@ fn max_ejection_percent_bounds_how_many_endpoints_are_ejected_at_once() {
     let mut client = Client::connect(proxy.addr());
 
     until_each_answered(&mut client, &[&bad[0], &bad[1], &bad[2]], 3);
-    wait_for_stats(&proxy, &[r#"nuncio_outlier_ejections_total{cluster="app"}: 2"#]);
+    proxy.wait_for_stats(&[r#"nuncio_outlier_ejections_total{cluster="app"}: 2"#]);
 
     let out: Vec<bool> = bad.iter().map(|u| ejected(&proxy, u.addr)).collect();
     assert_eq!(out.iter().filter(|e| **e).count(), 2, "exactly two ejected: {out:?}");
@@ -699,7 +671,7 @@ fn max_ejection_percent_bounds_how_many_endpoints_are_ejected_at_once() {
         }
     }
     assert!(!ejected(&proxy, kept.addr));
-    assert_eq!(stat(&proxy, r#"nuncio_outlier_ejections_total{cluster="app"}"#).as_deref(), Some("2"));
+    assert_eq!(proxy.stat(r#"nuncio_outlier_ejections_total{cluster="app"}"#).as_deref(), Some("2"));
 }
 
 #[test]
@@ -721,19 +693,19 @@ fn an_endpoint_refused_ejection_by_max_ejection_percent_is_ejected_once_there_is
 
     // One is ejected; the other's run of 500s is refused for lack of room.
     until_each_answered(&mut client, &[&bad1, &bad2], 3);
-    wait_for_stats(&proxy, &[r#"nuncio_outlier_ejections_total{cluster="app"}: 1"#]);
+    proxy.wait_for_stats(&[r#"nuncio_outlier_ejections_total{cluster="app"}: 1"#]);
     let (out, out_control, kept) =
         if ejected(&proxy, bad1.addr) { (&bad1, &control1, &bad2) } else { (&bad2, &control2, &bad1) };
     assert!(!ejected(&proxy, kept.addr));
 
     // The ejected one recovers and comes back: there is room again.
     out_control.set_status(200);
-    wait_for_endpoint(&proxy, "app", out.addr, "ejected", "false");
+    proxy.wait_for_endpoint("app", out.addr, "ejected", "false");
 
     // The other still answers nothing but 500: three more in a row eject it.
     let target = kept.requests().len() + 3;
     until_each_answered(&mut client, &[kept], target);
-    wait_for_stats(&proxy, &[r#"nuncio_outlier_ejections_total{cluster="app"}: 2"#]);
+    proxy.wait_for_stats(&[r#"nuncio_outlier_ejections_total{cluster="app"}: 2"#]);
     assert!(ejected(&proxy, kept.addr));
 }
 
@@ -761,8 +733,8 @@ fn an_http2_cluster_carries_a_workers_requests_on_one_connection() {
 
     assert_eq!(upstream.requests().len(), 15);
     assert_eq!(upstream.connections(), 1);
-    wait_for_stats(
-        &proxy,
-        &[r#"nuncio_upstream_cx_total{cluster="app"}: 1"#, r#"nuncio_upstream_rq_total{cluster="app"}: 15"#],
-    );
+    proxy.wait_for_stats(&[
+        r#"nuncio_upstream_cx_total{cluster="app"}: 1"#,
+        r#"nuncio_upstream_rq_total{cluster="app"}: 15"#,
+    ]);
 }

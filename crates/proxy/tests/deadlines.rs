@@ -3,30 +3,13 @@
 //! how long it has left, in the listener's `time_left_header` (or
 //! `grpc-timeout` for gRPC).
 
-mod support;
-
-use support::{Proxy, Upstream, admin_get, exchange};
+use nuncio_test_support::{Admin, Proxy, Upstream, catch_all, exchange};
 
 /// Listener `main`, with `listener_fields` (YAML lines at its indentation),
 /// routing everything to `upstream` with a 2s timeout.
 fn proxy_with(upstream: &Upstream, listener_fields: &str) -> Proxy {
-    Proxy::start(
-        &format!(
-            "
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-{listener_fields}    routes:
-      - match: {{}}
-        cluster: app
-        timeout: 2s
-clusters:
-  - name: app
-    endpoints: [ '{{app}}' ]
-"
-        ),
-        &[("app", upstream.addr)],
-    )
+    let yaml = catch_all(listener_fields, "        timeout: 2s", "    endpoints: [ '{app}' ]");
+    Proxy::start(&yaml, &[("app", upstream.addr)])
 }
 
 fn proxy(upstream: &Upstream) -> Proxy {
@@ -56,7 +39,7 @@ fn grpc_with(proxy: &Proxy, timeout: &str) -> u16 {
 fn the_upstream_hears_the_time_left() {
     let upstream = Upstream::echo("up");
     let proxy = proxy(&upstream);
-    assert_eq!(support::get(proxy.addr(), "/").status, 200);
+    assert_eq!(proxy.get("/").status, 200);
     let left: u64 = upstream.last_request().header("x-nuncio-expected-timeout-ms").parse().unwrap();
     assert!(left > 0 && left <= 2000, "{left}");
 
@@ -89,7 +72,7 @@ fn a_listener_names_its_own_time_left_header() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(values(&upstream, "x-deadline-ms"), Vec::<String>::new());
 
-    let dump = admin_get(&proxy, "/config_dump").text();
+    let dump = proxy.admin_get("/config_dump").text();
     assert!(dump.contains("time_left_header: x-deadline-ms\n"), "{dump}");
 }
 
@@ -111,7 +94,7 @@ fn time_left_header_none_sends_no_time_left() {
     assert_eq!(grpc_with(&proxy, "300m"), 200);
     assert_eq!(values(&upstream, "grpc-timeout").len(), 1);
 
-    let dump = admin_get(&proxy, "/config_dump").text();
+    let dump = proxy.admin_get("/config_dump").text();
     assert!(dump.contains("time_left_header: none\n"), "{dump}");
 }
 

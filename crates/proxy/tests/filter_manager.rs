@@ -4,8 +4,6 @@
 //! path, buffering a response, watermarking both ways with backpressure,
 //! panics on these paths, and the precise errors a handle call gets.
 
-mod support;
-
 use std::future::Future;
 use std::io::{Read, Write};
 use std::pin::Pin;
@@ -15,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use nuncio_config::Config;
 use nuncio_filter::{Error, Filter, Hook, LocalReply, RequestHead, ResponseHead, Status, StreamCx, StreamHandle};
-use nuncio_proxy::{FilterFactory, Options, RunningServer};
-use support::{RawClient, Upstream, rt};
+use nuncio_proxy::FilterFactory;
+use nuncio_test_support::{Admin, Proxy, RawClient, TIMEOUT, Upstream, rt, wait_until};
 
 /// The most the proxy keeps for one filter (its documented
 /// `PER_STREAM_BUFFER_LIMIT`): the buffering limit and the high watermark.
@@ -96,7 +93,7 @@ impl Shared {
 
     /// The driver results, once `n` drivers finished.
     fn results(&self, n: usize) -> Vec<Result<(), Error>> {
-        support::wait_until("the drivers to finish", || self.results.lock().unwrap().len() >= n);
+        wait_until("the drivers to finish", || self.results.lock().unwrap().len() >= n);
         self.results.lock().unwrap().clone()
     }
 }
@@ -177,7 +174,7 @@ impl FilterFactory for ScriptedFactory {
 
 /// Filters `a`, `b`, `c`, where `b` does `act` on hook `on` (the others
 /// only record), in front of `upstream`.
-fn chain(upstream: &Upstream, on: On, act: Act) -> (RunningServer, Shared) {
+fn chain(upstream: &Upstream, on: On, act: Act) -> (Proxy, Shared) {
     let shared = Shared::default();
     let mut act = Some(act);
     let factories = ["a", "b", "c"]
@@ -193,34 +190,7 @@ fn chain(upstream: &Upstream, on: On, act: Act) -> (RunningServer, Shared) {
             Arc::new(ScriptedFactory { name, on, act, shared: shared.clone() }) as Arc<dyn FilterFactory>
         })
         .collect();
-    (with_filters(upstream, factories), shared)
-}
-
-/// nuncio in front of `upstream`, its listener running `factories`.
-fn with_filters(upstream: &Upstream, factories: Vec<Arc<dyn FilterFactory>>) -> RunningServer {
-    let mut options = Options::default();
-    options.filters.insert("main".to_owned(), factories.into());
-    let yaml = format!(
-        "
-admin: {{ address: 127.0.0.1:0 }}
-workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-clusters:
-  - name: app
-    endpoints: [ '{}' ]
-",
-        upstream.addr
-    );
-    RunningServer::start_with(Config::from_yaml(&yaml, "test.yaml").unwrap(), options).unwrap()
-}
-
-fn addr(server: &RunningServer) -> std::net::SocketAddr {
-    server.listener("main").unwrap()
+    (Proxy::with_filters(upstream, 1, factories), shared)
 }
 
 /// An upstream that keeps the raw bytes of each request (trailers and
@@ -303,8 +273,8 @@ fn stop_iteration_on_every_hook_resumes_at_the_next_filter() {
     ] {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let upstream = trailing_upstream(seen.clone());
-        let (server, shared) = chain(&upstream, on, Act::Stop(change_and_resume(on)));
-        let mut client = RawClient::connect(addr(&server));
+        let (proxy, shared) = chain(&upstream, on, Act::Stop(change_and_resume(on)));
+        let mut client = RawClient::connect(proxy.addr());
         client.send(CHUNKED_WITH_TRAILERS);
         let reply = client.response();
         assert_eq!(shared.results(1), [Ok(())], "{on:?}");
@@ -343,8 +313,8 @@ fn stop_iteration_on_every_hook_resumes_at_the_next_filter() {
 #[test]
 fn a_local_reply_from_the_request_body_runs_only_the_response_hooks_before_it() {
     let upstream = Upstream::echo("up");
-    let (server, shared) = chain(&upstream, On::RequestBody, Act::Reply);
-    let reply = support::exchange(addr(&server), "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    let (proxy, shared) = chain(&upstream, On::RequestBody, Act::Reply);
+    let reply = proxy.exchange("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
     assert_eq!((reply.status, reply.text().as_str()), (403, "denied by b\n"));
     let journal = shared.journal();
     assert!(journal.contains(&"a:response_headers".to_owned()), "{journal:?}");
@@ -356,11 +326,11 @@ fn a_local_reply_from_the_request_body_runs_only_the_response_hooks_before_it() 
 fn a_local_reply_from_the_response_path_replaces_the_response_while_its_head_is_held() {
     for on in [On::ResponseHeaders, On::ResponseBody] {
         let upstream = Upstream::echo("up");
-        let (server, _shared) = chain(&upstream, on, Act::Reply);
-        let reply = support::get(addr(&server), "/");
+        let (proxy, _shared) = chain(&upstream, on, Act::Reply);
+        let reply = proxy.get("/");
         assert_eq!((reply.status, reply.text().as_str()), (403, "denied by b\n"), "{on:?}");
         // The worker serves on.
-        assert_eq!(support::get(addr(&server), "/").status, 403);
+        assert_eq!(proxy.get("/").status, 403);
     }
 }
 
@@ -391,7 +361,7 @@ fn head_then_body(go: Arc<(Mutex<bool>, std::sync::Condvar)>) -> Upstream {
 /// Reads a response head from `client` (the raw socket), then everything
 /// until the connection ends; returns (head, body bytes).
 fn head_then_rest(client: &mut std::net::TcpStream, go: &(Mutex<bool>, std::sync::Condvar)) -> (String, Vec<u8>) {
-    client.set_read_timeout(Some(support::TIMEOUT)).unwrap();
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -418,8 +388,8 @@ fn head_then_rest(client: &mut std::net::TcpStream, go: &(Mutex<bool>, std::sync
 fn a_local_reply_once_the_head_went_out_cuts_the_response() {
     let go = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
     let upstream = head_then_body(go.clone());
-    let (server, _shared) = chain(&upstream, On::ResponseBody, Act::Reply);
-    let mut client = std::net::TcpStream::connect(addr(&server)).unwrap();
+    let (proxy, _shared) = chain(&upstream, On::ResponseBody, Act::Reply);
+    let mut client = std::net::TcpStream::connect(proxy.addr()).unwrap();
     client.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let (head, body) = head_then_rest(&mut client, &go);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -435,8 +405,8 @@ fn a_local_reply_through_the_handle_while_stopped() {
     });
     for on in [On::RequestBody, On::ResponseHeaders, On::ResponseBody] {
         let upstream = Upstream::echo("up");
-        let (server, shared) = chain(&upstream, on, Act::Stop(reply_418.clone()));
-        let reply = support::exchange(addr(&server), "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+        let (proxy, shared) = chain(&upstream, on, Act::Stop(reply_418.clone()));
+        let reply = proxy.exchange("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
         assert_eq!((reply.status, reply.text().as_str()), (418, "tea\n"), "{on:?}");
         assert_eq!(shared.results(1), [Ok(())]);
         if on == On::RequestBody {
@@ -483,8 +453,8 @@ fn drop_the_data(body: &mut Bytes, eos: bool) -> Status {
 #[test]
 fn a_continue_that_changes_the_pieces_is_what_the_next_filter_sees() {
     let body = "xyz".repeat(1000);
-    let send = |server: &RunningServer| {
-        let mut client = RawClient::connect(addr(server));
+    let send = |proxy: &Proxy| {
+        let mut client = RawClient::connect(proxy.addr());
         // Chunked: a filter may change the length.
         client.send(format!(
             "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
@@ -495,17 +465,17 @@ fn a_continue_that_changes_the_pieces_is_what_the_next_filter_sees() {
 
     // Data given at the end: the next filter gets it as data, then the end.
     let upstream = Upstream::echo("up");
-    let (server, shared) = chain(&upstream, On::RequestBody, Act::Body(add_a_tail_at_the_end));
-    let reply = send(&server);
+    let (proxy, shared) = chain(&upstream, On::RequestBody, Act::Body(add_a_tail_at_the_end));
+    let reply = send(&proxy);
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), format!("{body}!"));
     let journal = shared.journal();
     assert_eq!(count(&journal, "c:request_body"), count(&journal, "a:request_body") + 1, "{journal:?}");
-    drop(server);
+    drop(proxy);
 
     // Data taken away: nothing of it goes on, only the end.
-    let (server, shared) = chain(&upstream, On::RequestBody, Act::Body(drop_the_data));
-    let reply = send(&server);
+    let (proxy, shared) = chain(&upstream, On::RequestBody, Act::Body(drop_the_data));
+    let reply = send(&proxy);
     assert_eq!(reply.status, 200);
     // The echo upstream greets when a request has no body.
     assert_eq!(reply.text(), "hello from up\n");
@@ -517,9 +487,9 @@ fn a_continue_that_changes_the_pieces_is_what_the_next_filter_sees() {
 #[test]
 fn stop_and_buffer_on_a_response_holds_its_head_until_the_whole_body() {
     let upstream = Upstream::echo("up");
-    let (server, _shared) = chain(&upstream, On::ResponseBody, Act::Body(shout_whole));
+    let (proxy, _shared) = chain(&upstream, On::ResponseBody, Act::Body(shout_whole));
     let body = "abc".repeat(30_000);
-    let mut client = RawClient::connect(addr(&server));
+    let mut client = RawClient::connect(proxy.addr());
     client.send(format!("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
     let reply = client.response();
     assert_eq!(reply.status, 200);
@@ -529,12 +499,12 @@ fn stop_and_buffer_on_a_response_holds_its_head_until_the_whole_body() {
 
     // Over the limit, before anything went out: 500, and the worker serves on.
     let big = "y".repeat(2 * LIMIT);
-    let mut client = RawClient::connect(addr(&server));
+    let mut client = RawClient::connect(proxy.addr());
     client.send(format!("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{big}", big.len()));
     let reply = client.response();
     assert_eq!(reply.status, 500, "{}", reply.text());
     assert!(reply.text().contains("larger than filter b may buffer"), "{}", reply.text());
-    assert_eq!(support::get(addr(&server), "/").text(), "HELLO FROM UP\n!");
+    assert_eq!(proxy.get("/").text(), "HELLO FROM UP\n!");
 }
 
 /// A filter that answers `StopAndWatermark` to every chunk of both
@@ -549,7 +519,7 @@ impl Filter for Watermark {
     fn request_headers<'a>(&'a mut self, cx: &'a mut StreamCx, _h: &'a mut RequestHead, _eos: bool) -> Hook<'a> {
         let (handle, most_held) = (cx.handle().unwrap(), self.most_held.clone());
         rt().spawn(async move {
-            let deadline = Instant::now() + support::TIMEOUT * 6;
+            let deadline = Instant::now() + TIMEOUT * 6;
             while Instant::now() < deadline {
                 // One call, so that nothing comes in between on the worker.
                 let held = handle
@@ -605,10 +575,10 @@ fn stop_and_watermark_passes_a_body_larger_than_the_limit_with_backpressure() {
     let upstream = Upstream::echo("up");
     let (calls, most_held) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let factory: Arc<dyn FilterFactory> = Arc::new(WatermarkFactory(calls.clone(), most_held.clone()));
-    let server = with_filters(&upstream, vec![factory]);
+    let proxy = Proxy::with_filters(&upstream, 1, vec![factory]);
     // 8 × the limit, up and echoed back down: both bodies through the filter.
     let body: Vec<u8> = (0..8 * LIMIT).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut client = RawClient::connect(addr(&server));
+    let mut client = RawClient::connect(proxy.addr());
     client.send(format!("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()));
     client.send(&body);
     let reply = client.response();
@@ -627,23 +597,23 @@ fn stop_and_watermark_passes_a_body_larger_than_the_limit_with_backpressure() {
 fn panics_on_body_and_trailer_hooks_cost_the_stream_a_500() {
     for on in [On::RequestBody, On::ResponseHeaders, On::ResponseBody] {
         let upstream = Upstream::echo("up");
-        let (server, _shared) = chain(&upstream, on, Act::Panic);
-        let post = || support::exchange(addr(&server), "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+        let (proxy, _shared) = chain(&upstream, on, Act::Panic);
+        let post = || proxy.exchange("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
         let reply = post();
         assert_eq!(reply.status, 500, "{on:?}");
         assert!(reply.text().contains("filter b failed"), "{}", reply.text());
         // The worker lives on (and the next stream panics too).
         assert_eq!(post().status, 500);
-        let stats = || support::exchange(server.addresses().admin, "GET /stats HTTP/1.1\r\nHost: a\r\n\r\n").text();
-        support::wait_until("two filter panics counted", || stats().contains("nuncio_filter_panics_total: 2\n"));
+        let stats = || proxy.stats();
+        wait_until("two filter panics counted", || stats().contains("nuncio_filter_panics_total: 2\n"));
     }
     // Once the head went out, a panic can only cut the response.
     let upstream = trailing_upstream(Arc::default());
-    let (server, _shared) = chain(&upstream, On::ResponseTrailers, Act::Panic);
-    let mut client = std::net::TcpStream::connect(addr(&server)).unwrap();
+    let (proxy, _shared) = chain(&upstream, On::ResponseTrailers, Act::Panic);
+    let mut client = std::net::TcpStream::connect(proxy.addr()).unwrap();
     client.write_all(CHUNKED_WITH_TRAILERS.as_bytes()).unwrap();
     let mut got = Vec::new();
-    client.set_read_timeout(Some(support::TIMEOUT)).unwrap();
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
     let _ = client.read_to_end(&mut got);
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("HTTP/1.1 200") && !got.ends_with("0\r\n\r\n"), "{got}");
@@ -652,8 +622,8 @@ fn panics_on_body_and_trailer_hooks_cost_the_stream_a_500() {
 #[test]
 fn a_body_status_from_a_headers_hook_is_a_500() {
     let upstream = Upstream::echo("up");
-    let (server, _shared) = chain(&upstream, On::RequestHeaders, Act::Return(|_| Status::StopAndBuffer));
-    let reply = support::get(addr(&server), "/");
+    let (proxy, _shared) = chain(&upstream, On::RequestHeaders, Act::Return(|_| Status::StopAndBuffer));
+    let reply = proxy.get("/");
     assert_eq!(reply.status, 500);
     assert!(reply.text().contains("it is for body hooks"), "{}", reply.text());
 }
@@ -692,8 +662,8 @@ fn handle_calls_get_precise_errors_for_where_the_stream_stands() {
         }
     });
     let upstream = Upstream::echo("up");
-    let (server, shared) = chain(&upstream, On::ResponseHeaders, Act::Stop(at_head));
-    assert_eq!(support::get(addr(&server), "/").status, 200);
+    let (proxy, shared) = chain(&upstream, On::ResponseHeaders, Act::Stop(at_head));
+    assert_eq!(proxy.get("/").status, 200);
     assert_eq!(shared.results(1), [Ok(())]);
     use Error::{HeadersAlreadySent, NotStopped, StreamGone};
     assert_eq!(
@@ -736,8 +706,8 @@ fn handle_calls_get_precise_errors_for_where_the_stream_stands() {
     });
     let go = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
     let upstream = head_then_body(go.clone());
-    let (server, shared) = chain(&upstream, On::ResponseBody, Act::Stop(after_head));
-    let mut client = std::net::TcpStream::connect(addr(&server)).unwrap();
+    let (proxy, shared) = chain(&upstream, On::ResponseBody, Act::Stop(after_head));
+    let mut client = std::net::TcpStream::connect(proxy.addr()).unwrap();
     client.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
     let (head, body) = head_then_rest(&mut client, &go);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -760,10 +730,10 @@ fn a_client_that_leaves_while_a_body_is_stopped_ends_the_stream() {
             }
         });
         let upstream = Upstream::echo("up");
-        let (server, shared) = chain(&upstream, on, Act::Stop(wait_then_resume));
-        let mut client = RawClient::connect(addr(&server));
+        let (proxy, shared) = chain(&upstream, on, Act::Stop(wait_then_resume));
+        let mut client = RawClient::connect(proxy.addr());
         client.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
-        stopped_rx.recv_timeout(support::TIMEOUT).expect("the stream stopped at b");
+        stopped_rx.recv_timeout(TIMEOUT).expect("the stream stopped at b");
         drop(client);
         assert_eq!(shared.results(1), [Err(Error::StreamGone)], "{on:?}");
     }

@@ -3,17 +3,14 @@
 //! worker, local replies that skip the rest of the request path, and a
 //! panicking filter costing its own stream only.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, StatusCode};
-use nuncio_config::Config;
 use nuncio_filter::{Filter, Hook, RequestHead, ResponseHead, Status, StreamCx};
-use nuncio_proxy::{FilterFactory, Options, RunningServer};
-use support::{Upstream, get};
+use nuncio_proxy::FilterFactory;
+use nuncio_test_support::{Admin, Client, Proxy, RawClient, TIMEOUT, Upstream, get, rt, wait_until};
 
 /// Records every hook call as `name:hook` in a shared journal; answers as
 /// configured.
@@ -94,7 +91,7 @@ impl FilterFactory for RecorderFactory {
 
 /// nuncio in front of `upstream`, with filters `a`, `b`, `c` acting as given.
 struct Setup {
-    server: RunningServer,
+    proxy: Proxy,
     journal: Arc<Mutex<Vec<String>>>,
     completed: Arc<AtomicUsize>,
 }
@@ -111,8 +108,8 @@ impl Setup {
                     as Arc<dyn FilterFactory>
             })
             .collect();
-        let server = with_filters(upstream, 1, factories);
-        Setup { server, journal, completed }
+        let proxy = Proxy::with_filters(upstream, 1, factories);
+        Setup { proxy, journal, completed }
     }
 
     fn journal(&self) -> Vec<String> {
@@ -120,36 +117,12 @@ impl Setup {
     }
 
     fn addr(&self) -> std::net::SocketAddr {
-        self.server.listener("main").unwrap()
+        self.proxy.addr()
     }
 
     fn stats(&self) -> String {
-        support::exchange(self.server.addresses().admin, "GET /stats HTTP/1.1\r\nHost: a\r\n\r\n").text()
+        self.proxy.stats()
     }
-}
-
-/// nuncio with `workers` workers in front of `upstream`, its listener
-/// `main` running `factories` in order.
-fn with_filters(upstream: &Upstream, workers: usize, factories: Vec<Arc<dyn FilterFactory>>) -> RunningServer {
-    let mut options = Options::default();
-    options.filters.insert("main".to_owned(), factories.into());
-    let yaml = format!(
-        "
-admin: {{ address: 127.0.0.1:0 }}
-workers: {workers}
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-clusters:
-  - name: app
-    endpoints: [ '{}' ]
-",
-        upstream.addr
-    );
-    RunningServer::start_with(Config::from_yaml(&yaml, "test.yaml").unwrap(), options).unwrap()
 }
 
 use Action::{Continue, Panic, PanicLater, Reply, SleepThenContinue};
@@ -198,7 +171,7 @@ fn a_panicking_hook_costs_its_stream_a_500_and_nothing_else() {
         assert_eq!(upstream.requests().len(), 0);
         // The worker lives on: the next stream is served (and panics too).
         assert_eq!(get(setup.addr(), "/").status, 500);
-        support::wait_until("two filter panics counted", || setup.stats().contains("nuncio_filter_panics_total: 2\n"));
+        wait_until("two filter panics counted", || setup.stats().contains("nuncio_filter_panics_total: 2\n"));
     }
 }
 
@@ -209,7 +182,7 @@ fn every_filter_hears_the_end_of_every_stream() {
     for _ in 0..4 {
         assert_eq!(get(setup.addr(), "/").status, 403);
     }
-    support::wait_until("12 on_complete calls", || setup.completed.load(Ordering::SeqCst) >= 12);
+    wait_until("12 on_complete calls", || setup.completed.load(Ordering::SeqCst) >= 12);
     assert_eq!(setup.completed.load(Ordering::SeqCst), 12, "3 filters × 4 streams, once each");
 }
 
@@ -254,20 +227,20 @@ impl FilterFactory for ShoutFactory {
     }
 }
 
-fn shouting(upstream: &Upstream, buffer: bool) -> (RunningServer, Calls) {
+fn shouting(upstream: &Upstream, buffer: bool) -> (Proxy, Calls) {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let factory: Arc<dyn FilterFactory> = Arc::new(ShoutFactory { buffer, calls: calls.clone() });
-    (with_filters(upstream, 1, vec![factory]), calls)
+    (Proxy::with_filters(upstream, 1, vec![factory]), calls)
 }
 
 #[test]
 fn body_hooks_change_the_body_both_ways() {
     let upstream = Upstream::echo("up");
-    let (server, _calls) = shouting(&upstream, false);
-    let addr = server.listener("main").unwrap();
+    let (proxy, _calls) = shouting(&upstream, false);
+    let addr = proxy.addr();
     // Chunked upload, larger than the retry buffer: it streams through.
     let body = "abc".repeat(30_000);
-    let mut raw = support::RawClient::connect(addr);
+    let mut raw = RawClient::connect(addr);
     raw.send(format!(
         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
         body.len()
@@ -282,10 +255,10 @@ fn body_hooks_change_the_body_both_ways() {
 #[test]
 fn stop_and_buffer_hands_the_whole_body_once_and_refuses_too_much() {
     let upstream = Upstream::echo("up");
-    let (server, calls) = shouting(&upstream, true);
-    let addr = server.listener("main").unwrap();
+    let (proxy, calls) = shouting(&upstream, true);
+    let addr = proxy.addr();
     let body = "x".repeat(200_000);
-    let mut raw = support::RawClient::connect(addr);
+    let mut raw = RawClient::connect(addr);
     let half = body.len() / 2;
     raw.send(format!(
         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{half:x}\r\n{}\r\n{half:x}\r\n{}\r\n0\r\n\r\n",
@@ -302,7 +275,7 @@ fn stop_and_buffer_hands_the_whole_body_once_and_refuses_too_much() {
     // Past the buffer limit (1 MiB): 413. (As in Envoy the upstream
     // request had started with the head; it is abandoned.)
     let big = "y".repeat(1024 * 1024 + 1);
-    let mut raw = support::RawClient::connect(addr);
+    let mut raw = RawClient::connect(addr);
     raw.send(format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{big}", big.len()));
     assert_eq!(raw.response().status, 413);
 }
@@ -342,7 +315,7 @@ impl Filter for OffWorker {
         self.probe = head.headers.contains_key("x-probe");
         let handle = cx.handle().expect("streams have handles");
         let (delay, results, ended) = (self.delay, self.results.clone(), self.ended.clone());
-        support::rt().spawn(async move {
+        rt().spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -354,7 +327,7 @@ impl Filter for OffWorker {
             }
             .await;
             // `on_complete` runs after the stream's mailbox closed.
-            let after_end = match tokio::time::timeout(support::TIMEOUT, ended.notified()).await {
+            let after_end = match tokio::time::timeout(TIMEOUT, ended.notified()).await {
                 Ok(()) => Some(handle.resume().await),
                 Err(_) => None,
             };
@@ -392,22 +365,22 @@ impl FilterFactory for OffWorkerFactory {
 /// Workers of the off-worker proxies.
 const WORKERS: usize = 2;
 
-fn off_worker(upstream: &Upstream, delay: Duration) -> (RunningServer, Results, Probes) {
+fn off_worker(upstream: &Upstream, delay: Duration) -> (Proxy, Results, Probes) {
     let (results, probes) = (Results::default(), Probes::default());
     let factory: Arc<dyn FilterFactory> = Arc::new(OffWorkerFactory(delay, results.clone(), probes.clone()));
-    (with_filters(upstream, WORKERS, vec![factory]), results, probes)
+    (Proxy::with_filters(upstream, WORKERS, vec![factory]), results, probes)
 }
 
 #[test]
 fn an_off_worker_filter_takes_the_headers_and_resumes_the_stream() {
     let upstream = Upstream::echo("up");
-    let (server, results, _) = off_worker(&upstream, Duration::ZERO);
-    let addr = server.listener("main").unwrap();
+    let (proxy, results, _) = off_worker(&upstream, Duration::ZERO);
+    let addr = proxy.addr();
     for _ in 0..20 {
         assert_eq!(get(addr, "/").status, 200);
         assert_eq!(upstream.last_request().header("x-off-worker"), "yes");
     }
-    support::wait_until("20 off-worker results", || results.lock().unwrap().len() == 20);
+    wait_until("20 off-worker results", || results.lock().unwrap().len() == 20);
     let gone = Some(Err(nuncio_filter::Error::StreamGone));
     assert!(results.lock().unwrap().iter().all(|r| r.during.is_ok() && r.after_end == gone));
 }
@@ -415,21 +388,21 @@ fn an_off_worker_filter_takes_the_headers_and_resumes_the_stream() {
 #[test]
 fn once_the_client_is_gone_every_handle_call_says_stream_gone() {
     let upstream = Upstream::echo("up");
-    let (server, results, _) = off_worker(&upstream, Duration::from_millis(300));
-    let addr = server.listener("main").unwrap();
+    let (proxy, results, _) = off_worker(&upstream, Duration::from_millis(300));
+    let addr = proxy.addr();
     // Clients that leave while their stream waits for the other thread.
     for _ in 0..10 {
-        let mut raw = support::RawClient::connect(addr);
+        let mut raw = RawClient::connect(addr);
         raw.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n");
         drop(raw);
     }
-    support::wait_until("10 off-worker results", || results.lock().unwrap().len() == 10);
+    wait_until("10 off-worker results", || results.lock().unwrap().len() == 10);
     let results = results.lock().unwrap().clone();
     let gone = Err(nuncio_filter::Error::StreamGone);
     assert!(results.iter().all(|r| r.during == gone && r.after_end == Some(gone.clone())), "{results:?}");
     assert_eq!(upstream.requests().len(), 0, "nothing went upstream for a client that left");
     // And the proxy serves on.
-    let mut client = support::Client::connect(server.listener("main").unwrap());
+    let mut client = Client::connect(proxy.addr());
     assert_eq!(client.get("/").status, 200);
 }
 
@@ -478,8 +451,8 @@ fn race_client_resets(streams: usize) -> Race {
     const CLIENTS: usize = 8;
     let started = Instant::now();
     let upstream = quiet_upstream();
-    let (server, results, probes) = off_worker(&upstream, Duration::ZERO);
-    let addr = server.listener("main").unwrap();
+    let (proxy, results, probes) = off_worker(&upstream, Duration::ZERO);
+    let addr = proxy.addr();
     let done = Arc::new(AtomicUsize::new(0));
     let rss_warm = Arc::new(AtomicUsize::new(0));
     let per_client = move |c: usize| streams / CLIENTS + usize::from(c < streams % CLIENTS);
@@ -490,7 +463,7 @@ fn race_client_resets(streams: usize) -> Race {
                 let mut random = 0x9E37_79B9_7F4A_7C15_u64 ^ (c as u64 + 1);
                 let mut ok = 0;
                 for i in 0..per_client(c) {
-                    let mut raw = support::RawClient::connect(addr);
+                    let mut raw = RawClient::connect(addr);
                     raw.send("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
                     // xorshift: where this client leaves.
                     random ^= random << 13;
@@ -518,7 +491,7 @@ fn race_client_resets(streams: usize) -> Race {
         })
         .collect();
     let completed: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
-    support::wait_until("every off-worker task finished", || results.lock().unwrap().len() == streams);
+    wait_until("every off-worker task finished", || results.lock().unwrap().len() == streams);
     let results = results.lock().unwrap().clone();
     let gone = Err(nuncio_filter::Error::StreamGone);
     // Every call was applied, or refused because its stream was gone.
@@ -528,17 +501,17 @@ fn race_client_resets(streams: usize) -> Race {
     // After the stream's end, only `StreamGone`.
     let late: Vec<_> = results.iter().filter(|r| r.after_end != Some(gone.clone())).collect();
     assert!(late.is_empty(), "{late:?}");
-    let stats = || support::exchange(server.addresses().admin, "GET /stats HTTP/1.1\r\nHost: a\r\n\r\n").text();
-    support::wait_until("no connection left open", || stats().contains("nuncio_downstream_cx_active: 0\n"));
+    let stats = || proxy.stats();
+    wait_until("no connection left open", || stats().contains("nuncio_downstream_cx_active: 0\n"));
     assert!(stats().contains("nuncio_filter_panics_total: 0\n"), "{}", stats());
     // Probe streams until each worker answered one: at its end, its own
     // mailbox closed, no other stream's is left open on its worker.
     let mut workers = std::collections::HashSet::new();
     for sent in 1..=200 {
-        let mut raw = support::RawClient::connect(addr);
+        let mut raw = RawClient::connect(addr);
         raw.send("GET / HTTP/1.1\r\nHost: t\r\nx-probe: 1\r\nConnection: close\r\n\r\n");
         assert_eq!(raw.response().status, 200);
-        support::wait_until("the probe's end", || probes.lock().unwrap().len() == sent);
+        wait_until("the probe's end", || probes.lock().unwrap().len() == sent);
         workers = probes.lock().unwrap().iter().map(|(worker, _)| *worker).collect();
         if workers.len() == WORKERS {
             break;

@@ -2,11 +2,12 @@
 //! framing, HEAD, keep-alive on both sides, pipelining, `Expect:
 //! 100-continue` and protocol upgrades.
 
-mod support;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use support::{Client, Proxy, RawClient, Upstream, exchange, get};
+
+use nuncio_test_support::{Admin, Client, Proxy, RawClient, TIMEOUT, Upstream, exchange, get};
 
 #[test]
 fn get_is_forwarded_and_answered() {
@@ -265,7 +266,9 @@ fn upgrade_answer_names_the_protocol_the_upstream_chose() {
 
     assert_eq!(reply.status, 101);
     assert_eq!(reply.header("upgrade"), "websocket");
-    assert_eq!(upstream.last_request().header("upgrade"), "foo/2, websocket");
+    // Only the protocol nuncio tunnels goes upstream (issue 11: an upgrade
+    // the route does not allow must not reach the origin).
+    assert_eq!(upstream.last_request().header("upgrade"), "websocket");
 }
 
 #[test]
@@ -336,11 +339,24 @@ fn absolute_form_target_is_forwarded_in_origin_form() {
 
 #[test]
 fn stale_pooled_connection_is_not_used() {
-    // The upstream keeps each connection alive for one response only, then
-    // closes it while nuncio has it pooled.
-    let upstream = Upstream::raw("app", |mut conn| async move {
-        if conn.read_request().await.is_some() {
-            conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    // The upstream answers one request per connection, then closes it
+    // (FIN) while nuncio has it pooled, and reports once nuncio's end has
+    // the FIN. A request nuncio still sent on it would reach the upstream
+    // (its reading side stays open), fail there, and be retried for free
+    // on a fresh connection: the client would not notice, so the test
+    // looks at both ends.
+    let (closed_tx, closed) = std::sync::mpsc::channel();
+    let closed_tx = Arc::new(Mutex::new(closed_tx));
+    let upstream = Upstream::raw("app", move |mut conn| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            if conn.read_request().await.is_some() {
+                conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                conn.close_write().await;
+                let _ = closed_tx.lock().unwrap().send(());
+                // Recorded, unanswered: a request on a closed connection.
+                conn.read_request().await;
+            }
         }
     });
     let proxy = Proxy::to(&upstream);
@@ -348,9 +364,15 @@ fn stale_pooled_connection_is_not_used() {
     let mut client = Client::connect(proxy.addr());
     for _ in 0..3 {
         assert_eq!(client.get("/").text(), "ok");
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        closed.recv_timeout(TIMEOUT).expect("the upstream closed the connection");
     }
+
     assert_eq!(upstream.connections(), 3);
+    // Each try is counted before it goes out: a try on a stale connection
+    // and its free retry would make 5.
+    assert_eq!(proxy.stat(r#"nuncio_upstream_rq_total{cluster="app"}"#).as_deref(), Some("3"));
+    let connections: Vec<usize> = upstream.requests().iter().map(|r| r.connection).collect();
+    assert_eq!(connections, [0, 1, 2], "one request per connection, none on a closed one");
 }
 
 #[test]

@@ -1,9 +1,7 @@
 //! What nuncio changes in the heads it forwards: hop-by-hop fields out,
 //! forwarding fields in, Host and path rewrites.
 
-mod support;
-
-use support::{Proxy, RawClient, Upstream, exchange};
+use nuncio_test_support::{Proxy, RawClient, Upstream, exchange};
 
 #[test]
 fn hop_by_hop_request_fields_are_removed() {

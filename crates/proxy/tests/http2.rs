@@ -3,8 +3,6 @@
 //! every mix with HTTP/1.1. Flow control with bodies larger than the
 //! windows, trailers, and a client's RST_STREAM cancelling the upstream.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use http::{HeaderMap, Method, Request, StatusCode, Version};
-use support::{Client, Proxy, TIMEOUT, Upstream, rt};
+use nuncio_test_support::{Client, Proxy, TIMEOUT, Upstream, catch_all, rt};
 use tokio::net::TcpStream;
 
 /// A response as an h2 client received it.
@@ -67,23 +65,8 @@ async fn h2_request(client: &SendRequest<Bytes>, method: Method, path: &str, bod
 }
 
 fn proxy_to(upstream: &Upstream, protocol: &str) -> Proxy {
-    Proxy::start(
-        &format!(
-            "
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-clusters:
-  - name: app
-    protocol: {protocol}
-    endpoints: [ '{{app}}' ]
-"
-        ),
-        &[("app", upstream.addr)],
-    )
+    let cluster = format!("    protocol: {protocol}\n    endpoints: [ '{{app}}' ]");
+    Proxy::start(&catch_all("", "", &cluster), &[("app", upstream.addr)])
 }
 
 /// A body whose bytes depend on their position, so that any reordering or
@@ -236,21 +219,22 @@ fn trailers_pass_from_an_http2_upstream_to_an_h2c_client() {
 
 #[test]
 fn a_client_reset_cancels_the_upstream_request() {
-    // The upstream holds every request and reports when nuncio gives up
-    // on it (the HTTP/2 stream is reset).
-    let cancelled = Arc::new(AtomicUsize::new(0));
-    let seen = cancelled.clone();
+    // The upstream holds every request, and reports on a channel each one
+    // it receives and each one nuncio then gives up on (resets).
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let (cancelled_tx, mut cancelled) = tokio::sync::mpsc::unbounded_channel();
     let upstream = Upstream::raw("hold", move |conn| {
-        let seen = seen.clone();
+        let (arrived, cancelled) = (arrived_tx.clone(), cancelled_tx.clone());
         async move {
             let mut server = h2::server::handshake(conn.stream).await.unwrap();
             while let Some(Ok((_request, mut respond))) = server.accept().await {
-                let seen = seen.clone();
+                let _ = arrived.send(());
+                let cancelled = cancelled.clone();
                 tokio::spawn(async move {
                     // Resolves when nuncio resets the stream.
                     let reason = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
                     if reason.is_ok() {
-                        seen.fetch_add(1, Ordering::SeqCst);
+                        let _ = cancelled.send(());
                     }
                 });
             }
@@ -262,15 +246,11 @@ fn a_client_reset_cancels_the_upstream_request() {
         let mut client = client.ready().await.unwrap();
         let request = Request::get("http://test.example/slow").body(()).unwrap();
         let (response, mut stream) = client.send_request(request, true).unwrap();
-        // Give nuncio time to forward it, then give up on it.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Once nuncio forwarded it, give up on it.
+        tokio::time::timeout(TIMEOUT, arrived.recv()).await.expect("the request reaches the upstream");
         stream.send_reset(h2::Reason::CANCEL);
         drop(response);
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        while cancelled.load(Ordering::SeqCst) == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "the upstream stream was never reset");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        tokio::time::timeout(TIMEOUT, cancelled.recv()).await.expect("the upstream stream was never reset");
         // The connection lives on for other streams.
         let client = client.ready().await.unwrap();
         drop(client);
@@ -314,7 +294,7 @@ clusters:
 ",
         &[("app", upstream.addr)],
     );
-    let reply = support::get(proxy.addr(), "/");
+    let reply = proxy.get("/");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "second time lucky");
     assert_eq!(streams.load(Ordering::SeqCst), 2);
@@ -385,7 +365,7 @@ listeners:
 ",
         &[],
     );
-    let reply = support::exchange(proxy.addr(), "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    let reply = proxy.exchange("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
     assert_eq!(reply.status, 505, "HTTP Version Not Supported");
 }
 
@@ -481,7 +461,7 @@ clusters:
         &[("app", upstream.addr)],
     );
     // Warm up: the first connection learns the peer's limit.
-    assert_eq!(support::get(proxy.addr(), "/").status, 200);
+    assert_eq!(proxy.get("/").status, 200);
     let replies = rt().block_on(async {
         let client = h2_connect(proxy.addr()).await;
         let tasks: Vec<_> = (0..8)

@@ -8,16 +8,13 @@
 //! came back: `200` and `status=S body=B` for a response, `502` and the
 //! error's `Debug` for a failure.
 
-mod support;
-
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
-use nuncio_config::Config;
 use nuncio_filter::{CallOptions, Filter, FilterFactory, Hook, RequestHead, Status, StreamCx};
-use nuncio_proxy::{Options, RunningServer};
-use support::{Upstream, exchange};
+use nuncio_proxy::Options;
+use nuncio_test_support::{Proxy, Reply, Upstream};
 
 /// Calls `x-call`'s cluster; body limit `max_response_bytes`.
 struct Caller {
@@ -67,7 +64,7 @@ impl FilterFactory for CallerFactory {
 
 /// nuncio whose listener `main` runs the caller; cluster `service` is
 /// `service` (speaking `protocol`).
-fn start(service: std::net::SocketAddr, protocol: &str, max_response_bytes: usize) -> RunningServer {
+fn start(service: std::net::SocketAddr, protocol: &str, max_response_bytes: usize) -> Proxy {
     start_with(service, protocol, max_response_bytes, "")
 }
 
@@ -78,13 +75,12 @@ fn start_with(
     protocol: &str,
     max_response_bytes: usize,
     listener_fields: &str,
-) -> RunningServer {
+) -> Proxy {
     let mut options = Options::default();
     let caller: Arc<dyn FilterFactory> = Arc::new(CallerFactory { max_response_bytes });
     options.filters.insert("main".to_owned(), vec![caller].into());
     let yaml = format!(
         "
-admin: {{ address: 127.0.0.1:0 }}
 workers: 1
 listeners:
   - name: main
@@ -92,24 +88,23 @@ listeners:
 {listener_fields}    routes: [ {{ match: {{}}, direct_response: {{ status: 204 }} }} ]
 clusters:
   - name: service
-    endpoints: [ '{service}' ]
+    endpoints: [ '{{service}}' ]
     protocol: {protocol}
 "
     );
-    let config = Config::from_yaml(&yaml, "test.yaml").unwrap_or_else(|e| panic!("bad test config:\n{e}"));
-    RunningServer::start_with(config, options).expect("nuncio starts")
+    Proxy::start_with(&yaml, &[("service", service)], options)
 }
 
-fn call(server: &RunningServer, request: &str) -> support::Reply {
-    exchange(server.listener("main").unwrap(), request)
+fn call(proxy: &Proxy, request: &str) -> Reply {
+    proxy.exchange(request)
 }
 
 #[test]
 fn a_call_sends_method_path_and_body_and_reads_the_whole_answer() {
     for (protocol, upstream) in [("http1", Upstream::echo("service")), ("http2", Upstream::echo_h2("service"))] {
-        let server = start(upstream.addr, protocol, 1024);
+        let proxy = start(upstream.addr, protocol, 1024);
         let reply =
-            call(&server, "PUT /items/7?x=1 HTTP/1.1\r\nHost: shop\r\nX-Call: service\r\nX-Call-Body: hello\r\n\r\n");
+            call(&proxy, "PUT /items/7?x=1 HTTP/1.1\r\nHost: shop\r\nX-Call: service\r\nX-Call-Body: hello\r\n\r\n");
         assert_eq!(reply.text(), "status=200 OK body=hello", "{protocol}");
         let seen = upstream.last_request();
         assert_eq!((seen.method.as_str(), seen.target.as_str()), ("PUT", "/items/7?x=1"), "{protocol}");
@@ -130,8 +125,8 @@ fn a_call_tells_the_time_left_in_its_listeners_field() {
             ("    time_left_header: X-Budget-Ms\n", Some("x-budget-ms")),
             ("    time_left_header: none\n", None),
         ] {
-            let server = start_with(upstream.addr, protocol, 1024, fields);
-            assert_eq!(call(&server, request).status, 200, "{protocol} {fields}");
+            let proxy = start_with(upstream.addr, protocol, 1024, fields);
+            assert_eq!(call(&proxy, request).status, 200, "{protocol} {fields}");
             let seen = upstream.last_request();
             for other in ["x-nuncio-expected-timeout-ms", "x-budget-ms"].into_iter().filter(|n| Some(*n) != name) {
                 assert_eq!(seen.header(other), "", "{protocol} {fields}: not {other}");
@@ -147,8 +142,8 @@ fn a_call_tells_the_time_left_in_its_listeners_field() {
 #[test]
 fn a_cluster_the_config_lacks_fails_the_call_clearly() {
     let upstream = Upstream::echo("service");
-    let server = start(upstream.addr, "http1", 1024);
-    let reply = call(&server, "GET / HTTP/1.1\r\nHost: t\r\nX-Call: nowhere\r\n\r\n");
+    let proxy = start(upstream.addr, "http1", 1024);
+    let reply = call(&proxy, "GET / HTTP/1.1\r\nHost: t\r\nX-Call: nowhere\r\n\r\n");
     assert_eq!(reply.status, 502);
     assert_eq!(reply.text(), "UnknownCluster { cluster: \"nowhere\" }");
     assert!(upstream.requests().is_empty());
@@ -163,8 +158,8 @@ fn an_answer_over_the_limit_fails_the_call() {
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n8\r\n01234567\r\n8\r\n01234567\r\n0\r\n\r\n",
     );
     for upstream in [sized, chunked] {
-        let server = start(upstream.addr, "http1", 10);
-        let reply = call(&server, "GET / HTTP/1.1\r\nHost: t\r\nX-Call: service\r\n\r\n");
+        let proxy = start(upstream.addr, "http1", 10);
+        let reply = call(&proxy, "GET / HTTP/1.1\r\nHost: t\r\nX-Call: service\r\n\r\n");
         assert_eq!(reply.status, 502);
         assert_eq!(reply.text(), "ResponseTooLarge { cluster: \"service\", limit: 10 }");
     }

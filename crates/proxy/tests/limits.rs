@@ -2,31 +2,17 @@
 //! framing, slow clients and too many connections each get an exact
 //! status (or none), the connection closes, and nothing reaches upstream.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Proxy, RawClient, Upstream, exchange};
+use nuncio_test_support::{Proxy, RawClient, TIMEOUT, Upstream, catch_all, exchange};
 
 /// nuncio in front of `upstream` with small limits on listener `main`.
 fn limited(upstream: &Upstream) -> Proxy {
-    Proxy::start(
-        "
-listeners:
-  - name: main
-    address: 127.0.0.1:0
+    let listener = "
     max_request_headers_bytes: 1024
     max_request_headers: 10
-    request_headers_timeout: 300ms
-    routes:
-      - match: {}
-        cluster: app
-clusters:
-  - name: app
-    endpoints: [ '{app}' ]
-",
-        &[("app", upstream.addr)],
-    )
+    request_headers_timeout: 300ms";
+    Proxy::start(&catch_all(listener, "", "    endpoints: [ '{app}' ]"), &[("app", upstream.addr)])
 }
 
 /// Sends `request` on a new connection; expects `status`, then the
@@ -128,6 +114,7 @@ fn head_trickling_in_within_the_timeout_is_served() {
     let mut client = RawClient::connect(proxy.addr());
     for part in ["GET / HTTP/1.1\r\n", "Host: test\r\n", "\r\n"] {
         client.send(part);
+        // The subject: pauses within the 300ms request_headers_timeout.
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -201,7 +188,7 @@ listeners:
     first.send(request);
     assert_eq!(first.response().text(), "served");
     drop(second);
-    let deadline = std::time::Instant::now() + support::TIMEOUT;
+    let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
         let mut client = RawClient::connect(proxy.addr());
         client.send(request);

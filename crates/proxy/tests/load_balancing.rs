@@ -1,30 +1,12 @@
 //! How a cluster spreads requests over its endpoints.
 
-mod support;
-
-use support::{Client, Proxy, Upstream, get};
+use nuncio_test_support::{Client, Control, Proxy, Upstream, catch_all, get, get_in_background, wait_until};
 
 /// nuncio (one worker, so one balancer) in front of endpoints `a` and `b`
 /// with policy `lb`.
 fn balanced(lb: &str, a: &Upstream, b: &Upstream) -> Proxy {
-    Proxy::start(
-        &format!(
-            "
-workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-clusters:
-  - name: app
-    lb: {lb}
-    endpoints: [ '{{a}}', '{{b}}' ]
-"
-        ),
-        &[("a", a.addr), ("b", b.addr)],
-    )
+    let cluster = format!("    lb: {lb}\n    endpoints: [ '{{a}}', '{{b}}' ]");
+    Proxy::start(&format!("workers: 1\n{}", catch_all("", "", &cluster)), &[("a", a.addr), ("b", b.addr)])
 }
 
 #[test]
@@ -43,20 +25,15 @@ fn round_robin_alternates() {
 
 #[test]
 fn least_request_avoids_the_endpoint_stuck_on_a_slow_request() {
-    let (a, b) = (Upstream::echo("a"), Upstream::echo("b"));
+    // Both endpoints hold `/held` requests until released.
+    let control = Control::new();
+    let (a, b) = (Upstream::controlled("a", &control), Upstream::controlled("b", &control));
     let proxy = balanced("least_request", &a, &b);
     let addr = proxy.addr();
 
-    // A slow request holds one endpoint (whichever was picked)...
-    let slow = std::thread::spawn(move || {
-        let request = http::Request::get("/slow").header("x-delay-ms", "5000").body(Default::default()).unwrap();
-        Client::connect(addr).send(request)
-    });
-    let deadline = std::time::Instant::now() + support::TIMEOUT;
-    while a.requests().len() + b.requests().len() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the slow request never arrived");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    // A held request keeps one endpoint busy (whichever was picked)...
+    let slow = get_in_background(addr, "/held");
+    wait_until("the held request at an upstream", || a.requests().len() + b.requests().len() == 1);
     let busy = if a.requests().is_empty() { "b" } else { "a" };
 
     // ...so every other request goes to the other one.
@@ -64,5 +41,6 @@ fn least_request_avoids_the_endpoint_stuck_on_a_slow_request() {
         let reply = get(addr, "/");
         assert_ne!(reply.header("x-upstream"), busy);
     }
+    control.release();
     assert_eq!(slow.join().unwrap().header("x-upstream"), busy);
 }

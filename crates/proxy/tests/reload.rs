@@ -1,8 +1,6 @@
 //! Hot reload and drain, with real sockets: a real client keeps load on
 //! nuncio while configs change under it.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use nuncio_proxy::{Options, RunningServer};
-use support::*;
+use nuncio_test_support::*;
 
 /// The same path to one of two upstreams, by config.
 const TO_ONE: &str = "
@@ -115,6 +113,7 @@ fn a_hundred_reloads_under_load_fail_no_request() {
             assert!(reply.text().contains("nowhere"), "{}", reply.text());
         }
         versions.push(proxy.reload(TO_ONE, &[("app", upstream)]).version);
+        // The subject: reloads spread over the load, not back to back.
         std::thread::sleep(Duration::from_millis(5));
     }
     // Let the load run past the last reload, then stop it.
@@ -138,9 +137,9 @@ fn a_hundred_reloads_under_load_fail_no_request() {
     for _ in 0..10 {
         assert_eq!(get(proxy.addr(), "/").header("x-upstream"), "a");
     }
-    assert_eq!(stat(&proxy, "nuncio_config_reload_total").as_deref(), Some("100"));
-    assert_eq!(stat(&proxy, "nuncio_config_reload_failed_total").as_deref(), Some("1"));
-    let dump = admin_get(&proxy, "/config_dump?format=json");
+    assert_eq!(proxy.stat("nuncio_config_reload_total").as_deref(), Some("100"));
+    assert_eq!(proxy.stat("nuncio_config_reload_failed_total").as_deref(), Some("1"));
+    let dump = proxy.admin_get("/config_dump?format=json");
     let dump: serde_json::Value = serde_json::from_slice(&dump.body).unwrap();
     assert_eq!(dump["version"], 101);
     assert_eq!(dump["workers"]["0"], 101, "{dump:#}");
@@ -213,9 +212,8 @@ clusters:
 #[test]
 fn reload_from_the_file_through_admin_and_by_watching_it() {
     let (a, b) = (Upstream::echo("a"), Upstream::echo("b"));
-    let dir = std::env::temp_dir().join(format!("nuncio-reload-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("nuncio.yaml");
+    let dir = Scratch::new("reload-file");
+    let path = dir.path("nuncio.yaml");
     let yaml = |upstream: SocketAddr| {
         format!("admin: {{ address: 127.0.0.1:0 }}\nworkers: 2\n{}", TO_ONE.replace("{app}", &upstream.to_string()))
     };
@@ -247,7 +245,6 @@ fn reload_from_the_file_through_admin_and_by_watching_it() {
     std::fs::write(&path, yaml(a.addr)).unwrap();
     wait_until("the watcher reloads the file", || get(addr, "/").header("x-upstream") == "a");
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -1,9 +1,7 @@
 //! Route selection (path, host, headers, first match wins), weighted
 //! clusters, direct responses, redirects and the 404 when nothing matches.
 
-mod support;
-
-use support::{Client, Proxy, RawClient, Upstream, exchange};
+use nuncio_test_support::{Client, Proxy, RawClient, Upstream, exchange};
 
 /// Routes that each answer with their own name, so a reply says which one
 /// matched.

@@ -5,15 +5,12 @@
 //! follow open connections; `/clusters` and `/config_dump?format=json`
 //! describe what runs.
 
-mod support;
-
 use std::net::SocketAddr;
 
-use prometheus_parse::{Sample, Scrape, Value};
-use support::{
-    Control, Proxy, RawClient, Upstream, admin_get, dead_address, endpoint_field, get, get_in_background, stat,
-    wait_for_endpoint, wait_for_stats,
+use nuncio_test_support::{
+    Admin, Control, Proxy, RawClient, Upstream, dead_address, get, get_in_background, wait_until,
 };
+use prometheus_parse::{Sample, Scrape, Value};
 
 /// Two workers; `/app` goes to cluster `app` (`app`), `/down` to cluster
 /// `down` (nothing listens there), anything else has no route.
@@ -48,7 +45,7 @@ fn known_sequence(proxy: &Proxy) {
     assert_eq!(get(proxy.addr(), "/nope").status, 404);
     assert_eq!(get(proxy.addr(), "/down").status, 503);
     // Workers count a request just after writing its response.
-    wait_for_stats(proxy, &["nuncio_downstream_rq_total: 5"]);
+    proxy.wait_for_stats(&["nuncio_downstream_rq_total: 5"]);
 }
 
 #[test]
@@ -58,38 +55,35 @@ fn stats_count_a_known_sequence_of_requests_over_every_worker() {
 
     known_sequence(&proxy);
 
-    wait_for_stats(
-        &proxy,
-        &[
-            "nuncio_downstream_rq_total: 5",
-            "nuncio_downstream_cx_total: 5",
-            r#"nuncio_downstream_rq_class_total{class="1xx"}: 0"#,
-            r#"nuncio_downstream_rq_class_total{class="2xx"}: 3"#,
-            r#"nuncio_downstream_rq_class_total{class="3xx"}: 0"#,
-            r#"nuncio_downstream_rq_class_total{class="4xx"}: 1"#,
-            r#"nuncio_downstream_rq_class_total{class="5xx"}: 1"#,
-            "nuncio_downstream_rq_duration_seconds_count: 5",
-            r#"nuncio_upstream_rq_total{cluster="app"}: 3"#,
-            r#"nuncio_upstream_rq_class_total{class="2xx",cluster="app"}: 3"#,
-            r#"nuncio_upstream_rq_class_total{class="5xx",cluster="app"}: 0"#,
-            r#"nuncio_upstream_rq_duration_seconds_count{cluster="app"}: 3"#,
-            r#"nuncio_upstream_cx_connect_fail_total{cluster="app"}: 0"#,
-            // The try to `down` counts, though it got no response.
-            r#"nuncio_upstream_rq_total{cluster="down"}: 1"#,
-            r#"nuncio_upstream_rq_class_total{class="5xx",cluster="down"}: 0"#,
-            r#"nuncio_upstream_cx_connect_fail_total{cluster="down"}: 1"#,
-            r#"nuncio_upstream_cx_total{cluster="down"}: 0"#,
-            r#"nuncio_upstream_rq_retry_total{cluster="app"}: 0"#,
-            r#"nuncio_upstream_rq_timeout_total{cluster="app"}: 0"#,
-        ],
-    );
+    proxy.wait_for_stats(&[
+        "nuncio_downstream_rq_total: 5",
+        "nuncio_downstream_cx_total: 5",
+        r#"nuncio_downstream_rq_class_total{class="1xx"}: 0"#,
+        r#"nuncio_downstream_rq_class_total{class="2xx"}: 3"#,
+        r#"nuncio_downstream_rq_class_total{class="3xx"}: 0"#,
+        r#"nuncio_downstream_rq_class_total{class="4xx"}: 1"#,
+        r#"nuncio_downstream_rq_class_total{class="5xx"}: 1"#,
+        "nuncio_downstream_rq_duration_seconds_count: 5",
+        r#"nuncio_upstream_rq_total{cluster="app"}: 3"#,
+        r#"nuncio_upstream_rq_class_total{class="2xx",cluster="app"}: 3"#,
+        r#"nuncio_upstream_rq_class_total{class="5xx",cluster="app"}: 0"#,
+        r#"nuncio_upstream_rq_duration_seconds_count{cluster="app"}: 3"#,
+        r#"nuncio_upstream_cx_connect_fail_total{cluster="app"}: 0"#,
+        // The try to `down` counts, though it got no response.
+        r#"nuncio_upstream_rq_total{cluster="down"}: 1"#,
+        r#"nuncio_upstream_rq_class_total{class="5xx",cluster="down"}: 0"#,
+        r#"nuncio_upstream_cx_connect_fail_total{cluster="down"}: 1"#,
+        r#"nuncio_upstream_cx_total{cluster="down"}: 0"#,
+        r#"nuncio_upstream_rq_retry_total{cluster="app"}: 0"#,
+        r#"nuncio_upstream_rq_timeout_total{cluster="app"}: 0"#,
+    ]);
     assert_eq!(app.requests().len(), 3);
     // One pooled connection per worker at most.
-    let opened: u64 = stat(&proxy, r#"nuncio_upstream_cx_total{cluster="app"}"#).unwrap().parse().unwrap();
+    let opened: u64 = proxy.stat(r#"nuncio_upstream_cx_total{cluster="app"}"#).unwrap().parse().unwrap();
     assert!((1..=2).contains(&opened), "{opened} upstream connections for 3 sequential requests");
 
     // Every line is `name{labels}: value`, sorted.
-    let text = admin_get(&proxy, "/stats").text();
+    let text = proxy.admin_get("/stats").text();
     let line = regex::Regex::new(r#"^nuncio_[a-z0-9_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})?: \S+$"#).unwrap();
     for l in text.lines() {
         assert!(line.is_match(l), "malformed /stats line {l:?}");
@@ -105,13 +99,13 @@ fn stats_filter_keeps_only_the_lines_matching_a_regex() {
     known_sequence(&proxy);
 
     // `cluster="down"`, percent-encoded.
-    let reply = admin_get(&proxy, "/stats?filter=cluster%3D%22down%22");
+    let reply = proxy.admin_get("/stats?filter=cluster%3D%22down%22");
     assert_eq!(reply.status, 200);
     let text = reply.text();
     assert!(text.lines().all(|l| l.contains(r#"cluster="down""#)), "{text}");
     assert!(text.lines().any(|l| l == r#"nuncio_upstream_rq_total{cluster="down"}: 1"#), "{text}");
 
-    let reply = admin_get(&proxy, "/stats?filter=^nuncio_downstream_rq_class_total");
+    let reply = proxy.admin_get("/stats?filter=^nuncio_downstream_rq_class_total");
     assert_eq!(
         reply.text().lines().collect::<Vec<_>>(),
         [
@@ -123,7 +117,7 @@ fn stats_filter_keeps_only_the_lines_matching_a_regex() {
         ]
     );
 
-    let reply = admin_get(&proxy, "/stats?filter=no_such_stat");
+    let reply = proxy.admin_get("/stats?filter=no_such_stat");
     assert_eq!((reply.status, reply.text().as_str()), (200, ""));
 }
 
@@ -131,7 +125,7 @@ fn stats_filter_keeps_only_the_lines_matching_a_regex() {
 fn stats_filter_that_is_not_a_regex_is_400() {
     let proxy = start(dead_address());
 
-    let reply = admin_get(&proxy, "/stats?filter=(");
+    let reply = proxy.admin_get("/stats?filter=(");
 
     assert_eq!(reply.status, 400);
     assert!(reply.text().starts_with("bad filter"), "{}", reply.text());
@@ -167,9 +161,9 @@ fn prometheus_exposition_parses_and_has_the_same_values() {
     let app = Upstream::echo("app");
     let proxy = start(app.addr);
     known_sequence(&proxy);
-    wait_for_stats(&proxy, &[r#"nuncio_downstream_rq_class_total{class="5xx"}: 1"#]);
+    proxy.wait_for_stats(&[r#"nuncio_downstream_rq_class_total{class="5xx"}: 1"#]);
 
-    let reply = admin_get(&proxy, "/stats/prometheus");
+    let reply = proxy.admin_get("/stats/prometheus");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
     let text = reply.text();
@@ -219,30 +213,27 @@ fn prometheus_exposition_parses_and_has_the_same_values() {
 #[test]
 fn downstream_cx_active_follows_open_connections() {
     let proxy = start(dead_address());
-    wait_for_stats(&proxy, &["nuncio_downstream_cx_active: 0"]);
+    proxy.wait_for_stats(&["nuncio_downstream_cx_active: 0"]);
 
     let mut clients: Vec<RawClient> = (0..3).map(|_| RawClient::connect(proxy.addr())).collect();
-    wait_for_stats(&proxy, &["nuncio_downstream_cx_active: 3", "nuncio_downstream_cx_total: 3"]);
+    proxy.wait_for_stats(&["nuncio_downstream_cx_active: 3", "nuncio_downstream_cx_total: 3"]);
 
     clients.truncate(1);
-    wait_for_stats(&proxy, &["nuncio_downstream_cx_active: 1"]);
+    proxy.wait_for_stats(&["nuncio_downstream_cx_active: 1"]);
     drop(clients);
-    wait_for_stats(&proxy, &["nuncio_downstream_cx_active: 0", "nuncio_downstream_cx_total: 3"]);
+    proxy.wait_for_stats(&["nuncio_downstream_cx_active: 0", "nuncio_downstream_cx_total: 3"]);
 }
 
 #[test]
 fn config_version_is_1_on_every_worker_and_main() {
     let proxy = start(dead_address());
 
-    wait_for_stats(
-        &proxy,
-        &[
-            r#"nuncio_config_version{worker="0"}: 1"#,
-            r#"nuncio_config_version{worker="1"}: 1"#,
-            r#"nuncio_config_version{worker="main"}: 1"#,
-        ],
-    );
-    assert_eq!(stat(&proxy, r#"nuncio_config_version{worker="2"}"#), None, "there are 2 workers");
+    proxy.wait_for_stats(&[
+        r#"nuncio_config_version{worker="0"}: 1"#,
+        r#"nuncio_config_version{worker="1"}: 1"#,
+        r#"nuncio_config_version{worker="main"}: 1"#,
+    ]);
+    assert_eq!(proxy.stat(r#"nuncio_config_version{worker="2"}"#), None, "there are 2 workers");
 }
 
 #[test]
@@ -267,15 +258,11 @@ clusters:
 
     // A request held upstream is in flight on one endpoint.
     let held = get_in_background(proxy.addr(), "/held");
-    let deadline = std::time::Instant::now() + support::TIMEOUT;
-    while a.requests().len() + b.requests().len() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the held request never arrived");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until("the held request at an upstream", || a.requests().len() + b.requests().len() == 1);
     let (busy, idle) = if a.requests().is_empty() { (b.addr, a.addr) } else { (a.addr, b.addr) };
-    wait_for_endpoint(&proxy, "app", busy, "active_requests", "1");
+    proxy.wait_for_endpoint("app", busy, "active_requests", "1");
 
-    let text = admin_get(&proxy, "/clusters").text();
+    let text = proxy.admin_get("/clusters").text();
     let mut expected = Vec::new();
     for (endpoint, weight) in [(a.addr, 1), (b.addr, 3)] {
         let active = if endpoint == busy { 1 } else { 0 };
@@ -289,7 +276,7 @@ clusters:
     }
     assert_eq!(text.lines().collect::<Vec<_>>(), expected);
 
-    let reply = admin_get(&proxy, "/clusters?format=json");
+    let reply = proxy.admin_get("/clusters?format=json");
     assert_eq!(reply.header("content-type"), "application/json");
     let json: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     let rows = json.as_array().expect("a JSON array");
@@ -313,15 +300,15 @@ clusters:
 
     control.release();
     assert_eq!(held.join().unwrap().status, 200);
-    wait_for_endpoint(&proxy, "app", busy, "active_requests", "0");
-    assert_eq!(endpoint_field(&proxy, "app", idle, "active_requests"), "0");
+    proxy.wait_for_endpoint("app", busy, "active_requests", "0");
+    assert_eq!(proxy.endpoint_field("app", idle, "active_requests"), "0");
 }
 
 #[test]
 fn config_dump_in_json_has_the_version_and_the_listeners() {
     let proxy = start(dead_address());
 
-    let reply = admin_get(&proxy, "/config_dump?format=json");
+    let reply = proxy.admin_get("/config_dump?format=json");
 
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), "application/json");

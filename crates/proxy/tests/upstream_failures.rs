@@ -2,36 +2,18 @@
 //! 504 too slow), retries recover from them when the route allows, and a
 //! fault on one request harms no other.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{Blackhole, Client, Proxy, RawClient, Upstream, dead_address, get};
+use nuncio_test_support::{
+    Blackhole, Client, Control, Proxy, RawClient, Upstream, catch_all, dead_address, get, get_in_background, wait_until,
+};
 
 /// nuncio with one catch-all route to cluster `app` of `endpoints`, with
 /// the given extra route fields (`timeout`, `retries`...).
 fn proxy(route: &str, endpoints: &[(&str, std::net::SocketAddr)]) -> Proxy {
     let names: Vec<String> = endpoints.iter().map(|(name, _)| format!("'{{{name}}}'")).collect();
-    Proxy::start(
-        &format!(
-            "
-workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    routes:
-      - match: {{}}
-        cluster: app
-{route}
-clusters:
-  - name: app
-    connect_timeout: 300ms
-    endpoints: [ {} ]
-",
-            names.join(", ")
-        ),
-        endpoints,
-    )
+    let cluster = format!("    connect_timeout: 300ms\n    endpoints: [ {} ]", names.join(", "));
+    Proxy::start(&format!("workers: 1\n{}", catch_all("", route, &cluster)), endpoints)
 }
 
 #[test]
@@ -114,6 +96,7 @@ fn route_timeout_does_not_cut_a_slow_response_body() {
     let upstream = Upstream::raw("trickle", |mut conn| async move {
         if conn.read_request().await.is_some() {
             conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello").await;
+            // The subject: the rest comes well after the 300ms route timeout.
             tokio::time::sleep(Duration::from_millis(800)).await;
             conn.write(b"world").await;
         }
@@ -206,7 +189,9 @@ fn per_try_timeout_without_retries_is_504() {
 
 #[test]
 fn a_stuck_request_harms_no_other() {
-    let (slow, fast) = (Upstream::slow("slow", Duration::from_secs(5)), Upstream::echo("fast"));
+    // `/slow` is held at its upstream until released.
+    let control = Control::new();
+    let (slow, fast) = (Upstream::controlled("slow", &control), Upstream::echo("fast"));
     let proxy = Proxy::start(
         "
 workers: 1
@@ -214,7 +199,7 @@ listeners:
   - name: main
     address: 127.0.0.1:0
     routes:
-      - match: { prefix: /slow }
+      - match: { prefix: /held }
         cluster: slow
       - match: { prefix: /dead }
         cluster: dead
@@ -233,7 +218,7 @@ clusters:
     let addr = proxy.addr();
 
     // One request stuck on the slow upstream (same worker as the rest)...
-    let stuck = std::thread::spawn(move || get(addr, "/slow"));
+    let stuck = get_in_background(addr, "/held");
     slow.wait_for_requests(1);
 
     // ...while others, including failing ones, are served meanwhile.
@@ -243,6 +228,7 @@ clusters:
         assert_eq!(client.get("/").status, 200);
     }
     assert!(!stuck.is_finished(), "the others were answered while the slow one was in flight");
+    control.release();
     assert_eq!(stuck.join().unwrap().status, 200);
 }
 
@@ -266,11 +252,7 @@ fn client_going_away_cancels_its_upstream_request() {
     upstream.wait_for_requests(1);
     drop(client);
 
-    let deadline = Instant::now() + support::TIMEOUT;
-    while !hung_up.load(std::sync::atomic::Ordering::SeqCst) {
-        assert!(Instant::now() < deadline, "the upstream request outlived its client");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the upstream request to end with its client", || hung_up.load(std::sync::atomic::Ordering::SeqCst));
 }
 
 #[test]

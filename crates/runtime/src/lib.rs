@@ -20,6 +20,18 @@
 //!   thread then [`ThreadLocal::shutdown_thread`], which drops its objects
 //!   in reverse order of slot allocation.
 //!
+//! # The read guard
+//!
+//! [`Slot::with`] lends its closure this thread's object, so while the
+//! closure runs, this thread's slot objects do not change. Inside it, on
+//! the same thread, reads of any slot work; [`Slot::set`],
+//! [`Slot::set_then`], [`Slot::run_on_all_threads`] and
+//! [`ThreadLocal::shutdown_thread`] fail with [`Error::Reentrant`] and
+//! change nothing anywhere; [`ThreadLocal::new`], the drop of a slot's last
+//! clone, and changes posted to this thread (when the closure runs the
+//! loop itself) wait, in order, until the closure has returned. To keep an
+//! object across changes, hold a [`SlotRef`] from [`Slot::get`] instead.
+//!
 //! # Example
 //!
 //! ```
@@ -70,8 +82,9 @@
 //! tls.shutdown_thread().unwrap();
 //! ```
 
-// The slot read path (slots.rs, `Stored`) is the one place with `unsafe`.
-#![deny(unsafe_code)]
+// Slot reads are safe code too (docs/benchmarks.md, "Slot reads: safe or
+// unsafe"): nothing in this crate may opt back in.
+#![forbid(unsafe_code)]
 
 mod dispatcher;
 mod error;

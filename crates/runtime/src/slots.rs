@@ -4,19 +4,57 @@
 //! `thread_local!`, one entry per slot index: the slot's generation and
 //! that thread's object. Only the owning thread ever touches its entries;
 //! other threads change them by posting a closure to that thread. That is
-//! why a read needs no lock and no atomic read-modify-write.
+//! why a read needs no lock and no atomic read-modify-write: it borrows
+//! the thread's storage (a `RefCell`), checks the generation and
+//! downcasts the object, all in safe code.
 //!
 //! Generations are unique and increase with every `allocate_slot`, so they
 //! double as the allocation order used at shutdown, and they tell a
 //! closure meant for a dropped slot apart from the slot that reuses its
 //! index (Envoy's PRs #12833 and #17634 fixed that very bug).
+//!
+//! # Which thread calls what
+//!
+//! * Main only (the thread of the dispatcher given to [`ThreadLocal::new`],
+//!   which is called there): [`ThreadLocal::register_thread`],
+//!   [`ThreadLocal::allocate_slot`], [`Slot::set`], [`Slot::set_then`],
+//!   [`Slot::run_on_all_threads`], [`ThreadLocal::shutdown_global_threading`].
+//!   Elsewhere they fail with [`Error::NotMainThread`].
+//! * Any registered thread, on its own copy: [`Slot::with`], [`Slot::get`];
+//!   and [`ThreadLocal::shutdown_thread`], each thread on itself, once
+//!   `shutdown_global_threading` was called.
+//! * Anywhere: cloning and dropping a [`Slot`] (the last drop clears the
+//!   slot through main), [`ThreadLocal::is_shut_down`],
+//!   [`ThreadLocal::registered_workers`]. A [`SlotRef`] is `!Send` and
+//!   stays on the thread that read it.
+//!
+//! # The read guard
+//!
+//! A [`Slot::with`] closure borrows this thread's object, so while it runs
+//! this thread's entries do not change (a change could drop the object).
+//! Inside the closure, on the same thread:
+//!
+//! * reads ([`Slot::with`], [`Slot::get`] of any slot) work as anywhere;
+//! * [`Slot::set`], [`Slot::set_then`], [`Slot::run_on_all_threads`] and
+//!   [`ThreadLocal::shutdown_thread`] are refused with [`Error::Reentrant`]
+//!   and change nothing on any thread;
+//! * [`ThreadLocal::new`] (which rebinds this thread), dropping the last
+//!   clone of a [`Slot`], and changes posted to this thread while the
+//!   closure runs the loop itself (a worker's registration, a set, update
+//!   or clear reaching it) are deferred: queued in order and applied as
+//!   the outermost read ends, before `with` returns (if its closure
+//!   panicked: on the next turn of this thread's loop, or first thing in
+//!   the next change on this thread).
+//!
+//! A [`SlotRef`] from [`Slot::get`] is not a read in progress: it holds its
+//! snapshot by reference count and blocks nothing.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::Arc as StdArc;
 use std::sync::atomic::AtomicU64 as IdCounter;
@@ -40,35 +78,22 @@ type Init = StdArc<dyn Fn(&Dispatcher) -> Stored + Send + Sync>;
 /// Changes a thread's object in place: set, update or clear.
 type Op = StdArc<dyn Fn(&Dispatcher, &mut Option<Stored>) + Send + Sync>;
 
-/// A thread's object for one slot: the slot's `Arc<T>`, type-erased.
-///
-/// `owner` keeps the `Arc<T>` alive (in an `Rc`, so a reader that wants
-/// its own reference takes it with a non-atomic increment); `ptr` points at
-/// the `T` inside it, so a read needs no downcast. Reading `ptr` as a `T`
-/// is sound only for the slot that stored it: the read paths check that
-/// the entry's generation equals the reading `Slot<T>`'s, and a generation
-/// belongs to one `Slot<T>` for ever, all of whose objects are `Arc<T>`. This is the crate's only
-/// `unsafe`: a downcast costs more than the whole read is allowed to
-/// (`benches/slots.rs`: a safe `Rc<dyn Any>` downcast read was 5-9 ns
-/// against 1.3-1.7 ns for a plain `thread_local!`).
-struct Stored {
-    owner: Rc<dyn Any>,
-    ptr: NonNull<()>,
+/// A thread's object for one slot: the slot's `Arc<T>`, type-erased, in an
+/// `Rc` so that a reader who wants its own reference ([`Slot::get`]) takes
+/// it with a non-atomic increment. A read gets the `Arc<T>` back with a
+/// downcast: the generation check already tells the object is this
+/// slot's, but the downcast keeps the crate free of `unsafe` for ~1 ns a
+/// read (docs/benchmarks.md, "Slot reads: safe or unsafe").
+type Stored = Rc<dyn Any>;
+
+fn store<T: Send + Sync + 'static>(object: StdArc<T>) -> Stored {
+    Rc::new(object)
 }
 
-impl Stored {
-    fn new<T: 'static>(object: StdArc<T>) -> Stored {
-        let ptr = NonNull::from(&*object).cast::<()>();
-        Stored { owner: Rc::new(object), ptr }
-    }
-
-    /// Gives the `Arc<T>` back (for an update), or `None` if `T` is not
-    /// the stored type.
-    fn into_arc<T: 'static>(self) -> Option<StdArc<T>> {
-        let rc = self.owner.downcast::<StdArc<T>>().ok()?;
-        Some(Rc::try_unwrap(rc).unwrap_or_else(|rc| StdArc::clone(&rc)))
-    }
-}
+/// A generation belongs to one `Slot<T>` for ever, and everything it
+/// stores is an `Arc<T>`: a read whose generation matched cannot fail
+/// here.
+const SAME_TYPE: &str = "a slot's generation only ever stores its own Arc<T>";
 
 // ---------------------------------------------------------------------------
 // Per-thread storage
@@ -78,70 +103,19 @@ struct Entry {
     object: Option<Stored>,
 }
 
-/// How many slot indexes get a spot in the [`FastTable`]. nuncio uses a
-/// handful of slots; the rest still work through `ThreadData`, a little
-/// slower.
-const FAST: usize = 32;
-const VACANT: (u64, *const ()) = (0, std::ptr::null());
-
-/// What a read needs, in a thread-local with no destructor (so accessing it
-/// costs no "initialised yet?" check): `(generation, object pointer)` for
-/// the first [`FAST`] indexes, and a count of reads in progress.
-///
-/// Invariant: `slots[i]` is `(entries[i].generation, entries[i]'s object
-/// pointer)` when `entries[i]` holds an object, else [`VACANT`]. Every
-/// change to an entry below `FAST` goes through [`ThreadData::sync_fast`].
-/// Changes are refused while `reading > 0`, so a pointer handed to a
-/// reader stays valid until it is done.
-struct FastTable {
-    reading: Cell<usize>,
-    slots: [Cell<(u64, *const ())>; FAST],
-}
-
-/// Counts one read in progress; the decrement also runs if the reader's
-/// closure panics.
-struct Reading<'a>(&'a Cell<usize>);
-
-impl<'a> Reading<'a> {
-    #[inline]
-    fn enter(reading: &'a Cell<usize>) -> Reading<'a> {
-        reading.set(reading.get() + 1);
-        Reading(reading)
-    }
-}
-
-impl Drop for Reading<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
-    }
-}
-
 struct ThreadData {
     /// The instance this thread is registered with; 0 for none.
     instance: u64,
     shut_down: bool,
     /// Indexed by slot index; owns the objects.
     entries: Vec<Entry>,
+    /// Changes wait in [`PENDING`] for the read in progress to end.
+    waiting: Cell<bool>,
 }
 
 impl ThreadData {
     const fn new() -> ThreadData {
-        ThreadData { instance: 0, shut_down: false, entries: Vec::new() }
-    }
-
-    fn sync_fast(&self, index: usize) {
-        let (Some(entry), true) = (self.entries.get(index), index < FAST) else { return };
-        let value = match &entry.object {
-            Some(object) => (entry.generation, object.ptr.as_ptr().cast_const()),
-            None => VACANT,
-        };
-        FAST_TABLE.with(|fast| fast.slots[index].set(value));
-    }
-
-    fn take_all(&mut self) -> Vec<Entry> {
-        FAST_TABLE.with(|fast| fast.slots.iter().for_each(|slot| slot.set(VACANT)));
-        std::mem::take(&mut self.entries)
+        ThreadData { instance: 0, shut_down: false, entries: Vec::new(), waiting: Cell::new(false) }
     }
 
     #[cold]
@@ -156,58 +130,201 @@ impl ThreadData {
     }
 }
 
+impl Drop for ThreadData {
+    /// The thread is exiting without `shutdown_thread`: the same order.
+    /// (Reads from the destructors find the storage gone: `ShutDown`.)
+    fn drop(&mut self) {
+        drop_in_reverse_allocation_order(std::mem::take(&mut self.entries));
+    }
+}
+
+/// Drops `entries` one at a time, later slots first (they may depend on
+/// earlier ones), with no borrow held: a destructor may read a slot.
+fn drop_in_reverse_allocation_order(entries: Vec<Entry>) {
+    let mut entries: Vec<Entry> = entries.into_iter().filter(|e| e.object.is_some()).collect();
+    entries.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.generation));
+    for entry in entries {
+        drop(entry);
+    }
+}
+
+/// A change to this thread's storage that met a read in progress; it runs
+/// once the read is over, with the dispatcher it was meant to run with.
+type Deferred = Box<dyn FnOnce()>;
+
+/// The changes waiting for the read in progress on this thread to end.
+struct Pending {
+    queue: RefCell<VecDeque<Deferred>>,
+    /// A drain runs further up the stack: it will run what is queued.
+    draining: Cell<bool>,
+}
+
 #[cfg(not(nuncio_loom))]
 thread_local! {
     static DATA: RefCell<ThreadData> = const { RefCell::new(ThreadData::new()) };
-    static FAST_TABLE: FastTable = const {
-        FastTable { reading: Cell::new(0), slots: [const { Cell::new(VACANT) }; FAST] }
-    };
+    static PENDING: Pending = const { Pending { queue: RefCell::new(VecDeque::new()), draining: Cell::new(false) } };
 }
 
 #[cfg(nuncio_loom)]
 thread_local! {
     static DATA: RefCell<ThreadData> = RefCell::new(ThreadData::new());
-    static FAST_TABLE: FastTable = FastTable { reading: Cell::new(0), slots: std::array::from_fn(|_| Cell::new(VACANT)) };
+    static PENDING: Pending = Pending { queue: RefCell::new(VecDeque::new()), draining: Cell::new(false) };
 }
 
-/// Borrows this thread's storage for a change, unless a read is in
-/// progress on this thread (a `Slot::with` closure is still running).
-fn borrow_for_change<R>(change: impl FnOnce(&mut ThreadData) -> R) -> Option<R> {
-    if FAST_TABLE.with(|fast| fast.reading.get()) > 0 {
-        return None;
+// ---------------------------------------------------------------------------
+// Changes and the read guard
+//
+// A `Slot::with` closure holds a reference into one of this thread's
+// objects, with a shared borrow of `DATA` that lasts as long as the
+// closure: while one runs (`reading()`) nothing can change this thread's
+// entries, and the borrow checker of `RefCell` makes that a refusal, never
+// a dangling reference. Every change goes through one of two doors:
+//
+// * `direct_change`, for calls that return a `Result` (`set`, `set_then`,
+//   `run_on_all_threads`, `shutdown_thread`): refused with
+//   `Error::Reentrant` while reading;
+// * `change_or_defer`, for changes that arrive in a posted closure (a
+//   worker's registration, a set, update or clear reaching a worker) or
+//   that have no way to report an error (`ThreadLocal::new`, a slot's
+//   drop): queued while reading, and run when the outermost read ends
+//   (or, if the reader panicked, on the loop's next turn).
+//
+// Either way the changes already queued on this thread run first, so the
+// thread sees every change in the order it was made.
+
+/// Whether a [`Slot::with`] closure is running on this thread (the only
+/// time `DATA` stays borrowed while other code runs).
+fn reading() -> bool {
+    DATA.try_with(|data| data.try_borrow_mut().is_err()).unwrap_or(false)
+}
+
+/// Runs `change` now if no read is in progress on this thread and nothing
+/// waits before it; otherwise queues it, to run in order once the read is
+/// over.
+fn change_or_defer(change: Deferred) {
+    let must_wait = PENDING.try_with(|p| reading() || p.draining.get() || !p.queue.borrow().is_empty());
+    if !must_wait.unwrap_or(false) {
+        change();
+        return;
     }
-    DATA.with(|data| data.try_borrow_mut().ok().map(|mut data| change(&mut data)))
+    PENDING.with(|p| p.queue.borrow_mut().push_back(change));
+    run_deferred();
+}
+
+/// For the changes user code calls directly: refused while a read is in
+/// progress on this thread; otherwise the queued changes run first.
+fn direct_change(what: &'static str) -> Result<(), Error> {
+    if reading() {
+        return Err(Error::Reentrant(what));
+    }
+    // Cannot stop half way: a queued change may read, but its read ends
+    // before it returns.
+    run_deferred();
+    Ok(())
+}
+
+/// Runs the queued changes in order, unless a read is in progress (then
+/// its end runs them) or a drain further up the stack (a queued change
+/// that made a change) will.
+fn run_deferred() {
+    struct Draining<'a>(&'a Cell<bool>);
+    impl Drop for Draining<'_> {
+        fn drop(&mut self) {
+            self.0.set(false);
+            // A change panicked: the rest must not wait for a change that
+            // may never come.
+            if std::thread::panicking() {
+                post_drain();
+            }
+        }
+    }
+    let _ = PENDING.try_with(|p| {
+        if p.draining.replace(true) {
+            return;
+        }
+        let _draining = Draining(&p.draining);
+        loop {
+            if reading() {
+                // The end of the outermost read looks at this.
+                let _ = DATA.try_with(|data| data.borrow().waiting.set(true));
+                return;
+            }
+            let next = p.queue.borrow_mut().pop_front();
+            let Some(change) = next else {
+                let _ = DATA.try_with(|data| data.borrow().waiting.set(false));
+                return;
+            };
+            change();
+        }
+    });
+}
+
+/// The outermost read ended with changes waiting: they run now.
+#[cold]
+#[inline(never)]
+fn read_over() {
+    if !reading() {
+        run_deferred();
+    }
+}
+
+/// Ends a read whose closure panics with changes waiting: they run on the
+/// loop's next turn, not in the middle of the unwinding.
+struct Unwinding<'a>(&'a Cell<bool>);
+
+impl Drop for Unwinding<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.get() && std::thread::panicking() {
+            post_drain();
+        }
+    }
+}
+
+/// Posts [`run_deferred`] to this thread's dispatcher. Refused (or with no
+/// dispatcher) the queue waits for the next read to end or change on this
+/// thread, or goes with the thread.
+fn post_drain() {
+    if let Some(dispatcher) = Dispatcher::current() {
+        let _ = dispatcher.handle().post(run_deferred);
+    }
 }
 
 /// Binds the calling thread to `instance` and builds its objects. Whatever
 /// a previous instance left on this thread is dropped (outside the borrow).
+/// Only with no read in progress (through [`change_or_defer`]).
 fn bind_thread(dispatcher: &Dispatcher, instance: u64, initial: &[(usize, u64, Init)]) {
-    let previous = DATA.with(|data| {
+    let previous = DATA.try_with(|data| {
         let mut data = data.borrow_mut();
         data.instance = instance;
         data.shut_down = false;
-        data.take_all()
+        std::mem::take(&mut data.entries)
     });
-    drop(previous);
+    if let Ok(previous) = previous {
+        drop_in_reverse_allocation_order(previous);
+    }
     for (index, generation, init) in initial {
-        let init = init.clone();
-        // Runs in a posted closure, never inside `Slot::with`: cannot be refused.
-        let _ = apply(dispatcher, instance, *index, *generation, StdArc::new(move |d, object| *object = Some(init(d))));
+        apply(dispatcher, instance, *index, *generation, &|d, object| *object = Some(init(d)));
     }
 }
 
 /// Runs `op` on this thread's object for slot (`index`, `generation`).
+/// Only with no read in progress (through [`change_or_defer`] or after
+/// [`direct_change`]).
 ///
 /// The object is taken out while `op` runs so that user code inside it
 /// (an init or update) may read other slots, or post, without hitting a
 /// held borrow. A closure for a slot older than the entry's is stale (its
 /// slot was dropped and the index reused) and does nothing.
-///
-/// Gives `op` back, untouched, when called from inside a [`Slot::with`] on
-/// this thread (the only time the storage is borrowed): the caller decides
-/// whether to refuse or retry later.
-fn apply(dispatcher: &Dispatcher, instance: u64, index: usize, generation: u64, op: Op) -> Result<(), Op> {
-    let taken = borrow_for_change(|data| {
+fn apply(
+    dispatcher: &Dispatcher,
+    instance: u64,
+    index: usize,
+    generation: u64,
+    op: &dyn Fn(&Dispatcher, &mut Option<Stored>),
+) {
+    let taken = DATA.try_with(|data| {
+        let data = &mut *data.borrow_mut();
         if data.shut_down || data.instance != instance {
             return None;
         }
@@ -218,37 +335,31 @@ fn apply(dispatcher: &Dispatcher, instance: u64, index: usize, generation: u64, 
         if entry.generation > generation {
             return None;
         }
-        let taken = if entry.generation < generation {
+        if entry.generation < generation {
             // A leftover of the dropped slot that used this index before.
             entry.generation = generation;
-            (entry.object.take(), None)
+            Some((entry.object.take(), None))
         } else {
-            (None, entry.object.take())
-        };
-        data.sync_fast(index);
-        Some(taken)
+            Some((None, entry.object.take()))
+        }
     });
-    let (leftover, mut object) = match taken {
-        Some(Some(taken)) => taken,
-        Some(None) => return Ok(()),
-        None => return Err(op),
-    };
+    let Ok(Some((leftover, mut object))) = taken else { return };
     drop(leftover);
+    // `op` may read slots (its own included, which reads as not set) but
+    // any change it makes ends before it returns.
     op(dispatcher, &mut object);
-    let displaced = DATA.with(|data| {
+    let displaced = DATA.try_with(|data| {
         let data = &mut *data.borrow_mut();
         match data.entries.get_mut(index) {
             Some(entry) if entry.generation == generation && !data.shut_down => {
-                let displaced = std::mem::replace(&mut entry.object, object);
-                data.sync_fast(index);
-                displaced
+                std::mem::replace(&mut entry.object, object)
             }
-            // Shut down while `op` ran: the object goes with everything else.
+            // Shut down (or rebound) while `op` ran: the object goes with
+            // everything else.
             _ => object,
         }
     });
     drop(displaced);
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -292,6 +403,10 @@ impl ThreadLocal {
     /// Creates the instance on the main thread, whose dispatcher is `main`,
     /// and registers main. Must be called on `main`'s thread (it is, since
     /// a `Dispatcher` never leaves its thread).
+    ///
+    /// A thread belongs to one instance at a time: this drops whatever an
+    /// earlier instance left on main. Inside a [`Slot::with`] closure on
+    /// main that waits until the read is over (see the module docs).
     pub fn new(main: &Dispatcher) -> ThreadLocal {
         let instance = Arc::new(Instance {
             id: next(&NEXT_INSTANCE),
@@ -299,7 +414,10 @@ impl ThreadLocal {
             shut_down: AtomicBool::new(false),
             registry: Mutex::new(Registry { workers: Vec::new(), slots: Vec::new(), free: Vec::new() }),
         });
-        bind_thread(main, instance.id, &[]);
+        let (d, id) = (main.clone(), instance.id);
+        // Inside a `Slot::with` on this thread the rebinding (and the drop
+        // of a previous instance's objects) waits until the read is over.
+        change_or_defer(Box::new(move || bind_thread(&d, id, &[])));
         ThreadLocal { instance }
     }
 
@@ -320,7 +438,10 @@ impl ThreadLocal {
         // Nothing else can change the registry meanwhile: it only changes on
         // main, and this is main.
         let id = self.instance.id;
-        worker.post_with(move |d| bind_thread(d, id, &initial))?;
+        worker.post_with(move |d| {
+            let dispatcher = d.clone();
+            change_or_defer(Box::new(move || bind_thread(&dispatcher, id, &initial)));
+        })?;
         lock(&self.instance.registry).workers.push(worker);
         Ok(())
     }
@@ -370,26 +491,25 @@ impl ThreadLocal {
     /// allocation (later slots may depend on earlier ones), then makes
     /// every `get` on this thread fail with [`Error::ShutDown`]. Call it on
     /// each worker after its dispatcher stopped, and on main last.
+    /// [`Error::Reentrant`] from inside a [`Slot::with`] on this thread.
     pub fn shutdown_thread(&self) -> Result<(), Error> {
         if !self.instance.shut_down.load(Ordering::Acquire) {
             return Err(Error::NotShuttingDown);
         }
+        direct_change("ThreadLocal::shutdown_thread")?;
         let id = self.instance.id;
-        let entries = borrow_for_change(|data| {
-            if data.instance != id {
-                return Err(Error::NotRegistered);
-            }
-            data.shut_down = true;
-            Ok(data.take_all())
-        })
-        .unwrap_or(Err(Error::Reentrant("ThreadLocal::shutdown_thread")))?;
-        let mut entries: Vec<Entry> = entries.into_iter().filter(|e| e.object.is_some()).collect();
-        entries.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.generation));
-        // One at a time, in that order, with no borrow held: a destructor
-        // may read a slot (and get `ShutDown`).
-        for entry in entries {
-            drop(entry);
-        }
+        let entries = DATA
+            .try_with(|data| {
+                let mut data = data.borrow_mut();
+                if data.instance != id {
+                    return Err(Error::NotRegistered);
+                }
+                data.shut_down = true;
+                Ok(std::mem::take(&mut data.entries))
+            })
+            .unwrap_or(Err(Error::ShutDown))?;
+        // A destructor that reads a slot gets `ShutDown`.
+        drop_in_reverse_allocation_order(entries);
         Ok(())
     }
 
@@ -426,32 +546,47 @@ impl Instance {
     /// asked) post `on_complete` to main once every worker ran or dropped
     /// its copy.
     ///
-    /// Called from inside [`Slot::with`] on main, a set or update is
-    /// refused ([`Error::Reentrant`]) before reaching any worker, so every
-    /// thread sees the same sequence of objects.
+    /// Called from inside [`Slot::with`] on main, a set or update
+    /// (`what` is `Some`) is refused ([`Error::Reentrant`]) before reaching
+    /// any worker, so every thread sees the same sequence of objects; a
+    /// clear (`what` is `None`) is deferred on main instead. On a worker
+    /// inside `with` (its closure running the loop), the change waits for
+    /// the read to end.
     fn broadcast(
         &self,
-        what: &'static str,
+        what: Option<&'static str>,
         index: usize,
         generation: u64,
         op: &Op,
         on_complete: Option<Box<dyn FnOnce() + Send>>,
     ) -> Result<(), Error> {
         let main = Dispatcher::current().ok_or_else(|| Error::Stopped(self.main.name().to_owned()))?;
-        apply(&main, self.id, index, generation, op.clone()).map_err(|_| Error::Reentrant(what))?;
+        let id = self.id;
+        match what {
+            Some(what) => {
+                direct_change(what)?;
+                apply(&main, id, index, generation, &**op);
+            }
+            None => {
+                let op = op.clone();
+                change_or_defer(Box::new(move || apply(&main, id, index, generation, &*op)));
+            }
+        }
         let workers = lock(&self.registry).workers.clone();
         let completion = on_complete
             .map(|callback| Arc::new(Completion { main: self.main.clone(), callback: Mutex::new(Some(callback)) }));
-        let id = self.id;
         for worker in workers {
             let op = op.clone();
             let completion = completion.clone();
             // A stopped worker refuses the post and the closure, with its
             // completion reference, is dropped here: completion still fires.
             let _ = worker.post_with(move |d| {
-                // Posted closures never run inside `Slot::with`.
-                let _ = apply(d, id, index, generation, op);
-                drop(completion);
+                let dispatcher = d.clone();
+                change_or_defer(Box::new(move || {
+                    apply(&dispatcher, id, index, generation, &*op);
+                    // Only now: a deferred update completes once it ran.
+                    drop(completion);
+                }));
             });
         }
         Ok(())
@@ -459,10 +594,9 @@ impl Instance {
 
     /// Frees a dropped slot's index and clears its objects everywhere.
     /// Runs on main.
-    fn free_slot(instance: &Arc<Instance>, index: usize, generation: u64) {
-        let this = &**instance;
+    fn free_slot(&self, index: usize, generation: u64) {
         {
-            let mut registry = lock(&this.registry);
+            let mut registry = lock(&self.registry);
             match registry.slots.get(index) {
                 Some(Some(record)) if record.generation == generation => {}
                 _ => return,
@@ -470,20 +604,14 @@ impl Instance {
             registry.slots[index] = None;
             registry.free.push(index);
         }
-        if this.shut_down.load(Ordering::Acquire) {
+        if self.shut_down.load(Ordering::Acquire) {
             return;
         }
         let clear: Op = StdArc::new(|_: &Dispatcher, object: &mut Option<Stored>| *object = None);
-        if let Err(Error::Reentrant(_)) = this.broadcast("Slot drop", index, generation, &clear, None) {
-            // Dropped inside `Slot::with` on main: clear on the next turn.
-            // Late is harmless here: the generation check keeps a clear of
-            // this dead slot away from any slot that reuses the index.
-            let (instance, main) = (instance.clone(), this.main.clone());
-            let _ = main.post(move || {
-                let clear: Op = StdArc::new(|_: &Dispatcher, object: &mut Option<Stored>| *object = None);
-                let _ = instance.broadcast("Slot drop", index, generation, &clear, None);
-            });
-        }
+        // Late is harmless (a slot dropped inside `Slot::with` on main is
+        // cleared there once the read is over): the generation check keeps
+        // a clear of this dead slot away from any slot that reuses the index.
+        let _ = self.broadcast(None, index, generation, &clear, None);
     }
 }
 
@@ -537,10 +665,10 @@ impl Drop for SlotInner {
         }
         let (index, generation) = (self.index, self.generation);
         if instance.main.is_thread_safe() {
-            Instance::free_slot(&instance, index, generation);
+            instance.free_slot(index, generation);
         } else {
             let main = instance.main.clone();
-            let _ = main.post(move || Instance::free_slot(&instance, index, generation));
+            let _ = main.post(move || instance.free_slot(index, generation));
         }
     }
 }
@@ -564,11 +692,13 @@ impl<T> fmt::Debug for Slot<T> {
 impl<T: Send + Sync + 'static> Slot<T> {
     /// Calls `f` with this thread's object: the fast read. No lock, no
     /// atomic read-modify-write, no reference count: a thread-local access,
-    /// an index, a generation check.
+    /// a `RefCell` borrow, an index, a generation check and a downcast.
     ///
-    /// `f` runs with this thread's slot storage borrowed: reads inside `f`
-    /// are fine, but `set` and `run_on_all_threads` called from `f` on main
-    /// fail with [`Error::Reentrant`].
+    /// While `f` runs, this thread's entries do not change: reads inside
+    /// `f` are fine; `set`, `set_then`, `run_on_all_threads` and
+    /// `shutdown_thread` called from `f` fail with [`Error::Reentrant`];
+    /// `ThreadLocal::new`, the drop of a slot's last clone and changes
+    /// posted to this thread wait until `f` has returned.
     ///
     /// Fails with [`Error::NotSet`] before `set` reached this thread,
     /// [`Error::NotRegistered`] on a thread that is not registered, and
@@ -576,46 +706,27 @@ impl<T: Send + Sync + 'static> Slot<T> {
     #[inline]
     pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, Error> {
         let (index, generation) = (self.index, self.generation);
-        let mut f = Some(f);
-        let fast = FAST_TABLE.with(|fast| {
-            let (g, ptr) = fast.slots.get(index)?.get();
-            if g != generation || ptr.is_null() {
-                return None;
+        DATA.try_with(|cell| {
+            // The read guard: held until `f` returns.
+            let data = cell.borrow();
+            let object = match data.entries.get(index) {
+                Some(Entry { generation: g, object: Some(object) }) if *g == generation => object,
+                _ => return Err(data.why_missing()),
+            };
+            let object: &StdArc<T> = object.downcast_ref().expect(SAME_TYPE);
+            let output = {
+                let _unwinding = Unwinding(&data.waiting);
+                f(object)
+            };
+            let waiting = data.waiting.get();
+            drop(data);
+            if waiting {
+                read_over();
             }
-            let _reading = Reading::enter(&fast.reading);
-            // SAFETY: the table matched this slot's generation, so `ptr`
-            // points into the `Arc<T>` this `Slot<T>` stored (see
-            // `Stored`), owned by this thread's entry; `_reading` makes
-            // every change to the entries wait until `f` has returned.
-            #[allow(unsafe_code)]
-            let object = unsafe { &*ptr.cast::<T>() };
-            f.take().map(|f| f(object))
-        });
-        match (fast, f) {
-            (Some(output), _) => Ok(output),
-            (None, Some(f)) => self.with_slow(f),
-            (None, None) => unreachable!("`f` is only taken on the path that returns its output"),
-        }
-    }
-
-    /// `with` for indexes past the fast table, and for reads that find
-    /// nothing (to say why): the `RefCell` borrow keeps the entries
-    /// unchanged while `f` runs.
-    #[cold]
-    #[inline(never)]
-    fn with_slow<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, Error> {
-        DATA.with(|data| {
-            let data = data.borrow();
-            match data.entries.get(self.index) {
-                Some(Entry { generation, object: Some(object) }) if *generation == self.generation => {
-                    // SAFETY: as in `with`; the borrow of `data` outlives `f`.
-                    #[allow(unsafe_code)]
-                    let object = unsafe { object.ptr.cast::<T>().as_ref() };
-                    Ok(f(object))
-                }
-                _ => Err(data.why_missing()),
-            }
+            Ok(output)
         })
+        // The thread is exiting, past its storage.
+        .unwrap_or(Err(Error::ShutDown))
     }
 
     /// This thread's object, as a reference that can be held (across
@@ -624,22 +735,25 @@ impl<T: Send + Sync + 'static> Slot<T> {
     #[inline]
     pub fn get(&self) -> Result<SlotRef<T>, Error> {
         let (index, generation) = (self.index, self.generation);
-        DATA.with(|data| {
-            let data = data.borrow();
+        DATA.try_with(|cell| {
+            let data = cell.borrow();
             match data.entries.get(index) {
                 Some(Entry { generation: g, object: Some(object) }) if *g == generation => {
-                    Ok(SlotRef { owner: object.owner.clone(), ptr: object.ptr.cast(), _type: PhantomData })
+                    Ok(SlotRef { object: Rc::clone(object).downcast().expect(SAME_TYPE) })
                 }
                 _ => Err(data.why_missing()),
             }
         })
+        .unwrap_or(Err(Error::ShutDown))
     }
 
     /// Sets the slot's object on every registered thread: `init` runs on
     /// main now, on each worker through a post, and on every thread
     /// registered later. Return one shared `Arc` (built once, cloned) for
     /// read-only config, or a new one per thread for per-thread state.
-    /// Main only.
+    /// Main only; [`Error::Reentrant`] from inside a [`Slot::with`] on main
+    /// (then no thread is changed). A worker reading in a `with` whose
+    /// closure runs its loop gets the new object when that read ends.
     pub fn set<F>(&self, init: F) -> Result<(), Error>
     where
         F: Fn(&Dispatcher) -> StdArc<T> + Send + Sync + 'static,
@@ -663,7 +777,7 @@ impl<T: Send + Sync + 'static> Slot<T> {
     {
         let instance = &self.inner.instance;
         instance.check_main("Slot::set")?;
-        let init: Init = StdArc::new(move |d| Stored::new(init(d)));
+        let init: Init = StdArc::new(move |d| store(init(d)));
         {
             let mut registry = lock(&instance.registry);
             if let Some(Some(record)) = registry.slots.get_mut(self.index) {
@@ -671,13 +785,14 @@ impl<T: Send + Sync + 'static> Slot<T> {
             }
         }
         let op: Op = StdArc::new(move |d, object| *object = Some(init(d)));
-        instance.broadcast("Slot::set", self.index, self.generation, &op, on_complete)
+        instance.broadcast(Some("Slot::set"), self.index, self.generation, &op, on_complete)
     }
 
     /// Runs `update` on every thread's object, main first, then each worker
     /// through a post; then `on_complete` on main, exactly once, after every
     /// worker has run `update`. `update` may replace the object (a new
-    /// config snapshot), clear it, or leave it. Main only.
+    /// config snapshot), clear it, or leave it. Main only; refused inside
+    /// a [`Slot::with`] on main as [`Slot::set`] is.
     ///
     /// A worker that stopped meanwhile does not run `update` (its post is
     /// refused, or dropped when its loop ends); `on_complete` still runs
@@ -692,11 +807,21 @@ impl<T: Send + Sync + 'static> Slot<T> {
         let instance = &self.inner.instance;
         instance.check_main("Slot::run_on_all_threads")?;
         let op: Op = StdArc::new(move |_d, object| {
-            let mut typed = object.take().and_then(Stored::into_arc::<T>);
+            let mut typed = object.take().map(|stored| {
+                let rc = stored.downcast::<StdArc<T>>().expect(SAME_TYPE);
+                // Shared with a `SlotRef` still held: that one keeps its own.
+                Rc::try_unwrap(rc).unwrap_or_else(|rc| StdArc::clone(&rc))
+            });
             update(&mut typed);
-            *object = typed.map(Stored::new);
+            *object = typed.map(store);
         });
-        instance.broadcast("Slot::run_on_all_threads", self.index, self.generation, &op, Some(Box::new(on_complete)))
+        instance.broadcast(
+            Some("Slot::run_on_all_threads"),
+            self.index,
+            self.generation,
+            &op,
+            Some(Box::new(on_complete)),
+        )
     }
 }
 
@@ -707,23 +832,22 @@ impl<T: Send + Sync + 'static> Slot<T> {
 /// with) even after the slot moves on; [`SlotRef::to_arc`] gives a `Send`
 /// reference.
 pub struct SlotRef<T> {
-    /// The `Arc<T>` (erased); keeps `ptr` valid.
-    owner: Rc<dyn Any>,
-    ptr: NonNull<T>,
-    _type: PhantomData<StdArc<T>>,
+    // The `Rc` the entry stores, downcast: cloning it costs a non-atomic
+    // increment where the `Arc` would cost an atomic one.
+    #[allow(clippy::redundant_allocation)]
+    object: Rc<StdArc<T>>,
 }
 
-impl<T: 'static> SlotRef<T> {
+impl<T> SlotRef<T> {
     /// The underlying `Arc`, to send elsewhere.
     pub fn to_arc(&self) -> StdArc<T> {
-        let arc = self.owner.downcast_ref::<StdArc<T>>().expect("a SlotRef<T> always owns an Arc<T>");
-        StdArc::clone(arc)
+        StdArc::clone(&self.object)
     }
 }
 
 impl<T> Clone for SlotRef<T> {
     fn clone(&self) -> Self {
-        SlotRef { owner: self.owner.clone(), ptr: self.ptr, _type: PhantomData }
+        SlotRef { object: Rc::clone(&self.object) }
     }
 }
 
@@ -732,13 +856,7 @@ impl<T> Deref for SlotRef<T> {
 
     #[inline]
     fn deref(&self) -> &T {
-        // SAFETY: `ptr` points into the `Arc<T>` that `owner` keeps alive
-        // for at least as long as `self`, and it was built from a `Stored`
-        // of this slot's generation, hence of type `T` (see `Stored`).
-        #[allow(unsafe_code)]
-        unsafe {
-            self.ptr.as_ref()
-        }
+        &self.object
     }
 }
 
@@ -748,9 +866,8 @@ impl<T: fmt::Debug> fmt::Debug for SlotRef<T> {
     }
 }
 
-/// Exercises every path through the `unsafe` read (`Stored::get`,
-/// `SlotRef::deref`). Miri needs a nightly toolchain, which this project's
-/// machines do not have; these run in the normal test suite.
+/// Held references, reused indexes, and changes from inside `with`, seen
+/// from the storage itself.
 #[cfg(all(test, not(nuncio_loom)))]
 mod tests {
     use super::*;
@@ -812,14 +929,33 @@ mod tests {
         assert_eq!(err.unwrap(), Error::Reentrant("Slot::set"));
         assert_eq!(b.with(|w| *w).unwrap(), 10, "refused, so nothing changed anywhere");
 
-        // Dropping the last clone of a slot inside `with`: cleared a turn later.
+        // Dropping the last clone of a slot inside `with`: cleared when the
+        // read is over.
+        let stored = |index: usize| DATA.with(|data| data.borrow().entries[index].object.is_some());
         let c = tls.allocate_slot::<u64>().unwrap();
         let c_index = c.index;
         c.set(|_| StdArc::new(3)).unwrap();
         let held = c.get().unwrap();
-        a.with(move |_| drop(c)).unwrap();
-        let stored = || DATA.with(|data| data.borrow().entries[c_index].object.is_some());
-        assert!(stored(), "not cleared while `with` was running");
+        let inside = a.with(move |_| {
+            drop(c);
+            stored(c_index)
+        });
+        assert_eq!(inside, Ok(true), "not cleared while `with` was running");
+        assert!(!stored(c_index), "cleared as the read ended");
+        assert_eq!(*held, 3);
+
+        // The same in a `with` whose closure panics: cleared on the next turn.
+        let e = tls.allocate_slot::<u64>().unwrap();
+        let e_index = e.index;
+        e.set(|_| StdArc::new(4)).unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            a.with(move |_| {
+                drop(e);
+                panic!("reader panics");
+            })
+        }));
+        assert!(panicked.is_err());
+        assert!(stored(e_index), "not run while unwinding");
         let turn = StdArc::new(AtomicBool::new(false));
         let t = turn.clone();
         main.handle().post(move || t.store(true, Ordering::SeqCst)).unwrap();
@@ -828,11 +964,15 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
-        assert!(!stored(), "cleared on the next turn");
-        assert_eq!(*held, 3);
+        assert!(!stored(e_index), "cleared on the next turn");
+
         let d = tls.allocate_slot::<u64>().unwrap();
         assert_eq!(d.with(|v| *v).unwrap_err(), Error::NotSet);
+        tls.shutdown_global_threading().unwrap();
         let err = a.with(|_| tls.shutdown_thread().unwrap_err());
-        assert!(matches!(err.unwrap(), Error::NotShuttingDown | Error::Reentrant(_)));
+        assert_eq!(err.unwrap(), Error::Reentrant("ThreadLocal::shutdown_thread"));
+        assert_eq!(a.with(|v| *v), Ok(1), "refused, so still there");
+        tls.shutdown_thread().unwrap();
+        assert_eq!(a.with(|v| *v), Err(Error::ShutDown));
     }
 }

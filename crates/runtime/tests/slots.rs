@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use nuncio_runtime::{Dispatcher, Error, ThreadLocal};
+use nuncio_runtime::{Dispatcher, Error, Slot, ThreadLocal};
 use support::{Workers, ask, on_main};
 
 #[derive(Debug)]
@@ -298,4 +298,215 @@ fn an_update_in_flight_for_a_dropped_slot_never_touches_its_successor() {
     }
     assert_eq!(new.get().unwrap().version, 2);
     workers.stop();
+}
+
+/// Sets a flag when dropped.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Issue 11: `ThreadLocal::new` inside `with` rebinds this thread, which
+/// dropped every object of the old instance, the one the closure was
+/// reading included. The object must outlive the closure. `before` slots
+/// are allocated first, to put the one read past index 32 (where the
+/// unsafe read path had a slower path of its own).
+fn a_new_thread_local_inside_with_keeps_the_object_being_read(before: usize) {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let _others: Vec<_> = (0..before).map(|_| tls.allocate_slot::<Config>().unwrap()).collect();
+    let slot = tls.allocate_slot::<DropFlag>().unwrap();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = dropped.clone();
+    // The only reference: a fresh `Arc` per thread.
+    slot.set(move |_| Arc::new(DropFlag(d.clone()))).unwrap();
+
+    let (dropped_inside, second) = slot
+        .with(|_object| {
+            let second = ThreadLocal::new(&main);
+            // `_object` is still borrowed here, so it must still be alive
+            // (before the fix it was not, and touching it was a use after
+            // free: the test only looks at the flag).
+            (dropped.load(Ordering::SeqCst), second)
+        })
+        .unwrap();
+    assert!(!dropped_inside, "the object was dropped while `with` still held a reference to it");
+    // Deferred, not lost: the thread was rebound as the read ended,
+    // dropping what the first instance left here.
+    assert!(dropped.load(Ordering::SeqCst));
+    assert_eq!(slot.with(|_| ()), Err(Error::NotSet), "this thread now belongs to the second instance");
+    let on_second = second.allocate_slot::<u64>().unwrap();
+    on_second.set(|_| Arc::new(5)).unwrap();
+    assert_eq!(on_second.with(|v| *v), Ok(5));
+}
+
+#[test]
+fn a_new_thread_local_inside_with_never_drops_the_object_being_read() {
+    a_new_thread_local_inside_with_keeps_the_object_being_read(0);
+}
+
+#[test]
+fn a_new_thread_local_inside_with_past_index_32_never_drops_the_object_being_read() {
+    a_new_thread_local_inside_with_keeps_the_object_being_read(40);
+}
+
+/// A worker whose `with` closure runs the loop itself receives posted
+/// updates meanwhile: they wait until the read is over, then apply in the
+/// order they were made.
+#[test]
+fn updates_posted_to_a_worker_during_its_read_wait_for_the_read_then_apply_in_order() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let slot = tls.allocate_slot::<Named>().unwrap();
+    let (reading_tx, reading_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<()>();
+    let s = slot.clone();
+    let (worker, thread) = Dispatcher::spawn("worker", move |d| {
+        d.run_until(start_rx).unwrap().unwrap();
+        let seen = s
+            .with(|object| {
+                reading_tx.send(object.name).unwrap();
+                d.run_until(release_rx).unwrap().unwrap();
+                // Still the object the read started with.
+                object.name
+            })
+            .unwrap();
+        reading_tx.send(seen).unwrap();
+        d.run();
+    })
+    .unwrap();
+    tls.register_thread(worker.clone()).unwrap();
+    // A new object per thread, so the worker's entry owns its own; only
+    // the worker's log their drop.
+    let named = |name: &'static str| {
+        let log = log.clone();
+        move |d: &Dispatcher| {
+            let log = if d.name() == "worker" { log.clone() } else { Arc::new(Mutex::new(Vec::new())) };
+            Arc::new(Named { name, log })
+        }
+    };
+    slot.set(named("one")).unwrap();
+    start_tx.send(()).unwrap();
+    assert_eq!(reading_rx.recv_timeout(support::PATIENCE).unwrap(), "one");
+
+    slot.set(named("two")).unwrap();
+    slot.set(named("three")).unwrap();
+    // Runs on the worker inside its read, after both sets arrived there.
+    let (s, l) = (slot.clone(), log.clone());
+    let during = ask(&worker, move || (s.get().unwrap().name, l.lock().unwrap().clone()));
+    assert_eq!(during.0, "one", "the worker's entries do not change during its read");
+    assert!(!during.1.contains(&"one"), "{:?}: the object being read was dropped", during.1);
+
+    release_tx.send(()).unwrap();
+    assert_eq!(reading_rx.recv_timeout(support::PATIENCE).unwrap(), "one");
+    assert_eq!(ask(&worker, move || slot.get().unwrap().name), "three", "both applied, in order");
+    assert_eq!(*log.lock().unwrap(), ["one", "two"]);
+    worker.stop();
+    thread.join().unwrap();
+}
+
+/// More than 32 slots: the unsafe read path kept the first 32 indexes in a
+/// table of their own and read the rest another way, which had no test.
+/// Everything works past 32 as it does below.
+#[test]
+fn more_than_32_slots_read_update_clear_and_reuse_an_index_past_32() {
+    let main = Dispatcher::new("main").unwrap();
+    let tls = ThreadLocal::new(&main);
+    let workers = Workers::start(&tls, 1);
+    let worker = workers.handles[0].clone();
+    let slots: Vec<Slot<Config>> = (0..40).map(|_| tls.allocate_slot().unwrap()).collect();
+    for (version, slot) in (0u64..).zip(&slots) {
+        slot.set(move |_| Arc::new(Config { version })).unwrap();
+    }
+    let read_all = |slots: &[Slot<Config>]| -> Vec<(Result<u64, Error>, Result<u64, Error>)> {
+        slots.iter().map(|s| (s.with(|c| c.version), s.get().map(|c| c.version))).collect()
+    };
+    let expected: Vec<_> = (0u64..40).map(|v| (Ok(v), Ok(v))).collect();
+    assert_eq!(read_all(&slots), expected, "main");
+    let all = slots.clone();
+    assert_eq!(ask(&worker, move || read_all(&all)), expected, "worker");
+
+    // Nested reads across the boundary, and a held reference.
+    let far = slots[39].clone();
+    assert_eq!(far.with(|c| slots[2].with(|n| c.version + n.version)), Ok(Ok(41)));
+    let held = far.get().unwrap();
+
+    // Update, then clear, the last one everywhere.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    far.run_on_all_threads(|c| *c = Some(Arc::new(Config { version: 139 })), move || tx.send(()).unwrap()).unwrap();
+    on_main(&main, rx).unwrap();
+    assert_eq!(far.with(|c| c.version), Ok(139));
+    let f = far.clone();
+    assert_eq!(ask(&worker, move || (f.with(|c| c.version), f.get().map(|c| c.version))), (Ok(139), Ok(139)));
+    assert_eq!(held.version, 39, "a held reference keeps its snapshot");
+    let refused = far.with(|_| far.set(|_| Arc::new(Config { version: 0 })).unwrap_err());
+    assert_eq!(refused, Ok(Error::Reentrant("Slot::set")));
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    far.run_on_all_threads(|c| *c = None, move || tx.send(()).unwrap()).unwrap();
+    on_main(&main, rx).unwrap();
+    assert_eq!(far.with(|c| c.version), Err(Error::NotSet));
+    assert_eq!(far.get().map(|c| c.version), Err(Error::NotSet));
+    assert_eq!(ask(&worker, move || far.with(|c| c.version)), Err(Error::NotSet));
+
+    // Drop the slot at index 35: the next slot takes its index, another
+    // type, and sees nothing of the old objects until set.
+    let mut slots = slots;
+    let old = slots.remove(35);
+    let old_held = old.get().unwrap();
+    drop(old);
+    let reused = tls.allocate_slot::<String>().unwrap();
+    assert!(format!("{reused:?}").contains("index: 35"), "{reused:?}");
+    assert_eq!(reused.with(|s| s.len()), Err(Error::NotSet));
+    let r = reused.clone();
+    assert_eq!(ask(&worker, move || r.get().map(|s| s.len())), Err(Error::NotSet));
+    reused.set(|_| Arc::new("thirty-five".to_owned())).unwrap();
+    assert_eq!(reused.with(|s| s.clone()), Ok("thirty-five".to_owned()));
+    assert_eq!(ask(&worker, move || reused.with(|s| s.len())), Ok(11));
+    assert_eq!(old_held.version, 35);
+    // The rest are untouched.
+    assert_eq!(slots[34].with(|c| c.version), Ok(34));
+    assert_eq!(slots[35].with(|c| c.version), Ok(36));
+    workers.stop();
+}
+
+/// Reads another slot from its destructor, and reports what it saw.
+struct ReadsOnDrop {
+    other: Slot<Config>,
+    seen: std::sync::mpsc::Sender<Result<u64, Error>>,
+}
+
+impl Drop for ReadsOnDrop {
+    fn drop(&mut self) {
+        let _ = self.seen.send(self.other.with(|c| c.version));
+    }
+}
+
+/// A thread that exits without `shutdown_thread` drops its objects with
+/// its storage; a destructor that reads a slot then is told the slots are
+/// gone. (Before the fix the fast read path still pointed at the object
+/// dropped just before, and this read returned its freed memory.)
+#[test]
+fn a_thread_exiting_without_shutdown_never_reads_a_dropped_object() {
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    // The handles outlive the thread, so only its storage goes at its exit.
+    let _handles = thread::spawn(move || {
+        let main = Dispatcher::new("main").unwrap();
+        let tls = ThreadLocal::new(&main);
+        let first = tls.allocate_slot::<Config>().unwrap();
+        first.set(|_| Arc::new(Config { version: 1 })).unwrap();
+        let second = tls.allocate_slot::<ReadsOnDrop>().unwrap();
+        let other = first.clone();
+        second.set(move |_| Arc::new(ReadsOnDrop { other: other.clone(), seen: seen_tx.clone() })).unwrap();
+        assert_eq!(second.with(|r| r.other.with(|c| c.version)), Ok(Ok(1)));
+        (tls, first, second)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(seen_rx.recv_timeout(support::PATIENCE).unwrap(), Err(Error::ShutDown));
 }

@@ -1,218 +1,21 @@
 //! The `nuncio-example` binary run as its user would: a config naming the
 //! `fault` filter, a real upstream, a real HTTP/1.1 client over real
-//! sockets. Every server binds 127.0.0.1; every wait is bounded by
-//! [`TIMEOUT`].
+//! sockets. Every server binds 127.0.0.1; every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nuncio_filter_example::MAX_DELAY_MS;
+use nuncio_test_support::{Admin, Process, RawClient, Scratch, Upstream, get, wait_until};
 
 const NUNCIO_EXAMPLE: &str = env!("CARGO_BIN_EXE_nuncio-example");
 
-/// The longest any single wait may take. Generous: a loaded 2-core
-/// machine must keep it.
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A `nuncio-example` process, killed when dropped. Its log (stderr) is
-/// kept so that a failing test shows what it said.
-struct Proxy {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    /// Listener name → address, from the lines nuncio logs once every
-    /// worker serves.
-    listeners: Vec<(String, SocketAddr)>,
-    admin: SocketAddr,
-}
-
-impl Proxy {
-    /// Runs `nuncio-example` with `args` and waits for its `admin on` line
-    /// (logged once every worker serves): no port probing.
-    fn start(args: &[&str]) -> Proxy {
-        let mut child = Command::new(NUNCIO_EXAMPLE)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run nuncio-example");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (lines_tx, lines) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
-                let _ = lines_tx.send(line);
-            }
-        });
-        let mut listeners = Vec::new();
-        let deadline = Instant::now() + TIMEOUT;
-        let admin = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = lines.recv_timeout(left) else {
-                let _ = child.kill();
-                panic!("nuncio-example did not start:\n{}", log.lock().unwrap());
-            };
-            if let Some((name, url)) = line.split_once(" listener ").and_then(|(_, r)| r.split_once(" on http://")) {
-                listeners.push((name.to_owned(), url.trim().parse().unwrap()));
-            } else if let Some((_, url)) = line.split_once("admin on http://") {
-                break url.trim().parse().unwrap();
-            }
-        };
-        Proxy { child, log, listeners, admin }
-    }
-
-    fn listener(&self, name: &str) -> SocketAddr {
-        self.listeners.iter().find(|(n, _)| n == name).map_or_else(|| panic!("no listener {name}"), |(_, a)| *a)
-    }
-
-    /// Waits (at most [`TIMEOUT`]) until the counter `name` reads `value`:
-    /// a worker counts as the stream goes, which a client may see after
-    /// its response.
-    fn wait_for_counter(&self, name: &str, value: u64) {
-        let deadline = Instant::now() + TIMEOUT;
-        while self.counter(name) != value {
-            assert!(Instant::now() < deadline, "{name} is {}, not {value}", self.counter(name));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The value of the counter `name` in admin `/stats`.
-    fn counter(&self, name: &str) -> u64 {
-        let stats = get(self.admin, "/stats");
-        stats
-            .body
-            .lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(": ")))
-            .map_or_else(|| panic!("no {name} in /stats:\n{}", stats.body), |v| v.trim().parse().unwrap())
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- nuncio-example log ---\n{}", self.log.lock().unwrap());
-        }
-    }
-}
-
-/// An HTTP/1.1 upstream that answers `upstream saw PATH` and records each
-/// request's path, in order of arrival. Serves at most `requests`
-/// connections.
-struct Upstream {
-    address: SocketAddr,
-    paths: Arc<Mutex<Vec<String>>>,
-}
-
-impl Upstream {
-    fn start(requests: usize) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        let paths = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&paths);
-        std::thread::spawn(move || {
-            for stream in listener.incoming().take(requests) {
-                let Ok(mut stream) = stream else { continue };
-                stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
-                    continue;
-                }
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let path = request_line.split(' ').nth(1).unwrap_or("?").to_owned();
-                let body = format!("upstream saw {path}");
-                seen.lock().unwrap().push(path);
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Upstream { address, paths }
-    }
-
-    fn paths(&self) -> Vec<String> {
-        self.paths.lock().unwrap().clone()
-    }
-}
-
-/// A response as the client read it.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    /// Lower-cased names.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    fn parse(text: &str) -> Response {
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head end: {text:?}"));
-        let mut lines = head.split("\r\n");
-        let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok());
-        let status = status.unwrap_or_else(|| panic!("bad status line: {text:?}"));
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        Response { status, headers, body: body.to_owned() }
-    }
-}
-
-/// Sends `GET path` on a new connection, unanswered yet.
-fn send_get(address: SocketAddr, path: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
-    stream
-}
-
-/// `GET path` on a new connection: the whole response.
-fn get(address: SocketAddr, path: &str) -> Response {
-    let mut stream = send_get(address, path);
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    Response::parse(&text)
-}
-
-/// A scratch directory for one test's files, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("nuncio-example-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The value of the counter `name` in `proxy`'s admin `/stats`.
+fn counter(proxy: &Process, name: &str) -> u64 {
+    proxy.stat(name).unwrap_or_else(|| panic!("no {name} in /stats:\n{}", proxy.stats())).parse().unwrap()
 }
 
 /// A one-listener config (`web`, on a free port, one worker) with
@@ -233,13 +36,13 @@ fn fault_rules_delay_abort_and_pass_through_beside_a_builtin_filter() {
     const DELAY_MS: u64 = 150;
     const ABORT: u16 = 503;
     const ABORT_BODY: &str = "injected by the test";
-    let upstream = Upstream::start(3);
-    let dir = Scratch::new("rules");
+    let upstream = Upstream::echo("app");
+    let dir = Scratch::new("example-rules");
     let filters = format!(
         "      - name: headers\n        config: {{ response: {{ set: [ {{ name: x-served-by, value: example }} ] }} }}\n      - name: fault\n        config:\n          report_header: x-fault-delay-ms\n          rules:\n            - {{ prefix: /slow, delay_ms: {DELAY_MS} }}\n            - {{ prefix: /broken, delay_ms: {DELAY_MS}, abort: {{ status: {ABORT}, body: {ABORT_BODY} }} }}\n"
     );
-    let file = dir.write("nuncio.yaml", &config(upstream.address, &filters));
-    let proxy = Proxy::start(&["-c", &file]);
+    let file = dir.write("nuncio.yaml", &config(upstream.addr, &filters));
+    let proxy = Process::start(NUNCIO_EXAMPLE, &["-c", &file]);
     let web = proxy.listener("web");
 
     // A delay: held, then proxied; the response says for how long (read
@@ -248,9 +51,9 @@ fn fault_rules_delay_abort_and_pass_through_beside_a_builtin_filter() {
     let slow = get(web, "/slow/page");
     let held = started.elapsed();
     assert_eq!(slow.status, 200, "{slow:?}");
-    assert_eq!(slow.body, "upstream saw /slow/page");
-    assert_eq!(slow.header("x-fault-delay-ms"), Some(DELAY_MS.to_string().as_str()), "{slow:?}");
-    assert_eq!(slow.header("x-served-by"), Some("example"), "the built-in filter ran too: {slow:?}");
+    assert_eq!((slow.header("x-path"), slow.text().as_str()), ("/slow/page", "hello from app\n"));
+    assert_eq!(slow.header("x-fault-delay-ms"), DELAY_MS.to_string(), "{slow:?}");
+    assert_eq!(slow.header("x-served-by"), "example", "the built-in filter ran too: {slow:?}");
     // A lower bound only, which cannot flake: a tokio timer never fires
     // early, and the client's clock started before nuncio's.
     assert!(held >= Duration::from_millis(DELAY_MS), "answered after {held:?}");
@@ -259,55 +62,54 @@ fn fault_rules_delay_abort_and_pass_through_beside_a_builtin_filter() {
     // `headers` filter, before `fault`, still sees the reply.
     let broken = get(web, "/broken");
     assert_eq!(broken.status, ABORT, "{broken:?}");
-    assert_eq!(broken.body, ABORT_BODY);
-    assert!(broken.header("content-type").is_some_and(|t| t.starts_with("text/plain")), "{broken:?}");
-    assert_eq!(broken.header("x-fault-delay-ms"), Some(DELAY_MS.to_string().as_str()), "{broken:?}");
-    assert_eq!(broken.header("x-served-by"), Some("example"), "{broken:?}");
+    assert_eq!(broken.text(), ABORT_BODY);
+    assert!(broken.header("content-type").starts_with("text/plain"), "{broken:?}");
+    assert_eq!(broken.header("x-fault-delay-ms"), DELAY_MS.to_string(), "{broken:?}");
+    assert_eq!(broken.header("x-served-by"), "example", "{broken:?}");
 
     // No rule: untouched.
     let other = get(web, "/other");
     assert_eq!(other.status, 200, "{other:?}");
-    assert_eq!(other.body, "upstream saw /other");
-    assert_eq!(other.header("x-fault-delay-ms"), None, "{other:?}");
+    assert_eq!((other.header("x-path"), other.text().as_str()), ("/other", "hello from app\n"));
+    assert_eq!(other.header("x-fault-delay-ms"), "", "{other:?}");
 
-    assert_eq!(upstream.paths(), ["/slow/page", "/other"]);
+    assert_eq!(upstream.targets(), ["/slow/page", "/other"]);
 
     // Counted by the filter: two delays (`/slow/page`, `/broken`), one abort.
-    proxy.wait_for_counter("nuncio_filter_fault_delays_injected_total{filter=\"fault\",listener=\"web\"}", 2);
-    proxy.wait_for_counter("nuncio_filter_fault_aborts_injected_total{filter=\"fault\",listener=\"web\"}", 1);
+    proxy.wait_for_stats(&[
+        "nuncio_filter_fault_delays_injected_total{filter=\"fault\",listener=\"web\"}: 2",
+        "nuncio_filter_fault_aborts_injected_total{filter=\"fault\",listener=\"web\"}: 1",
+    ]);
 }
 
 #[test]
 fn a_held_request_leaves_the_worker_serving_and_ends_with_its_client() {
-    let upstream = Upstream::start(2);
-    let dir = Scratch::new("held");
+    let upstream = Upstream::echo("app");
+    let dir = Scratch::new("example-held");
     let filters = format!(
         "      - name: fault\n        config:\n          rules:\n            - {{ prefix: /held, delay_ms: {MAX_DELAY_MS} }}\n"
     );
     // One worker: the held request and the next one share it.
-    let file = dir.write("nuncio.yaml", &config(upstream.address, &filters));
-    let proxy = Proxy::start(&["-c", &file]);
+    let file = dir.write("nuncio.yaml", &config(upstream.addr, &filters));
+    let proxy = Process::start(NUNCIO_EXAMPLE, &["-c", &file]);
     let web = proxy.listener("web");
-    let answered = |proxy: &Proxy| proxy.counter("nuncio_downstream_rq_total");
+    let answered = |proxy: &Process| counter(proxy, "nuncio_downstream_rq_total");
 
-    let held = send_get(web, "/held");
+    let mut held = RawClient::connect(web);
+    held.send("GET /held HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     // While `/held` waits at the filter (for a minute), the worker serves on.
     let free = get(web, "/free");
     assert_eq!(free.status, 200, "{free:?}");
-    assert_eq!(free.body, "upstream saw /free");
-    held.set_nonblocking(true).unwrap();
-    let unanswered = (&held).read(&mut [0; 1]).map_err(|e| e.kind());
+    assert_eq!((free.header("x-path"), free.text().as_str()), ("/free", "hello from app\n"));
+    held.stream.set_nonblocking(true).unwrap();
+    let unanswered = held.stream.read(&mut [0; 1]).map_err(|e| e.kind());
     assert_eq!(unanswered, Err(std::io::ErrorKind::WouldBlock), "/held is still held");
 
     // The client leaves: nuncio drops the pending hook and ends the stream
     // (counted), and the request never reaches the upstream.
     drop(held);
-    let deadline = Instant::now() + TIMEOUT;
-    while answered(&proxy) < 2 {
-        assert!(Instant::now() < deadline, "the held stream never ended");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(upstream.paths(), ["/free"]);
+    wait_until("the held stream to end", || answered(&proxy) >= 2);
+    assert_eq!(upstream.targets(), ["/free"]);
 }
 
 #[test]
@@ -327,7 +129,7 @@ fn validate_reports_fault_config_errors_with_line_and_field() {
         ));
     }
     let yaml = config("127.0.0.1:1".parse().unwrap(), &yaml);
-    let dir = Scratch::new("validate");
+    let dir = Scratch::new("example-validate");
     let file = dir.write("bad.yaml", &yaml);
     let out = Command::new(NUNCIO_EXAMPLE).args(["validate", "-c", &file]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -354,27 +156,27 @@ fn the_shipped_config_is_valid_and_serves() {
     assert!(stdout.contains("valid"), "{stdout}");
 
     // Run it as shipped but on free ports, in front of a real upstream.
-    let upstream = Upstream::start(1);
+    let upstream = Upstream::echo("app");
     let mut moved = std::fs::read_to_string(&shipped).unwrap();
     for (from, to) in [
         ("address: 127.0.0.1:9901", "address: 127.0.0.1:0".to_owned()),
         ("address: 127.0.0.1:8080", "address: 127.0.0.1:0".to_owned()),
-        ("127.0.0.1:3000", upstream.address.to_string()),
+        ("127.0.0.1:3000", upstream.addr.to_string()),
     ] {
         assert!(moved.contains(from), "the shipped config changed: no {from}");
         moved = moved.replace(from, &to);
     }
-    let dir = Scratch::new("shipped");
+    let dir = Scratch::new("example-shipped");
     let file = dir.write("nuncio.yaml", &moved);
-    let proxy = Proxy::start(&["-c", &file, "--workers", "1"]);
+    let proxy = Process::start(NUNCIO_EXAMPLE, &["-c", &file, "--workers", "1"]);
     let public = proxy.listener("public");
     let api = get(public, "/api/x");
     assert_eq!(api.status, 200, "{api:?}");
-    assert_eq!(api.body, "upstream saw /api/x");
+    assert_eq!((api.header("x-path"), api.text().as_str()), ("/api/x", "hello from app\n"));
     let broken = get(public, "/broken");
     assert!(broken.status >= 400, "the shipped abort rule answers: {broken:?}");
-    assert!(broken.header("x-fault-delay-ms").is_some(), "{broken:?}");
-    assert_eq!(upstream.paths(), ["/api/x"]);
+    assert_ne!(broken.header("x-fault-delay-ms"), "", "{broken:?}");
+    assert_eq!(upstream.targets(), ["/api/x"]);
 }
 
 #[test]
@@ -389,7 +191,7 @@ fn the_stock_command_line_works_with_the_added_kind() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // An unknown filter name lists the built-in kinds and `fault` together.
-    let dir = Scratch::new("stock");
+    let dir = Scratch::new("example-stock");
     let file = dir.write("unknown.yaml", &config("127.0.0.1:1".parse().unwrap(), "      - name: faulty\n"));
     let out = Command::new(NUNCIO_EXAMPLE).args(["validate", "-c", &file]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -402,13 +204,15 @@ fn the_stock_command_line_works_with_the_added_kind() {
     }
 
     // --upstream: everything to one service.
-    let upstream = Upstream::start(1);
-    let url = format!("http://{}", upstream.address);
-    let proxy =
-        Proxy::start(&["--upstream", &url, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1"]);
+    let upstream = Upstream::echo("app");
+    let url = format!("http://{}", upstream.addr);
+    let proxy = Process::start(
+        NUNCIO_EXAMPLE,
+        &["--upstream", &url, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1"],
+    );
     let reply = get(proxy.listener("default"), "/hello?x=1");
     assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(reply.body, "upstream saw /hello?x=1");
+    assert_eq!((reply.header("x-path"), reply.text().as_str()), ("/hello?x=1", "hello from app\n"));
 }
 
 #[test]

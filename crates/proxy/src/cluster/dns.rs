@@ -12,7 +12,7 @@ use nuncio_runtime::Dispatcher;
 use tokio::task::JoinHandle;
 
 use super::hosts::Hosts;
-use crate::server::Resolver;
+use crate::options::Resolver;
 
 /// Starts a refresher for each of `cluster`'s endpoints given by name (an
 /// IP address never changes, so it gets none); aborting the returned tasks

@@ -1,4 +1,4 @@
-//! Clusters: which endpoint gets a request, and connections to it.
+//! Clusters: which endpoint gets a request, and a TCP connection to it.
 //!
 //! Three levels, by who owns them:
 //! - [`ClusterShared`]: built by main for a config version and read by
@@ -7,18 +7,19 @@
 //!   which survive reloads that leave the cluster unchanged).
 //! - [`hosts::HostStatus`]: endpoint addresses, health and ejection, owned
 //!   by main and published through a slot.
-//! - [`ClusterState`]: a worker's own — balancer position, requests in
-//!   flight per endpoint, idle HTTP/1.1 connections, HTTP/2 connections.
-//!   Plain `Cell`s: never shared.
+//! - [`ClusterState`]: a worker's own — balancer position and requests in
+//!   flight per endpoint. Plain `Cell`s: never shared.
+//!
+//! Connections are not this module's: it picks an endpoint and opens a TCP
+//! connection to it ([`ActiveRequest::connect`], within the breakers);
+//! `upstream::pool` keeps them, `upstream` speaks HTTP on them.
 
 pub(crate) mod dns;
-pub(crate) mod health;
 pub(crate) mod hosts;
 pub(crate) mod lb;
-pub(crate) mod outlier;
 pub(crate) mod resources;
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -28,16 +29,11 @@ use nuncio_config::{AllUnhealthy, Cluster, LbPolicy};
 use nuncio_runtime::Slot;
 use nuncio_stats::{Gauge, Store};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use self::hosts::{HostEvent, HostStatus};
 use self::lb::{Balancer, Ring};
 use self::resources::{Breaker, Permit, Resources};
 use crate::stats::ClusterStats;
-use crate::upstream::http1::Http1Connection;
-
-/// Most idle HTTP/1.1 connections kept per endpoint per worker.
-const MAX_IDLE: usize = 1024;
 
 /// A cluster as main built it for one config version.
 pub(crate) struct ClusterShared {
@@ -89,18 +85,41 @@ pub(crate) struct ClusterState {
     endpoints: Vec<EndpointState>,
     /// Requests in flight from this worker, by endpoint (least request).
     active: Vec<Cell<u32>>,
+    /// The cluster's retry budget as this worker keeps it, if it has one.
+    budget: Option<LocalBudget>,
     hosts: Slot<HostStatus>,
     events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
 }
 
+/// A cluster's retry budget on one worker (see
+/// [`RetryBudget`](nuncio_config::RetryBudget): each worker applies the
+/// percentage to its own requests, and gets its share of the minimum).
+struct LocalBudget {
+    percent: u32,
+    /// `min_retry_concurrency` shared out between the workers, rounded up.
+    min: u32,
+    /// Requests in flight from this worker.
+    requests: Cell<u32>,
+    /// Retries in flight from this worker.
+    retries: Cell<u32>,
+}
+
+/// A retry the cluster's retry budget allowed; it is in flight until
+/// dropped.
+pub(crate) struct BudgetedRetry(Rc<ClusterState>);
+
+impl Drop for BudgetedRetry {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.0.budget {
+            budget.retries.set(budget.retries.get().saturating_sub(1));
+        }
+    }
+}
+
 /// One endpoint on this worker.
-pub(crate) struct EndpointState {
+struct EndpointState {
     /// The endpoint as written in the config.
-    pub(crate) name: String,
-    /// Idle keep-alive connections, most recently used last.
-    idle: RefCell<Vec<(Http1Connection, Instant)>>,
-    /// HTTP/2 connections (`protocol: http2`).
-    pub(crate) h2: crate::upstream::http2::Pool,
+    name: String,
 }
 
 /// Why no endpoint (or no connection) could be had.
@@ -127,24 +146,44 @@ pub(crate) enum ConnectError {
 static ALL_USABLE: [bool; 256] = [true; 256];
 
 impl ClusterState {
+    /// This worker's state of `shared`, on one of `workers` workers.
     pub(crate) fn new(
         shared: Arc<ClusterShared>,
         hosts: Slot<HostStatus>,
         events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
+        workers: usize,
     ) -> ClusterState {
-        let endpoints = shared
-            .config
-            .endpoints
-            .iter()
-            .map(|e| EndpointState {
-                name: e.address.clone(),
-                idle: RefCell::new(Vec::new()),
-                h2: crate::upstream::http2::Pool::default(),
-            })
-            .collect();
+        let endpoints = shared.config.endpoints.iter().map(|e| EndpointState { name: e.address.clone() }).collect();
         let balancer = Balancer::new(&shared.config, shared.ring.clone());
         let active = shared.config.endpoints.iter().map(|_| Cell::new(0)).collect();
-        ClusterState { shared, balancer, endpoints, active, hosts, events }
+        let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
+        let budget = shared.config.retry_budget.map(|b| LocalBudget {
+            percent: b.percent,
+            min: b.min_retry_concurrency.div_ceil(workers),
+            requests: Cell::new(0),
+            retries: Cell::new(0),
+        });
+        ClusterState { shared, balancer, endpoints, active, budget, hosts, events }
+    }
+
+    /// Whether the cluster has a retry budget (then it, not the
+    /// `max_retries` breaker, bounds retries).
+    pub(crate) fn has_retry_budget(&self) -> bool {
+        self.budget.is_some()
+    }
+
+    /// One more retry in flight, if the retry budget allows it: retries in
+    /// flight stay within `percent` of requests in flight (this one's first
+    /// try included), or the worker's share of `min_retry_concurrency`.
+    /// `None` when it does not, or the cluster has no budget.
+    pub(crate) fn budget_retry(self: &Rc<Self>) -> Option<BudgetedRetry> {
+        let budget = self.budget.as_ref()?;
+        let allowed = (u64::from(budget.requests.get()) * u64::from(budget.percent) / 100).max(u64::from(budget.min));
+        if u64::from(budget.retries.get()) >= allowed {
+            return None;
+        }
+        budget.retries.set(budget.retries.get() + 1);
+        Some(BudgetedRetry(self.clone()))
     }
 
     pub(crate) fn config(&self) -> &Cluster {
@@ -186,6 +225,9 @@ impl ClusterState {
         let index = chosen.ok_or(PickError::NoHealthy)?;
         let permit = self.shared.runtime.resources.acquire(Breaker::Requests).map_err(PickError::Overflow)?;
         self.active[index].set(self.active[index].get() + 1);
+        if let Some(budget) = &self.budget {
+            budget.requests.set(budget.requests.get() + 1);
+        }
         if let Some(gauge) = stats.endpoint_rq_active.get(index) {
             store.gauge_inc(*gauge);
         }
@@ -203,12 +245,18 @@ pub(crate) struct ActiveRequest<'s> {
 }
 
 impl ActiveRequest<'_> {
-    pub(crate) fn endpoint(&self) -> &EndpointState {
-        &self.cluster.endpoints[self.index]
+    /// The endpoint's index in its cluster.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The endpoint as the config names it (`host:port`).
+    pub(crate) fn endpoint_name(&self) -> &str {
+        &self.cluster.endpoints[self.index].name
     }
 
     /// The endpoint's current addresses (DNS may have changed them).
-    fn addresses(&self) -> Arc<[SocketAddr]> {
+    pub(crate) fn addresses(&self) -> Arc<[SocketAddr]> {
         let from_hosts = self
             .cluster
             .hosts
@@ -216,24 +264,6 @@ impl ActiveRequest<'_> {
             .ok()
             .flatten();
         from_hosts.unwrap_or_else(|| Arc::from(self.cluster.shared.config.endpoints[self.index].resolved.as_slice()))
-    }
-
-    /// A pooled connection if a live one is idle (to an address the
-    /// endpoint still has), else a new one.
-    pub(crate) async fn connection(&self) -> Result<Http1Connection, ConnectError> {
-        let idle_timeout = self.cluster.shared.config.idle_timeout;
-        let endpoint = self.endpoint();
-        let mut addresses: Option<Arc<[SocketAddr]>> = None;
-        loop {
-            let Some((conn, since)) = endpoint.idle.borrow_mut().pop() else { break };
-            let fresh = idle_timeout.is_none_or(|t| since.elapsed() < t);
-            let current = addresses.get_or_insert_with(|| self.addresses());
-            if fresh && conn.is_reusable() && conn.peer().is_some_and(|p| current.contains(&p)) {
-                return Ok(conn);
-            }
-        }
-        let (stream, guard) = self.connect().await?;
-        Ok(Http1Connection::new(stream, guard))
     }
 
     /// A new TCP connection to the endpoint, within the cluster's
@@ -245,7 +275,7 @@ impl ActiveRequest<'_> {
         let permit = resources.acquire(Breaker::Connections).map_err(ConnectError::Overflow)?;
         let pending = resources.acquire(Breaker::PendingRequests).map_err(ConnectError::Overflow)?;
         let addresses = self.addresses();
-        let endpoint = self.endpoint();
+        let endpoint = self.endpoint_name();
         let attempt = async {
             let mut last = None;
             for address in addresses.iter() {
@@ -255,7 +285,7 @@ impl ActiveRequest<'_> {
                         return Ok(stream);
                     }
                     Err(e) => {
-                        tracing::debug!(endpoint = %endpoint.name, %address, error = %e, "upstream connect failed");
+                        tracing::debug!(endpoint, %address, error = %e, "upstream connect failed");
                         last = Some(e);
                     }
                 }
@@ -279,15 +309,6 @@ impl ActiveRequest<'_> {
                 self.store.inc(self.stats.cx_connect_fail);
                 Err(e)
             }
-        }
-    }
-
-    /// Returns a connection whose exchange ended cleanly to the pool.
-    pub(crate) fn release(&self, conn: Http1Connection) {
-        let mut idle = self.endpoint().idle.borrow_mut();
-        // Bounded: a burst must not leave thousands of idle sockets behind.
-        if idle.len() < MAX_IDLE {
-            idle.push((conn, Instant::now()));
         }
     }
 
@@ -338,6 +359,9 @@ impl Drop for ActiveRequest<'_> {
     fn drop(&mut self) {
         let active = &self.cluster.active[self.index];
         active.set(active.get().saturating_sub(1));
+        if let Some(budget) = &self.cluster.budget {
+            budget.requests.set(budget.requests.get().saturating_sub(1));
+        }
         if let Some(gauge) = self.stats.endpoint_rq_active.get(self.index) {
             self.store.gauge_dec(*gauge);
         }

@@ -3,6 +3,12 @@
 //!
 //! Pipelined requests need nothing special: the next head is decoded from
 //! the bytes already buffered only once the current response is written.
+//!
+//! A response that went out while the client was still sending its body
+//! (an upstream that answered early) ends the connection with a lingering
+//! close, as nginx does: closing at once would make the kernel answer the
+//! client's next bytes with a reset that can destroy the response before
+//! the client reads it (RFC 9112 §9.6).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -11,19 +17,25 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use nuncio_context::Context;
 use nuncio_http1::{BodyDecoder, BodyEvent, BodyFraming, Limits, Request, RequestDecoder};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use super::{Codec, Downstream, ReadError, WriteError};
+use super::{Codec, Downstream, WriteError};
 use crate::bounded::within;
-use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead, bodiless};
+use crate::io::write_all_vectored;
+use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead, bodiless};
 use crate::read_buffers;
-use crate::upstream::http1::write_all_vectored;
 use crate::worker::Worker;
 
 /// Most bytes read ahead of the current request while watching for the
 /// client to close ([`Connection::closed`]).
 const READ_AHEAD: usize = 64 * 1024;
+
+/// A lingering close ends after this long in all (nginx's `lingering_time`)...
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+/// ...or once the client sent nothing for this long (`lingering_timeout`).
+const LINGER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The client side of an HTTP/1.1 connection: its socket and the buffers
 /// reused by every request on it.
@@ -48,21 +60,21 @@ impl Connection {
         super::http2::Rewind::new(self.read_buf.freeze(), self.stream)
     }
 
-    pub(crate) async fn read_more(&mut self) -> Result<(), ReadError> {
+    pub(crate) async fn read_more(&mut self) -> Result<(), RequestBodyError> {
         if self.read_buf.capacity() == 0 {
             self.read_buf = read_buffers::take();
         } else if self.read_buf.capacity() - self.read_buf.len() < 2048 {
             self.read_buf.reserve(read_buffers::SIZE);
         }
         match self.stream.read_buf(&mut self.read_buf).await {
-            Ok(0) | Err(_) => Err(ReadError::Closed),
+            Ok(0) | Err(_) => Err(RequestBodyError::Gone),
             Ok(_) => Ok(()),
         }
     }
 
-    async fn read_head(&mut self, decoder: &mut RequestDecoder) -> Result<Request, ReadError> {
+    async fn read_head(&mut self, decoder: &mut RequestDecoder) -> Result<Request, RequestBodyError> {
         loop {
-            if let Some(request) = decoder.decode(&mut self.read_buf).map_err(ReadError::Invalid)? {
+            if let Some(request) = decoder.decode(&mut self.read_buf).map_err(RequestBodyError::Invalid)? {
                 return Ok(request);
             }
             self.read_more().await?;
@@ -106,6 +118,27 @@ impl Connection {
         nuncio_http1::encode_response_head(status, Version::HTTP_11, &headers, framing, &mut self.write_buf);
         let _ = self.flush_with(&[body.as_bytes()]).await;
     }
+
+    /// Closes after a response the client may still be sending a body
+    /// for: our side first, then what the client sends is read and
+    /// dropped until it closes too, goes quiet, or time is up.
+    async fn linger(mut self) {
+        let _ = self.stream.shutdown().await;
+        let until = Instant::now() + LINGER_TIME;
+        let mut buf = std::mem::take(&mut self.read_buf);
+        buf.clear();
+        loop {
+            if buf.capacity() < read_buffers::SIZE {
+                buf.reserve(read_buffers::SIZE);
+            }
+            let quiet = (Instant::now() + LINGER_TIMEOUT).min(until);
+            match tokio::time::timeout_at(quiet, self.stream.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => buf.clear(),
+                _ => break,
+            }
+        }
+        read_buffers::give_back(buf);
+    }
 }
 
 /// Serves one client connection until it closes, errs, idles out or asks
@@ -130,7 +163,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Conne
             }
             let draining = conn.draining.clone();
             let next = async {
-                conn.stream.readable().await.map_err(|_| ReadError::Closed)?;
+                conn.stream.readable().await.map_err(|_| RequestBodyError::Gone)?;
                 conn.read_more().await
             };
             // A drain closes an idle connection at once.
@@ -157,8 +190,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Conne
             None => {
                 return conn.reject(StatusCode::REQUEST_TIMEOUT, "nuncio: request headers not received in time").await;
             }
-            Some(Err(ReadError::Closed | ReadError::Replied(_))) => return,
-            Some(Err(ReadError::Invalid(e))) => {
+            Some(Err(RequestBodyError::Gone | RequestBodyError::Answered)) => return,
+            Some(Err(RequestBodyError::Invalid(e))) => {
                 return conn.reject(e.status(), &format!("nuncio: bad request: {e}")).await;
             }
             Some(Ok(request)) => request,
@@ -169,9 +202,14 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Conne
         // is in flight, so an idle connection's task stays small.
         Box::pin(crate::stream::serve(&worker, &local, listener_snapshot, &mut downstream, head, &ctx)).await;
         let Codec::Http1(exchange) = downstream.codec else { unreachable!("built as HTTP/1.1 above") };
-        if !exchange.reusable() {
-            return;
+        let (reusable, linger) = (exchange.reusable(), exchange.must_linger());
+        if reusable {
+            continue;
         }
+        if linger {
+            conn.linger().await;
+        }
+        return;
     }
 }
 
@@ -185,6 +223,9 @@ enum RequestBody {
     Broken,
 }
 
+/// What [`Exchange::body_ready`] read ahead for [`Exchange::read_body`].
+type Peeked = Result<Option<BodyFrame>, RequestBodyError>;
+
 /// The client side of one HTTP/1.1 request: its body, read from the
 /// connection, and its response, written to it.
 pub(crate) struct Exchange<'c> {
@@ -194,6 +235,8 @@ pub(crate) struct Exchange<'c> {
     /// The client allows another request on the connection.
     keep_alive: bool,
     body: RequestBody,
+    /// What `body_ready` decoded, not yet taken by `read_body`.
+    peeked: Option<Peeked>,
     /// `Expect: 100-continue` not yet answered: answered when the body is
     /// first read, so a request refused before that never sends it.
     continue_pending: bool,
@@ -224,6 +267,7 @@ impl<'c> Exchange<'c> {
             keep_alive: request.keep_alive,
             continue_pending: request.expect_continue && matches!(body, RequestBody::Reading(_)),
             body,
+            peeked: None,
             framing: None,
             status: None,
             close: false,
@@ -253,20 +297,48 @@ impl<'c> Exchange<'c> {
         self.ended && !self.close && !self.aborted && matches!(self.body, RequestBody::Done)
     }
 
-    pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, ReadError> {
-        let decoder = match &mut self.body {
-            RequestBody::Done => return Ok(None),
-            RequestBody::Broken => return Err(ReadError::Closed),
-            RequestBody::Reading(decoder) => decoder,
-        };
+    /// Whether the connection closes after this response with the client
+    /// possibly still sending its body (see the module docs).
+    fn must_linger(&self) -> bool {
+        self.ended && !self.aborted && matches!(self.body, RequestBody::Reading(_))
+    }
+
+    pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
+        if let Some(peeked) = self.peeked.take() {
+            return peeked;
+        }
+        if !matches!(self.body, RequestBody::Reading(_)) {
+            return self.next_frame().await;
+        }
         if self.continue_pending {
             self.continue_pending = false;
             self.conn.write_buf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             if self.conn.flush_with(&[]).await.is_err() {
                 self.body = RequestBody::Broken;
-                return Err(ReadError::Closed);
+                return Err(RequestBodyError::Gone);
             }
         }
+        self.next_frame().await
+    }
+
+    /// Cancel-safe: decodes the next frame for `read_body` (reading more
+    /// if it must). Returns at once while `100 Continue` is owed: that is
+    /// `read_body`'s to send, and the client sends nothing before it.
+    pub(crate) async fn body_ready(&mut self) {
+        if self.peeked.is_none() && !self.continue_pending {
+            let frame = self.next_frame().await;
+            self.peeked = Some(frame);
+        }
+    }
+
+    /// The next frame: decoded from what is buffered, reading more as
+    /// needed. Cancel-safe: a read appends to the buffer or does nothing.
+    async fn next_frame(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
+        let decoder = match &mut self.body {
+            RequestBody::Done => return Ok(None),
+            RequestBody::Broken => return Err(RequestBodyError::Gone),
+            RequestBody::Reading(decoder) => decoder,
+        };
         loop {
             match decoder.decode(&mut self.conn.read_buf) {
                 Ok(Some(BodyEvent::Data(data))) => return Ok(Some(BodyFrame::Data(data))),
@@ -283,7 +355,7 @@ impl<'c> Exchange<'c> {
                 }
                 Err(e) => {
                     self.body = RequestBody::Broken;
-                    return Err(ReadError::Invalid(e));
+                    return Err(RequestBodyError::Invalid(e));
                 }
             }
         }

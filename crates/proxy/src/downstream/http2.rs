@@ -26,9 +26,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::{Codec, Downstream, ReadError, WriteError};
+use super::{Codec, Downstream, WriteError};
 use crate::bounded::within;
-use crate::message::{BodyFrame, BodySize, RequestHead, ResponseHead, bodiless};
+use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead, bodiless};
 use crate::worker::Worker;
 
 /// Streams a client may have open at once (nginx's default).
@@ -166,6 +166,7 @@ async fn serve_stream(
         method: head.method.clone(),
         body,
         body_done: size == BodySize::Empty,
+        peeked: None,
         respond,
         send: None,
         status: None,
@@ -181,6 +182,8 @@ pub(crate) struct Exchange {
     method: Method,
     body: RecvStream,
     body_done: bool,
+    /// What `body_ready` read, not yet taken by `read_body`.
+    peeked: Option<Result<Option<BodyFrame>, RequestBodyError>>,
     respond: SendResponse<Bytes>,
     /// The response body's stream, once the head went out.
     send: Option<SendStream<Bytes>>,
@@ -195,7 +198,24 @@ impl Exchange {
         self.peer
     }
 
-    pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, ReadError> {
+    pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
+        match self.peeked.take() {
+            Some(peeked) => peeked,
+            None => self.next_frame().await,
+        }
+    }
+
+    /// Cancel-safe: reads the next frame for `read_body`.
+    pub(crate) async fn body_ready(&mut self) {
+        if self.peeked.is_none() {
+            let frame = self.next_frame().await;
+            self.peeked = Some(frame);
+        }
+    }
+
+    /// Cancel-safe: `data` and `trailers` are, and the state changes only
+    /// once one of them answered.
+    async fn next_frame(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
         if self.body_done {
             return Ok(None);
         }
@@ -211,7 +231,7 @@ impl Exchange {
                 }
                 Some(Err(_)) => {
                     self.body_done = true;
-                    return Err(ReadError::Closed);
+                    return Err(RequestBodyError::Gone);
                 }
                 None => {
                     // Done only once the trailers are in: a read cancelled
@@ -222,7 +242,7 @@ impl Exchange {
                     return match trailers {
                         Ok(Some(trailers)) => Ok(Some(BodyFrame::Trailers(trailers))),
                         Ok(None) => Ok(None),
-                        Err(_) => Err(ReadError::Closed),
+                        Err(_) => Err(RequestBodyError::Gone),
                     };
                 }
             }
@@ -277,7 +297,7 @@ impl Exchange {
 
     pub(crate) async fn send_data(&mut self, data: Bytes) -> Result<(), WriteError> {
         let Some(send) = self.send.as_mut().filter(|_| !self.ended) else { return Ok(()) };
-        crate::flow_control::send_all(send, data).await.map_err(|_| WriteError)
+        crate::io::send_all(send, data).await.map_err(|_| WriteError)
     }
 
     pub(crate) fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {

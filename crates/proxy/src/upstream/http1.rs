@@ -1,34 +1,46 @@
-//! HTTP/1.1 to an upstream, on nuncio's own codec: pooled connections
-//! (owned by one worker), one request at a time on each.
+//! HTTP/1.1 to an upstream, on nuncio's own codec: one exchange at a time
+//! on a pooled connection (owned by one worker), full duplex (see the
+//! [parent](super) docs).
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method};
 use nuncio_http1::{BodyDecoder, BodyEvent, BodyFraming, Limits, ResponseDecoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{BodyError, RequestBody, RequestSource, TryError, UpstreamRequest, UpstreamResponse};
-use crate::cluster::{ActiveRequest, ConnectionGuard};
-use crate::downstream::ReadError;
+use super::{RequestBody, TryError, UpstreamHead, UpstreamRequest};
+use crate::cluster::ConnectionGuard;
+use crate::io::write_all_vectored;
 use crate::message::{BodyFrame, BodySize, ResponseHead};
 
 /// A connection to an upstream, with its read buffer (reused across the
 /// requests it carries).
 pub(crate) struct Http1Connection {
     pub(crate) stream: TcpStream,
-    pub(crate) read_buf: BytesMut,
+    read_buf: BytesMut,
     /// Whether it carried a request before: a reused connection the
     /// upstream closed meanwhile fails without the request being processed.
-    pub(crate) reused: bool,
+    reused: bool,
     /// Counts it open (stats, `max_connections`) while it lives.
-    _guard: ConnectionGuard,
+    _guard: Option<ConnectionGuard>,
     /// Where it is connected (read once: no syscall per reuse).
     peer: Option<std::net::SocketAddr>,
 }
 
 impl Http1Connection {
     pub(crate) fn new(stream: TcpStream, guard: ConnectionGuard) -> Http1Connection {
+        Http1Connection::with_guard(stream, Some(guard))
+    }
+
+    /// A connection no stats count (the pool's own tests).
+    #[cfg(test)]
+    pub(crate) fn unaccounted(stream: TcpStream) -> Http1Connection {
+        Http1Connection::with_guard(stream, None)
+    }
+
+    fn with_guard(stream: TcpStream, guard: Option<ConnectionGuard>) -> Http1Connection {
         let peer = stream.peer_addr().ok();
         Http1Connection { stream, read_buf: BytesMut::with_capacity(16 * 1024), reused: false, _guard: guard, peer }
     }
@@ -47,67 +59,252 @@ impl Http1Connection {
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
+}
 
-    /// Reads more bytes into the buffer; `Ok(0)` means the upstream closed.
-    pub(crate) async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.read_buf.capacity() - self.read_buf.len() < 4096 {
-            self.read_buf.reserve(16 * 1024);
+/// One request and its response on a connection.
+pub(crate) struct Exchange {
+    conn: Http1Connection,
+    /// Whether the connection carried a request before this one.
+    reused: bool,
+    method: Method,
+    response: Response,
+    out: Outgoing,
+    /// The upstream closed (or reset) its side: no more bytes will come.
+    eof: bool,
+    /// ... and it was a reset (or another read error), not a clean close: a
+    /// body that ends with the connection is cut, not complete.
+    reset: bool,
+}
+
+/// Where the response stands.
+enum Response {
+    /// Its head is awaited.
+    Head(ResponseDecoder),
+    /// Its head was taken; the body comes.
+    Body { decoder: BodyDecoder, keep_alive: bool },
+}
+
+/// The request body on its way out.
+struct Outgoing {
+    /// Bytes to write, framing included; the first partly written.
+    queue: VecDeque<Bytes>,
+    /// How much of `queue`'s first buffer went out.
+    offset: usize,
+    state: Sending,
+    chunked: bool,
+    /// The request's trailers, for the last chunk (boxed: seldom there, and
+    /// the exchange moves as a value).
+    trailers: Option<Box<HeaderMap>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Sending {
+    /// More may come from the source.
+    Streaming,
+    /// The whole body is queued (or there was none).
+    Ended,
+    /// The upstream stopped taking it (a write failed): nothing more goes.
+    Refused,
+}
+
+impl Outgoing {
+    fn done() -> Outgoing {
+        Outgoing { queue: VecDeque::new(), offset: 0, state: Sending::Ended, chunked: false, trailers: None }
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.queue.is_empty() && self.state != Sending::Refused
+    }
+
+    /// Every byte of the body went out.
+    fn complete(&self) -> bool {
+        self.state == Sending::Ended && self.queue.is_empty()
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(front) = self.queue.front() else { return };
+            let left = front.len() - self.offset;
+            if written < left {
+                self.offset += written;
+                return;
+            }
+            written -= left;
+            self.offset = 0;
+            self.queue.pop_front();
         }
-        self.stream.read_buf(&mut self.read_buf).await
     }
 }
 
-/// Writes every slice, in as few `writev` calls as the kernel allows.
-pub(crate) async fn write_all_vectored(stream: &mut TcpStream, parts: &[&[u8]]) -> std::io::Result<()> {
-    // The slices live on the stack for the usual few parts (a head, a
-    // body chunk, its framing); only a long list of buffered chunks
-    // allocates.
-    const ON_STACK: usize = 8;
-    let mut stack = [IoSlice::new(&[]); ON_STACK];
-    let mut heap;
-    let mut slices: &mut [IoSlice<'_>] = if parts.len() <= ON_STACK {
-        for (slice, part) in stack.iter_mut().zip(parts) {
-            *slice = IoSlice::new(part);
+impl Exchange {
+    /// Sends the request head (and a buffered body, in the same write) on
+    /// `conn`; a streamed body follows as the source gives it.
+    pub(crate) async fn start(
+        mut conn: Http1Connection,
+        request: &UpstreamRequest<'_>,
+        body: &mut RequestBody,
+    ) -> Result<Exchange, TryError> {
+        let reused = conn.reused;
+        conn.reused = true;
+        let reset = |_| TryError::Reset { reused };
+        let framing = match (&*body, request.body) {
+            // What was read is what goes: filters may have changed its length.
+            (RequestBody::Buffered(chunks), _) => BodyFraming::Length(chunks.iter().map(|c| c.len() as u64).sum()),
+            (_, BodySize::Empty) => BodyFraming::None,
+            (_, BodySize::Exact(n)) => BodyFraming::Length(n),
+            (_, BodySize::Unknown) => BodyFraming::Chunked,
+        };
+        let head = encode_head(request, framing);
+        let mut out = Outgoing::done();
+        match body {
+            RequestBody::Empty => write_all_vectored(&mut conn.stream, &[&head]).await.map_err(reset)?,
+            RequestBody::Buffered(chunks) => {
+                let mut parts: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
+                parts.push(&head);
+                parts.extend(chunks.iter().map(|c| &c[..]));
+                write_all_vectored(&mut conn.stream, &parts).await.map_err(reset)?;
+            }
+            RequestBody::Streaming { started } => {
+                *started = true;
+                write_all_vectored(&mut conn.stream, &[&head]).await.map_err(reset)?;
+                out.state = Sending::Streaming;
+                out.chunked = framing == BodyFraming::Chunked;
+            }
         }
-        &mut stack[..parts.len()]
-    } else {
-        heap = parts.iter().map(|p| IoSlice::new(p)).collect::<Vec<_>>();
-        &mut heap
-    };
-    // Drops leading empty slices, then what each write took.
-    IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        let written = stream.write_vectored(slices).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut slices, written);
+        Ok(Exchange {
+            conn,
+            reused,
+            method: request.method.clone(),
+            response: Response::Head(ResponseDecoder::new(Limits::default())),
+            out,
+            eof: false,
+            reset: false,
+        })
     }
-    Ok(())
+
+    pub(crate) fn take_head(&mut self) -> Result<Option<UpstreamHead>, TryError> {
+        let Response::Head(decoder) = &mut self.response else { return Ok(None) };
+        loop {
+            match decoder.decode(&mut self.conn.read_buf, &self.method) {
+                Ok(Some(response)) if response.is_interim() && !response.tunnel => continue,
+                Ok(Some(response)) => {
+                    let size = match response.framing {
+                        BodyFraming::None => BodySize::Empty,
+                        BodyFraming::Length(n) => BodySize::Exact(n),
+                        BodyFraming::Chunked | BodyFraming::UntilClose => BodySize::Unknown,
+                    };
+                    let head = ResponseHead { status: response.status, headers: response.headers, body: size };
+                    self.response = Response::Body {
+                        decoder: BodyDecoder::new(response.framing, Limits::default()),
+                        keep_alive: response.keep_alive,
+                    };
+                    return Ok(Some(UpstreamHead { head, tunnel: response.tunnel, peer: self.conn.peer }));
+                }
+                Ok(None) if self.eof => return Err(TryError::Reset { reused: self.reused }),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(TryError::BadResponse(e.to_string())),
+            }
+        }
+    }
+
+    pub(crate) fn ready_frame(&mut self) -> Option<Result<Option<BodyFrame>, TryError>> {
+        let Response::Body { decoder, .. } = &mut self.response else { return None };
+        let event = match decoder.decode(&mut self.conn.read_buf) {
+            Ok(Some(event)) => event,
+            Ok(None) if self.reset => return Some(Err(TryError::BadResponse("upstream connection reset".into()))),
+            Ok(None) if self.eof => match decoder.decode_eof(&mut self.conn.read_buf) {
+                Ok(Some(event)) => event,
+                Ok(None) => return Some(Err(TryError::BadResponse("upstream closed before the body ended".into()))),
+                Err(e) => return Some(Err(TryError::BadResponse(e.to_string()))),
+            },
+            Ok(None) => return None,
+            Err(e) => return Some(Err(TryError::BadResponse(e.to_string()))),
+        };
+        Some(Ok(match event {
+            BodyEvent::Data(data) => Some(BodyFrame::Data(data)),
+            BodyEvent::Trailers(trailers) => Some(BodyFrame::Trailers(trailers)),
+            BodyEvent::End => None,
+        }))
+    }
+
+    pub(crate) fn wants_body(&self) -> bool {
+        self.out.state == Sending::Streaming && self.out.queue.is_empty()
+    }
+
+    pub(crate) fn push_body(&mut self, frame: Option<BodyFrame>) {
+        let out = &mut self.out;
+        if out.state != Sending::Streaming {
+            return;
+        }
+        match frame {
+            Some(BodyFrame::Data(data)) if data.is_empty() => {}
+            Some(BodyFrame::Data(data)) if out.chunked => {
+                let size = nuncio_http1::ChunkSizeLine::new(data.len() as u64).expect("a chunk is never empty");
+                out.queue.push_back(Bytes::copy_from_slice(size.as_bytes()));
+                out.queue.push_back(data);
+                out.queue.push_back(Bytes::from_static(nuncio_http1::CRLF));
+            }
+            Some(BodyFrame::Data(data)) => out.queue.push_back(data),
+            Some(BodyFrame::Trailers(trailers)) => out.trailers = Some(Box::new(trailers)),
+            None => {
+                if out.chunked {
+                    let mut last = BytesMut::new();
+                    nuncio_http1::encode_last_chunk(out.trailers.as_deref(), &mut last);
+                    out.queue.push_back(last.freeze());
+                }
+                out.state = Sending::Ended;
+            }
+        }
+    }
+
+    /// Reads response bytes or writes queued request bytes, whichever the
+    /// socket allows first. Cancel-safe. A failed write means the upstream
+    /// stopped taking the body (its answer may still come); a failed read
+    /// is the end of what the upstream sends.
+    pub(crate) async fn io(&mut self) {
+        let Exchange { conn, out, eof, reset, .. } = self;
+        if *eof && !out.has_pending() {
+            // Nothing can happen any more: the caller sees the end in
+            // `take_head` or `ready_frame`.
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            biased;
+            read = read_some(&conn.stream, &mut conn.read_buf), if !*eof => match read {
+                Ok(0) => *eof = true,
+                Ok(_) => {}
+                Err(_) => (*eof, *reset) = (true, true),
+            },
+            written = write_some(&conn.stream, out), if out.has_pending() => match written {
+                Ok(n) => out.advance(n),
+                Err(e) => {
+                    tracing::debug!(error = %e, "upstream stopped taking the request body");
+                    out.state = Sending::Refused;
+                    out.queue.clear();
+                }
+            },
+        }
+    }
+
+    /// After the response: the connection back to the pool if the exchange
+    /// ended cleanly (the whole body sent, the whole response read, the
+    /// upstream keeping it alive).
+    pub(crate) fn into_reusable(self) -> Option<Http1Connection> {
+        let Response::Body { decoder, keep_alive } = &self.response else { return None };
+        (*keep_alive && decoder.is_done() && self.out.complete() && !self.eof).then_some(self.conn)
+    }
+
+    /// The connection and what the upstream sent past its head, for a
+    /// protocol switch.
+    pub(crate) fn into_tunnel(self) -> (Http1Connection, Bytes) {
+        let mut conn = self.conn;
+        let early = conn.read_buf.split().freeze();
+        (conn, early)
+    }
 }
 
-/// Sends one request on an HTTP/1.1 connection of `active`'s endpoint and
-/// reads the response head. The request body is sent in full before the
-/// response is read (an upstream answering early, before the body ends, is
-/// read after); a client that leaves while the head is awaited cancels the
-/// try.
-pub(crate) async fn send(
-    active: &ActiveRequest<'_>,
-    request: &UpstreamRequest<'_>,
-    body: &mut RequestBody,
-    source: &mut impl RequestSource,
-) -> Result<UpstreamResponse, TryError> {
-    let mut upstream = active.connection().await.map_err(TryError::Connect)?;
-    let reused = upstream.reused;
-    upstream.reused = true;
-    let reset = |_| TryError::Reset { reused };
-    let framing = match (&*body, request.body) {
-        // What was read is what goes: filters may have changed its length.
-        (RequestBody::Buffered(chunks), _) => BodyFraming::Length(chunks.iter().map(|c| c.len() as u64).sum()),
-        (_, BodySize::Empty) => BodyFraming::None,
-        (_, BodySize::Exact(n)) => BodyFraming::Length(n),
-        (_, BodySize::Unknown) => BodyFraming::Chunked,
-    };
+/// The request head, with the time left in its field.
+fn encode_head(request: &UpstreamRequest<'_>, framing: BodyFraming) -> BytesMut {
     let mut head = BytesMut::with_capacity(512);
     match &request.deadline {
         // The request has the field already (a gRPC client's own
@@ -131,135 +328,49 @@ pub(crate) async fn send(
             }
         }
     }
-    match body {
-        RequestBody::Empty => write_all_vectored(&mut upstream.stream, &[&head]).await.map_err(reset)?,
-        RequestBody::Buffered(chunks) => {
-            let mut parts: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
-            parts.push(&head);
-            parts.extend(chunks.iter().map(|c| &c[..]));
-            write_all_vectored(&mut upstream.stream, &parts).await.map_err(reset)?;
-        }
-        RequestBody::Streaming { started } => {
-            *started = true;
-            write_all_vectored(&mut upstream.stream, &[&head]).await.map_err(reset)?;
-            let chunked = framing == BodyFraming::Chunked;
-            let mut trailers = None;
-            while let Some(frame) = source.read_body().await.map_err(TryError::Downstream)? {
-                match frame {
-                    BodyFrame::Data(data) if chunked => {
-                        let size = nuncio_http1::ChunkSizeLine::new(data.len() as u64).expect("a chunk is never empty");
-                        write_all_vectored(&mut upstream.stream, &[size.as_bytes(), &data, nuncio_http1::CRLF])
-                            .await
-                            .map_err(reset)?;
-                    }
-                    BodyFrame::Data(data) => write_all_vectored(&mut upstream.stream, &[&data]).await.map_err(reset)?,
-                    BodyFrame::Trailers(t) => trailers = Some(t),
-                }
-            }
-            if chunked {
-                let mut last = BytesMut::new();
-                nuncio_http1::encode_last_chunk(trailers.as_ref(), &mut last);
-                write_all_vectored(&mut upstream.stream, &[&last]).await.map_err(reset)?;
-            }
-        }
-    }
-    let mut decoder = ResponseDecoder::new(Limits::default());
-    loop {
-        match decoder.decode(&mut upstream.read_buf, &request.method) {
-            Ok(Some(response)) if response.is_interim() && !response.tunnel => continue,
-            Ok(Some(response)) => {
-                let size = match response.framing {
-                    BodyFraming::None => BodySize::Empty,
-                    BodyFraming::Length(n) => BodySize::Exact(n),
-                    BodyFraming::Chunked | BodyFraming::UntilClose => BodySize::Unknown,
-                };
-                let head = ResponseHead { status: response.status, headers: response.headers, body: size };
-                let peer = upstream.peer();
-                let body = ResponseBody {
-                    decoder: BodyDecoder::new(response.framing, Limits::default()),
-                    keep_alive: response.keep_alive,
-                    conn: upstream,
-                };
-                return Ok(UpstreamResponse {
-                    head,
-                    body: super::ResponseBody::Http1(body),
-                    tunnel: response.tunnel,
-                    peer,
-                });
-            }
-            Ok(None) => {}
-            Err(e) => return Err(TryError::BadResponse(e.to_string())),
-        }
-        // A client that leaves meanwhile takes its upstream request with it.
-        let read = tokio::select! {
-            read = upstream.read_more() => read,
-            () = source.closed() => return Err(TryError::Downstream(ReadError::Closed)),
-        };
-        match read {
-            Ok(0) | Err(_) => return Err(TryError::Reset { reused }),
-            Ok(_) => {}
-        }
-    }
+    head
 }
 
-/// A response body still arriving on an HTTP/1.1 connection.
-pub(crate) struct ResponseBody {
-    conn: Http1Connection,
-    decoder: BodyDecoder,
-    /// The upstream allows another request on the connection.
-    keep_alive: bool,
-}
-
-impl ResponseBody {
-    /// A frame already buffered, without waiting: `None` when more bytes
-    /// must be read first.
-    pub(crate) fn ready_frame(&mut self) -> Option<Result<Option<BodyFrame>, BodyError>> {
-        match self.decoder.decode(&mut self.conn.read_buf) {
-            Ok(Some(event)) => Some(Ok(frame(event))),
-            Ok(None) => None,
-            Err(e) => Some(Err(BodyError(e.to_string()))),
-        }
+/// Reads what the socket has into `buf`; `Ok(0)` when the peer closed.
+/// Cancel-safe: waiting for readiness changes nothing. (`poll_read_ready`
+/// rather than `readable()`: the latter queues a waiter under a lock on
+/// every wait, measurably dearer per request.)
+async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
     }
-
-    pub(crate) async fn next_frame(&mut self) -> Result<Option<BodyFrame>, BodyError> {
+    std::future::poll_fn(|cx| {
         loop {
-            if let Some(frame) = self.ready_frame() {
-                return frame;
-            }
-            match self.conn.read_more().await {
-                Ok(0) => {
-                    return match self.decoder.decode_eof(&mut self.conn.read_buf) {
-                        Ok(Some(event)) => Ok(frame(event)),
-                        Ok(None) => Err(BodyError("upstream closed before the body ended".into())),
-                        Err(e) => Err(BodyError(e.to_string())),
-                    };
-                }
-                Ok(_) => {}
-                Err(e) => return Err(BodyError(e.to_string())),
+            std::task::ready!(stream.poll_read_ready(cx))?;
+            match stream.try_read_buf(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                read => return std::task::Poll::Ready(read),
             }
         }
-    }
-
-    /// The connection back to the pool, if the exchange ended cleanly.
-    pub(crate) fn release(self, active: &ActiveRequest<'_>) {
-        if self.keep_alive && self.decoder.is_done() {
-            active.release(self.conn);
-        }
-    }
-
-    /// The connection and what the upstream sent past its head, for a
-    /// protocol switch.
-    pub(crate) fn into_tunnel(self) -> (Http1Connection, Bytes) {
-        let mut conn = self.conn;
-        let early = conn.read_buf.split().freeze();
-        (conn, early)
-    }
+    })
+    .await
 }
 
-fn frame(event: BodyEvent) -> Option<BodyFrame> {
-    match event {
-        BodyEvent::Data(data) => Some(BodyFrame::Data(data)),
-        BodyEvent::Trailers(trailers) => Some(BodyFrame::Trailers(trailers)),
-        BodyEvent::End => None,
-    }
+/// Writes as much of `out`'s queue as the socket takes in one `writev`.
+/// Cancel-safe: waiting for readiness changes nothing, and what was written
+/// is returned (the caller advances the queue).
+async fn write_some(stream: &TcpStream, out: &Outgoing) -> std::io::Result<usize> {
+    const MAX_SLICES: usize = 8;
+    std::future::poll_fn(|cx| {
+        loop {
+            std::task::ready!(stream.poll_write_ready(cx))?;
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (i, buf) in out.queue.iter().take(MAX_SLICES).enumerate() {
+                slices[i] = IoSlice::new(if i == 0 { &buf[out.offset..] } else { buf });
+                count = i + 1;
+            }
+            match stream.try_write_vectored(&slices[..count]) {
+                Ok(0) => return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                written => return std::task::Poll::Ready(written),
+            }
+        }
+    })
+    .await
 }

@@ -1,161 +1,35 @@
 //! HTTP/2 to an upstream (h2c with prior knowledge), on the `h2` crate: a
 //! connection per endpoint per worker carries the streams of that worker
-//! to the endpoint; its driver runs as a local task on the worker.
-//!
-//! Several connections are opened when one is full (the peer's
-//! `max_concurrent_streams`).
+//! to the endpoint (more when one is full: the pool opens them); its
+//! driver runs as a local task on the worker.
 //!
 //! A connection the upstream closed (or sent GOAWAY on) is replaced on the
 //! next request; a stream the upstream refused (`REFUSED_STREAM`) or that
 //! a GOAWAY left unprocessed is a try the retry policy can repeat.
+//! Dropping an exchange (timeout, client gone) resets its stream with
+//! `CANCEL`.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use h2::client::SendRequest;
+use h2::client::{ResponseFuture, SendRequest};
 use h2::{Reason, RecvStream, SendStream};
 use http::uri::{Authority, Scheme};
-use http::{Uri, Version, header};
+use http::{HeaderMap, Uri, Version, header};
+use tokio::net::TcpStream;
 
-use super::{BodyError, RequestBody, RequestSource, TryError, UpstreamRequest, UpstreamResponse};
-use crate::cluster::{ActiveRequest, ConnectError, ConnectionGuard};
-use crate::downstream::ReadError;
-use crate::flow_control::send_all;
+use super::{RequestBody, TryError, UpstreamHead, UpstreamRequest};
+use crate::cluster::{ConnectError, ConnectionGuard};
 use crate::message::{BodyFrame, BodySize, ResponseHead};
 
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
-/// How long a response may still arrive after the upstream stopped taking
-/// the request body.
-const EARLY_RESPONSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Sends one request on the endpoint's HTTP/2 connection and awaits the
-/// response head. Dropping the try (timeout, client gone) resets the
-/// upstream stream with `CANCEL`.
-pub(crate) async fn send(
-    active: &ActiveRequest<'_>,
-    request: &UpstreamRequest<'_>,
-    body: &mut RequestBody,
-    source: &mut impl RequestSource,
-) -> Result<UpstreamResponse, TryError> {
-    let (mut sender, slot, reused) = sender(active).await?;
-    let peer = slot.peer();
-    let mut headers = request.headers.clone();
-    if let Some((name, value)) = &request.deadline {
-        headers.insert(name.clone(), value.clone());
-    }
-    // The length is the body's as sent now (filters may have changed it).
-    match (&*body, request.body) {
-        (RequestBody::Buffered(chunks), _) => {
-            let length: usize = chunks.iter().map(Bytes::len).sum();
-            headers.insert(header::CONTENT_LENGTH, length.into());
-        }
-        (_, BodySize::Unknown) => {
-            headers.remove(header::CONTENT_LENGTH);
-        }
-        _ => {}
-    }
-    // `:authority` replaces `Host` (RFC 9113 §8.3.1).
-    let authority = headers
-        .remove(header::HOST)
-        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-        .or_else(|| Authority::try_from(active.endpoint().name.as_str()).ok());
-    let mut uri = Uri::builder().scheme(Scheme::HTTP);
-    if let Some(authority) = authority {
-        uri = uri.authority(authority);
-    }
-    let path = request.target.path_and_query().map_or("/", |pq| pq.as_str());
-    let uri = uri.path_and_query(path).build().map_err(|e| TryError::BadResponse(format!("request target: {e}")))?;
-    let mut upstream_request = http::Request::new(());
-    *upstream_request.method_mut() = request.method.clone();
-    *upstream_request.uri_mut() = uri;
-    *upstream_request.version_mut() = Version::HTTP_2;
-    *upstream_request.headers_mut() = headers;
-
-    let fail = |e: h2::Error| try_error(&e, reused);
-    let empty = match body {
-        RequestBody::Empty => true,
-        RequestBody::Buffered(chunks) => chunks.iter().all(Bytes::is_empty),
-        RequestBody::Streaming { .. } => false,
-    };
-    let (response, mut stream) = sender.send_request(upstream_request, empty).map_err(fail)?;
-    let sent = send_body(&mut stream, body, empty, source).await;
-    // An upstream may answer before taking the whole body and then reset
-    // the request side (RFC 9113 §8.1): a response, if one came, wins over
-    // the failed send.
-    let response = match sent {
-        Ok(()) => tokio::select! {
-            // A client that leaves meanwhile takes its upstream stream with it.
-            response = response => response.map_err(fail)?,
-            () = source.closed() => return Err(TryError::Downstream(ReadError::Closed)),
-        },
-        Err(SendError::Downstream(e)) => return Err(TryError::Downstream(e)),
-        Err(SendError::Upstream(e)) => match tokio::time::timeout(EARLY_RESPONSE_WAIT, response).await {
-            Ok(Ok(response)) => response,
-            _ => return Err(fail(e)),
-        },
-    };
-    let (parts, body) = response.into_parts();
-    let size = if body.is_end_stream() { BodySize::Empty } else { BodySize::from_content_length(&parts.headers) };
-    let head = ResponseHead { status: parts.status, headers: parts.headers, body: size };
-    Ok(UpstreamResponse {
-        head,
-        body: super::ResponseBody::Http2(ResponseBody { body, done: false, _slot: slot }),
-        tunnel: false,
-        peer,
-    })
-}
-
-/// Why the request body could not be sent.
-enum SendError {
-    Downstream(ReadError),
-    Upstream(h2::Error),
-}
-
-/// Sends the request body (the head went with `end_of_stream = empty`).
-async fn send_body(
-    stream: &mut SendStream<Bytes>,
-    body: &mut RequestBody,
-    empty: bool,
-    source: &mut impl RequestSource,
-) -> Result<(), SendError> {
-    match body {
-        RequestBody::Empty => {}
-        RequestBody::Buffered(chunks) => {
-            if !empty {
-                for chunk in chunks.iter() {
-                    send_all(stream, chunk.clone()).await.map_err(SendError::Upstream)?;
-                }
-                stream.send_data(Bytes::new(), true).map_err(SendError::Upstream)?;
-            }
-        }
-        RequestBody::Streaming { started } => {
-            *started = true;
-            loop {
-                match source.read_body().await.map_err(SendError::Downstream)? {
-                    Some(BodyFrame::Data(data)) => send_all(stream, data).await.map_err(SendError::Upstream)?,
-                    Some(BodyFrame::Trailers(trailers)) => {
-                        return stream.send_trailers(trailers).map_err(SendError::Upstream);
-                    }
-                    None => return stream.send_data(Bytes::new(), true).map_err(SendError::Upstream),
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// This worker's HTTP/2 connections to one endpoint. A stream goes on the
-/// first connection with room under the peer's `max_concurrent_streams`;
-/// when every one is full, another connection is opened (rather than
-/// queueing the stream behind the others).
-#[derive(Default)]
-pub(crate) struct Pool {
-    connections: RefCell<Vec<Rc<Connection>>>,
-}
-
-struct Connection {
+/// One HTTP/2 connection to an endpoint.
+pub(crate) struct H2Connection {
     sender: SendRequest<Bytes>,
     /// Counts it open (stats, `max_connections`) while it lives.
     _guard: ConnectionGuard,
@@ -164,18 +38,79 @@ struct Connection {
     streams: Cell<usize>,
     /// Its driver task ended (closed, GOAWAY, error).
     closed: Cell<bool>,
+    /// A response came on it, so the peer's SETTINGS (which precede any
+    /// frame of a response) are known, `max_concurrent_streams` included.
+    /// Until then it takes one stream: a burst must not pile streams on a
+    /// new connection beyond a limit it has not heard yet, where they would
+    /// wait for others to end.
+    settled: Cell<bool>,
 }
 
-/// Counts one stream on a connection until dropped (with the response
-/// body, or with the try that failed).
-pub(crate) struct StreamSlot(Rc<Connection>);
-
-impl StreamSlot {
-    fn peer(&self) -> Option<std::net::SocketAddr> {
-        self.0.peer
+impl H2Connection {
+    /// The HTTP/2 handshake on a new connection to `endpoint`; its driver
+    /// runs as a local task until the connection ends.
+    pub(crate) async fn handshake(
+        stream: TcpStream,
+        guard: ConnectionGuard,
+        endpoint: &str,
+    ) -> Result<Rc<H2Connection>, TryError> {
+        let peer = stream.peer_addr().ok();
+        let handshake = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .handshake::<_, Bytes>(stream)
+            .await;
+        let (sender, driver) =
+            handshake.map_err(|e| TryError::Connect(ConnectError::Failed(std::io::Error::other(e.to_string()))))?;
+        let connection = Rc::new(H2Connection {
+            sender,
+            _guard: guard,
+            peer,
+            streams: Cell::new(0),
+            closed: Cell::new(false),
+            settled: Cell::new(false),
+        });
+        let name = endpoint.to_owned();
+        let watched = Rc::downgrade(&connection);
+        tokio::task::spawn_local(async move {
+            if let Err(e) = driver.await {
+                tracing::debug!(endpoint = %name, error = %e, "HTTP/2 upstream connection ended");
+            }
+            if let Some(connection) = watched.upgrade() {
+                connection.closed.set(true);
+            }
+        });
+        Ok(connection)
     }
 
-    fn new(connection: &Rc<Connection>) -> StreamSlot {
+    /// Whether its driver ended: it carries no new stream.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Marks it unusable (a stream could not be opened on it).
+    pub(crate) fn mark_closed(&self) {
+        self.closed.set(true);
+    }
+
+    /// Room for one more stream of ours under the peer's
+    /// `max_concurrent_streams` (one, until the peer's settings are known).
+    pub(crate) fn has_room(&self) -> bool {
+        let limit = if self.settled.get() { self.sender.current_max_send_streams() } else { 1 };
+        self.streams.get() < limit
+    }
+
+    /// A sender ready to open a stream.
+    pub(crate) async fn ready(&self) -> Result<SendRequest<Bytes>, h2::Error> {
+        self.sender.clone().ready().await
+    }
+}
+
+/// Counts one stream on a connection until dropped (with the exchange).
+pub(crate) struct StreamSlot(Rc<H2Connection>);
+
+impl StreamSlot {
+    pub(crate) fn new(connection: &Rc<H2Connection>) -> StreamSlot {
         connection.streams.set(connection.streams.get() + 1);
         StreamSlot(connection.clone())
     }
@@ -187,57 +122,8 @@ impl Drop for StreamSlot {
     }
 }
 
-impl Pool {
-    /// A connection with room for one more stream, if there is one.
-    fn with_room(&self) -> Option<Rc<Connection>> {
-        let mut connections = self.connections.borrow_mut();
-        connections.retain(|c| !c.closed.get());
-        connections.iter().find(|c| c.streams.get() < c.sender.current_max_send_streams()).cloned()
-    }
-}
-
-/// A sender ready for a new stream, the slot that counts the stream, and
-/// whether the connection carried streams before.
-async fn sender(active: &ActiveRequest<'_>) -> Result<(SendRequest<Bytes>, StreamSlot, bool), TryError> {
-    let endpoint = active.endpoint();
-    while let Some(connection) = endpoint.h2.with_room() {
-        let slot = StreamSlot::new(&connection);
-        match connection.sender.clone().ready().await {
-            Ok(ready) => return Ok((ready, slot, true)),
-            Err(e) => {
-                tracing::debug!(endpoint = %endpoint.name, error = %e, "HTTP/2 upstream connection closed");
-                connection.closed.set(true);
-            }
-        }
-    }
-    let (stream, guard) = active.connect().await.map_err(TryError::Connect)?;
-    let peer = stream.peer_addr().ok();
-    let handshake = h2::client::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .handshake::<_, Bytes>(stream)
-        .await;
-    let (sender, driver) =
-        handshake.map_err(|e| TryError::Connect(ConnectError::Failed(std::io::Error::other(e.to_string()))))?;
-    let connection =
-        Rc::new(Connection { sender, _guard: guard, peer, streams: Cell::new(0), closed: Cell::new(false) });
-    endpoint.h2.connections.borrow_mut().push(connection.clone());
-    let name = endpoint.name.clone();
-    let watched = Rc::downgrade(&connection);
-    tokio::task::spawn_local(async move {
-        if let Err(e) = driver.await {
-            tracing::debug!(endpoint = %name, error = %e, "HTTP/2 upstream connection ended");
-        }
-        if let Some(connection) = watched.upgrade() {
-            connection.closed.set(true);
-        }
-    });
-    let slot = StreamSlot::new(&connection);
-    let ready = connection.sender.clone().ready().await.map_err(|e| try_error(&e, false))?;
-    Ok((ready, slot, false))
-}
-
-fn try_error(e: &h2::Error, reused: bool) -> TryError {
+/// What an `h2` error means for the try.
+pub(crate) fn try_error(e: &h2::Error, reused: bool) -> TryError {
     if e.reason() == Some(Reason::REFUSED_STREAM) {
         TryError::Refused
     } else if e.is_go_away() && e.is_remote() {
@@ -249,40 +135,255 @@ fn try_error(e: &h2::Error, reused: bool) -> TryError {
     }
 }
 
-/// A response body arriving on an upstream HTTP/2 stream.
-pub(crate) struct ResponseBody {
-    body: RecvStream,
-    done: bool,
-    /// The stream counts against its connection until the body is done.
-    _slot: StreamSlot,
+/// One request and its response on an HTTP/2 stream.
+pub(crate) struct Exchange {
+    send: SendStream<Bytes>,
+    response: Response,
+    out: Outgoing,
+    reused: bool,
+    /// The stream counts against its connection until the exchange ends.
+    slot: StreamSlot,
 }
 
-impl ResponseBody {
-    pub(crate) async fn next_frame(&mut self) -> Result<Option<BodyFrame>, BodyError> {
-        if self.done {
-            return Ok(None);
+enum Response {
+    /// Its head is awaited.
+    Awaited(ResponseFuture),
+    /// Its head arrived, not yet taken.
+    Arrived(http::Response<RecvStream>),
+    /// The body comes: `frame` holds what was read and not yet taken.
+    Body { body: RecvStream, frame: Option<Result<Option<BodyFrame>, TryError>>, data_done: bool, done: bool },
+    /// Failed before a head.
+    Failed(Option<TryError>),
+}
+
+/// The request body on its way out, as the peer's window allows.
+struct Outgoing {
+    queue: VecDeque<Bytes>,
+    /// More may come from the source.
+    streaming: bool,
+    /// The end (with trailers, if any) is to be sent once `queue` is out.
+    end: Option<Option<HeaderMap>>,
+    /// The upstream stopped taking it (reset, or the stream closed).
+    refused: bool,
+}
+
+impl Outgoing {
+    fn has_pending(&self) -> bool {
+        !self.refused && !self.queue.is_empty()
+    }
+}
+
+impl Exchange {
+    /// Opens a stream on `sender` with the request head; a buffered body
+    /// follows as the window allows, a streamed one as the source gives it.
+    pub(crate) fn start(
+        mut sender: SendRequest<Bytes>,
+        slot: StreamSlot,
+        reused: bool,
+        endpoint: &str,
+        request: &UpstreamRequest<'_>,
+        body: &mut RequestBody,
+    ) -> Result<Exchange, TryError> {
+        let mut headers = request.headers.clone();
+        if let Some((name, value)) = &request.deadline {
+            headers.insert(name.clone(), value.clone());
         }
-        loop {
-            match self.body.data().await {
-                Some(Ok(data)) => {
-                    // Window back to the upstream as the client takes it.
-                    let _ = self.body.flow_control().release_capacity(data.len());
-                    if !data.is_empty() {
-                        return Ok(Some(BodyFrame::Data(data)));
+        // The length is the body's as sent now (filters may have changed it).
+        match (&*body, request.body) {
+            (RequestBody::Buffered(chunks), _) => {
+                let length: usize = chunks.iter().map(Bytes::len).sum();
+                headers.insert(header::CONTENT_LENGTH, length.into());
+            }
+            (_, BodySize::Unknown) => {
+                headers.remove(header::CONTENT_LENGTH);
+            }
+            _ => {}
+        }
+        // `:authority` replaces `Host` (RFC 9113 §8.3.1).
+        let authority = headers
+            .remove(header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            .or_else(|| Authority::try_from(endpoint).ok());
+        let mut uri = Uri::builder().scheme(Scheme::HTTP);
+        if let Some(authority) = authority {
+            uri = uri.authority(authority);
+        }
+        let path = request.target.path_and_query().map_or("/", |pq| pq.as_str());
+        let uri =
+            uri.path_and_query(path).build().map_err(|e| TryError::BadResponse(format!("request target: {e}")))?;
+        let mut upstream_request = http::Request::new(());
+        *upstream_request.method_mut() = request.method.clone();
+        *upstream_request.uri_mut() = uri;
+        *upstream_request.version_mut() = Version::HTTP_2;
+        *upstream_request.headers_mut() = headers;
+
+        let empty = body.is_empty();
+        let (response, send) = sender.send_request(upstream_request, empty).map_err(|e| try_error(&e, reused))?;
+        let mut out = Outgoing { queue: VecDeque::new(), streaming: false, end: None, refused: false };
+        match body {
+            _ if empty => {}
+            RequestBody::Buffered(chunks) => {
+                out.queue.extend(chunks.iter().filter(|c| !c.is_empty()).cloned());
+                out.end = Some(None);
+            }
+            RequestBody::Streaming { started } => {
+                *started = true;
+                out.streaming = true;
+            }
+            RequestBody::Empty => {}
+        }
+        let mut exchange = Exchange { send, response: Response::Awaited(response), out, reused, slot };
+        exchange.send_end_if_due();
+        Ok(exchange)
+    }
+
+    pub(crate) fn take_head(&mut self) -> Result<Option<UpstreamHead>, TryError> {
+        let response = match std::mem::replace(&mut self.response, Response::Failed(None)) {
+            Response::Arrived(response) => response,
+            Response::Failed(error) => {
+                return Err(error.unwrap_or(TryError::BadResponse("the response was already taken".into())));
+            }
+            other => {
+                self.response = other;
+                return Ok(None);
+            }
+        };
+        self.slot.0.settled.set(true);
+        let (parts, body) = response.into_parts();
+        let size = if body.is_end_stream() { BodySize::Empty } else { BodySize::from_content_length(&parts.headers) };
+        let head = ResponseHead { status: parts.status, headers: parts.headers, body: size };
+        self.response = Response::Body { body, frame: None, data_done: false, done: false };
+        Ok(Some(UpstreamHead { head, tunnel: false, peer: self.slot.0.peer }))
+    }
+
+    pub(crate) fn ready_frame(&mut self) -> Option<Result<Option<BodyFrame>, TryError>> {
+        let Response::Body { frame, done, .. } = &mut self.response else { return None };
+        match frame.take() {
+            Some(frame) => Some(frame),
+            None if *done => Some(Ok(None)),
+            None => None,
+        }
+    }
+
+    pub(crate) fn wants_body(&self) -> bool {
+        self.out.streaming && !self.out.refused && self.out.queue.is_empty()
+    }
+
+    pub(crate) fn push_body(&mut self, frame: Option<BodyFrame>) {
+        if !self.out.streaming {
+            return;
+        }
+        match frame {
+            Some(BodyFrame::Data(data)) => {
+                if !data.is_empty() {
+                    self.out.queue.push_back(data);
+                }
+            }
+            Some(BodyFrame::Trailers(trailers)) => {
+                self.out.streaming = false;
+                self.out.end = Some(Some(trailers));
+            }
+            None => {
+                self.out.streaming = false;
+                self.out.end = Some(None);
+            }
+        }
+        self.send_end_if_due();
+    }
+
+    /// Sends the end of the request body once everything before it is out.
+    fn send_end_if_due(&mut self) {
+        if self.out.refused || !self.out.queue.is_empty() {
+            return;
+        }
+        let Some(end) = self.out.end.take() else { return };
+        let sent = match end {
+            Some(trailers) => self.send.send_trailers(trailers),
+            None => self.send.send_data(Bytes::new(), true),
+        };
+        if sent.is_err() {
+            self.out.refused = true;
+        }
+    }
+
+    /// The response head or the next body frame read, or queued request
+    /// body sent as the peer's window opens, whichever comes first.
+    /// Cancel-safe: `h2`'s polls keep their state.
+    pub(crate) async fn io(&mut self) {
+        let Exchange { send, response, out, reused, .. } = self;
+        let reused = *reused;
+        let read = async {
+            match response {
+                Response::Awaited(future) => {
+                    *response = match future.await {
+                        Ok(arrived) => Response::Arrived(arrived),
+                        Err(e) => Response::Failed(Some(try_error(&e, reused))),
+                    };
+                }
+                Response::Body { body, frame, data_done, done } if frame.is_none() && !*done => {
+                    if *data_done {
+                        // The trailers, once the data ended. Done only once
+                        // they are in: the wait may be dropped and asked again.
+                        *frame = Some(match body.trailers().await {
+                            Ok(trailers) => Ok(trailers.map(BodyFrame::Trailers)),
+                            Err(e) => Err(TryError::BadResponse(e.to_string())),
+                        });
+                        *done = true;
+                        return;
+                    }
+                    match body.data().await {
+                        Some(Ok(data)) => {
+                            // Window back to the upstream as the client takes it.
+                            let _ = body.flow_control().release_capacity(data.len());
+                            if !data.is_empty() {
+                                *frame = Some(Ok(Some(BodyFrame::Data(data))));
+                            }
+                        }
+                        Some(Err(e)) => {
+                            *frame = Some(Err(TryError::BadResponse(e.to_string())));
+                            *done = true;
+                        }
+                        None => *data_done = true,
                     }
                 }
-                Some(Err(e)) => return Err(BodyError(e.to_string())),
-                None => {
-                    // Done only once the trailers are in: the relay may drop
-                    // this read for a filter's handle call, and ask again.
-                    let trailers = self.body.trailers().await;
-                    self.done = true;
-                    return match trailers {
-                        Ok(trailers) => Ok(trailers.map(BodyFrame::Trailers)),
-                        Err(e) => Err(BodyError(e.to_string())),
-                    };
+                // Nothing to read until what was read is taken.
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = read => {}
+            capacity = send_capacity(send, out.queue.front().map_or(0, Bytes::len)), if out.has_pending() => {
+                match capacity {
+                    Some(n) if n > 0 => {
+                        let front = out.queue.front_mut().expect("pending data");
+                        let data = front.split_to(n.min(front.len()));
+                        if front.is_empty() {
+                            out.queue.pop_front();
+                        }
+                        if send.send_data(data, false).is_err() {
+                            out.refused = true;
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        tracing::debug!("upstream stopped taking the request body");
+                        out.refused = true;
+                        out.queue.clear();
+                    }
                 }
             }
         }
+        self.send_end_if_due();
+    }
+}
+
+/// Waits for window to send up to `wanted` bytes: how much there is, or
+/// `None` when the stream takes no more (reset, closed). Cancel-safe.
+async fn send_capacity(send: &mut SendStream<Bytes>, wanted: usize) -> Option<usize> {
+    send.reserve_capacity(wanted);
+    match poll_fn(|cx| send.poll_capacity(cx)).await {
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) | None => None,
     }
 }

@@ -1,7 +1,9 @@
+use std::future::poll_fn;
 use std::sync::Arc as StdArc;
+use std::task::Poll;
 
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::{Dispatcher, DispatcherHandle, ThreadLocal};
 
@@ -133,4 +135,80 @@ fn slot_drop_while_update_in_flight() {
     fn stop_main_now() {
         Dispatcher::current().unwrap().handle().stop();
     }
+}
+
+/// A worker's object that tells when it is dropped.
+struct Tracked {
+    value: u64,
+    dropped: Option<Arc<AtomicBool>>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(dropped) = &self.dropped {
+            dropped.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// An update reaching a worker while its `with` closure runs the loop
+/// (issue 11): it waits for the read to end, so the object being read
+/// outlives the closure; then it applies, and only then does the
+/// completion run on main.
+#[test]
+fn an_update_reaching_a_worker_mid_read_waits_and_completes_after() {
+    loom::model(|| {
+        let main = Dispatcher::new("main").unwrap();
+        let tls = ThreadLocal::new(&main);
+        let slot = tls.allocate_slot::<Tracked>().unwrap();
+        let first_dropped = Arc::new(AtomicBool::new(false));
+        let flag = first_dropped.clone();
+        // A fresh object per thread; the worker's reports its drop.
+        slot.set(move |d| StdArc::new(Tracked { value: 1, dropped: (d.name() == "w0").then(|| flag.clone()) }))
+            .unwrap();
+
+        let released = Arc::new(AtomicBool::new(false));
+        let (s, r, flag) = (slot.clone(), released.clone(), first_dropped.clone());
+        let (worker, join) = Dispatcher::spawn("w0", move |d| {
+            // Until the registration (with the set) has arrived.
+            d.run_until(poll_fn(|_| if s.get().is_ok() { Poll::Ready(()) } else { Poll::Pending })).unwrap();
+            s.with(|object| {
+                let before = object.value;
+                d.run_until(poll_fn(|_| if r.load(Ordering::SeqCst) { Poll::Ready(()) } else { Poll::Pending }))
+                    .unwrap();
+                if before == 1 {
+                    assert!(!flag.load(Ordering::SeqCst), "the object being read was dropped");
+                }
+                assert_eq!(object.value, before);
+            })
+            .unwrap();
+            d.run();
+        })
+        .unwrap();
+        tls.register_thread(worker.clone()).unwrap();
+
+        let completed = Arc::new(AtomicUsize::new(0));
+        let (c, stop_main) = (completed.clone(), main.handle());
+        slot.run_on_all_threads(
+            |current| *current = Some(StdArc::new(Tracked { value: 2, dropped: None })),
+            move || {
+                c.fetch_add(1, Ordering::SeqCst);
+                stop_main.stop();
+            },
+        )
+        .unwrap();
+        worker.post(move || released.store(true, Ordering::SeqCst)).unwrap();
+        main.run();
+        assert_eq!(completed.load(Ordering::SeqCst), 1);
+        // Completion came after the worker's update ran.
+        let w = worker.clone();
+        worker
+            .post(move || {
+                assert_eq!(slot.get().unwrap().value, 2);
+                w.stop();
+            })
+            .unwrap();
+        join.join().unwrap();
+        assert!(first_dropped.load(Ordering::SeqCst));
+    });
 }

@@ -259,7 +259,8 @@ func (f *caller) RequestHeaders(ctx context.Context, h *nuncio.RequestHead, _ bo
 		}
 		body, _ := io.ReadAll(resp.Body)
 		h.Header.Set("x-check-status", strconv.Itoa(resp.StatusCode))
-		h.Header.Set("x-check-body", string(body))
+		h.Header.Set("x-check-path", resp.Header.Get("x-path"))
+		h.Header.Set("x-check-body", strings.TrimSpace(string(body)))
 		return nuncio.Continue()
 	}
 	if h.Header.Get("x-call-from") == "hook" {

@@ -1,6 +1,6 @@
 //! Passive outlier detection, decided on main: workers count runs of 5xx
 //! and connect failures per endpoint (shared atomics, see
-//! [`super::ActiveRequest::report_status`]) and send a [`HostEvent`] when a
+//! [`ActiveRequest::report_status`](crate::cluster::ActiveRequest::report_status)) and send a [`HostEvent`] when a
 //! run reaches the cluster's threshold; main ejects the endpoint for
 //! `base_ejection_time × times ejected` (at most `max_ejection_time`),
 //! within `max_ejection_percent` (one endpoint may always be ejected), and
@@ -11,7 +11,7 @@ use std::rc::Rc;
 use nuncio_runtime::Slot;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::hosts::{HostEvent, Hosts};
+use crate::cluster::hosts::{HostEvent, Hosts};
 use crate::snapshot::Local;
 
 /// Handles workers' reports until every worker is gone.

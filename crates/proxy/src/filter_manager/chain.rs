@@ -1,74 +1,7 @@
-//! The filter manager: runs a stream's filters with Envoy's semantics.
-//!
-//! Request hooks run in order; response hooks in reverse order, over the
-//! filters that saw the request. A hook may be synchronous (no allocation)
-//! or a future awaited on the worker; the client leaving drops it. A hook
-//! that panics ends the stream with a 500 (or a reset once the response
-//! head went out), counts `filter_panics`, and leaves the worker serving.
-//!
-//! # Statuses, on every hook
-//!
-//! * `Continue`: on to the next filter, with what this one holds first.
-//! * `StopIteration`: the chain waits at this filter, holding what the hook
-//!   was given (the request or response head, or the body chunk — or, on a
-//!   trailers hook, an empty body that goes out before the trailers). The
-//!   stream's [`StreamHandle`](nuncio_filter::StreamHandle) acts on what is
-//!   held (headers, `take_body` / `replace_body` / `append_body`) and
-//!   resumes the chain at the next filter, or answers locally. Nothing more
-//!   is read from that side meanwhile; a client that leaves ends the stream.
-//! * `StopAndBuffer` (body hooks): the filter's body is kept, up to
-//!   [`PER_STREAM_BUFFER_LIMIT`], and the hook is called once more with all
-//!   of it and `end_of_stream` when the body ends (before the trailers, if
-//!   any). Over the limit: 413 for a request; 500 for a response if its head
-//!   is still held back, a reset otherwise (logged).
-//! * `StopAndWatermark` (body hooks): the filter's body is kept as with
-//!   `StopAndBuffer`, but the hook is called again with each new chunk
-//!   (Envoy's `StopIterationAndWatermark`); past the limit nothing more is
-//!   read from the sender (the client, or the upstream) until the filter
-//!   continues (`Continue` from a hook, or `resume` through the handle) or
-//!   takes the body down under the limit (`take_body`). No error at the
-//!   limit: the sender is slowed down instead (TCP or HTTP/2 flow control).
-//! * `LocalReply`: from the request path (a hook, or the handle while the
-//!   chain is stopped there), the rest of the request path is skipped and
-//!   the reply passes the response hooks of the filters before this one.
-//!   From the response path it replaces the response if its head is still
-//!   held back; once the head went out the stream is reset (HTTP/2) or the
-//!   connection closed (HTTP/1.1): the client sees a response cut short.
-//!
-//! `StopAndBuffer` and `StopAndWatermark` from a headers or trailers hook
-//! are a filter bug: 500, logged. Any stop returned with `end_of_stream`
-//! (nothing more will come) waits like `StopIteration`.
-//!
-//! # End of stream
-//!
-//! A body hook's `end_of_stream` means no more body follows (trailers may).
-//! When a body ends without trailers, every filter's body hook is called
-//! once with an empty chunk and `end_of_stream` (a buffering filter gets its
-//! whole body instead); a body that ends with trailers reaches the trailers
-//! hooks. A head that said "no body" calls no body hook.
-//!
-//! # The response head is held back
-//!
-//! With filters, the response head leaves only with the first body bytes
-//! that come out of the chain, or when nuncio waits for the upstream and no
-//! filter holds response body. So a filter buffering the response can still
-//! replace it, and when the whole body came out at once the head gets its
-//! exact length. Released earlier, the head keeps its `content-length`, as
-//! the response hooks left it: a filter that changes the length of a body
-//! it streams removes that field (Envoy's rule), and the body goes chunked.
-//!
-//! # Handle calls
-//!
-//! Calls are applied between hooks: after each headers hook, while the
-//! chain is stopped or waiting for the sender to drain, after each body
-//! piece, and (when a filter holds body, or on the response path) while
-//! nuncio waits for more body. Body operations act on what the first
-//! holding filter of the current direction holds (the one where the stream
-//! is stopped); `resume` releases it to the next filter. Errors: request
-//! fields once forwarded and a local reply or response fields once the
-//! response head went out → `HeadersAlreadySent`; anything that needs the
-//! stream stopped, when it is not (or, for response fields, before the
-//! response exists) → `NotStopped`; after the stream → `StreamGone`.
+//! A stream's filters and their state: the hook engine behind
+//! [`FilteredStream`](super::FilteredStream). Statuses, holds, buffering,
+//! watermarks and handle calls as the module docs of
+//! [`filter_manager`](super) describe them.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -76,57 +9,17 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use nuncio_filter::{
-    Error as FilterError, Filter, FilterFactory, Hook, LocalReply, Mailbox, RequestHead, ResponseHead, Status,
-    StreamCx, StreamOps,
+    Error as FilterError, Filter, Hook, LocalReply, Mailbox, RequestHead, ResponseHead, Status, StreamCx, StreamOps,
 };
 
+use super::{Closed, Direction, Outcome, PER_STREAM_BUFFER_LIMIT, Piece};
+use crate::filter_catalog::FilterChainFactory;
 use crate::message;
-
-/// The filters of a listener, in order.
-pub type FilterChainFactory = Arc<[Arc<dyn FilterFactory>]>;
-
-/// The most body kept for one filter of a stream, per direction (Envoy's
-/// `per_connection_buffer_limit_bytes` default, 1 MiB): the buffering
-/// limit (`StopAndBuffer`) and the high watermark (`StopAndWatermark`). One
-/// constant rather than a setting until an operator needs another value.
-pub(crate) const PER_STREAM_BUFFER_LIMIT: usize = 1024 * 1024;
-
-/// What a hook (or the chain) decided, for the stream layer.
-pub(crate) enum Outcome {
-    /// Go on (to the router, or to the client).
-    Continue,
-    /// Answer the client with this instead.
-    Reply(LocalReply),
-    /// The stream ended while a filter held it (client gone, timeout):
-    /// nothing more to do.
-    Gone,
-}
-
-/// Which way a body flows through the chain.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Direction {
-    /// Client to upstream: filters first to last.
-    Request,
-    /// Upstream (or a local reply) to client: last to first.
-    Response,
-}
-
-/// A piece of a body, between filters or out of the chain.
-#[derive(Debug)]
-pub(crate) enum Piece {
-    Data(Bytes),
-    /// The body ends, with its trailers if it has some.
-    End(Option<HeaderMap>),
-}
-
-/// Resolves when the client leaves (a stop or a pending hook then ends).
-pub(crate) type Closed<'c> = Pin<&'c mut (dyn Future<Output = ()> + 'c)>;
 
 /// What a filter is doing with its direction's body.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -169,18 +62,18 @@ impl BodyState {
 pub(crate) struct Chain {
     filters: Vec<Box<dyn Filter>>,
     names: FilterChainFactory,
-    pub(crate) cx: StreamCx,
+    cx: StreamCx,
     /// How many filters saw the request (the response path runs these).
     entered: usize,
     /// Hooks that panicked on this stream.
-    pub(crate) panics: u64,
+    panics: u64,
     request: BodyState,
     response: BodyState,
     /// The response head, past its hooks, held back until body comes out of
-    /// the chain (see the module docs); the stream layer writes it.
-    pub(crate) held_head: Option<message::ResponseHead>,
+    /// the chain (see the module docs); the filtered stream writes it.
+    held_head: Option<message::ResponseHead>,
     /// A response head went to the client: too late to change or replace.
-    pub(crate) response_started: bool,
+    response_started: bool,
     /// Where the stream's handles' calls wait to be applied.
     mailbox: Rc<Mailbox>,
 }
@@ -475,6 +368,33 @@ impl Chain {
                 self.panics += 1;
             }
         }
+    }
+
+    /// Hooks that panicked on this stream so far.
+    pub(crate) fn panics(&self) -> u64 {
+        self.panics
+    }
+
+    /// Holds the response head back (past its hooks) until body comes out
+    /// of the chain.
+    pub(crate) fn hold_head(&mut self, head: message::ResponseHead) {
+        self.held_head = Some(head);
+    }
+
+    /// The held-back head, to write now.
+    pub(crate) fn take_held_head(&mut self) -> Option<message::ResponseHead> {
+        self.held_head.take()
+    }
+
+    /// Whether a response head is held back.
+    pub(crate) fn holds_head(&self) -> bool {
+        self.held_head.is_some()
+    }
+
+    /// A response head went to the client: its fields can no longer change
+    /// and a local reply can no longer replace it.
+    pub(crate) fn mark_response_started(&mut self) {
+        self.response_started = true;
     }
 
     /// `dir`'s body state, to read.

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use super::hosts::Hosts;
+use crate::cluster::hosts::Hosts;
 use crate::snapshot::Local;
 
 /// Starts the checkers of `cluster`'s endpoints (none without a

@@ -1,0 +1,219 @@
+//! How a client's request becomes the upstream's (hop-by-hop fields out,
+//! forwarding fields in, the route's rewrites), and where a redirect
+//! points.
+//!
+//! # Protocol switches
+//!
+//! Only a WebSocket upgrade (`Upgrade: websocket`) is forwarded as one, and
+//! only to an HTTP/1.1 cluster; every other `Upgrade` — `h2c` first of all —
+//! is stripped and the request goes on as a plain one, as Envoy does.
+//! Forwarding `h2c` let an upstream that speaks it answer `101` and turn the
+//! client's connection into a raw pipe to the origin: requests sent through
+//! it would pass nuncio's routes, filters and access log.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{HeaderName, HeaderValue, Uri, Version, header};
+use nuncio_config::{Forward, PathMatch, Redirect, RedirectPath};
+
+use crate::message::RequestHead;
+use nuncio_router::CompiledRoute;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// The protocols a client's connection may switch to through nuncio.
+const TUNNELLED: &[&[u8]] = &[b"websocket"];
+
+/// The protocol a request's `Upgrade` may switch to through nuncio: the
+/// first of the protocols it lists (in every `Upgrade` line, in order) that
+/// is one of [`TUNNELLED`] (case-insensitive; a version is kept:
+/// `websocket`, `WebSocket/13`). Only that one goes upstream; the others
+/// are dropped.
+pub(crate) fn tunnelled_protocol(request: &RequestHead) -> Option<HeaderValue> {
+    if !request.upgrade {
+        return None;
+    }
+    request
+        .headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|token| {
+            let name = token.split(|&b| b == b'/').next().unwrap_or_default();
+            TUNNELLED.iter().any(|p| p.eq_ignore_ascii_case(name))
+        })
+        .and_then(|token| HeaderValue::from_bytes(token).ok())
+}
+
+/// Turns the client's head into the upstream's: hop-by-hop fields out,
+/// forwarding fields in, rewrites applied. `upgrade` is what
+/// [`tunnelled_protocol`] allowed (every other upgrade is stripped).
+/// Returns the upstream request target.
+pub(crate) fn prepare_upstream_request(
+    request: &mut RequestHead,
+    peer: SocketAddr,
+    route: &CompiledRoute,
+    forward: &Forward,
+    time_left: Option<&HeaderName>,
+    upgrade: Option<&HeaderValue>,
+) -> Uri {
+    let headers = &mut request.headers;
+    nuncio_http1::remove_hop_by_hop(headers);
+    headers.remove(header::EXPECT);
+    // An h2c upgrade's settings belong to the connection it would have
+    // switched; `remove_hop_by_hop` takes them only when `Connection` names
+    // them.
+    if request.upgrade {
+        headers.remove(&HTTP2_SETTINGS);
+    }
+    // The listener's time-left field is nuncio's to set: what a client
+    // sends in it never reaches the upstream as if nuncio had said it.
+    if let Some(name) = time_left {
+        headers.remove(name);
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+    // Several `x-forwarded-for` lines are one list (RFC 9110 §5.3): keep
+    // every hop, in order, and add the client as the last.
+    let xff = forwarded_for(headers.get_all(&X_FORWARDED_FOR), peer);
+    if let Ok(value) = HeaderValue::from_maybe_shared(xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID.clone(), request_id());
+    }
+    if let Some(host) = &route.host_rewrite {
+        headers.insert(header::HOST, host.clone());
+    } else if let Some(authority) = &request.authority
+        && (!headers.contains_key(header::HOST) || request.version == Version::HTTP_2)
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        // HTTP/2's `:authority` wins over a `Host` field (RFC 9113 §8.3.1).
+        headers.insert(header::HOST, value);
+    }
+    match &forward.prefix_rewrite {
+        Some(replacement) => {
+            let path = rewrite_prefix(request.uri.path(), &route.route.matcher.path, replacement);
+            let query = request.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+            format!("{path}{query}").parse().unwrap_or_else(|_| Uri::from_static("/"))
+        }
+        // The path and query as they came, sharing the request's bytes.
+        None => {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query =
+                Some(request.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+            Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+        }
+    }
+}
+
+/// The `Location` of a redirect: the request's URL with the route's
+/// changes (query kept).
+pub(crate) fn redirect_location(redirect: &Redirect, matched: &PathMatch, uri: &Uri, host: &str) -> String {
+    let path = uri.path();
+    let new_path = match &redirect.path {
+        RedirectPath::Keep => path.to_owned(),
+        RedirectPath::Replace(p) => p.clone(),
+        RedirectPath::PrefixRewrite(p) => rewrite_prefix(path, matched, p),
+    };
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let host = redirect.host.as_deref().unwrap_or(host);
+    format!("http://{host}{new_path}{query}")
+}
+
+/// Replaces the part of `path` the route matched with `replacement`.
+fn rewrite_prefix(path: &str, matched: &PathMatch, replacement: &str) -> String {
+    match matched {
+        PathMatch::Prefix(prefix) if path.starts_with(prefix.as_str()) => {
+            format!("{replacement}{}", &path[prefix.len()..])
+        }
+        PathMatch::Exact(p) if path == p => replacement.to_owned(),
+        _ => path.to_owned(),
+    }
+}
+
+/// The `x-forwarded-for` value: the hops already listed (every line, in
+/// order) and then the client's address, written into one buffer.
+fn forwarded_for(hops: header::GetAll<'_, HeaderValue>, peer: SocketAddr) -> Bytes {
+    use std::io::Write;
+    let mut value = Vec::with_capacity(48);
+    for hop in hops {
+        value.extend_from_slice(hop.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    match peer.ip() {
+        // By hand: `Display` for an address goes through the formatting
+        // machinery, several times the cost of the rest of this function.
+        std::net::IpAddr::V4(ip) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    value.push(b'.');
+                }
+                value.extend_from_slice(digits.format(octet).as_bytes());
+            }
+        }
+        ip @ std::net::IpAddr::V6(_) => {
+            let _ = write!(value, "{ip}");
+        }
+    }
+    Bytes::from(value)
+}
+
+/// A new request id: 128 random bits in hex.
+fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::BodySize;
+    use http::{HeaderMap, Method};
+
+    fn upgrade_request(values: &[&'static str]) -> RequestHead {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(header::UPGRADE, HeaderValue::from_static(v));
+        }
+        RequestHead {
+            method: Method::GET,
+            uri: Uri::from_static("/"),
+            version: Version::HTTP_11,
+            headers,
+            authority: None,
+            body: BodySize::Empty,
+            upgrade: true,
+        }
+    }
+
+    #[test]
+    fn only_websocket_is_tunnelled() {
+        let protocol = |values: &[&'static str]| tunnelled_protocol(&upgrade_request(values));
+        assert_eq!(protocol(&["websocket"]).unwrap(), "websocket");
+        assert_eq!(protocol(&["WebSocket/13"]).unwrap(), "WebSocket/13");
+        assert_eq!(protocol(&["h2c"]), None);
+        assert_eq!(protocol(&["h2c, websocket"]).unwrap(), "websocket", "the allowed one of a list");
+        assert_eq!(protocol(&["h2c", " websocket "]).unwrap(), "websocket");
+        assert_eq!(protocol(&["TLS/1.2", "h2c"]), None);
+        assert_eq!(protocol(&["websockets"]), None);
+        let mut plain = upgrade_request(&["websocket"]);
+        plain.upgrade = false;
+        assert!(tunnelled_protocol(&plain).is_none(), "no `Connection: upgrade`, no upgrade");
+    }
+}
