@@ -21,6 +21,10 @@ type Header struct {
 	fields []field
 	// The changes made since the hook began, as an edit list.
 	edits []byte
+	// invalid is the first name changed with a name or value nuncio would
+	// refuse ("" when none): checked as changes are made, not per field.
+	invalid string
+	bad     bool
 }
 
 type field struct {
@@ -89,23 +93,41 @@ func (h *Header) Range(fn func(name, value string) bool) {
 // Set replaces every value of name with value.
 func (h *Header) Set(name, value string) {
 	name = lower(name)
+	h.note(name, value)
 	h.remove(name)
 	h.fields = append(h.fields, field{name, value})
-	h.edits = appendEdit(h.edits, editSet, name, value)
+	h.edits = appendEdit(h.grow(), editSet, name, value)
 }
 
 // Add adds value to name's values.
 func (h *Header) Add(name, value string) {
 	name = lower(name)
+	h.note(name, value)
 	h.fields = append(h.fields, field{name, value})
-	h.edits = appendEdit(h.edits, editAdd, name, value)
+	h.edits = appendEdit(h.grow(), editAdd, name, value)
 }
 
 // Del removes every value of name.
 func (h *Header) Del(name string) {
 	name = lower(name)
+	h.note(name, "")
 	h.remove(name)
-	h.edits = appendEdit(h.edits, editDel, name)
+	h.edits = appendEdit(h.grow(), editDel, name)
+}
+
+// note records a change nuncio would refuse.
+func (h *Header) note(name, value string) {
+	if !h.bad && (!validName(name) || !validValue(value)) {
+		h.bad, h.invalid = true, name
+	}
+}
+
+// grow gives the edit list room for a few edits at its first.
+func (h *Header) grow() []byte {
+	if h.edits == nil {
+		return make([]byte, 0, 128)
+	}
+	return h.edits
 }
 
 // remove drops name's fields into a new slice, so that a Range in
@@ -158,8 +180,6 @@ func FromHTTP(hh http.Header) Header {
 	return h
 }
 
-// changed tells whether anything was set, added or deleted.
-func (h *Header) changed() bool { return len(h.edits) > 0 }
 
 // asEdits is the fields as an edit list of additions (a reply's fields).
 func (h *Header) asEdits() []byte {
@@ -198,12 +218,20 @@ func validValue(value string) bool {
 	return true
 }
 
-// check reports the first field that nuncio would refuse.
+// check reports the first change nuncio would refuse.
 func (h *Header) check() (string, bool) {
-	for _, f := range h.fields {
-		if !validName(f.name) || !validValue(f.value) {
-			return f.name, false
+	return h.invalid, !h.bad
+}
+
+// checkAll reports the first field nuncio would refuse (a reply's, made
+// whole by the filter).
+func (h *Header) checkAll() (string, bool) {
+	if !h.bad {
+		for _, f := range h.fields {
+			if !validName(f.name) || !validValue(f.value) {
+				return f.name, false
+			}
 		}
 	}
-	return "", true
+	return h.invalid, !h.bad
 }

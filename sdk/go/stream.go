@@ -227,7 +227,7 @@ func (t *target) check() error {
 	case t.trailers != nil:
 		h = t.trailers
 	}
-	if h != nil && h.changed() {
+	if h != nil {
 		if name, ok := h.check(); !ok {
 			return fmt.Errorf("invalid field %q (or its value)", name)
 		}
@@ -376,7 +376,7 @@ func (s *stream) decide(hookID uint32, d Decision, t *target) {
 			s.invalid(hookID, fmt.Errorf("a reply's status is 200 to 599, not %d", d.status))
 			return
 		}
-		if name, ok := d.header.check(); !ok {
+		if name, ok := d.header.checkAll(); !ok {
 			s.invalid(hookID, fmt.Errorf("the reply's field %q (or its value) is invalid", name))
 			return
 		}
