@@ -180,7 +180,6 @@ func FromHTTP(hh http.Header) Header {
 	return h
 }
 
-
 // asEdits is the fields as an edit list of additions (a reply's fields).
 func (h *Header) asEdits() []byte {
 	var out []byte
