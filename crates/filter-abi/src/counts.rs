@@ -70,8 +70,10 @@ pub(crate) fn note_worker(config: &Arc<GoConfig>, cx: &StreamCx) {
         }
         sinks.retain(|_, s| s.config.strong_count() > 0);
         sinks.insert(config.id, Sink { sink, filter: cx.filter_index(), config: Arc::downgrade(config) });
-        let mut worker = config.flush.worker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if worker.is_none() {
+        // Tried, never waited for on the worker: a later stream sets it.
+        if let Ok(mut worker) = config.flush.worker.try_lock()
+            && worker.is_none()
+        {
             *worker = DispatcherHandle::current();
         }
     });
@@ -97,10 +99,20 @@ pub(crate) fn apply(config: &GoConfig, bytes: &[u8], add: impl Fn(FilterCounter,
 /// `counts_pending`: schedules a take on the config's worker (once per
 /// batch).
 pub(crate) fn pending(id: u64) -> i32 {
-    let config = {
-        let configs = CONFIGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        configs.as_ref().and_then(|c| c.get(&id)).and_then(Weak::upgrade)
+    // On a worker (a hook counted) the lock is only tried, never waited
+    // for: a busy one answers INVALID, and the library asks again with its
+    // next count (the hook's own counts go with its call anyway).
+    let configs = if DispatcherHandle::current().is_some() {
+        match CONFIGS.try_lock() {
+            Ok(configs) => configs,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return status::INVALID as i32,
+        }
+    } else {
+        CONFIGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     };
+    let config = configs.as_ref().and_then(|c| c.get(&id)).and_then(Weak::upgrade);
+    drop(configs);
     let Some(config) = config else { return status::INVALID as i32 };
     if config.flush.scheduled.swap(true, Ordering::AcqRel) {
         return status::OK as i32;
