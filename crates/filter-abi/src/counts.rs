@@ -68,14 +68,15 @@ pub(crate) fn note_worker(config: &Arc<GoConfig>, cx: &StreamCx) {
         if sinks.contains_key(&config.id) {
             return;
         }
-        sinks.retain(|_, s| s.config.strong_count() > 0);
-        sinks.insert(config.id, Sink { sink, filter: cx.filter_index(), config: Arc::downgrade(config) });
-        // Tried, never waited for on the worker: a later stream sets it.
-        if let Ok(mut worker) = config.flush.worker.try_lock()
-            && worker.is_none()
-        {
+        // Tried, never waited for on the worker: when busy, a later stream
+        // of this worker tries again (the sink is kept only once done).
+        let Ok(mut worker) = config.flush.worker.try_lock() else { return };
+        if worker.is_none() {
             *worker = DispatcherHandle::current();
         }
+        drop(worker);
+        sinks.retain(|_, s| s.config.strong_count() > 0);
+        sinks.insert(config.id, Sink { sink, filter: cx.filter_index(), config: Arc::downgrade(config) });
     });
 }
 
