@@ -62,14 +62,15 @@ impl H2Connection {
             .await;
         let (sender, driver) =
             handshake.map_err(|e| TryError::Connect(ConnectError::Failed(std::io::Error::other(e.to_string()))))?;
-        let connection = Rc::new(H2Connection {
-            sender,
-            _guard: guard,
-            peer,
-            streams: Cell::new(0),
-            closed: Cell::new(false),
-            settled: Cell::new(false),
-        });
+        let connection =
+            Rc::new(H2Connection {
+                sender,
+                _guard: guard,
+                peer,
+                streams: Cell::new(0),
+                closed: Cell::new(false),
+                settled: Cell::new(false),
+            });
         let name = endpoint.to_owned();
         let watched = Rc::downgrade(&connection);
         tokio::task::spawn_local(async move {
