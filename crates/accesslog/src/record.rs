@@ -166,9 +166,12 @@ impl ResponseFlags {
     pub const DOWNSTREAM_PROTOCOL_ERROR: ResponseFlags = ResponseFlags(1 << 12);
     /// `UPE`: the upstream broke the HTTP protocol (502).
     pub const UPSTREAM_PROTOCOL_ERROR: ResponseFlags = ResponseFlags(1 << 13);
+    /// `OM`: nuncio was overloaded and answered 503 itself (Envoy's
+    /// overload manager flag).
+    pub const OVERLOAD_MANAGER: ResponseFlags = ResponseFlags(1 << 14);
 
     /// Every flag with its code, in the order Envoy renders them.
-    const CODES: [(ResponseFlags, &'static str); 14] = [
+    const CODES: [(ResponseFlags, &'static str); 15] = [
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_REQUEST_TIMEOUT, "UT"),
         (Self::LOCAL_RESET, "LR"),
@@ -183,6 +186,7 @@ impl ResponseFlags {
         (Self::STREAM_IDLE_TIMEOUT, "SI"),
         (Self::DOWNSTREAM_PROTOCOL_ERROR, "DPE"),
         (Self::UPSTREAM_PROTOCOL_ERROR, "UPE"),
+        (Self::OVERLOAD_MANAGER, "OM"),
     ];
 
     /// Whether no flag is set.

@@ -97,8 +97,8 @@ pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLog, Admin, AllUnhealthy, Backoff, Cluster, Config, DEFAULT_TIME_LEFT_HEADER, DirectResponse, Endpoint,
     FilterSpec, Forward, HashOn, HeaderMatch, HeaderRule, HealthCheck, HostMatch, LbPolicy, Listener, ListenerProtocol,
-    LogPath, Mirror, OutlierDetection, PathMatch, PathRegex, QueryMatch, Redirect, RedirectPath, RetryBudget, RetryOn,
-    RetryPolicy, Route, RouteAction, RouteMatch, Target, UpstreamProtocol, WeightedCluster,
+    LogPath, Mirror, OutlierDetection, Overload, PathMatch, PathRegex, QueryMatch, Redirect, RedirectPath, RetryBudget,
+    RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, Target, Thresholds, UpstreamProtocol, WeightedCluster,
 };
 
 use catalog::NoFilters;
@@ -106,7 +106,8 @@ use index::{Index, Pos};
 use validate::{
     Ctx, DEFAULT_ADMIN, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DNS_REFRESH, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_MAX_REQUEST_HEADERS_BYTES,
-    DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_ROUTE_TIMEOUT, default_workers, resolve_endpoint,
+    DEFAULT_REQUEST_BODY_MIN_RATE, DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_REQUEST_HEADERS_TIMEOUT,
+    DEFAULT_ROUTE_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, default_workers, resolve_endpoint,
 };
 
 /// The body of the built-in default's answer.
@@ -194,6 +195,7 @@ impl Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             listeners: vec![default_listener(SocketAddr::from(([127, 0, 0, 1], 8080)), route)],
             clusters: Vec::new(),
+            overload: Overload::default(),
         }
     }
 
@@ -272,6 +274,7 @@ impl Config {
             workers: default_workers(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             listeners: vec![default_listener(listen, route)],
+            overload: Overload::default(),
             clusters: vec![Cluster {
                 name: "upstream".to_owned(),
                 endpoints: vec![endpoint],
@@ -325,6 +328,9 @@ fn default_listener(address: SocketAddr, route: Route) -> Listener {
         max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
         request_headers_timeout: Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
         idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        stream_idle_timeout: Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+        request_body_timeout: Some(DEFAULT_REQUEST_BODY_TIMEOUT),
+        request_body_min_rate: DEFAULT_REQUEST_BODY_MIN_RATE,
         time_left_header: Some(DEFAULT_TIME_LEFT_HEADER.to_owned()),
         access_log: None,
         filters: Vec::new(),

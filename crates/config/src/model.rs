@@ -31,6 +31,33 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// The upstream clusters, in file order (names unique).
     pub clusters: Vec<Cluster>,
+    /// When nuncio sheds load and refuses connections (Envoy's overload
+    /// manager, simplified); default: never.
+    pub overload: Overload,
+}
+
+/// Overload protection: past a resource's `shed` threshold nuncio stops
+/// keep-alive and answers new requests `503` with `Connection: close`;
+/// past its `refuse` threshold it also closes new connections as they are
+/// accepted. Each threshold is off unless set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Overload {
+    /// Open downstream connections, all listeners and workers together.
+    pub downstream_connections: Thresholds,
+    /// The process's resident memory in bytes (every buffer nuncio holds
+    /// ends up there), sampled four times a second.
+    pub memory: Thresholds,
+}
+
+/// A resource's two overload thresholds (see [`Overload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Thresholds {
+    /// From this level on, shed load; `None`: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shed: Option<u64>,
+    /// From this level on, refuse new connections too; `None`: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refuse: Option<u64>,
 }
 
 /// The admin HTTP server (stats, `/config_dump`, reload).
@@ -68,6 +95,22 @@ pub struct Listener {
     /// (written `0`) for no limit.
     #[serde(serialize_with = "duration::serialize_opt")]
     pub idle_timeout: Option<Duration>,
+    /// How long a stream may make no progress (no body byte read from the
+    /// client or the upstream, none written to either) before it is ended:
+    /// `408` if its response has not started, else a reset (Envoy's
+    /// `stream_idle_timeout`); default 5m; `None` (written `0`) for none.
+    #[serde(serialize_with = "duration::serialize_opt")]
+    pub stream_idle_timeout: Option<Duration>,
+    /// Time allowed to receive a request body, extended by one second for
+    /// every `request_body_min_rate` bytes received (Apache's
+    /// `RequestReadTimeout body=20,MinRate=500`): a client trickling a body
+    /// is cut off (`408`) while a large upload at a decent rate is not;
+    /// default 20s; `None` (written `0`) for no limit.
+    #[serde(serialize_with = "duration::serialize_opt")]
+    pub request_body_timeout: Option<Duration>,
+    /// See `request_body_timeout`; bytes per second, default 500; `0`: no
+    /// extension (the whole body within `request_body_timeout`).
+    pub request_body_min_rate: u64,
     /// The request field that tells the upstream how long it has left
     /// (the time to the try's deadline, in whole milliseconds, at least 1),
     /// on forwarded requests and filters' HTTP calls that are not gRPC

@@ -16,13 +16,31 @@ use serde::{Deserialize, de};
 pub(crate) type Text = Option<String>;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with listeners (and admin, workers, drain_timeout, clusters)")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with listeners (and admin, workers, drain_timeout, clusters, overload)"
+)]
 pub(crate) struct Config {
     pub(crate) admin: Option<Admin>,
     pub(crate) workers: Text,
     pub(crate) drain_timeout: Text,
     pub(crate) listeners: Option<Vec<Listener>>,
     pub(crate) clusters: Option<Vec<Cluster>>,
+    pub(crate) overload: Option<Overload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an overload mapping (downstream_connections, memory)")]
+pub(crate) struct Overload {
+    pub(crate) downstream_connections: Option<Thresholds>,
+    pub(crate) memory: Option<Thresholds>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with shed and/or refuse")]
+pub(crate) struct Thresholds {
+    pub(crate) shed: Text,
+    pub(crate) refuse: Text,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +61,9 @@ pub(crate) struct Listener {
     pub(crate) max_request_headers_bytes: Text,
     pub(crate) max_request_headers: Text,
     pub(crate) request_headers_timeout: Text,
+    pub(crate) stream_idle_timeout: Text,
+    pub(crate) request_body_timeout: Text,
+    pub(crate) request_body_min_rate: Text,
     pub(crate) idle_timeout: Text,
     pub(crate) time_left_header: Text,
     pub(crate) access_log: Option<AccessLog>,

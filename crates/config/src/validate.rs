@@ -22,6 +22,9 @@ pub(crate) const DEFAULT_MAX_REQUEST_HEADERS_BYTES: usize = 60 * 1024;
 pub(crate) const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
 pub(crate) const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_REQUEST_BODY_MIN_RATE: u64 = 500;
 pub(crate) const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_RETRY_ATTEMPTS: u32 = 1;
@@ -518,7 +521,8 @@ pub(crate) fn config(raw: &raw::Config, ctx: &mut Ctx<'_>) -> Config {
         }
     }
 
-    Config { admin, workers, drain_timeout, listeners, clusters }
+    let overload = raw.overload.as_ref().map_or_else(Overload::default, |o| overload(ctx, o));
+    Config { admin, workers, drain_timeout, listeners, clusters, overload }
 }
 
 fn admin(ctx: &mut Ctx<'_>, raw: &raw::Admin) -> Admin {
@@ -571,6 +575,17 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
         Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
     );
     let idle_timeout = ctx.timeout(&join(p, "idle_timeout"), &raw.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+    let stream_idle_timeout =
+        ctx.timeout(&join(p, "stream_idle_timeout"), &raw.stream_idle_timeout, Some(DEFAULT_STREAM_IDLE_TIMEOUT));
+    let request_body_timeout =
+        ctx.timeout(&join(p, "request_body_timeout"), &raw.request_body_timeout, Some(DEFAULT_REQUEST_BODY_TIMEOUT));
+    let request_body_min_rate = ctx.number(
+        &join(p, "request_body_min_rate"),
+        &raw.request_body_min_rate,
+        DEFAULT_REQUEST_BODY_MIN_RATE,
+        0,
+        u64::MAX,
+    );
     let time_left_header = time_left_header(ctx, &join(p, "time_left_header"), &raw.time_left_header);
     let access_log = raw.access_log.as_ref().map(|a| access_log(ctx, &join(p, "access_log"), a));
     let filters = raw.filters.as_ref().map_or_else(Vec::new, |list| filters(ctx, &join(p, "filters"), list, clusters));
@@ -595,6 +610,9 @@ fn listener(ctx: &mut Ctx<'_>, p: &str, raw: &raw::Listener, clusters: &[&str]) 
         max_request_headers,
         request_headers_timeout,
         idle_timeout,
+        stream_idle_timeout,
+        request_body_timeout,
+        request_body_min_rate,
         time_left_header,
         access_log,
         filters,
@@ -1469,6 +1487,54 @@ fn outlier_detection(ctx: &mut Ctx<'_>, p: &str, raw: &raw::OutlierDetection) ->
         max_ejection_time,
         max_ejection_percent: u32::try_from(percent).unwrap_or(DEFAULT_OD_MAX_EJECTION_PERCENT),
     }
+}
+
+fn overload(ctx: &mut Ctx<'_>, raw: &raw::Overload) -> Overload {
+    let mut thresholds = |field: &str, raw: &Option<raw::Thresholds>, sizes: bool| {
+        let Some(raw) = raw else { return Thresholds::default() };
+        let p = format!("overload.{field}");
+        let mut value = |key: &str, text: &raw::Text| {
+            let text = text.as_ref()?;
+            let parsed = if sizes { parse_size(text) } else { parse_number(text) };
+            match parsed {
+                Some(n) if n > 0 => Some(n),
+                _ => {
+                    let hint = if sizes { "a size such as 512MiB or 2GiB" } else { "a whole number above 0" };
+                    ctx.error(&format!("{p}.{key}"), format!("invalid value {text:?} (use {hint})"));
+                    None
+                }
+            }
+        };
+        let (shed, refuse) = (value("shed", &raw.shed), value("refuse", &raw.refuse));
+        if let (Some(shed), Some(refuse)) = (shed, refuse)
+            && refuse < shed
+        {
+            ctx.error(&format!("{p}.refuse"), "must be at least `shed` (refusing connections comes after shedding)");
+        }
+        Thresholds { shed, refuse }
+    };
+    let downstream_connections = thresholds("downstream_connections", &raw.downstream_connections, false);
+    let memory = thresholds("memory", &raw.memory, true);
+    Overload { downstream_connections, memory }
+}
+
+/// A size in bytes: a whole number, optionally with `KiB`, `MiB`, `GiB`
+/// (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000).
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let scale: u64 = match unit.trim() {
+        "" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(scale)
 }
 
 #[cfg(test)]

@@ -340,7 +340,7 @@ fn unknown_field_at_the_top_and_deep() {
     assert_eq!(
         error("listeners: []\nadmni: {}\n"),
         "nuncio.yaml:2:1: admni: unknown field `admni`, expected one of `admin`, `workers`, `drain_timeout`, \
-         `listeners`, `clusters`"
+         `listeners`, `clusters`, `overload`"
     );
     let yaml = with_routes("      - match: { headers: [ { name: a, exakt: b } ] }\n        cluster: app\n");
     assert_eq!(
@@ -940,4 +940,22 @@ clusters:
         assert!(all.iter().any(|e| e.starts_with(line)), "missing {line:?} in:\n{}", all.join("\n"));
     }
     assert_eq!(all.len(), expect.len(), "{}", all.join("\n"));
+}
+
+#[test]
+fn overload_thresholds() {
+    let c = ok(
+        "overload:\n  downstream_connections: { shed: 900, refuse: 1000 }\n  memory: { shed: 512MiB }\nlisteners:\n  - name: l\n    address: 127.0.0.1:18080\n    routes:\n      - match: {}\n        direct_response: { status: 200 }\n",
+    );
+    assert_eq!(c.overload.downstream_connections, Thresholds { shed: Some(900), refuse: Some(1000) });
+    assert_eq!(c.overload.memory, Thresholds { shed: Some(512 << 20), refuse: None });
+    assert_eq!(ok(&c.to_yaml()).overload, c.overload, "the dump reads back");
+    let all = errors(
+        "overload:\n  downstream_connections: { shed: 10, refuse: 5 }\n  memory: { shed: 1PiB }\nlisteners:\n  - name: l\n    address: 127.0.0.1:18080\n    routes:\n      - match: {}\n        direct_response: { status: 200 }\n",
+    );
+    assert!(all.iter().any(|e| e.starts_with("nuncio.yaml:2:47: overload.downstream_connections.refuse: must be at least `shed`")), "{all:?}");
+    assert!(
+        all.iter().any(|e| e.starts_with("nuncio.yaml:3:19: overload.memory.shed: invalid value \"1PiB\"")),
+        "{all:?}"
+    );
 }

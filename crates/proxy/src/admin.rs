@@ -45,11 +45,20 @@ pub(crate) struct AdminState {
     pub(crate) stores: std::sync::mpsc::Receiver<Arc<Store>>,
     /// True once every worker serves its listeners.
     pub(crate) ready: Cell<bool>,
+    /// The process's overload levels (`/ready` says `overloaded`).
+    pub(crate) overload: Arc<crate::overload::Overload>,
     /// Changes the log level (`POST /logging?level=`), if the program can.
     pub(crate) set_log_level: Option<crate::options::LogLevelHook>,
 }
 
 impl AdminState {
+    /// Whether nuncio sheds load (or refuses connections) now.
+    fn overloaded(&self) -> bool {
+        self.local
+            .get()
+            .is_ok_and(|local| self.overload.level(&local.snapshot.config.overload) != crate::overload::Level::Normal)
+    }
+
     fn summary(&self) -> Summary {
         let mut stats = self.stats.borrow_mut();
         while let Ok(store) = self.stores.try_recv() {
@@ -174,6 +183,7 @@ fn route(state: &AdminState, method: &Method, path: &str, query: &str) -> Reply 
     let json = param(query, "format") == Some("json");
     match path {
         "/ready" if state.manager.is_draining() => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        "/ready" if state.overloaded() => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "overloaded\n"),
         "/ready" if state.ready.get() => Reply::text(StatusCode::OK, "ready\n"),
         "/ready" => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         "/config_dump" => config_dump(state, json),

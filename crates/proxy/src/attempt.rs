@@ -126,6 +126,9 @@ impl<'a> Attempts<'a> {
         let Counting { store, stats } = self.counting;
         loop {
             tried += 1;
+            if source.gone() {
+                return Err(Failure::Source(RequestBodyError::Gone));
+            }
             let active = self.pick()?;
             // A try has a context of its own only when it has its own
             // deadline: otherwise ending the try (dropping its future) is
@@ -340,6 +343,9 @@ impl<'a> Attempts<'a> {
         let mut free_retry = true;
         let tried = under(ctx, async {
             loop {
+                if source.gone() {
+                    return Err(Failure::Source(RequestBodyError::Gone));
+                }
                 if started < tries && next_try.is_some_and(|at| at <= Instant::now()) {
                     if !inflight.is_empty() {
                         store.inc(stats.rq_hedged);

@@ -113,6 +113,7 @@ impl Call {
             body: size,
             deadline: None,
             upgrade: None,
+            expect_continue: false,
         };
         let attempts = Attempts {
             cluster: &cluster,

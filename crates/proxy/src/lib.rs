@@ -73,6 +73,7 @@ mod listener;
 mod message;
 mod mirror;
 mod options;
+mod overload;
 mod read_buffers;
 mod reload;
 mod rewrite;
@@ -82,6 +83,7 @@ mod stats;
 mod stream;
 mod stream_info;
 mod upstream;
+mod warn_limited;
 mod worker;
 
 /// A map keyed by names from the config (listeners, clusters), read on

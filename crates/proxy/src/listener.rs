@@ -98,15 +98,21 @@ pub(crate) async fn accept_loop(
             Err(e) => {
                 // Out of file descriptors, or a connection reset while
                 // queued: back off a little instead of spinning.
-                tracing::warn!(listener = %name, error = %e, "accept failed");
+                crate::warn_limited::warn_limited!("accept", listener = %name, error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
         };
         let Ok(local) = worker.local.get() else { continue };
+        if !worker.overload.connection_opened(&local.snapshot.config.overload) {
+            local.stats.inc(local.snapshot.stats.overload_refused);
+            drop(stream);
+            continue;
+        }
         let max = local.snapshot.listeners.get(&*name).map_or(0, |l| l.config.max_connections);
         if open.fetch_add(1, Ordering::Relaxed) >= max {
             open.fetch_sub(1, Ordering::Relaxed);
+            worker.overload.connection_closed();
             tracing::debug!(listener = %name, %peer, max, "connection limit reached, closing");
             drop(stream);
             continue;
@@ -116,7 +122,7 @@ pub(crate) async fn accept_loop(
         // uncounted on the same one.
         local.stats.inc(local.snapshot.stats.downstream_cx_total);
         local.stats.gauge_inc(local.snapshot.stats.downstream_cx_active);
-        let guard = OpenConnection { open: open.clone(), local };
+        let guard = OpenConnection { open: open.clone(), local, overload: worker.overload.clone() };
         let (worker, name, draining) = (worker.clone(), name.clone(), draining.clone());
         let (conn_ctx, conn_cancel) = ctx.with_cancel();
         tokio::task::spawn_local(async move {
@@ -131,11 +137,13 @@ pub(crate) async fn accept_loop(
 struct OpenConnection {
     open: Arc<AtomicUsize>,
     local: nuncio_runtime::SlotRef<crate::snapshot::Local>,
+    overload: Arc<crate::overload::Overload>,
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+        self.overload.connection_closed();
         self.local.stats.gauge_dec(self.local.snapshot.stats.downstream_cx_active);
     }
 }

@@ -25,6 +25,10 @@ pub(crate) struct RequestHead {
     /// An HTTP/1.1 `Upgrade` request (WebSocket): only an HTTP/1.1 upstream
     /// can take it.
     pub(crate) upgrade: bool,
+    /// The client sent `Expect: 100-continue` with a body: it waits for
+    /// `100 Continue` before sending it, which nuncio sends only once the
+    /// upstream asked for the body (Envoy's `proxy_100_continue`).
+    pub(crate) expect_continue: bool,
 }
 
 /// A response head, whichever protocol brought it.
@@ -82,6 +86,10 @@ pub(crate) enum RequestBodyError {
     /// overflowed a buffering filter): the filtered stream holds the answer
     /// and sends it when the stream layer gives up on the upstream.
     Answered,
+    /// The body did not arrive in time (the listener's
+    /// `request_body_timeout` and `request_body_min_rate`): a client
+    /// trickling it is cut off.
+    TimedOut,
 }
 
 /// Whether a response to `method` with `status` carries no body whatever

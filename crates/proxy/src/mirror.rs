@@ -120,6 +120,7 @@ impl Copy {
             body: self.size,
             deadline: None,
             upgrade: None,
+            expect_continue: false,
         };
         let (mut log, mut exchange) = (TryLog::default(), None);
         let tried = attempts.run(&mut request, &mut self.body, &mut NoClient, ctx, &mut log, &mut exchange).await;

@@ -65,7 +65,12 @@ pub(crate) fn prepare_upstream_request(
 ) -> Uri {
     let headers = &mut request.headers;
     nuncio_http1::remove_hop_by_hop(headers);
+    // The expectation goes on only as nuncio forwards it (`100-continue`,
+    // for a body that waits for the upstream's go).
     headers.remove(header::EXPECT);
+    if request.expect_continue {
+        headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+    }
     // An h2c upgrade's settings belong to the connection it would have
     // switched; `remove_hop_by_hop` takes them only when `Connection` names
     // them.
@@ -199,6 +204,7 @@ mod tests {
             authority: None,
             body: BodySize::Empty,
             upgrade: true,
+            expect_continue: false,
         }
     }
 

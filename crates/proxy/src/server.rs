@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use nuncio_config::Config;
 use nuncio_runtime::{Dispatcher, DispatcherHandle, ThreadLocal};
@@ -19,6 +20,7 @@ use crate::admin::{self, AdminState};
 use crate::cluster::hosts::HostStatus;
 use crate::error::Error;
 use crate::options::Options;
+use crate::overload::{Level, Overload};
 use crate::reload::{ConfigManager, Reloaded};
 use crate::snapshot::Local;
 use crate::worker::Worker;
@@ -248,6 +250,7 @@ fn serve(
     let hosts_slot = tls.allocate_slot::<HostStatus>()?;
     let slot = tls.allocate_slot::<Local>()?;
     let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let overload = Arc::new(Overload::default());
 
     // Workers: each a dispatcher thread with the slots; listeners come
     // with the first config.
@@ -262,7 +265,8 @@ fn serve(
         })?;
         tls.register_thread(handle.clone())?;
         let (slot, hosts_slot, events) = (slot.clone(), hosts_slot.clone(), events_tx.clone());
-        handle.post(move || Worker::install(slot, hosts_slot, events))?;
+        let overload = overload.clone();
+        handle.post(move || Worker::install(slot, hosts_slot, events, overload))?;
         threads.push(thread);
         handles.push(handle);
     }
@@ -299,12 +303,14 @@ fn serve(
     let addresses = Addresses { listeners: first.listeners, admin: admin_address };
 
     main.spawn_local(crate::health::outlier::run(manager.hosts.clone(), slot.clone(), events))?;
+    main.spawn_local(watch_overload(overload.clone(), slot.clone()))?;
     let admin_state = Rc::new(AdminState {
         local: slot.clone(),
         manager: manager.clone(),
         stats: RefCell::new(nuncio_stats::Stats::new()),
         stores,
         ready: std::cell::Cell::new(true),
+        overload,
         set_log_level: manager.options().set_log_level.clone(),
     });
     // Registering with the event loop needs its runtime: done in the task.
@@ -353,5 +359,28 @@ fn handle_control(manager: &Rc<ConfigManager>, command: Control) {
             });
         }
         Control::Drain => manager.shut_down(),
+    }
+}
+
+/// Samples the process's memory for overload protection and keeps the
+/// `overload_level` gauge current (on main, for as long as it runs).
+async fn watch_overload(overload: Arc<Overload>, local: nuncio_runtime::Slot<Local>) {
+    let mut last = None;
+    loop {
+        overload.sample_memory();
+        if let Ok(local) = local.get() {
+            let level = overload.level(&local.snapshot.config.overload);
+            if last != Some(level) {
+                if level != Level::Normal {
+                    let (connections, memory) = overload.readings();
+                    tracing::warn!(?level, connections, memory, "overloaded");
+                } else if last.is_some() {
+                    tracing::info!("no longer overloaded");
+                }
+                last = Some(level);
+            }
+            local.stats.gauge_set(local.snapshot.stats.overload_level, level as i64);
+        }
+        tokio::time::sleep(crate::overload::SAMPLE_EVERY).await;
     }
 }

@@ -45,6 +45,12 @@ pub(crate) struct ProxyStats {
     pub(crate) config_reload_duration: Histogram,
     /// Client connections force-closed because a drain ran out of time.
     pub(crate) downstream_cx_drain_close: Counter,
+    /// The overload level, 0 to 2 (set by main).
+    pub(crate) overload_level: Gauge,
+    /// Requests answered 503 because nuncio was overloaded.
+    pub(crate) overload_shed: Counter,
+    /// Connections closed as accepted because nuncio was overloaded.
+    pub(crate) overload_refused: Counter,
     pub(crate) clusters: NameMap<ClusterStats>,
     /// By listener name: its filters' counters, for listeners with a
     /// filter that declares any.
@@ -232,6 +238,21 @@ impl ProxyStats {
                 "Time from a new config validated to every worker serving it.",
                 &[],
                 DURATION_BUCKETS,
+            )?,
+            overload_level: b.gauge(
+                "overload_level",
+                "Overload: 0 normal, 1 shedding requests (503, no keep-alive), 2 refusing connections too.",
+                &[],
+            )?,
+            overload_shed: b.counter(
+                "overload_shed_requests_total",
+                "Requests answered 503 because nuncio was overloaded.",
+                &[],
+            )?,
+            overload_refused: b.counter(
+                "overload_refused_connections_total",
+                "Connections closed as they were accepted because nuncio was overloaded.",
+                &[],
             )?,
             downstream_cx_drain_close: b.counter(
                 "downstream_cx_drain_close_total",

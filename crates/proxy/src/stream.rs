@@ -44,9 +44,9 @@ use nuncio_context::{CancelHandle, Context, Instant};
 use nuncio_runtime::SlotRef;
 
 use crate::attempt::{Answer, Attempts, Counting, Failure, TryLog};
-use crate::bounded::under;
+use crate::bounded::{under, within};
 use crate::deadline::RequestDeadline;
-use crate::downstream::Downstream;
+use crate::downstream::{BodyStart, Downstream};
 use crate::filter_manager::{Chain, FilteredStream};
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead};
 use crate::snapshot::{ListenerSnapshot, Local};
@@ -132,6 +132,9 @@ struct Stream<'a, 'd, 'c> {
 impl<'a> Stream<'a, '_, '_> {
     /// The phases, in order.
     async fn run(&mut self, request: &mut RequestHead) {
+        if self.worker.overload.level(&self.local.snapshot.config.overload) != crate::overload::Level::Normal {
+            return Box::pin(self.shed()).await;
+        }
         if !self.request_filters(request).await {
             return;
         }
@@ -147,6 +150,15 @@ impl<'a> Stream<'a, '_, '_> {
             }
             RouteAction::Forward(forward) => self.forward(route, forward, request).await,
         }
+    }
+
+    /// Overloaded: the request is answered 503 at once, and the connection
+    /// closes after it (see `overload`).
+    async fn shed(&mut self) {
+        self.local.stats.inc(self.local.snapshot.stats.overload_shed);
+        self.info.flags |= ResponseFlags::OVERLOAD_MANAGER;
+        self.client.close_connection();
+        self.client.local_reply(StatusCode::SERVICE_UNAVAILABLE, "nuncio: overloaded, try again later").await;
     }
 
     /// Phase 1: the request head through the listener's filters. `false`
@@ -256,10 +268,27 @@ impl<'a> Stream<'a, '_, '_> {
             body: size,
             deadline: None,
             upgrade,
+            expect_continue: request.expect_continue,
         };
 
         // 3.2: the request body; copies to the route's mirrors, if any.
-        let Some(mut body) = self.request_body(request.body, deadline.context()).await else { return };
+        // A body the client holds back until the upstream asks for it
+        // (`Expect: 100-continue`) is never read ahead: it streams. A body
+        // of unknown length that has already ended, empty (an h2c `DATA`
+        // frame with only the end, a chunked body of just its last chunk),
+        // is no body to stream: it goes without chunked framing.
+        // A body whose first bytes are already malformed is refused before
+        // anything goes upstream.
+        let size = match request.body {
+            _ if request.expect_continue => BodySize::Unknown,
+            BodySize::Unknown => match self.client.body_start() {
+                BodyStart::Empty => BodySize::Exact(0),
+                BodyStart::Invalid => BodySize::Exact(0),
+                BodyStart::Unknown => BodySize::Unknown,
+            },
+            size => size,
+        };
+        let Some(mut body) = self.request_body(size, deadline.context()).await else { return };
         if !forward.mirrors.is_empty() {
             crate::mirror::send(worker, local, &forward.mirrors, &upstream_request, &body, self.ctx);
         }
@@ -342,7 +371,8 @@ impl<'a> Stream<'a, '_, '_> {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             if let Some(upstream::Exchange::Http1(exchange)) = slot.take() {
                 let (mut upstream, early) = exchange.into_tunnel();
-                Box::pin(self.client.tunnel(status, &headers, &mut upstream.stream, early)).await;
+                let idle = self.listener.config.stream_idle_timeout;
+                Box::pin(self.client.tunnel(status, &headers, &mut upstream.stream, early, idle)).await;
             }
             return;
         }
@@ -354,6 +384,9 @@ impl<'a> Stream<'a, '_, '_> {
             self.info.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
             return;
         }
+        // No progress for `stream_idle_timeout` (the upstream sends
+        // nothing, or the client takes nothing: a zero window) ends it.
+        let idle = self.listener.config.stream_idle_timeout;
         let client = &mut self.client;
         let relayed = under(self.ctx, async {
             loop {
@@ -367,15 +400,16 @@ impl<'a> Stream<'a, '_, '_> {
                 let frame = match exchange.ready_frame() {
                     Some(frame) => frame,
                     None => {
-                        client.flush().await.map_err(|_| ())?;
-                        upstream::next_frame(exchange, client).await
+                        within(idle, client.flush()).await.ok_or(Stop::Idle)?.map_err(|_| Stop::Client)?;
+                        within(idle, upstream::next_frame(exchange, client)).await.ok_or(Stop::Idle)?
                     }
                 };
-                match frame.map_err(|e| tracing::debug!(error = ?e, "upstream response body failed"))? {
-                    Some(BodyFrame::Data(data)) => client.send_data(data).await.map_err(|_| ())?,
-                    Some(BodyFrame::Trailers(trailers)) => client.send_trailers(trailers).await.map_err(|_| ())?,
-                    None => return client.finish().await.map_err(|_| ()),
-                }
+                let written = match frame.map_err(Stop::from)? {
+                    Some(BodyFrame::Data(data)) => within(idle, client.send_data(data)).await,
+                    Some(BodyFrame::Trailers(trailers)) => within(idle, client.send_trailers(trailers)).await,
+                    None => return within(idle, client.finish()).await.ok_or(Stop::Idle)?.map_err(|_| Stop::Client),
+                };
+                written.ok_or(Stop::Idle)?.map_err(|_| Stop::Client)?;
             }
         })
         .await;
@@ -386,14 +420,15 @@ impl<'a> Stream<'a, '_, '_> {
                 {
                     cluster.pools.release(active.index(), conn);
                 }
+                return;
             }
-            // The head is out: all that can be done is make the client see
-            // the response fail rather than end short.
-            _ => {
-                self.info.flags |= ResponseFlags::UPSTREAM_CONNECTION_TERMINATION;
-                self.client.abort();
-            }
+            Ok(Err(Stop::Idle)) => self.info.flags |= ResponseFlags::STREAM_IDLE_TIMEOUT,
+            Ok(Err(Stop::Client)) => self.info.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
+            Ok(Err(Stop::Upstream)) | Err(_) => self.info.flags |= ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
         }
+        // The head is out: all that can be done is make the client see the
+        // response fail rather than end short.
+        self.client.abort();
     }
 
     /// Phase 3.4 when no response head was kept: nuncio answers itself.
@@ -420,7 +455,7 @@ impl<'a> Stream<'a, '_, '_> {
                     self.info.flags |= ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
                 }
                 let (status, message) = error.answer();
-                if let TryError::Source(RequestBodyError::Invalid(_)) = error {
+                if let TryError::Source(RequestBodyError::Invalid(_) | RequestBodyError::TimedOut) = error {
                     self.client.close_connection();
                 }
                 // Part of a streamed body may be unread: the connection
@@ -443,6 +478,14 @@ impl<'a> Stream<'a, '_, '_> {
                 self.client.close_connection();
                 self.info.flags |= ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR;
                 self.client.local_reply(e.status(), &format!("nuncio: bad request body: {e}")).await;
+            }
+            RequestBodyError::TimedOut => {
+                // The rest of the body is not read: the connection cannot
+                // carry another request.
+                self.client.close_connection();
+                self.info.flags |= ResponseFlags::STREAM_IDLE_TIMEOUT;
+                let message = "nuncio: request body not received in time";
+                self.client.local_reply(StatusCode::REQUEST_TIMEOUT, message).await;
             }
         }
     }
@@ -483,6 +526,26 @@ impl<'a> Stream<'a, '_, '_> {
             ..Record::new(info.start_time.unwrap_or_else(std::time::SystemTime::now))
         };
         log.sink.log(&log.format, &record);
+    }
+}
+
+/// Why relaying a response stopped before its end.
+enum Stop {
+    /// Nothing moved for `stream_idle_timeout`.
+    Idle,
+    /// The client left (a write failed, or it reset the stream).
+    Client,
+    /// The upstream failed mid-body.
+    Upstream,
+}
+
+impl From<TryError> for Stop {
+    fn from(error: TryError) -> Stop {
+        tracing::debug!(?error, "upstream response body failed");
+        match error {
+            TryError::Source(RequestBodyError::Gone) => Stop::Client,
+            _ => Stop::Upstream,
+        }
     }
 }
 

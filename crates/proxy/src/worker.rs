@@ -19,6 +19,7 @@ use nuncio_runtime::Slot;
 use crate::NameMap;
 use crate::cluster::ClusterState;
 use crate::cluster::hosts::{HostEvent, HostStatus};
+use crate::overload::Overload;
 use crate::snapshot::{Local, Snapshot};
 use crate::upstream::pool::ClusterPools;
 
@@ -29,6 +30,8 @@ pub(crate) struct Worker {
     pub(crate) hosts: Slot<HostStatus>,
     /// Reports to main (outlier runs).
     pub(crate) events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
+    /// The process's overload levels (shared with main and every worker).
+    pub(crate) overload: Arc<Overload>,
     /// Load-balancing state and connection pools, by cluster name.
     clusters: RefCell<NameMap<LocalCluster>>,
     /// The listeners this worker accepts on (or drains), by id.
@@ -65,11 +68,13 @@ impl Worker {
         local: Slot<Local>,
         hosts: Slot<HostStatus>,
         events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
+        overload: Arc<Overload>,
     ) {
         let worker = Rc::new(Worker {
             local,
             hosts,
             events,
+            overload,
             clusters: RefCell::default(),
             listeners: RefCell::new(HashMap::new()),
         });

@@ -15,7 +15,8 @@
 //!   [`dead_address`] refuses connections, [`Blackhole`] never completes
 //!   them.
 //! - Clients: [`Client`] (hyper, keep-alive), [`RawClient`] (exact bytes),
-//!   and the one-shot [`get`] and [`exchange`].
+//!   the one-shot [`get`] and [`exchange`], and [`h2raw::RawH2`] for HTTP/2
+//!   frames written byte by byte (floods, bad frames).
 //! - Go filter libraries built by the test run: [`go::library`] (a note
 //!   and `None` without Go, unless `NUNCIO_REQUIRE_GO=1`).
 //!
@@ -57,6 +58,7 @@ use std::time::{Duration, Instant};
 
 mod client;
 pub mod go;
+pub mod h2raw;
 mod http;
 mod process;
 mod proxy;

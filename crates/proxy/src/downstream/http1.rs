@@ -190,14 +190,15 @@ pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Conne
             None => {
                 return conn.reject(StatusCode::REQUEST_TIMEOUT, "nuncio: request headers not received in time").await;
             }
-            Some(Err(RequestBodyError::Gone | RequestBodyError::Answered)) => return,
+            Some(Err(RequestBodyError::Gone | RequestBodyError::Answered | RequestBodyError::TimedOut)) => return,
             Some(Err(RequestBodyError::Invalid(e))) => {
                 return conn.reject(e.status(), &format!("nuncio: bad request: {e}")).await;
             }
             Some(Ok(request)) => request,
         };
+        let body_clock = super::BodyClock::new(settings);
         let (head, exchange) = Exchange::new(&mut conn, request);
-        let mut downstream = Downstream::new(Codec::Http1(exchange));
+        let mut downstream = Downstream::new(Codec::Http1(exchange), body_clock);
         // Boxed: the stream's future is large and exists only while a request
         // is in flight, so an idle connection's task stays small.
         Box::pin(crate::stream::serve(&worker, &local, listener_snapshot, &mut downstream, head, &ctx)).await;
@@ -282,6 +283,7 @@ impl<'c> Exchange<'c> {
             authority: request.authority,
             body: size,
             upgrade: request.upgrade,
+            expect_continue: request.expect_continue && size != BodySize::Empty,
         };
         (head, exchange)
     }
@@ -319,6 +321,15 @@ impl<'c> Exchange<'c> {
             }
         }
         self.next_frame().await
+    }
+
+    /// What `body_ready` read, as the start of the body.
+    pub(crate) fn peeked_start(&self) -> Option<super::BodyStart> {
+        match &self.peeked {
+            Some(Ok(None)) => Some(super::BodyStart::Empty),
+            Some(Err(RequestBodyError::Invalid(_))) => Some(super::BodyStart::Invalid),
+            _ => None,
+        }
     }
 
     /// Cancel-safe: decodes the next frame for `read_body` (reading more
@@ -456,17 +467,99 @@ impl<'c> Exchange<'c> {
         headers: &HeaderMap,
         upstream: &mut TcpStream,
         early: Bytes,
-    ) {
+        idle: Option<std::time::Duration>,
+    ) -> Tunnelled {
         self.aborted = true;
+        self.status = Some(status);
+        self.framing = Some(BodyFraming::None);
+        let mut moved = Tunnelled { up: 0, down: early.len() as u64 };
         nuncio_http1::encode_response_head(status, self.version, headers, BodyFraming::None, &mut self.conn.write_buf);
         if self.conn.flush_with(&[&early]).await.is_err() {
-            return;
+            return moved;
         }
         // Bytes the client sent past its request head are already read.
-        let early_down = self.conn.read_buf.split().freeze();
-        if write_all_vectored(upstream, &[&early_down]).await.is_err() {
-            return;
+        let early_up = self.conn.read_buf.split().freeze();
+        moved.up = early_up.len() as u64;
+        if write_all_vectored(upstream, &[&early_up]).await.is_err() {
+            return moved;
         }
-        let _ = tokio::io::copy_bidirectional(&mut self.conn.stream, upstream).await;
+        let (up, down) = relay(&mut self.conn.stream, upstream, idle).await;
+        moved.up += up;
+        moved.down += down;
+        moved
+    }
+}
+
+/// What a tunnel carried: bytes from the client to the upstream, and back.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tunnelled {
+    pub(crate) up: u64,
+    pub(crate) down: u64,
+}
+
+/// Copies bytes both ways between `client` and `upstream` until both
+/// directions ended (a side's end is passed on as a half-close), either
+/// side fails, or nothing moved for `idle` (the stream's idle timeout, as
+/// for any stream). Returns the bytes moved up and down.
+async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, idle: Option<std::time::Duration>) -> (u64, u64) {
+    let (mut client_read, mut client_write) = client.split();
+    let (mut upstream_read, mut upstream_write) = upstream.split();
+    let last = std::cell::Cell::new(Instant::now());
+    let up = std::cell::Cell::new(0u64);
+    let down = std::cell::Cell::new(0u64);
+    let both = async {
+        let a = one_way(&mut client_read, &mut upstream_write, &up, &last);
+        let b = one_way(&mut upstream_read, &mut client_write, &down, &last);
+        tokio::pin!(a, b);
+        let (mut a_done, mut b_done) = (false, false);
+        while !(a_done && b_done) {
+            tokio::select! {
+                clean = &mut a, if !a_done => { a_done = true; if !clean { return; } }
+                clean = &mut b, if !b_done => { b_done = true; if !clean { return; } }
+            }
+        }
+    };
+    let quiet = async {
+        let Some(idle) = idle else { return std::future::pending().await };
+        loop {
+            let until = last.get() + idle;
+            if Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep_until(until).await;
+        }
+    };
+    tokio::select! {
+        () = both => {}
+        () = quiet => tracing::debug!("tunnel idle: closed"),
+    }
+    (up.get(), down.get())
+}
+
+/// One direction of a tunnel: what `from` sends goes to `to`, counted in
+/// `count`, `last` set at each move; `from`'s end is passed on as a
+/// half-close. `true` when it ended cleanly.
+async fn one_way(
+    from: &mut tokio::net::tcp::ReadHalf<'_>,
+    to: &mut tokio::net::tcp::WriteHalf<'_>,
+    count: &std::cell::Cell<u64>,
+    last: &std::cell::Cell<Instant>,
+) -> bool {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) => {
+                let _ = to.shutdown().await;
+                return true;
+            }
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return false;
+                }
+                count.set(count.get() + n as u64);
+                last.set(Instant::now());
+            }
+            Err(_) => return false,
+        }
     }
 }

@@ -33,6 +33,27 @@ use crate::worker::Worker;
 
 /// Streams a client may have open at once (nginx's default).
 const MAX_CONCURRENT_STREAMS: u32 = 128;
+/// Streams a client may reset before nuncio took them (`h2`'s bound on
+/// the rapid-reset attack, CVE-2023-44487), and streams nuncio may have to
+/// reset because of what the client sent (MadeYouReset, CVE-2025-8671):
+/// past either, the connection ends with GOAWAY.
+const MAX_PENDING_ACCEPT_RESETS: usize = 50;
+const MAX_LOCAL_ERROR_RESETS: usize = 100;
+/// Streams the client reset before their response ended ("premature"
+/// resets): once a connection has had this many streams, it is closed
+/// (GOAWAY `ENHANCE_YOUR_CALM`) while more than half of them were reset so
+/// (Envoy's premature-reset rule). Each such stream may have reached the
+/// upstream; the bound is on how many.
+const PREMATURE_RESET_MIN_STREAMS: u64 = 100;
+/// HPACK lets a few bytes on the wire stand for a large header list (an
+/// entry referenced again and again), which nuncio would forward in full
+/// to HTTP/1.1 upstreams. A connection whose decoded header bytes pass this
+/// many (1 MiB)...
+const HPACK_MIN_DECODED: u64 = 1 << 20;
+/// ...and this many times the bytes it sent is closed. Ordinary clients
+/// compress well (a cookie sent once, referenced after), but not 500-fold
+/// over a whole connection.
+const HPACK_MAX_RATIO: u64 = 500;
 /// Per-stream receive window: large enough that one stream's upload is not
 /// throttled by round trips on a fast link.
 const STREAM_WINDOW: u32 = 1024 * 1024;
@@ -58,12 +79,16 @@ pub(crate) async fn serve(
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_header_list_size(u32::try_from(settings.max_request_headers_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(settings.max_request_headers_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS));
+    let wire = io.bytes_read();
     // The preface and SETTINGS exchange is bounded like a request head.
     let handshake = within(settings.request_headers_timeout, builder.handshake::<_, Bytes>(io)).await;
     let Some(Ok(mut conn)) = handshake else { return };
     let open = Rc::new(Cell::new(0usize));
     let idle = Rc::new(Notify::new());
+    let abuse = Rc::new(Abuse::default());
     let mut goaway_sent = false;
     loop {
         // Idle (no stream open) for `idle_timeout`, or the listener drains:
@@ -108,15 +133,54 @@ pub(crate) async fn serve(
             }
             None => return,
         };
+        if let Some(why) = abuse.admit(&request, wire.get()) {
+            // Streams in flight go on; the client gets no new one.
+            crate::warn_limited::warn_limited!("h2-abuse", %peer, why, "closing an HTTP/2 connection (GOAWAY)");
+            conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+            goaway_sent = true;
+        }
         open.set(open.get() + 1);
-        let guard = OpenStream { open: open.clone(), idle: idle.clone() };
+        let guard = OpenStream { open: open.clone(), idle: idle.clone(), abuse: abuse.clone() };
         let (worker, listener) = (worker.clone(), listener.clone());
         let (stream_ctx, cancel) = ctx.with_cancel();
         tokio::task::spawn_local(async move {
-            serve_stream(&worker, &listener, request, respond, peer, &stream_ctx).await;
+            if serve_stream(&worker, &listener, request, respond, peer, &stream_ctx).await {
+                guard.abuse.premature.set(guard.abuse.premature.get() + 1);
+            }
             drop(cancel);
             drop(guard);
         });
+    }
+}
+
+/// What a connection's client did that a well-behaved one does not (see
+/// [`PREMATURE_RESET_MIN_STREAMS`] and [`HPACK_MIN_DECODED`]).
+#[derive(Default)]
+struct Abuse {
+    streams: Cell<u64>,
+    /// Streams the client reset before their response ended.
+    premature: Cell<u64>,
+    /// Header bytes decoded from the client (HPACK's accounting: name,
+    /// value and 32 bytes per field).
+    decoded: Cell<u64>,
+}
+
+impl Abuse {
+    /// Counts a new stream; why the connection must end, if it must.
+    fn admit(&self, request: &Request<RecvStream>, wire: u64) -> Option<&'static str> {
+        self.streams.set(self.streams.get() + 1);
+        let fields: u64 =
+            request.headers().iter().map(|(name, value)| (name.as_str().len() + value.len()) as u64 + 32).sum();
+        let pseudo = (request.method().as_str().len() + request.uri().to_string().len()) as u64 + 4 * 32;
+        self.decoded.set(self.decoded.get() + fields + pseudo);
+        let (streams, premature, decoded) = (self.streams.get(), self.premature.get(), self.decoded.get());
+        if streams >= PREMATURE_RESET_MIN_STREAMS && premature * 2 > streams {
+            return Some("most of its streams were reset before their response ended");
+        }
+        if decoded > HPACK_MIN_DECODED && decoded > HPACK_MAX_RATIO * wire.max(1) {
+            return Some("its header compression expands far more than an ordinary client's");
+        }
+        None
     }
 }
 
@@ -124,6 +188,7 @@ pub(crate) async fn serve(
 struct OpenStream {
     open: Rc<Cell<usize>>,
     idle: Rc<Notify>,
+    abuse: Rc<Abuse>,
 }
 
 impl Drop for OpenStream {
@@ -135,6 +200,8 @@ impl Drop for OpenStream {
     }
 }
 
+/// Serves one stream; `true` when the client reset it before its response
+/// ended.
 async fn serve_stream(
     worker: &Worker,
     listener: &str,
@@ -142,10 +209,10 @@ async fn serve_stream(
     respond: SendResponse<Bytes>,
     peer: SocketAddr,
     ctx: &Context,
-) {
+) -> bool {
     // Each stream is served with the snapshot current when it began.
-    let Ok(local) = worker.local.get() else { return };
-    let Some(listener_snapshot) = local.snapshot.listeners.get(listener) else { return };
+    let Ok(local) = worker.local.get() else { return false };
+    let Some(listener_snapshot) = local.snapshot.listeners.get(listener) else { return false };
     let (parts, body) = request.into_parts();
     let authority = parts
         .uri
@@ -161,20 +228,27 @@ async fn serve_stream(
         authority,
         body: size,
         upgrade: false,
+        expect_continue: false,
     };
+    let expect_continue = size != BodySize::Empty
+        && head.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let head = RequestHead { expect_continue, ..head };
     let exchange = Exchange {
         method: head.method.clone(),
         body,
         body_done: size == BodySize::Empty,
         peeked: None,
+        continue_pending: expect_continue,
         respond,
         send: None,
         status: None,
         ended: false,
         peer,
     };
-    let mut downstream = Downstream::new(Codec::Http2(exchange));
+    let mut downstream = Downstream::new(Codec::Http2(exchange), super::BodyClock::new(&listener_snapshot.config));
     crate::stream::serve(worker, &local, listener_snapshot, &mut downstream, head, ctx).await;
+    let Codec::Http2(exchange) = &mut downstream.codec else { return false };
+    exchange.reset_by_client()
 }
 
 /// The client side of one HTTP/2 stream.
@@ -184,6 +258,10 @@ pub(crate) struct Exchange {
     body_done: bool,
     /// What `body_ready` read, not yet taken by `read_body`.
     peeked: Option<Result<Option<BodyFrame>, RequestBodyError>>,
+    /// `expect: 100-continue` not yet answered: answered (with an
+    /// informational `100`) when the body is first read, so a request
+    /// refused before that never gets it.
+    continue_pending: bool,
     respond: SendResponse<Bytes>,
     /// The response body's stream, once the head went out.
     send: Option<SendStream<Bytes>>,
@@ -199,15 +277,30 @@ impl Exchange {
     }
 
     pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
+        if std::mem::take(&mut self.continue_pending) {
+            let mut interim = http::Response::new(());
+            *interim.status_mut() = http::StatusCode::CONTINUE;
+            let _ = self.respond.send_informational(interim);
+        }
         match self.peeked.take() {
             Some(peeked) => peeked,
             None => self.next_frame().await,
         }
     }
 
-    /// Cancel-safe: reads the next frame for `read_body`.
+    /// What `body_ready` read, as the start of the body.
+    pub(crate) fn peeked_start(&self) -> Option<super::BodyStart> {
+        match &self.peeked {
+            Some(Ok(None)) => Some(super::BodyStart::Empty),
+            Some(Err(RequestBodyError::Invalid(_))) => Some(super::BodyStart::Invalid),
+            _ => None,
+        }
+    }
+
+    /// Cancel-safe: reads the next frame for `read_body`. Returns at once
+    /// while `100` is owed: that is `read_body`'s to send.
     pub(crate) async fn body_ready(&mut self) {
-        if self.peeked.is_none() {
+        if self.peeked.is_none() && !self.continue_pending {
             let frame = self.next_frame().await;
             self.peeked = Some(frame);
         }
@@ -263,6 +356,29 @@ impl Exchange {
 
     pub(crate) fn response_started(&self) -> bool {
         self.send.is_some()
+    }
+
+    /// Whether the client reset the stream (before its response ended).
+    fn reset_by_client(&mut self) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = TaskContext::from_waker(waker);
+        let reset = match &mut self.send {
+            Some(send) => send.poll_reset(&mut cx),
+            None => self.respond.poll_reset(&mut cx),
+        };
+        !self.ended && matches!(reset, Poll::Ready(Ok(_)))
+    }
+
+    /// Whether the client has reset the stream already (checked without
+    /// waiting): then nothing is forwarded for it.
+    pub(crate) fn gone_now(&mut self) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = TaskContext::from_waker(waker);
+        let reset = match &mut self.send {
+            Some(send) => send.poll_reset(&mut cx),
+            None => self.respond.poll_reset(&mut cx),
+        };
+        reset.is_ready()
     }
 
     pub(crate) fn status(&self) -> Option<http::StatusCode> {
@@ -326,11 +442,19 @@ impl Exchange {
 pub(crate) struct Rewind {
     prefix: Bytes,
     inner: TcpStream,
+    /// Bytes read from the socket so far (the preface included).
+    read: Rc<Cell<u64>>,
 }
 
 impl Rewind {
     pub(crate) fn new(prefix: Bytes, inner: TcpStream) -> Rewind {
-        Rewind { prefix, inner }
+        let read = Rc::new(Cell::new(prefix.len() as u64));
+        Rewind { prefix, inner, read }
+    }
+
+    /// The count of bytes read from the socket, as it goes on.
+    fn bytes_read(&self) -> Rc<Cell<u64>> {
+        self.read.clone()
     }
 }
 
@@ -346,7 +470,11 @@ impl AsyncRead for Rewind {
             self.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = &self.read;
+        read.set(read.get() + (buf.filled().len() - before) as u64);
+        polled
     }
 }
 

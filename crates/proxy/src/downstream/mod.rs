@@ -12,6 +12,7 @@
 mod http1;
 mod http2;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -27,6 +28,18 @@ use crate::worker::Worker;
 
 /// What starts every HTTP/2 connection (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a request body starts with, as far as what is buffered shows
+/// ([`Downstream::body_start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyStart {
+    /// Not here yet, or data.
+    Unknown,
+    /// The body ended without a byte.
+    Empty,
+    /// The body is malformed from its first bytes (a bad chunk size).
+    Invalid,
+}
 
 /// The client is gone: a response write failed.
 #[derive(Debug)]
@@ -104,6 +117,41 @@ pub(crate) struct Downstream<'c> {
     bytes_received: u64,
     /// Response body bytes sent.
     bytes_sent: u64,
+    /// When the request body must have arrived by (see [`BodyClock`]).
+    body_clock: BodyClock,
+}
+
+/// The request body's deadline: `timeout` after the head, one second more
+/// for every `min_rate` bytes received (Apache's `RequestReadTimeout
+/// body=20,MinRate=500`). A large upload at a decent rate always has time
+/// left; a client trickling a few bytes a second runs out.
+#[derive(Clone, Copy)]
+pub(crate) struct BodyClock {
+    start: tokio::time::Instant,
+    timeout: Option<std::time::Duration>,
+    min_rate: u64,
+}
+
+impl BodyClock {
+    /// The clock of a body whose head arrived now, under `listener`'s
+    /// settings.
+    pub(crate) fn new(listener: &nuncio_config::Listener) -> BodyClock {
+        BodyClock {
+            start: tokio::time::Instant::now(),
+            timeout: listener.request_body_timeout,
+            min_rate: listener.request_body_min_rate,
+        }
+    }
+
+    /// The deadline once `received` bytes are in; `None` for none.
+    fn deadline(&self, received: u64) -> Option<tokio::time::Instant> {
+        let timeout = self.timeout?;
+        let earned = match self.min_rate {
+            0 => std::time::Duration::ZERO,
+            rate => std::time::Duration::from_secs(received / rate),
+        };
+        Some(self.start + timeout + earned)
+    }
 }
 
 /// The protocol of a [`Downstream`].
@@ -113,8 +161,8 @@ enum Codec<'c> {
 }
 
 impl<'c> Downstream<'c> {
-    fn new(codec: Codec<'c>) -> Downstream<'c> {
-        Downstream { codec, bytes_received: 0, bytes_sent: 0 }
+    fn new(codec: Codec<'c>, body_clock: BodyClock) -> Downstream<'c> {
+        Downstream { codec, bytes_received: 0, bytes_sent: 0, body_clock }
     }
 
     /// The client's address.
@@ -138,9 +186,15 @@ impl<'c> Downstream<'c> {
     /// The next piece of the request body as the client sent it; `None`
     /// once it ended. Trailers, if any, come last.
     pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
-        let frame = match &mut self.codec {
-            Codec::Http1(e) => e.read_body().await,
-            Codec::Http2(e) => e.read_body().await,
+        let read = async {
+            match &mut self.codec {
+                Codec::Http1(e) => e.read_body().await,
+                Codec::Http2(e) => e.read_body().await,
+            }
+        };
+        let frame = match self.body_clock.deadline(self.bytes_received) {
+            Some(deadline) => tokio::time::timeout_at(deadline, read).await.unwrap_or(Err(RequestBodyError::TimedOut)),
+            None => read.await,
         };
         if let Ok(Some(BodyFrame::Data(data))) = &frame {
             self.bytes_received += data.len() as u64;
@@ -152,10 +206,20 @@ impl<'c> Downstream<'c> {
     /// without waiting: a piece, the end, or why there is none. Cancel-safe
     /// (what it read is kept for `read_body`), so that the request body can
     /// be waited for beside the upstream's answer.
+    /// Resolves, too, when the body's time runs out (`read_body` then says
+    /// so).
     pub(crate) async fn body_ready(&mut self) {
-        match &mut self.codec {
-            Codec::Http1(e) => e.body_ready().await,
-            Codec::Http2(e) => e.body_ready().await,
+        let ready = async {
+            match &mut self.codec {
+                Codec::Http1(e) => e.body_ready().await,
+                Codec::Http2(e) => e.body_ready().await,
+            }
+        };
+        match self.body_clock.deadline(self.bytes_received) {
+            Some(deadline) => {
+                let _ = tokio::time::timeout_at(deadline, ready).await;
+            }
+            None => ready.await,
         }
     }
 
@@ -166,6 +230,35 @@ impl<'c> Downstream<'c> {
         match &mut self.codec {
             Codec::Http1(e) => e.closed().await,
             Codec::Http2(e) => e.closed().await,
+        }
+    }
+
+    /// What the request body's first piece is, if it is here already
+    /// (checked without waiting: what is buffered is decoded, and kept for
+    /// [`Downstream::read_body`]).
+    pub(crate) fn body_start(&mut self) -> BodyStart {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let peeked = match &mut self.codec {
+            Codec::Http1(e) => {
+                let ready = std::pin::pin!(e.body_ready()).poll(&mut cx).is_ready();
+                if ready { e.peeked_start() } else { None }
+            }
+            Codec::Http2(e) => {
+                let ready = std::pin::pin!(e.body_ready()).poll(&mut cx).is_ready();
+                if ready { e.peeked_start() } else { None }
+            }
+        };
+        peeked.unwrap_or(BodyStart::Unknown)
+    }
+
+    /// Whether the client has reset the stream already, checked without
+    /// waiting (HTTP/2; an HTTP/1.1 client that leaves is seen while its
+    /// request waits for the upstream).
+    pub(crate) fn gone_now(&mut self) -> bool {
+        match &mut self.codec {
+            Codec::Http1(_) => false,
+            Codec::Http2(e) => e.gone_now(),
         }
     }
 
@@ -252,18 +345,24 @@ impl<'c> Downstream<'c> {
         }
     }
 
-    /// Switches protocols (HTTP/1.1 only; see `http1::Exchange::tunnel`).
-    /// `false` when the client speaks another protocol: nothing was sent.
+    /// Switches protocols (HTTP/1.1 only; see `http1::Exchange::tunnel`):
+    /// bytes flow both ways until either side closes or nothing moves for
+    /// `idle`; what moved is counted as the stream's body bytes (the access
+    /// log's `%BYTES_RECEIVED%` and `%BYTES_SENT%`). `false` when the
+    /// client speaks another protocol: nothing was sent.
     pub(crate) async fn tunnel(
         &mut self,
         status: StatusCode,
         headers: &HeaderMap,
         upstream: &mut TcpStream,
         early: Bytes,
+        idle: Option<std::time::Duration>,
     ) -> bool {
         match &mut self.codec {
             Codec::Http1(e) => {
-                e.tunnel(status, headers, upstream, early).await;
+                let moved = e.tunnel(status, headers, upstream, early, idle).await;
+                self.bytes_received += moved.up;
+                self.bytes_sent += moved.down;
                 true
             }
             Codec::Http2(_) => false,

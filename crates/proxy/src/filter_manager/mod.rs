@@ -93,7 +93,7 @@ use tokio::net::TcpStream;
 
 pub(crate) use self::chain::Chain;
 
-use crate::downstream::{Downstream, WriteError};
+use crate::downstream::{BodyStart, Downstream, WriteError};
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead};
 use crate::upstream::{Acted, RequestSource, Wake};
 
@@ -167,6 +167,12 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
             responding: false,
             replaced: false,
         }
+    }
+
+    /// What the request body starts with, if it is here already (see
+    /// [`Downstream::body_start`]).
+    pub(crate) fn body_start(&mut self) -> BodyStart {
+        self.downstream.body_start()
     }
 
     /// Whether the stream has filters (body hooks may change the body's
@@ -548,8 +554,9 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         headers: &HeaderMap,
         upstream: &mut TcpStream,
         early: Bytes,
+        idle: Option<std::time::Duration>,
     ) -> bool {
-        self.downstream.tunnel(status, headers, upstream, early).await
+        self.downstream.tunnel(status, headers, upstream, early, idle).await
     }
 
     /// The stream ended: every filter's last call. Returns how many hooks
@@ -583,6 +590,10 @@ impl RequestSource for FilteredStream<'_, '_> {
             wake = client => wake,
             () = calls_ready(chain), if calls => Wake::Calls,
         }
+    }
+
+    fn gone(&mut self) -> bool {
+        self.downstream.gone_now()
     }
 
     async fn act(&mut self, wake: Wake) -> Result<Acted, RequestBodyError> {

@@ -99,6 +99,9 @@ struct Outgoing {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Sending {
+    /// The request said `Expect: 100-continue`: nothing goes until the
+    /// upstream answers `100` or this instant passes.
+    AwaitingContinue(tokio::time::Instant),
     /// More may come from the source.
     Streaming,
     /// The whole body is queued (or there was none).
@@ -148,6 +151,12 @@ impl Exchange {
         conn.reused = true;
         let reset = |_| TryError::Reset { reused };
         let framing = match (&*body, request.body) {
+            // An empty body on a method that has none says nothing of it.
+            (RequestBody::Buffered(chunks), _)
+                if chunks.iter().all(|c| c.is_empty()) && !has_body_semantics(&request.method) =>
+            {
+                BodyFraming::None
+            }
             // What was read is what goes: filters may have changed its length.
             (RequestBody::Buffered(chunks), _) => BodyFraming::Length(chunks.iter().map(|c| c.len() as u64).sum()),
             (_, BodySize::Empty) => BodyFraming::None,
@@ -167,7 +176,11 @@ impl Exchange {
             RequestBody::Streaming { started } => {
                 *started = true;
                 write_all_vectored(&mut conn.stream, &[&head]).await.map_err(reset)?;
-                out.state = Sending::Streaming;
+                out.state = if request.expect_continue {
+                    Sending::AwaitingContinue(tokio::time::Instant::now() + super::CONTINUE_WAIT)
+                } else {
+                    Sending::Streaming
+                };
                 out.chunked = framing == BodyFraming::Chunked;
             }
         }
@@ -186,7 +199,15 @@ impl Exchange {
         let Response::Head(decoder) = &mut self.response else { return Ok(None) };
         loop {
             match decoder.decode(&mut self.conn.read_buf, &self.method) {
-                Ok(Some(response)) if response.is_interim() && !response.tunnel => continue,
+                Ok(Some(response)) if response.is_interim() && !response.tunnel => {
+                    // `100 Continue`: the upstream asks for the body.
+                    if response.status == http::StatusCode::CONTINUE
+                        && let Sending::AwaitingContinue(_) = self.out.state
+                    {
+                        self.out.state = Sending::Streaming;
+                    }
+                    continue;
+                }
                 Ok(Some(response)) => {
                     let size = match response.framing {
                         BodyFraming::None => BodySize::Empty,
@@ -263,11 +284,15 @@ impl Exchange {
     /// is the end of what the upstream sends.
     pub(crate) async fn io(&mut self) {
         let Exchange { conn, out, eof, reset, .. } = self;
-        if *eof && !out.has_pending() {
+        if *eof && !out.has_pending() && !matches!(out.state, Sending::AwaitingContinue(_)) {
             // Nothing can happen any more: the caller sees the end in
             // `take_head` or `ready_frame`.
             return std::future::pending().await;
         }
+        let awaiting = match out.state {
+            Sending::AwaitingContinue(until) => Some(until),
+            _ => None,
+        };
         tokio::select! {
             biased;
             read = read_some(&conn.stream, &mut conn.read_buf), if !*eof => match read {
@@ -283,6 +308,10 @@ impl Exchange {
                     out.queue.clear();
                 }
             },
+            // No `100` in time: the body goes anyway.
+            () = tokio::time::sleep_until(awaiting.unwrap_or_else(tokio::time::Instant::now)), if awaiting.is_some() => {
+                out.state = Sending::Streaming;
+            }
         }
     }
 
@@ -373,4 +402,10 @@ async fn write_some(stream: &TcpStream, out: &Outgoing) -> std::io::Result<usize
         }
     })
     .await
+}
+
+/// Whether a request with `method` carries a body by its meaning (so an
+/// empty one is still said: `Content-Length: 0`).
+pub(crate) fn has_body_semantics(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
 }

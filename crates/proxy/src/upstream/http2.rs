@@ -11,8 +11,10 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
@@ -62,15 +64,14 @@ impl H2Connection {
             .await;
         let (sender, driver) =
             handshake.map_err(|e| TryError::Connect(ConnectError::Failed(std::io::Error::other(e.to_string()))))?;
-        let connection =
-            Rc::new(H2Connection {
-                sender,
-                _guard: guard,
-                peer,
-                streams: Cell::new(0),
-                closed: Cell::new(false),
-                settled: Cell::new(false),
-            });
+        let connection = Rc::new(H2Connection {
+            sender,
+            _guard: guard,
+            peer,
+            streams: Cell::new(0),
+            closed: Cell::new(false),
+            settled: Cell::new(false),
+        });
         let name = endpoint.to_owned();
         let watched = Rc::downgrade(&connection);
         tokio::task::spawn_local(async move {
@@ -162,6 +163,9 @@ struct Outgoing {
     queue: VecDeque<Bytes>,
     /// More may come from the source.
     streaming: bool,
+    /// The request said `expect: 100-continue`: nothing goes until the
+    /// upstream answers `100` or this instant passes.
+    awaiting_continue: Option<tokio::time::Instant>,
     /// The end (with trailers, if any) is to be sent once `queue` is out.
     end: Option<Option<HeaderMap>>,
     /// The upstream stopped taking it (reset, or the stream closed).
@@ -193,7 +197,11 @@ impl Exchange {
         match (&*body, request.body) {
             (RequestBody::Buffered(chunks), _) => {
                 let length: usize = chunks.iter().map(Bytes::len).sum();
-                headers.insert(header::CONTENT_LENGTH, length.into());
+                if length > 0 || super::http1::has_body_semantics(&request.method) {
+                    headers.insert(header::CONTENT_LENGTH, length.into());
+                } else {
+                    headers.remove(header::CONTENT_LENGTH);
+                }
             }
             (_, BodySize::Unknown) => {
                 headers.remove(header::CONTENT_LENGTH);
@@ -220,7 +228,8 @@ impl Exchange {
 
         let empty = body.is_empty();
         let (response, send) = sender.send_request(upstream_request, empty).map_err(|e| try_error(&e, reused))?;
-        let mut out = Outgoing { queue: VecDeque::new(), streaming: false, end: None, refused: false };
+        let mut out =
+            Outgoing { queue: VecDeque::new(), streaming: false, awaiting_continue: None, end: None, refused: false };
         match body {
             _ if empty => {}
             RequestBody::Buffered(chunks) => {
@@ -230,6 +239,8 @@ impl Exchange {
             RequestBody::Streaming { started } => {
                 *started = true;
                 out.streaming = true;
+                out.awaiting_continue =
+                    request.expect_continue.then(|| tokio::time::Instant::now() + super::CONTINUE_WAIT);
             }
             RequestBody::Empty => {}
         }
@@ -267,7 +278,7 @@ impl Exchange {
     }
 
     pub(crate) fn wants_body(&self) -> bool {
-        self.out.streaming && !self.out.refused && self.out.queue.is_empty()
+        self.out.streaming && !self.out.refused && self.out.queue.is_empty() && self.out.awaiting_continue.is_none()
     }
 
     pub(crate) fn push_body(&mut self, frame: Option<BodyFrame>) {
@@ -313,12 +324,31 @@ impl Exchange {
     pub(crate) async fn io(&mut self) {
         let Exchange { send, response, out, reused, .. } = self;
         let reused = *reused;
+        let awaiting = out.awaiting_continue;
+        let (pending, wanted) = (out.has_pending(), out.queue.front().map_or(0, Bytes::len));
+        let awaiting_continue = &mut out.awaiting_continue;
         let read = async {
             match response {
                 Response::Awaited(future) => {
-                    *response = match future.await {
-                        Ok(arrived) => Response::Arrived(arrived),
-                        Err(e) => Response::Failed(Some(try_error(&e, reused))),
+                    // An informational `100` first, when the body waits for it.
+                    let got = poll_fn(|cx| {
+                        if awaiting.is_some()
+                            && let Poll::Ready(Some(Ok(interim))) = future.poll_informational(cx)
+                        {
+                            return Poll::Ready(Err(interim.status()));
+                        }
+                        Pin::new(&mut *future).poll(cx).map(Ok)
+                    })
+                    .await;
+                    *response = match got {
+                        Err(status) => {
+                            if status == http::StatusCode::CONTINUE {
+                                *awaiting_continue = None;
+                            }
+                            return;
+                        }
+                        Ok(Ok(arrived)) => Response::Arrived(arrived),
+                        Ok(Err(e)) => Response::Failed(Some(try_error(&e, reused))),
                     };
                 }
                 Response::Body { body, frame, data_done, done } if frame.is_none() && !*done => {
@@ -354,7 +384,11 @@ impl Exchange {
         tokio::select! {
             biased;
             () = read => {}
-            capacity = send_capacity(send, out.queue.front().map_or(0, Bytes::len)), if out.has_pending() => {
+            // No `100` in time: the body goes anyway.
+            () = tokio::time::sleep_until(awaiting.unwrap_or_else(tokio::time::Instant::now)), if awaiting.is_some() => {
+                out.awaiting_continue = None;
+            }
+            capacity = send_capacity(send, wanted), if pending => {
                 match capacity {
                     Some(n) if n > 0 => {
                         let front = out.queue.front_mut().expect("pending data");

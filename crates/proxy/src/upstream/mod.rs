@@ -50,7 +50,16 @@ pub(crate) struct UpstreamRequest<'r> {
     /// The protocol a tunnel may switch to (`Upgrade: websocket`, HTTP/1.1
     /// only): a `101` for anything else is refused.
     pub(crate) upgrade: Option<HeaderValue>,
+    /// The request carries `Expect: 100-continue`: its (streamed) body goes
+    /// out once the upstream answers `100`, or after [`CONTINUE_WAIT`]
+    /// without an answer (RFC 9110 §10.1.1).
+    pub(crate) expect_continue: bool,
 }
+
+/// How long a body waits for the upstream's `100 Continue` before it goes
+/// anyway (curl waits 1 s too): an upstream that ignores the expectation
+/// must not stall the upload.
+pub(crate) const CONTINUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The request body as the tries see it.
 #[derive(Clone)]
@@ -129,6 +138,9 @@ impl TryError {
             ),
             TryError::TryTimeout => (StatusCode::GATEWAY_TIMEOUT, "nuncio: upstream per-try timeout".to_owned()),
             TryError::Source(RequestBodyError::Invalid(e)) => (e.status(), format!("nuncio: bad request body: {e}")),
+            TryError::Source(RequestBodyError::TimedOut) => {
+                (StatusCode::REQUEST_TIMEOUT, "nuncio: request body not received in time".to_owned())
+            }
             TryError::Source(RequestBodyError::Gone | RequestBodyError::Answered) => {
                 (StatusCode::BAD_REQUEST, "nuncio: the request ended before it was forwarded".to_owned())
             }
@@ -147,6 +159,7 @@ impl TryError {
             TryError::Source(RequestBodyError::Invalid(_)) => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
             TryError::Source(RequestBodyError::Gone) => ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
             TryError::Source(RequestBodyError::Answered) => ResponseFlags::NONE,
+            TryError::Source(RequestBodyError::TimedOut) => ResponseFlags::STREAM_IDLE_TIMEOUT,
         }
     }
 }
@@ -245,6 +258,13 @@ pub(crate) trait RequestSource {
     /// Acts on what [`RequestSource::wait`] said. Not cancel-safe (filter
     /// hooks may run): awaited to the end.
     async fn act(&mut self, wake: Wake) -> Result<Acted, RequestBodyError>;
+
+    /// Whether whoever asked is known to be gone already (checked without
+    /// waiting, before a try goes out: a stream the client reset is not
+    /// forwarded).
+    fn gone(&mut self) -> bool {
+        false
+    }
 }
 
 /// A request nuncio makes itself (a filter's call): its body is
