@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use nuncio_context::Context;
+use nuncio_context::{Context, Instant};
 
 use crate::counters::{CounterSink, FilterCounter};
 use crate::handle::StreamHandle;
@@ -81,6 +81,7 @@ pub struct StreamCx {
     downstream: SocketAddr,
     route: Option<String>,
     cluster: Option<String>,
+    route_deadline: Option<Instant>,
     state: HashMap<TypeId, Box<dyn Any>>,
     handle: Option<StreamHandle>,
     http_client: Option<Rc<dyn HttpClient>>,
@@ -97,6 +98,7 @@ impl StreamCx {
             downstream,
             route: None,
             cluster: None,
+            route_deadline: None,
             state: HashMap::new(),
             handle: None,
             http_client: None,
@@ -109,6 +111,15 @@ impl StreamCx {
     /// worker's stats for the stream's config version).
     pub fn set_counters(&mut self, sink: Rc<dyn CounterSink>) {
         self.counters = Some(sink);
+    }
+
+    /// Where this stream's filter counters go, to count later on this
+    /// worker without a hook (with [`StreamCx::filter_index`] for `filter`):
+    /// what the foreign-filter kind does with counts a Go goroutine made
+    /// after its stream's last hook. `Rc`: it stays on the worker. `None`
+    /// on a stream made without counters (tests).
+    pub fn counter_sink(&self) -> Option<Rc<dyn CounterSink>> {
+        self.counters.clone()
     }
 
     /// Says which filter of the chain runs next (the proxy, before each
@@ -185,6 +196,22 @@ impl StreamCx {
     /// The cluster the route chose, once routed.
     pub fn cluster(&self) -> Option<&str> {
         self.cluster.as_deref()
+    }
+
+    /// The deadline the route's timeout gives this request, counted from
+    /// its arrival: a bound for work done for the stream (the Go SDK makes
+    /// it its `ctx.Deadline()`). The route timeout proper starts when the
+    /// request is forwarded, after the request hooks; [`StreamCx::context`]
+    /// carries no deadline meanwhile. `None` when the route has no timeout,
+    /// or the request matched no forwarding route on arrival (a filter may
+    /// still change what it matches).
+    pub fn route_deadline(&self) -> Option<Instant> {
+        self.route_deadline
+    }
+
+    /// Sets [`StreamCx::route_deadline`] (the proxy, when the stream starts).
+    pub fn set_route_deadline(&mut self, deadline: Option<Instant>) {
+        self.route_deadline = deadline;
     }
 
     /// Sets where the stream is going (the proxy, when it routes).

@@ -78,9 +78,14 @@ pub struct Command {
 }
 
 impl Command {
-    /// The stock command: the built-in filter kinds.
+    /// The stock command: the built-in filter kinds (`nuncio-filters`),
+    /// and `go`, which runs filters from a Go library
+    /// (`nuncio-filter-abi`; nuncio needs no Go to build or run, only the
+    /// library a config names).
     pub fn new() -> Command {
-        Command { kinds: nuncio_filters::builtin() }
+        let mut kinds = nuncio_filters::builtin();
+        kinds.push(Arc::new(nuncio_filter_abi::GoKind));
+        Command { kinds }
     }
 
     /// Adds a filter kind the config may name. A kind with the name of one

@@ -40,7 +40,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use nuncio_accesslog::{Record, ResponseFlags};
 use nuncio_config::{Cluster, DirectResponse, Forward, HashOn, Redirect, RouteAction, UpstreamProtocol};
-use nuncio_context::{CancelHandle, Context};
+use nuncio_context::{CancelHandle, Context, Instant};
 use nuncio_runtime::SlotRef;
 
 use crate::attempt::{Answer, Attempts, Counting, Failure, TryLog};
@@ -78,6 +78,7 @@ pub(crate) async fn serve(
     let ctx = own_ctx.as_ref().map_or(ctx, |(ctx, _cancel)| ctx);
     let chain = listener.filters.as_ref().map(|factories| {
         let mut cx = nuncio_filter::StreamCx::new(ctx.clone(), downstream.peer());
+        cx.set_route_deadline(route_timeout(listener, &request).map(|timeout| Instant::now() + timeout));
         cx.set_http_client(crate::http_client::ClusterClient::for_stream(local, listener.time_left_header.clone()));
         if let Some(table) = &listener.filter_counters {
             cx.set_counters(Rc::new(FilterCounters { store: local.stats.clone(), table: table.clone() }));
@@ -98,6 +99,22 @@ pub(crate) async fn serve(
         local.stats.add(local.snapshot.stats.filter_panics, panics);
     }
     stream.log(&request);
+}
+
+/// The timeout of the forwarding route the request matches on arrival, for
+/// the filters (`StreamCx::route_deadline`).
+fn route_timeout(listener: &ListenerSnapshot, request: &RequestHead) -> Option<std::time::Duration> {
+    let route = listener.routes.select(&nuncio_router::Request {
+        method: &request.method,
+        host: request.authority.as_ref().map_or("", |a| a.as_str()),
+        path: request.uri.path(),
+        query: request.uri.query(),
+        headers: &request.headers,
+    })?;
+    match &route.route.action {
+        RouteAction::Forward(forward) => forward.timeout,
+        _ => None,
+    }
 }
 
 /// A stream being served: what its phases share.

@@ -21,6 +21,8 @@
 //!   nothing downloaded), [`Upstream::echo_tls`], [`tls_get`] (a rustls
 //!   client that reports the handshake), [`Nginx`] as a TLS upstream, and
 //!   [`run`] for curl, `openssl s_client` and Python.
+//! - Go filter libraries built by the test run: [`go::library`] (a note
+//!   and `None` without Go, unless `NUNCIO_REQUIRE_GO=1`).
 //!
 //! No test sleeps for an event: it waits for it — a request at the
 //! upstream ([`Upstream::wait_for_requests`]), a stats line
@@ -59,6 +61,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 mod client;
+pub mod go;
 pub mod h2raw;
 mod http;
 mod process;

@@ -1,0 +1,3 @@
+module nuncio.dev/sdk/go
+
+go 1.23
