@@ -216,13 +216,14 @@ impl RecordText {
 
 /// Envoy's format language: the first byte picks a text or JSON format
 /// and how many record bytes follow; the text after them is
-/// `format\x1frecord strings` (see [`RecordText::parse`]). A JSON format
+/// `format\x1frecord strings` (see `RecordText::parse`). A JSON format
 /// is one `key=template` per line.
 ///
 /// Never a panic, in parsing or rendering (a record with nothing set, and
 /// one with everything from the input). A text line ends with its one
 /// newline; a format with no command renders as written (`%%` → `%`). A
-/// JSON line is one valid JSON object with every key, in order.
+/// JSON line is one valid JSON object with every key. A text format
+/// serializes (for the config dump) to the text it was parsed from.
 pub fn access_log(data: &[u8]) {
     let [mode, rest @ ..] = data else { return };
     let record_len = (usize::from(*mode >> 1) * 2).min(rest.len());
@@ -348,7 +349,7 @@ fn run(hook: Hook<'_>) -> Status {
 
 /// The `headers` filter's value templates: the first byte and the next
 /// ones pick the client's address; the text after them is
-/// `template\x1frequest` (see [`request_head`]). The template goes into a
+/// `template\x1frequest` (see `request_head`). The template goes into a
 /// request `set` and `add` and a response `set`; configuring never panics,
 /// and a filter that configures runs both hooks synchronously, writing
 /// what the language says the template renders to (nothing when it
