@@ -7,7 +7,10 @@
 //! - decoding the input split into arbitrary pieces gives the same outcome
 //!   as decoding it in one piece;
 //! - whatever decodes, re-encodes into something that decodes to the same
-//!   message (what the proxy forwards means what it received).
+//!   message (what the proxy forwards means what it received);
+//! - a whole connection (heads, bodies, pipelined requests) decodes to the
+//!   same events however its bytes are split into reads, and every decoder
+//!   call either consumes bytes or ends (no input makes the loop spin).
 
 use bytes::BytesMut;
 use http::{HeaderMap, Method, header};
@@ -234,4 +237,248 @@ pub fn chunked(data: &[u8]) {
         again.trailers.as_ref().map(without_framing),
         split.trailers.as_ref().map(without_framing).filter(|t| !t.is_empty())
     );
+}
+
+/// One thing the downstream side of a connection learns from its bytes,
+/// in order; consecutive body data is merged (its split into events
+/// depends on the reads).
+#[derive(Debug)]
+enum ConnEvent {
+    Head(Request),
+    Data(Vec<u8>),
+    Trailers(HeaderMap),
+    End,
+    /// The request ends the connection after its body: no keep-alive, or
+    /// an upgrade or CONNECT (the bytes after it are a tunnel's).
+    Close,
+    /// A decoder error: the proxy answers and closes. `head` tells which
+    /// decoder failed.
+    Failed {
+        head: bool,
+        error: Error,
+    },
+    /// The bytes ran out inside a head.
+    Truncated,
+}
+
+fn same_event(a: &ConnEvent, b: &ConnEvent) -> bool {
+    match (a, b) {
+        (ConnEvent::Head(a), ConnEvent::Head(b)) => same_request(a, b),
+        (ConnEvent::Data(a), ConnEvent::Data(b)) => a == b,
+        (ConnEvent::Trailers(a), ConnEvent::Trailers(b)) => a == b,
+        (ConnEvent::End, ConnEvent::End) | (ConnEvent::Close, ConnEvent::Close) => true,
+        (ConnEvent::Truncated, ConnEvent::Truncated) => true,
+        (ConnEvent::Failed { head: ha, error: a }, ConnEvent::Failed { head: hb, error: b }) => ha == hb && a == b,
+        _ => false,
+    }
+}
+
+/// Where the connection is: between messages or inside a body.
+enum ConnState {
+    Head,
+    /// `close`: the connection ends with this body.
+    Body {
+        decoder: BodyDecoder,
+        close: bool,
+    },
+    Done,
+}
+
+/// Drives a connection's decoders as the proxy's HTTP/1.1 downstream
+/// does: one `RequestDecoder` for the connection, a `BodyDecoder` per
+/// request, every decoder called until it wants more bytes after each
+/// read, and end of input treated as the client closing.
+struct Conn {
+    limits: Limits,
+    heads: RequestDecoder,
+    state: ConnState,
+    buf: BytesMut,
+    events: Vec<ConnEvent>,
+    /// Decoder calls left: a bound on the work per input byte, so a
+    /// decoder that returns without consuming or finishing is caught.
+    budget: usize,
+}
+
+impl Conn {
+    fn new(limits: Limits, input_len: usize) -> Conn {
+        Conn {
+            limits,
+            heads: RequestDecoder::new(limits),
+            state: ConnState::Head,
+            buf: BytesMut::new(),
+            events: Vec::new(),
+            budget: 8 + 4 * input_len,
+        }
+    }
+
+    fn push(&mut self, event: ConnEvent) {
+        if let (ConnEvent::Data(more), Some(ConnEvent::Data(data))) = (&event, self.events.last_mut()) {
+            data.extend_from_slice(more);
+            return;
+        }
+        self.events.push(event);
+    }
+
+    fn spend(&mut self) {
+        self.budget = self.budget.checked_sub(1).unwrap_or_else(|| {
+            panic!("decoders make no progress: {} bytes left, {:?}", self.buf.len(), self.events.last())
+        });
+    }
+
+    fn read(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        self.drain();
+    }
+
+    /// Runs the decoders until they need more bytes or the connection ends.
+    fn drain(&mut self) {
+        loop {
+            self.spend();
+            match &mut self.state {
+                ConnState::Done => return,
+                ConnState::Head => {
+                    let before = self.buf.len();
+                    match self.heads.decode(&mut self.buf) {
+                        Ok(None) => return,
+                        Ok(Some(request)) => {
+                            assert!(self.buf.len() < before, "a head consumed no byte");
+                            assert_ne!(request.framing, BodyFraming::UntilClose, "a request read until close");
+                            let close = !request.keep_alive || request.upgrade || request.method == Method::CONNECT;
+                            self.state =
+                                ConnState::Body { decoder: BodyDecoder::new(request.framing, self.limits), close };
+                            self.push(ConnEvent::Head(request));
+                        }
+                        Err(error) => self.fail(true, error),
+                    }
+                }
+                ConnState::Body { decoder: body, close } => {
+                    let close = *close;
+                    let before = self.buf.len();
+                    match body.decode(&mut self.buf) {
+                        Ok(None) => {
+                            assert!(!body.is_done(), "a finished body wants more bytes");
+                            return;
+                        }
+                        Ok(Some(event)) => self.body_event(event, before, close),
+                        Err(error) => self.fail(false, error),
+                    }
+                }
+            }
+        }
+    }
+
+    fn body_event(&mut self, event: BodyEvent, before: usize, close: bool) {
+        match event {
+            BodyEvent::Data(data) => {
+                assert!(!data.is_empty(), "empty data event");
+                assert!(self.buf.len() < before, "a data event consumed no byte");
+                self.push(ConnEvent::Data(data.to_vec()));
+            }
+            BodyEvent::Trailers(trailers) => {
+                assert!(!trailers.is_empty(), "empty trailers event");
+                assert!(self.buf.len() < before, "trailers consumed no byte");
+                assert!(!matches!(self.events.last(), Some(ConnEvent::Trailers(_))), "second trailers");
+                self.push(ConnEvent::Trailers(trailers));
+            }
+            BodyEvent::End => {
+                let ConnState::Body { decoder: body, .. } = &mut self.state else { unreachable!() };
+                assert!(body.is_done(), "End before the decoder is done");
+                assert_eq!(body.decode(&mut self.buf), Ok(None), "an event after End");
+                self.push(ConnEvent::End);
+                if close {
+                    self.push(ConnEvent::Close);
+                    self.state = ConnState::Done;
+                } else {
+                    self.state = ConnState::Head;
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, head: bool, error: Error) {
+        self.push(ConnEvent::Failed { head, error });
+        self.state = ConnState::Done;
+    }
+
+    /// The client closed: what was buffered is all there is.
+    fn eof(mut self) -> Vec<ConnEvent> {
+        loop {
+            self.spend();
+            match &mut self.state {
+                ConnState::Done => break,
+                ConnState::Head => {
+                    if !self.buf.is_empty() {
+                        self.push(ConnEvent::Truncated);
+                    }
+                    break;
+                }
+                ConnState::Body { decoder: body, close } => {
+                    let close = *close;
+                    let before = self.buf.len();
+                    match body.decode_eof(&mut self.buf) {
+                        Ok(Some(event)) => self.body_event(event, before, close),
+                        // Only after End, which moved the state on.
+                        Ok(None) => unreachable!("decode_eof ended without End"),
+                        Err(error) => self.fail(false, error),
+                    }
+                }
+            }
+        }
+        self.events
+    }
+}
+
+/// Read sizes for a split feed: a xorshift from `seed`, each between 1 and
+/// `2 * step`, so one input exercises uneven splits of every part.
+fn read_sizes(seed: u8, step: usize) -> impl Iterator<Item = usize> {
+    let mut x = 0x9e37_79b9_u32 ^ u32::from(seed);
+    std::iter::repeat_with(move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        1 + x as usize % (2 * step)
+    })
+}
+
+/// A whole client connection: request heads, their bodies and the
+/// pipelined requests after them, driven as the proxy drives them. The
+/// events from one read of everything and from uneven reads are the same,
+/// except that an error inside a head arriving in pieces may surface only
+/// as the head completes, reaches the size limit, or never (the bytes ran
+/// out first), as in [`request_head`].
+pub fn connection(data: &[u8]) {
+    let Some((limits, step, rest)) = setup(data) else {
+        return;
+    };
+    let [seed, input @ ..] = rest else {
+        return;
+    };
+    let mut whole = Conn::new(limits, input.len());
+    whole.read(input);
+    let whole = whole.eof();
+
+    let mut split = Conn::new(limits, input.len());
+    let mut at = 0;
+    for size in read_sizes(*seed, step) {
+        if at >= input.len() {
+            break;
+        }
+        let end = (at + size).min(input.len());
+        split.read(&input[at..end]);
+        at = end;
+    }
+    let split = split.eof();
+
+    let body_bytes: usize = split.iter().map(|e| if let ConnEvent::Data(d) = e { d.len() } else { 0 }).sum();
+    assert!(body_bytes <= input.len());
+    let last_ok = |a: &ConnEvent, b: &ConnEvent| match (a, b) {
+        (ConnEvent::Failed { head: true, error: a }, ConnEvent::Failed { head: true, error: b }) => consistent(*a, *b),
+        (ConnEvent::Failed { head: true, .. }, ConnEvent::Truncated) => true,
+        (a, b) => same_event(a, b),
+    };
+    let same = whole.len() == split.len()
+        && whole.split_last().is_none_or(|(last, rest)| {
+            rest.iter().zip(&split).all(|(a, b)| same_event(a, b)) && last_ok(last, &split[rest.len()])
+        });
+    assert!(same, "one read: {whole:#?}\nsplit reads: {split:#?}");
 }

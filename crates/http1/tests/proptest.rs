@@ -80,6 +80,51 @@ proptest! {
     fn chunked_decoder_never_panics_on_chunked_ish(data in http_ish()) {
         fuzzing::chunked(&data);
     }
+
+    #[test]
+    fn connection_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fuzzing::connection(&data);
+    }
+
+    #[test]
+    fn connection_never_panics_on_http_ish(data in http_ish()) {
+        fuzzing::connection(&data);
+    }
+
+    #[test]
+    fn connection_never_panics_on_pipelines(data in pipeline()) {
+        fuzzing::connection(&data);
+    }
+}
+
+/// Whole requests with bodies, back to back, with a little damage: what a
+/// pipelining client sends, and what a smuggling attempt looks like.
+fn pipeline() -> impl Strategy<Value = Vec<u8>> {
+    let request = prop_oneof![
+        Just(&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..]),
+        Just(&b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"[..]),
+        Just(&b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"[..]),
+        Just(
+            &b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\nx-t: 1\r\n\r\n"
+                [..]
+        ),
+        Just(&b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..]),
+        Just(&b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"[..]),
+        Just(&b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"[..]),
+        Just(&b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"[..]),
+        Just(&b"\r\n"[..]),
+    ];
+    let piece = prop_oneof![
+        4 => request.prop_map(<[u8]>::to_vec),
+        1 => proptest::collection::vec(any::<u8>(), 0..6),
+    ];
+    (any::<[u8; 3]>(), proptest::collection::vec(piece, 0..6)).prop_map(|(head, parts)| {
+        let mut v = head.to_vec();
+        for p in parts {
+            v.extend_from_slice(&p);
+        }
+        v
+    })
 }
 
 /// A header name that is not one the codec interprets.
