@@ -101,7 +101,8 @@ pub use model::{
     AccessLog, Admin, AllUnhealthy, Backoff, Cluster, Config, DEFAULT_TIME_LEFT_HEADER, DirectResponse, Endpoint,
     FilterSpec, Forward, HashOn, HeaderMatch, HeaderRule, HealthCheck, HostMatch, LbPolicy, Listener, ListenerProtocol,
     LogPath, Mirror, OutlierDetection, Overload, PathMatch, PathRegex, QueryMatch, Redirect, RedirectPath, RetryBudget,
-    RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, Target, Thresholds, UpstreamProtocol, WeightedCluster,
+    RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, Target, Thresholds, Tracing, UpstreamProtocol,
+    WeightedCluster,
 };
 pub use model::{ClusterTls, ListenerTls, TlsCa, TlsCertificate, TlsMinVersion};
 
@@ -197,6 +198,7 @@ impl Config {
             admin: Admin { address: DEFAULT_ADMIN, allow_remote: false },
             workers: default_workers(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            tracing: None,
             listeners: vec![default_listener(SocketAddr::from(([127, 0, 0, 1], 8080)), route)],
             clusters: Vec::new(),
             overload: Overload::default(),
@@ -277,6 +279,7 @@ impl Config {
             admin: Admin { address: DEFAULT_ADMIN, allow_remote: false },
             workers: default_workers(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            tracing: None,
             listeners: vec![default_listener(listen, route)],
             overload: Overload::default(),
             clusters: vec![Cluster {

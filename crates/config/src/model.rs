@@ -27,6 +27,10 @@ pub struct Config {
     /// them at once.
     #[serde(serialize_with = "duration::serialize")]
     pub drain_timeout: Duration,
+    /// Distributed tracing; `None` (the default): off, and the request path
+    /// pays nothing for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Tracing>,
     /// The listeners, in file order (at least one).
     pub listeners: Vec<Listener>,
     /// The upstream clusters, in file order (names unique).
@@ -70,6 +74,44 @@ pub struct Admin {
     /// can change nuncio's state and has no authentication, so exposing it
     /// must be asked for explicitly.
     pub allow_remote: bool,
+}
+
+/// Distributed tracing (`tracing:`): W3C trace context read from requests
+/// and sent on to upstreams, `x-request-id` made for requests without one,
+/// and spans exported over OTLP/HTTP. Changes apply on reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracing {
+    /// The OpenTelemetry collector spans are posted to (OTLP/HTTP,
+    /// protobuf): `http://HOST:PORT[/PATH]`, path `/v1/traces` when absent.
+    pub otlp_endpoint: nuncio_trace::Endpoint,
+    /// The share of requests recorded among those whose sender did not
+    /// decide (a `traceparent` with its sampled flag decides, either way),
+    /// in millionths (`sampling: 0.1` is 100,000); default all.
+    pub sampling_per_million: u32,
+    /// The `service.name` of the spans; default `nuncio`.
+    pub service_name: String,
+    /// Spans queued for the exporter before new ones are dropped (and
+    /// counted); default 2048.
+    pub queue_size: usize,
+}
+
+impl Serialize for Tracing {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct TracingOut<'a> {
+            otlp_endpoint: String,
+            sampling: f64,
+            service_name: &'a str,
+            queue_size: usize,
+        }
+        TracingOut {
+            otlp_endpoint: self.otlp_endpoint.to_string(),
+            sampling: f64::from(self.sampling_per_million) / 1e6,
+            service_name: &self.service_name,
+            queue_size: self.queue_size,
+        }
+        .serialize(s)
+    }
 }
 
 /// A socket accepting downstream connections, with its routes and limits.

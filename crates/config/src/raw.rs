@@ -18,12 +18,13 @@ pub(crate) type Text = Option<String>;
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with listeners (and admin, workers, drain_timeout, clusters, overload)"
+    expecting = "a mapping with listeners (and admin, workers, drain_timeout, tracing, clusters, overload)"
 )]
 pub(crate) struct Config {
     pub(crate) admin: Option<Admin>,
     pub(crate) workers: Text,
     pub(crate) drain_timeout: Text,
+    pub(crate) tracing: Option<Tracing>,
     pub(crate) listeners: Option<Vec<Listener>>,
     pub(crate) clusters: Option<Vec<Cluster>>,
     pub(crate) overload: Option<Overload>,
@@ -48,6 +49,15 @@ pub(crate) struct Thresholds {
 pub(crate) struct Admin {
     pub(crate) address: Text,
     pub(crate) allow_remote: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a tracing mapping (otlp_endpoint, sampling, service_name, queue_size)")]
+pub(crate) struct Tracing {
+    pub(crate) otlp_endpoint: Text,
+    pub(crate) sampling: Text,
+    pub(crate) service_name: Text,
+    pub(crate) queue_size: Text,
 }
 
 #[derive(Debug, Deserialize)]

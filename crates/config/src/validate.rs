@@ -39,6 +39,9 @@ pub(crate) const DEFAULT_HC_HEALTHY: u32 = 2;
 pub(crate) const DEFAULT_REDIRECT_STATUS: u16 = 301;
 pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 pub(crate) const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
+/// The `service.name` of nuncio's spans unless `tracing.service_name` says
+/// otherwise.
+pub(crate) const DEFAULT_SERVICE_NAME: &str = "nuncio";
 pub(crate) const DEFAULT_ENDPOINT_WEIGHT: u32 = 1;
 /// Enough to express any useful ratio, small enough that a weighted
 /// schedule (or a hash ring with entries per unit of weight) stays small.
@@ -458,6 +461,7 @@ pub(crate) fn config(raw: &raw::Config, ctx: &mut Ctx<'_>) -> Config {
         None => default_workers(),
     };
     let drain_timeout = ctx.duration("drain_timeout", &raw.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    let tracing = raw.tracing.as_ref().and_then(|t| tracing(ctx, t));
 
     let clusters: Vec<Cluster> =
         raw.clusters.iter().flatten().enumerate().map(|(i, c)| cluster(ctx, &format!("clusters[{i}]"), c)).collect();
@@ -522,7 +526,43 @@ pub(crate) fn config(raw: &raw::Config, ctx: &mut Ctx<'_>) -> Config {
     }
 
     let overload = raw.overload.as_ref().map_or_else(Overload::default, |o| overload(ctx, o));
-    Config { admin, workers, drain_timeout, listeners, clusters, overload }
+    Config { admin, workers, drain_timeout, tracing, listeners, clusters, overload }
+}
+
+/// `tracing:`; `None` when its endpoint is missing or unusable (reported).
+fn tracing(ctx: &mut Ctx<'_>, raw: &raw::Tracing) -> Option<Tracing> {
+    let endpoint = match &raw.otlp_endpoint {
+        None => {
+            ctx.missing("tracing", "otlp_endpoint", "the OTLP/HTTP collector spans go to, e.g. http://127.0.0.1:4318");
+            None
+        }
+        Some(text) => match nuncio_trace::Endpoint::parse(text) {
+            Ok(endpoint) => Some(endpoint),
+            Err(e) => {
+                ctx.error("tracing.otlp_endpoint", e.to_string());
+                None
+            }
+        },
+    };
+    let sampling_per_million = match &raw.sampling {
+        None => 1_000_000,
+        Some(text) => match text.trim().parse::<f64>() {
+            Ok(ratio) if (0.0..=1.0).contains(&ratio) => (ratio * 1e6).round() as u32,
+            _ => {
+                ctx.error(
+                    "tracing.sampling",
+                    format!("invalid sampling {text:?} (use a number from 0.0 to 1.0: the share of requests traced)"),
+                );
+                1_000_000
+            }
+        },
+    };
+    let service_name = match &raw.service_name {
+        None => DEFAULT_SERVICE_NAME.to_owned(),
+        Some(_) => ctx.name("tracing", "service_name", &raw.service_name, "the service.name of the spans"),
+    };
+    let queue_size = ctx.count("tracing.queue_size", &raw.queue_size, nuncio_trace::DEFAULT_QUEUE_SIZE);
+    Some(Tracing { otlp_endpoint: endpoint?, sampling_per_million, service_name, queue_size })
 }
 
 fn admin(ctx: &mut Ctx<'_>, raw: &raw::Admin) -> Admin {

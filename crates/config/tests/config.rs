@@ -351,7 +351,7 @@ fn unknown_field_at_the_top_and_deep() {
     assert_eq!(
         error("listeners: []\nadmni: {}\n"),
         "nuncio.yaml:2:1: admni: unknown field `admni`, expected one of `admin`, `workers`, `drain_timeout`, \
-         `listeners`, `clusters`, `overload`"
+         `tracing`, `listeners`, `clusters`, `overload`"
     );
     let yaml = with_routes("      - match: { headers: [ { name: a, exakt: b } ] }\n        cluster: app\n");
     assert_eq!(

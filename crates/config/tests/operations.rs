@@ -90,6 +90,64 @@ fn drain_timeout() {
     );
 }
 
+// ---- tracing ----
+
+#[test]
+fn tracing_defaults_and_round_trip() {
+    assert_eq!(ok(&with("")).tracing, None, "off unless configured");
+    let c = round_trip(&with("tracing: { otlp_endpoint: http://127.0.0.1:4318, sampling: 0.1 }\n"));
+    let t = c.tracing.unwrap();
+    assert_eq!(t.otlp_endpoint.to_string(), "http://127.0.0.1:4318/v1/traces", "the default path");
+    assert_eq!((t.sampling_per_million, t.service_name.as_str(), t.queue_size), (100_000, "nuncio", 2048));
+    let c = round_trip(&with(
+        "tracing:\n  otlp_endpoint: http://collector.internal:4318/otlp/v1/traces\n  service_name: edge-eu\n  queue_size: 64\n",
+    ));
+    let t = c.tracing.unwrap();
+    assert_eq!((t.otlp_endpoint.path(), t.sampling_per_million), ("/otlp/v1/traces", 1_000_000), "all by default");
+    assert_eq!((t.service_name.as_str(), t.queue_size), ("edge-eu", 64));
+    assert_eq!(
+        ok(&with("tracing: { otlp_endpoint: 'http://[::1]:4318', sampling: 0 }\n"))
+            .tracing
+            .unwrap()
+            .sampling_per_million,
+        0
+    );
+}
+
+#[test]
+fn tracing_errors_name_line_and_field() {
+    assert_eq!(
+        error(&with("tracing: { sampling: 0.5 }\n")),
+        "nuncio.yaml:5:10: tracing.otlp_endpoint: missing (the OTLP/HTTP collector spans go to, e.g. http://127.0.0.1:4318)"
+    );
+    assert_eq!(
+        error(&with("tracing: { otlp_endpoint: https://collector:4318 }\n")),
+        "nuncio.yaml:5:27: tracing.otlp_endpoint: invalid OTLP endpoint \"https://collector:4318\": https is not supported \
+         yet (use http://HOST:PORT[/PATH], e.g. http://127.0.0.1:4318)"
+    );
+    assert_eq!(
+        error(&with("tracing: { otlp_endpoint: http://collector }\n")),
+        "nuncio.yaml:5:27: tracing.otlp_endpoint: invalid OTLP endpoint \"http://collector\": missing port \
+         (use http://HOST:PORT[/PATH], e.g. http://127.0.0.1:4318)"
+    );
+    let every = errors(&with(
+        "tracing:\n  otlp_endpoint: http://c:4318\n  sampling: 1.5\n  service_name: ''\n  queue_size: 0\n",
+    ));
+    assert_eq!(
+        every,
+        [
+            r#"nuncio.yaml:7:13: tracing.sampling: invalid sampling "1.5" (use a number from 0.0 to 1.0: the share of requests traced)"#,
+            "nuncio.yaml:8:17: tracing.service_name: must not be empty",
+            "nuncio.yaml:9:15: tracing.queue_size: must be at least 1",
+        ]
+    );
+    assert_eq!(
+        error(&with("tracing: { otlp_endpoint: http://c:4318, rate: 1 }\n")),
+        "nuncio.yaml:5:42: tracing.rate: unknown field `rate`, expected one of `otlp_endpoint`, `sampling`, \
+         `service_name`, `queue_size`"
+    );
+}
+
 // ---- access_log ----
 
 /// The listener of `with`, with `access_log` set to `log` on line 5.

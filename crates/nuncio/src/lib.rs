@@ -55,12 +55,15 @@
 // A command line prints to stdout; that is its job.
 #![allow(clippy::print_stdout)]
 
+mod logging;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use logging::LogFormat;
 use nuncio_config::Config;
 use nuncio_filter::FilterKind;
 use nuncio_proxy::FilterKinds;
@@ -182,6 +185,10 @@ struct RunArgs {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: LevelFilter,
+    /// Log lines as text, or one JSON object a line. Either way a line
+    /// about a request carries its request id (and trace id).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 /// Where `--upstream` listens without `--listen`.
@@ -209,7 +216,7 @@ fn validate(path: &std::path::Path, kinds: &FilterKinds) -> ExitCode {
 }
 
 fn run(args: &RunArgs, kinds: FilterKinds) -> ExitCode {
-    let set_log_level = init_logging(args.log_level);
+    let set_log_level = logging::init(args.log_level, args.log_format);
     let config = match (&args.config, &args.upstream) {
         (Some(path), _) => Config::load_with(path, &kinds),
         (None, Some(url)) => Config::single_upstream(url, args.listen.unwrap_or(DEFAULT_LISTEN)),
@@ -265,22 +272,6 @@ fn run(args: &RunArgs, kinds: FilterKinds) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs to stderr at `level`; the returned hook changes the level at run
-/// time (admin `POST /logging?level=`).
-fn init_logging(level: LevelFilter) -> nuncio_proxy::LogLevelHook {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(level);
-    let fmt = tracing_subscriber::fmt::layer().with_target(false).with_ansi(ansi).with_writer(std::io::stderr);
-    tracing_subscriber::registry().with(filter).with(fmt).init();
-    Arc::new(move |name: &str| {
-        let level: tracing::Level =
-            name.parse().map_err(|_| format!("unknown level `{name}`: use trace, debug, info, warn or error"))?;
-        handle.modify(|filter| *filter = LevelFilter::from_level(level)).map_err(|e| e.to_string())
-    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,9 @@
 //! and reads only what main owns or what workers publish (their stats
 //! stores, summed here).
 //!
+//! - `GET /`: the live page to a browser (`Accept: text/html`; `live`),
+//!   the list of endpoints to anyone else.
+//! - `GET /stats/live.json`: what the live page polls.
 //! - `GET /ready`: 200 once every worker serves, 503 before.
 //! - `GET /config_dump`: the effective config as YAML (`?format=json`).
 //! - `GET /clusters`: every endpoint: addresses, weight, health, ejection,
@@ -52,6 +55,8 @@ pub(crate) struct AdminState {
     pub(crate) overload: Arc<crate::overload::Overload>,
     /// Changes the log level (`POST /logging?level=`), if the program can.
     pub(crate) set_log_level: Option<crate::options::LogLevelHook>,
+    /// When the server started (the live page's uptime).
+    pub(crate) started: std::time::Instant,
 }
 
 impl AdminState {
@@ -62,7 +67,7 @@ impl AdminState {
             .is_ok_and(|local| self.overload.level(&local.snapshot.config.overload) != crate::overload::Level::Normal)
     }
 
-    fn summary(&self) -> Summary {
+    pub(crate) fn summary(&self) -> Summary {
         let mut stats = self.stats.borrow_mut();
         while let Ok(store) = self.stores.try_recv() {
             stats.attach(store);
@@ -124,7 +129,7 @@ async fn connection(mut stream: TcpStream, state: Rc<AdminState>) {
             state.manager.shut_down();
             Reply::text(StatusCode::ACCEPTED, "draining: nuncio stops once open connections finish\n")
         }
-        _ => route(&state, method, path, query),
+        _ => route(&state, method, path, query, accepts_html(&request.headers)),
     };
     respond(&mut stream, reply).await;
 }
@@ -173,18 +178,40 @@ fn reloaded(result: Result<Reloaded, Error>) -> Reply {
     }
 }
 
-const ENDPOINTS: &str = "admin endpoints: GET /ready, /config_dump[?format=json], /clusters[?format=json], /certs[?format=json], /stats[?filter=REGEX], /stats/prometheus; POST /logging?level=LEVEL, /config/reload, /config (YAML body), /drain\n";
+const ENDPOINTS: &str = "admin endpoints: GET / (the live page, in a browser), /ready, /config_dump[?format=json], /clusters[?format=json], /certs[?format=json], /stats[?filter=REGEX], /stats/prometheus, /stats/live.json; POST /logging?level=LEVEL, /config/reload, /config (YAML body), /drain\n";
 
-fn route(state: &AdminState, method: &Method, path: &str, query: &str) -> Reply {
+/// Whether the client takes HTML (a browser): `text/html` in its `Accept`.
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| range.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("text/html")))
+}
+
+fn route(state: &AdminState, method: &Method, path: &str, query: &str, html: bool) -> Reply {
     if path == "/logging" {
         return logging(state, method, query);
     }
-    let known = matches!(path, "/ready" | "/config_dump" | "/clusters" | "/stats" | "/stats/prometheus" | "/certs");
+    let known = matches!(
+        path,
+        "/" | "/ready" | "/config_dump" | "/clusters" | "/stats" | "/stats/prometheus" | "/stats/live.json" | "/certs"
+    );
     if known && method != Method::GET {
         return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     let json = param(query, "format") == Some("json");
     match path {
+        "/" if html => Reply {
+            status: StatusCode::OK,
+            content_type: "text/html; charset=utf-8",
+            body: crate::live::PAGE.to_owned(),
+        },
+        "/" => Reply::text(StatusCode::OK, ENDPOINTS),
+        "/stats/live.json" => {
+            Reply { status: StatusCode::OK, content_type: "application/json", body: crate::live::json(state) }
+        }
         "/ready" if state.manager.is_draining() => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/ready" if state.overloaded() => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "overloaded\n"),
         "/ready" if state.ready.get() => Reply::text(StatusCode::OK, "ready\n"),

@@ -22,6 +22,7 @@ use http::HeaderName;
 use nuncio_config::{Backoff, RetryOn, RetryPolicy};
 use nuncio_context::Context;
 use nuncio_stats::Store;
+use nuncio_trace::Span;
 use tokio::time::{Duration, Instant};
 
 use crate::bounded::under;
@@ -30,6 +31,7 @@ use crate::cluster::resources::{Breaker, Permit, Resources};
 use crate::cluster::{ActiveRequest, BudgetedRetry, ConnectError, PickError};
 use crate::deadline::time_left_header;
 use crate::message::RequestBodyError;
+use crate::spans::{CLIENT_LEFT, TryEnd, TryTrace, end_try};
 use crate::stats::ClusterStats;
 use crate::upstream::pool::Pooled;
 use crate::upstream::{
@@ -57,6 +59,9 @@ pub(crate) struct Attempts<'a> {
     pub(crate) time_left: Option<&'a HeaderName>,
     /// The request is gRPC: the time left goes in `grpc-timeout`.
     pub(crate) grpc: bool,
+    /// The request is traced (sampled): each try gets a span and sends a
+    /// `traceparent` naming it.
+    pub(crate) trace: Option<TryTrace<'a>>,
 }
 
 /// What the tries came to: a response head from the endpoint still counted
@@ -65,6 +70,9 @@ pub(crate) struct Attempts<'a> {
 pub(crate) struct Answer<'s> {
     pub(crate) head: UpstreamHead,
     pub(crate) active: ActiveRequest<'s>,
+    /// The try's span, when the request is traced and the span is still
+    /// open: it ends when the exchange does (see `spans::end_try`).
+    pub(crate) span: Option<Span<'s>>,
 }
 
 /// Why no response head was kept.
@@ -141,27 +149,33 @@ impl<'a> Attempts<'a> {
             let sent_at = Instant::now();
             request.deadline =
                 try_ctx.deadline().and_then(|deadline| time_left_header(deadline, self.grpc, self.time_left));
+            let mut span = self.span(&active, request, log.tries, false);
             let error = match under(try_ctx, self.try_once(&active, request, body, source, exchange)).await {
                 Ok(Ok(head)) => {
                     self.count_answer(&active, &head, sent_at, log);
                     let status = head.head.status.as_u16();
-                    if self.policy.is_some_and(|p| retry_on_status(p, status))
-                        && tried < tries
-                        && body.replayable()
-                        && self.retry(tried, ctx, source, &mut retry_permit).await?
-                    {
-                        continue;
+                    if self.policy.is_some_and(|p| retry_on_status(p, status)) && tried < tries && body.replayable() {
+                        // Its answer is judged: the try is over for its span.
+                        end_try(span.take(), TryEnd::Status(status));
+                        if self.retry(tried, ctx, source, &mut retry_permit).await? {
+                            continue;
+                        }
                     }
-                    return Ok(Answer { head, active });
+                    return Ok(Answer { head, active, span });
                 }
                 Ok(Err(TryError::Connect(ConnectError::Overflow(breaker)))) => {
                     store.inc(stats.cb_open[breaker as usize]);
+                    end_try(span, TryEnd::Error(&format_args!("circuit breaker {} open", breaker.name())));
                     return Err(Failure::Overflow(breaker));
                 }
-                Ok(Err(TryError::Source(e))) => return Err(Failure::Source(e)),
+                Ok(Err(TryError::Source(e))) => {
+                    end_try(span, source_end(&e));
+                    return Err(Failure::Source(e));
+                }
                 Ok(Err(error)) => error,
                 Err(_) if ctx.err().is_some() => {
                     store.inc(stats.rq_timeout);
+                    end_try(span, TryEnd::Canceled(&ROUTE_DEADLINE));
                     return Err(Failure::Timeout);
                 }
                 Err(_) => {
@@ -169,6 +183,7 @@ impl<'a> Attempts<'a> {
                     TryError::TryTimeout
                 }
             };
+            end_try(span, error_end(&error));
             if let TryError::Reset { reused: true } = error
                 && free_retry
                 && body.replayable()
@@ -199,6 +214,25 @@ impl<'a> Attempts<'a> {
                 Err(Failure::Overflow(breaker))
             }
         }
+    }
+
+    /// The span of try `number` to `active`'s endpoint (a hedge if
+    /// `hedge`), when the request is traced; `request` then sends a
+    /// `traceparent` naming it.
+    #[inline]
+    fn span(
+        &self,
+        active: &ActiveRequest<'_>,
+        request: &mut UpstreamRequest<'_>,
+        number: u32,
+        hedge: bool,
+    ) -> Option<Span<'a>> {
+        let trace = self.trace?;
+        let config = self.cluster.state.config();
+        let (span, parent) =
+            trace.start(&config.name, active.endpoint_name(), &request.method, config.protocol, number, hedge);
+        request.traceparent = Some(parent);
+        Some(span)
     }
 
     /// Counts a response head from `active`'s endpoint.
@@ -360,7 +394,8 @@ impl<'a> Attempts<'a> {
                     return Err(Failure::Source(RequestBodyError::Gone));
                 }
                 if started < tries && next_try.is_some_and(|at| at <= Instant::now()) {
-                    if !inflight.is_empty() {
+                    let hedged = !inflight.is_empty();
+                    if hedged {
                         store.inc(stats.rq_hedged);
                         log.hedge_won.get_or_insert(false);
                     }
@@ -370,14 +405,15 @@ impl<'a> Attempts<'a> {
                     log.tries += 1;
                     let mut own = request.clone();
                     own.deadline = ctx.deadline().and_then(|d| time_left_header(d, self.grpc, self.time_left));
-                    inflight.push(self.hedge(active, own, body.clone(), started, ctx));
+                    let span = self.span(&active, &mut own, log.tries, hedged);
+                    inflight.push(self.hedge(active, own, body.clone(), started, ctx, span));
                     next_try = Some(Instant::now() + per_try);
                 }
                 if inflight.is_empty() {
                     // Nothing in flight and no try left.
                     if let Some((head, exchange, active)) = fallback.take() {
                         *slot = Some(exchange);
-                        return Ok(Answer { head, active });
+                        return Ok(Answer { head, active, span: None });
                     }
                     let error = last_error.take().unwrap_or(TryError::TryTimeout);
                     return Err(Failure::Try { error, retried: started > 1 });
@@ -401,21 +437,27 @@ impl<'a> Attempts<'a> {
                     })
                     .await
                 };
-                let (number, done) = match event {
+                let done = match event {
                     Event::TryDue => continue,
                     Event::Source(wake) => {
                         Box::pin(source.act(wake)).await.map_err(Failure::Source)?;
                         continue;
                     }
-                    Event::Done(i, done) => (inflight.remove(i).number, done),
+                    Event::Done(i, done) => {
+                        let Hedge { number, span, .. } = inflight.remove(i);
+                        (number, span, done)
+                    }
                 };
+                let (number, mut span, done) = done;
                 let HedgeDone { result, active, sent_at } = *done;
                 match result {
                     Ok((head, exchange)) => {
                         self.count_answer(&active, &head, sent_at, log);
-                        if retry_on_status(policy, head.head.status.as_u16())
+                        let status = head.head.status.as_u16();
+                        if retry_on_status(policy, status)
                             && (!inflight.is_empty() || started < tries && self.may_retry(&mut retry_permit))
                         {
+                            end_try(span.take(), TryEnd::Status(status));
                             fallback = Some((head, exchange, active));
                             next_try = Some(Instant::now());
                             continue;
@@ -427,18 +469,26 @@ impl<'a> Attempts<'a> {
                             log.hedge_won = Some(number > 1);
                         }
                         // The others lose: dropped here, which cancels them.
-                        inflight.clear();
+                        for loser in inflight.drain(..) {
+                            let Hedge { span, .. } = loser;
+                            end_try(span, TryEnd::Canceled(&HEDGE_LOST));
+                        }
                         *slot = Some(exchange);
-                        return Ok(Answer { head, active });
+                        return Ok(Answer { head, active, span });
                     }
                     Err(TryError::Connect(ConnectError::Overflow(breaker))) => {
                         store.inc(stats.cb_open[breaker as usize]);
+                        end_try(span, TryEnd::Error(&format_args!("circuit breaker {} open", breaker.name())));
                         if inflight.is_empty() && fallback.is_none() {
                             return Err(Failure::Overflow(breaker));
                         }
                     }
-                    Err(TryError::Source(e)) => return Err(Failure::Source(e)),
+                    Err(TryError::Source(e)) => {
+                        end_try(span, source_end(&e));
+                        return Err(Failure::Source(e));
+                    }
                     Err(error) => {
+                        end_try(span, error_end(&error));
                         if matches!(error, TryError::Reset { reused: true }) && free_retry {
                             // A pooled connection closed under the try: a
                             // fresh one, not counted as a try.
@@ -459,6 +509,16 @@ impl<'a> Attempts<'a> {
             }
         })
         .await;
+        // Tries still in flight end with the request: why, for their spans.
+        let cause: &dyn std::fmt::Display = match &tried {
+            Err(_) => &ROUTE_DEADLINE,
+            Ok(Err(Failure::Source(RequestBodyError::Gone))) => &CLIENT_LEFT,
+            Ok(_) => &"the request ended first",
+        };
+        for hedge in inflight.drain(..) {
+            let Hedge { span, .. } = hedge;
+            end_try(span, TryEnd::Canceled(cause));
+        }
         tried.unwrap_or_else(|_| {
             store.inc(stats.rq_timeout);
             Err(Failure::Timeout)
@@ -474,6 +534,7 @@ impl<'a> Attempts<'a> {
         mut body: RequestBody,
         number: u32,
         ctx: &Context,
+        span: Option<Span<'a>>,
     ) -> Hedge<'h, 'a>
     where
         'a: 'h,
@@ -493,7 +554,7 @@ impl<'a> Attempts<'a> {
             };
             HedgeDone { result, active, sent_at }
         });
-        Hedge { number, run, _cancel: cancel }
+        Hedge { number, run, _cancel: cancel, span }
     }
 }
 
@@ -505,6 +566,8 @@ struct Hedge<'h, 'a> {
     run: Pin<Box<dyn Future<Output = HedgeDone<'a>> + 'h>>,
     /// Cancels the try's context when the try is dropped (it lost).
     _cancel: nuncio_context::CancelHandle,
+    /// Its span, when the request is traced.
+    span: Option<Span<'a>>,
 }
 
 /// How a hedged try ended.
@@ -523,6 +586,30 @@ enum Event<'a> {
     TryDue,
     /// The client side needs attention.
     Source(Wake),
+}
+
+/// Why a try ended before it was answered, for its span.
+const HEDGE_LOST: &str = "another try answered first";
+const ROUTE_DEADLINE: &str = "context deadline exceeded (the request's timeout)";
+const TRY_DEADLINE: &str = "context deadline exceeded (the per-try timeout)";
+
+/// How a try that failed ends its span.
+fn error_end(error: &TryError) -> TryEnd<'_> {
+    match error {
+        TryError::TryTimeout => TryEnd::Canceled(&TRY_DEADLINE),
+        TryError::Source(e) => source_end(e),
+        error => TryEnd::Error(error),
+    }
+}
+
+/// How a try stopped by whoever the request is for ends its span.
+fn source_end(error: &RequestBodyError) -> TryEnd<'_> {
+    match error {
+        RequestBodyError::Gone => TryEnd::Canceled(&CLIENT_LEFT),
+        RequestBodyError::Answered => TryEnd::Canceled(&"a filter answered instead"),
+        RequestBodyError::Invalid(e) => TryEnd::Error(e),
+        RequestBodyError::TimedOut => TryEnd::Error(&"the request body came too slowly"),
+    }
 }
 
 /// A unit of retry allowance, given back when dropped.

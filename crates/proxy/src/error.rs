@@ -65,6 +65,10 @@ pub enum Error {
         message: String,
     },
 
+    /// The tracing exporter could not be started.
+    #[error("tracing: {0}")]
+    Tracing(#[from] nuncio_trace::Error),
+
     /// The main thread ended before the server was up.
     #[error("the main thread stopped while the server was starting")]
     StartAborted,

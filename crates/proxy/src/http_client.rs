@@ -112,6 +112,7 @@ impl Call {
             headers: &headers,
             body: size,
             deadline: None,
+            traceparent: None,
             upgrade: None,
             expect_continue: false,
         };
@@ -122,6 +123,7 @@ impl Call {
             hash: None,
             time_left: self.time_left.as_ref(),
             grpc: is_grpc(&headers),
+            trace: None,
         };
         let exchange = async {
             let (mut log, mut exchange) = (TryLog::default(), None);
@@ -173,7 +175,8 @@ impl Call {
         mut exchange: upstream::Exchange,
         cluster: &LocalCluster,
     ) -> Result<http::Response<Bytes>, CallError> {
-        let Answer { head, active } = answer;
+        // A filter's call is not traced: no span.
+        let Answer { head, active, .. } = answer;
         if head.tunnel {
             let reason = "switched protocols (101) for a request that did not ask to".to_owned();
             return Err(CallError::BadResponse { cluster: self.cluster.clone(), reason });

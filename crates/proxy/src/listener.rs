@@ -125,11 +125,13 @@ pub(crate) async fn accept_loop(
         let guard = OpenConnection { open: open.clone(), local, overload: worker.overload.clone() };
         let (worker, name, draining) = (worker.clone(), name.clone(), draining.clone());
         let (conn_ctx, conn_cancel) = ctx.with_cancel();
-        tokio::task::spawn_local(async move {
+        // Log lines say which request the connection serves (see
+        // `stream::serve`).
+        tokio::task::spawn_local(nuncio_trace::InRequest::new(None, async move {
             crate::downstream::serve(worker, name, stream, peer, conn_ctx, draining).await;
             drop(conn_cancel);
             drop(guard);
-        });
+        }));
     }
 }
 

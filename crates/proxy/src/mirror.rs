@@ -11,15 +11,22 @@
 //! keeps: `reason="body_too_large"`). The copy's `Host` (`:authority`) gets
 //! `-shadow` after the host name, as in Envoy, so the mirror can tell copies
 //! from real traffic.
+//!
+//! A traced request's copies are traced too: each try of a copy gets a
+//! span (`mirror CLUSTER egress`), a child of the request's own span that
+//! may end after it, and sends a `traceparent` naming it. A copy's log
+//! lines carry the request's ids.
 
 use http::{HeaderMap, HeaderValue, header};
 use nuncio_config::Mirror;
 use nuncio_context::Context;
 use nuncio_runtime::SlotRef;
+use nuncio_trace::{InRequest, RequestTrace};
 
 use crate::attempt::{Attempts, Counting, Failure, TryLog};
 use crate::bounded::under;
 use crate::snapshot::Local;
+use crate::spans::{TryEnd, TryTrace, end_try};
 use crate::upstream::{self, NoClient, RequestBody, UpstreamRequest};
 use crate::worker::Worker;
 
@@ -33,6 +40,7 @@ pub(crate) fn send(
     request: &UpstreamRequest<'_>,
     body: &RequestBody,
     ctx: &Context,
+    trace: Option<RequestTrace>,
 ) {
     for mirror in mirrors {
         if mirror.per_million < 1_000_000 && fastrand::u32(0..1_000_000) >= mirror.per_million {
@@ -60,6 +68,7 @@ pub(crate) fn send(
             size: request.body,
             headers,
             body,
+            trace,
         };
         // The original's values, not its cancellation or deadline: the
         // mirror's own timeout bounds the copy.
@@ -68,10 +77,10 @@ pub(crate) fn send(
             Some(timeout) => detached.with_timeout(timeout),
             None => detached.with_cancel(),
         };
-        tokio::task::spawn_local(async move {
+        tokio::task::spawn_local(InRequest::new(nuncio_trace::current_log_ids(), async move {
             copy.send(&ctx).await;
             drop(guard);
-        });
+        }));
     }
 }
 
@@ -99,12 +108,19 @@ struct Copy {
     size: crate::message::BodySize,
     headers: HeaderMap,
     body: RequestBody,
+    /// The original request's trace, when it is sampled.
+    trace: Option<RequestTrace>,
 }
 
 impl Copy {
     async fn send(mut self, ctx: &Context) {
         let Some(stats) = self.local.snapshot.stats.clusters.get(&self.name) else { return };
         let store = &self.local.stats;
+        let trace = self.trace.zip(self.local.snapshot.tracing.as_ref()).map(|(request, tracing)| TryTrace {
+            exporter: &tracing.exporter,
+            request,
+            label: "mirror",
+        });
         let attempts = Attempts {
             cluster: &self.cluster,
             counting: Counting { store, stats },
@@ -112,6 +128,7 @@ impl Copy {
             hash: None,
             time_left: None,
             grpc: crate::deadline::is_grpc(&self.headers),
+            trace,
         };
         let mut request = UpstreamRequest {
             method: self.method.clone(),
@@ -119,6 +136,7 @@ impl Copy {
             headers: &self.headers,
             body: self.size,
             deadline: None,
+            traceparent: None,
             upgrade: None,
             expect_continue: false,
         };
@@ -133,6 +151,13 @@ impl Copy {
                     while let Ok(Some(_)) = upstream::next_frame(&mut exchange, &mut NoClient).await {}
                 })
                 .await;
+                let status = answer.head.head.status.as_u16();
+                match drained {
+                    Ok(()) => end_try(answer.span, TryEnd::Status(status)),
+                    Err(_) => {
+                        end_try(answer.span, TryEnd::Canceled(&"context deadline exceeded (the mirror's timeout)"));
+                    }
+                }
                 if drained.is_ok()
                     && let upstream::Exchange::Http1(exchange) = exchange
                     && let Some(conn) = exchange.into_reusable()

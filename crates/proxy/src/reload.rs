@@ -58,7 +58,7 @@ use crate::cluster::hosts::{HostStatus, Hosts};
 use crate::error::Error;
 use crate::listener;
 use crate::options::Options;
-use crate::snapshot::{Local, Snapshot};
+use crate::snapshot::{Exporters, Local, Snapshot};
 
 /// How often a watched config file is looked at.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
@@ -81,6 +81,32 @@ pub struct Reloaded {
     pub listeners: HashMap<String, SocketAddr>,
 }
 
+/// One config change as the admin's live page lists it.
+#[derive(Clone, Debug)]
+pub(crate) struct ReloadEvent {
+    /// When it was applied (every worker serving it) or refused.
+    pub(crate) at: std::time::SystemTime,
+    /// The version every worker serves since; `None` when refused.
+    pub(crate) version: Option<u64>,
+    /// From validated to every worker serving it.
+    pub(crate) duration: Option<Duration>,
+    /// Why it was refused.
+    pub(crate) error: Option<String>,
+}
+
+/// Config changes kept for the live page, newest last.
+const HISTORY: usize = 32;
+
+/// A listener as the live page shows it.
+pub(crate) struct ListenerState {
+    pub(crate) name: String,
+    pub(crate) address: SocketAddr,
+    /// Open connections, all workers together.
+    pub(crate) connections: usize,
+    /// A reload removed it: its connections are finishing.
+    pub(crate) draining: bool,
+}
+
 /// Main's view of what the workers serve, and the means to change it.
 pub(crate) struct ConfigManager {
     main: DispatcherHandle,
@@ -96,11 +122,15 @@ pub(crate) struct ConfigManager {
     /// The config file's text as last read (applied or refused): the
     /// watcher reloads only when the file says something else.
     file_text: RefCell<Option<String>>,
+    /// The last [`HISTORY`] config changes (the first config included).
+    history: RefCell<std::collections::VecDeque<ReloadEvent>>,
 }
 
 struct State {
     snapshot: Option<Arc<Snapshot>>,
     sinks: SinkRegistry,
+    /// Tracing exporters, one per collector.
+    exporters: Exporters,
     /// Listeners in the config, by name.
     listeners: HashMap<String, ServedListener>,
     /// Listeners a reload removed whose connections are finishing.
@@ -145,6 +175,7 @@ impl ConfigManager {
             state: RefCell::new(State {
                 snapshot: None,
                 sinks: SinkRegistry::new(),
+                exporters: Exporters::default(),
                 listeners: HashMap::new(),
                 draining: HashMap::new(),
                 cluster_tasks: HashMap::new(),
@@ -154,6 +185,7 @@ impl ConfigManager {
             draining: Cell::new(false),
             // What the program loaded a moment ago, at start.
             file_text: RefCell::new(options_text),
+            history: RefCell::default(),
         }))
     }
 
@@ -161,6 +193,37 @@ impl ConfigManager {
     /// took (`None` before the first completes).
     pub(crate) fn applied(&self) -> Option<(u64, Duration)> {
         self.state.borrow().applied
+    }
+
+    /// The last config changes, oldest first (the live page).
+    pub(crate) fn history(&self) -> Vec<ReloadEvent> {
+        self.history.borrow().iter().cloned().collect()
+    }
+
+    fn record(&self, event: ReloadEvent) {
+        let mut history = self.history.borrow_mut();
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(event);
+    }
+
+    /// Every listener served and draining, by name (the live page).
+    pub(crate) fn listener_states(&self) -> Vec<ListenerState> {
+        let state = self.state.borrow();
+        let serving = state.listeners.values().map(|l| (l, false));
+        let draining = state.draining.values().map(|l| (l, true));
+        let mut all: Vec<ListenerState> = serving
+            .chain(draining)
+            .map(|(l, draining)| ListenerState {
+                name: l.config.name.clone(),
+                address: l.address,
+                connections: l.open.load(Ordering::Relaxed),
+                draining,
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.name, a.draining).cmp(&(&b.name, b.draining)));
+        all
     }
 
     /// What the embedding program gave.
@@ -226,14 +289,20 @@ impl ConfigManager {
         // 2. The snapshot. Listeners still draining keep their settings.
         let version = previous.as_ref().map_or(1, |p| p.version + 1);
         let draining: Vec<Listener> = state.draining.values().chain(&leaving).map(|l| l.config.clone()).collect();
+        // Exporters of versions no thread serves any more go first.
+        state.exporters.prune();
         let snapshot = Arc::new(Snapshot::new(
             version,
             Arc::new(config),
             previous.as_deref(),
             &mut state.sinks,
+            &mut state.exporters,
             &self.options,
             &draining,
         )?);
+        for store in state.exporters.take_new_stores() {
+            let _ = self.stores.send(store);
+        }
 
         // 3. Endpoint state and the tasks that keep it.
         let changed = self.hosts.reconcile(snapshot.clusters.values().map(|c| &c.config))?;
@@ -292,12 +361,18 @@ impl ConfigManager {
             // The replaced snapshot lives until the swap is reported: it
             // may be the last reference, and freeing a big route table
             // here, before main reads the completion, would delay it.
-            let _previous = previous;
+            let previous = previous;
             if done_rx.await.is_err() {
                 return; // main stopped meanwhile
             }
             let duration = started.elapsed();
             manager.state.borrow_mut().applied = Some((version, duration));
+            manager.record(ReloadEvent {
+                at: std::time::SystemTime::now(),
+                version: Some(version),
+                duration: Some(duration),
+                error: None,
+            });
             if version > 1 {
                 if let Ok(local) = manager.slot.get() {
                     local.stats.inc(local.snapshot.stats.config_reload);
@@ -307,6 +382,10 @@ impl ConfigManager {
             }
             let listeners = manager.addresses();
             let _ = reloaded_tx.send(Reloaded { version, duration, build, listeners });
+            // A collector the new version no longer names: its exporter goes
+            // once no request holds the old version (or at the next reload).
+            drop(previous);
+            manager.state.borrow_mut().exporters.prune();
         });
         Ok(reloaded_rx)
     }
@@ -315,6 +394,12 @@ impl ConfigManager {
     /// and the old config keeps serving.
     pub(crate) fn refused(&self, why: &dyn std::fmt::Display) {
         tracing::error!("config reload refused, the running config keeps serving:\n{why}");
+        self.record(ReloadEvent {
+            at: std::time::SystemTime::now(),
+            version: None,
+            duration: None,
+            error: Some(why.to_string()),
+        });
         if let Ok(local) = self.slot.get() {
             local.stats.inc(local.snapshot.stats.config_reload_failed);
         }

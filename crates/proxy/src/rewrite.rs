@@ -94,8 +94,15 @@ pub(crate) fn prepare_upstream_request(
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if https { "https" } else { "http" }));
-    if !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID.clone(), request_id());
+    // Log lines about the request say its id from now on (the client's,
+    // or the one made here).
+    match headers.get(&X_REQUEST_ID) {
+        Some(id) => nuncio_trace::note_request_id(id.as_bytes()),
+        None => {
+            let id = request_id();
+            nuncio_trace::note_request_id(id.as_bytes());
+            headers.insert(X_REQUEST_ID.clone(), id);
+        }
     }
     if let Some(host) = &route.host_rewrite {
         headers.insert(header::HOST, host.clone());
@@ -198,7 +205,7 @@ fn forwarded_for(hops: header::GetAll<'_, HeaderValue>, peer: SocketAddr) -> Byt
 }
 
 /// A new request id: 128 random bits in hex.
-fn request_id() -> HeaderValue {
+pub(crate) fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bits = fastrand::u128(..);
     let mut id = [0u8; 32];

@@ -312,6 +312,7 @@ fn serve(
         ready: std::cell::Cell::new(true),
         overload,
         set_log_level: manager.options().set_log_level.clone(),
+        started: std::time::Instant::now(),
     });
     // Registering with the event loop needs its runtime: done in the task.
     main.spawn_local(async move {

@@ -12,6 +12,7 @@ use http::HeaderName;
 use nuncio_accesslog::{Format, Sink, SinkRegistry, Target};
 use nuncio_config::{Config, Listener, ListenerTls, LogPath, TlsMinVersion};
 use nuncio_stats::Store;
+use nuncio_trace::{Exporter, ExporterConfig, ExporterRegistry, Sampler};
 
 use crate::NameMap;
 use crate::cluster::ClusterShared;
@@ -34,6 +35,8 @@ pub(crate) struct Snapshot {
     pub(crate) clusters: NameMap<Arc<ClusterShared>>,
     /// The stats this version declares.
     pub(crate) stats: Arc<ProxyStats>,
+    /// Its `tracing:`, when configured: the exporter and the sampler.
+    pub(crate) tracing: Option<crate::spans::Tracing>,
 }
 
 /// A listener's settings, compiled routes and access log.
@@ -94,7 +97,8 @@ impl Snapshot {
     /// `previous` are the same `ClusterShared` (their cross-worker counts —
     /// breakers, outlier runs — and workers' pools carry on). Access-log
     /// sinks come from `sinks` (one per file, shared by the listeners that
-    /// name it; opened here, on main). `draining`: listeners the config no
+    /// name it; opened here, on main), the tracing exporter from
+    /// `exporters` (one per collector). `draining`: listeners the config no
     /// longer has whose connections are still finishing; they keep being
     /// served by their last settings (a name the config reuses wins).
     pub(crate) fn new(
@@ -102,6 +106,7 @@ impl Snapshot {
         config: Arc<Config>,
         previous: Option<&Snapshot>,
         sinks: &mut SinkRegistry,
+        exporters: &mut Exporters,
         options: &Options,
         draining: &[Listener],
     ) -> Result<Snapshot, Error> {
@@ -181,7 +186,49 @@ impl Snapshot {
         for (name, listener) in &mut listeners {
             listener.filter_counters = stats.filters.get(name).cloned();
         }
-        Ok(Snapshot { version, config, listeners, clusters, stats })
+        let tracing = match &config.tracing {
+            None => None,
+            Some(t) => {
+                let exporter = exporters.get(&ExporterConfig {
+                    endpoint: t.otlp_endpoint.clone(),
+                    service_name: t.service_name.clone(),
+                    queue_size: t.queue_size,
+                })?;
+                Some(crate::spans::Tracing { exporter, sampler: Sampler::per_million(t.sampling_per_million) })
+            }
+        };
+        Ok(Snapshot { version, config, listeners, clusters, stats, tracing })
+    }
+}
+
+/// The tracing exporters, kept on main like the access-log sinks: one per
+/// collector, shared by the snapshots that name it.
+#[derive(Default)]
+pub(crate) struct Exporters {
+    registry: ExporterRegistry,
+    /// The stores of exporters started since [`Exporters::take_new_stores`]:
+    /// the admin must read them.
+    new_stores: Vec<Arc<Store>>,
+}
+
+impl Exporters {
+    fn get(&mut self, config: &ExporterConfig) -> Result<Exporter, Error> {
+        let (exporter, new) = self.registry.get(config)?;
+        if new {
+            self.new_stores.push(exporter.store().clone());
+        }
+        Ok(exporter)
+    }
+
+    /// The stores of the exporters started since the last call.
+    pub(crate) fn take_new_stores(&mut self) -> Vec<Arc<Store>> {
+        std::mem::take(&mut self.new_stores)
+    }
+
+    /// Lets go of the exporters no snapshot holds any more (their threads
+    /// send what is queued and end).
+    pub(crate) fn prune(&mut self) {
+        self.registry.prune();
     }
 }
 

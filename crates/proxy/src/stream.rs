@@ -32,6 +32,14 @@
 //! that with the per-try timeout. A client that disconnects while its
 //! request waits for the response head takes the upstream request with it
 //! (like nginx, a half-close counts as leaving).
+//!
+//! With `tracing:` in the config, the trace is decided as the head arrives
+//! (`spans`): a sampled request gets its `ingress` span, ended after the
+//! log phase, and its tries and filters spans of their own. Log lines
+//! emitted while the stream is worked on carry its request id (and trace
+//! id) — `nuncio_trace::InRequest` around the task that serves it: with
+//! tracing from the head on (the id is made then), without from the
+//! forwarding on (`rewrite` makes it).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -42,6 +50,7 @@ use nuncio_accesslog::{Record, ResponseFlags};
 use nuncio_config::{Cluster, DirectResponse, Forward, HashOn, Redirect, RouteAction, UpstreamProtocol};
 use nuncio_context::{CancelHandle, Context, Instant};
 use nuncio_runtime::SlotRef;
+use nuncio_trace::{RequestTrace, Span};
 
 use crate::attempt::{Answer, Attempts, Counting, Failure, TryLog};
 use crate::bounded::{under, within};
@@ -50,6 +59,7 @@ use crate::downstream::{BodyStart, Downstream};
 use crate::filter_manager::{Chain, FilteredStream};
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead};
 use crate::snapshot::{ListenerSnapshot, Local};
+use crate::spans::{FilterTrace, Served, TryEnd, TryTrace, end_try};
 use crate::stats::FilterCounters;
 use crate::stream_info::StreamInfo;
 use crate::upstream::{self, RequestBody, TryError, UpstreamRequest};
@@ -71,6 +81,20 @@ pub(crate) async fn serve(
     mut request: RequestHead,
     ctx: &Context,
 ) {
+    // Tracing, when configured: the request's place in its trace (and its
+    // request id), decided before any filter sees the head.
+    let trace = local.snapshot.tracing.as_ref().map(|tracing| crate::spans::begin(tracing, &mut request));
+    // Log lines say the request's ids (the task serving it is wrapped in
+    // `InRequest`): with tracing known now; without, from the forwarding
+    // on (`rewrite` notes the id). (One `async fn`, not two: awaiting a
+    // second one would copy its future, kilobytes, per request.)
+    nuncio_trace::set_log_ids(trace.as_ref().and_then(|trace| crate::spans::log_ids(&request, trace)));
+    // Spans only for a sampled request.
+    let trace = trace.filter(|t| t.sampled);
+    let span = trace
+        .as_ref()
+        .zip(local.snapshot.tracing.as_ref())
+        .map(|(trace, tracing)| crate::spans::downstream_span(&tracing.exporter, trace, &request, downstream.peer()));
     // With filters the stream has a context of its own (see the module
     // docs); without, the connection's will do: everything the stream
     // derives from it is cancelled by its own guard.
@@ -83,7 +107,8 @@ pub(crate) async fn serve(
         if let Some(table) = &listener.filter_counters {
             cx.set_counters(Rc::new(FilterCounters { store: local.stats.clone(), table: table.clone() }));
         }
-        Box::new(Chain::new(factories, cx))
+        let trace = trace.map(|request| FilterTrace { local: local.clone(), request });
+        Box::new(Chain::new(factories, cx, trace))
     });
     let mut stream = Stream {
         worker,
@@ -92,6 +117,7 @@ pub(crate) async fn serve(
         client: FilteredStream::new(downstream, chain),
         ctx,
         info: StreamInfo::new(listener.access_log.is_some()),
+        trace,
     };
     stream.run(&mut request).await;
     let panics = stream.client.complete();
@@ -99,6 +125,10 @@ pub(crate) async fn serve(
         local.stats.add(local.snapshot.stats.filter_panics, panics);
     }
     stream.log(&request);
+    if let Some(span) = span {
+        stream.end_span(span);
+    }
+    nuncio_trace::set_log_ids(None);
 }
 
 /// The timeout of the forwarding route the request matches on arrival, for
@@ -127,6 +157,8 @@ struct Stream<'a, 'd, 'c> {
     /// The stream's context.
     ctx: &'a Context,
     info: StreamInfo,
+    /// The request's trace, when it is sampled (its spans are made).
+    trace: Option<RequestTrace>,
 }
 
 impl<'a> Stream<'a, '_, '_> {
@@ -270,6 +302,7 @@ impl<'a> Stream<'a, '_, '_> {
             headers: &request.headers,
             body: size,
             deadline: None,
+            traceparent: None,
             upgrade,
             expect_continue: request.expect_continue,
         };
@@ -293,7 +326,7 @@ impl<'a> Stream<'a, '_, '_> {
         };
         let Some(mut body) = self.request_body(size, deadline.context()).await else { return };
         if !forward.mirrors.is_empty() {
-            crate::mirror::send(worker, local, &forward.mirrors, &upstream_request, &body, self.ctx);
+            crate::mirror::send(worker, local, &forward.mirrors, &upstream_request, &body, self.ctx, self.trace);
         }
 
         // 3.3: the tries.
@@ -304,6 +337,7 @@ impl<'a> Stream<'a, '_, '_> {
             hash,
             time_left,
             grpc: deadline.grpc_request,
+            trace: self.try_trace(),
         };
         let (mut log, mut exchange) = (TryLog::default(), None);
         let client = &mut self.client;
@@ -360,8 +394,9 @@ impl<'a> Stream<'a, '_, '_> {
     /// The route's timeout is over: the body is bounded only by the
     /// stream's context.
     async fn response(&mut self, answer: Answer<'_>, slot: &mut Option<upstream::Exchange>, cluster: &LocalCluster) {
-        let Answer { head, active } = answer;
+        let Answer { head, active, span } = answer;
         let Some(exchange) = slot.as_mut() else { return };
+        let upstream_status = head.head.status.as_u16();
         let ResponseHead { status, mut headers, body } = head.head;
         // The protocol the upstream chose, before hop-by-hop fields go.
         let switched = headers.get(header::UPGRADE).cloned();
@@ -377,7 +412,7 @@ impl<'a> Stream<'a, '_, '_> {
                 let idle = self.listener.config.stream_idle_timeout;
                 Box::pin(self.client.tunnel(status, &headers, &mut upstream.stream, early, idle)).await;
             }
-            return;
+            return end_try(span, TryEnd::Status(upstream_status));
         }
         if self.info.keep_response_headers {
             self.info.response_headers = Some(headers.clone());
@@ -385,7 +420,7 @@ impl<'a> Stream<'a, '_, '_> {
         self.info.response_duration = Some(self.info.start.elapsed());
         if self.client.send_head(ResponseHead { status, headers, body }).await.is_err() {
             self.info.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
-            return;
+            return end_try(span, TryEnd::Canceled(&crate::spans::CLIENT_LEFT));
         }
         // No progress for `stream_idle_timeout` (the upstream sends
         // nothing, or the client takes nothing: a zero window) ends it.
@@ -418,6 +453,7 @@ impl<'a> Stream<'a, '_, '_> {
         .await;
         match relayed {
             Ok(Ok(())) => {
+                end_try(span, TryEnd::Status(upstream_status));
                 if let Some(upstream::Exchange::Http1(exchange)) = slot.take()
                     && let Some(conn) = exchange.into_reusable()
                 {
@@ -425,9 +461,18 @@ impl<'a> Stream<'a, '_, '_> {
                 }
                 return;
             }
-            Ok(Err(Stop::Idle)) => self.info.flags |= ResponseFlags::STREAM_IDLE_TIMEOUT,
-            Ok(Err(Stop::Client)) => self.info.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
-            Ok(Err(Stop::Upstream)) | Err(_) => self.info.flags |= ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            Ok(Err(Stop::Idle)) => {
+                end_try(span, TryEnd::Error(&"nothing moved for the stream idle timeout"));
+                self.info.flags |= ResponseFlags::STREAM_IDLE_TIMEOUT;
+            }
+            Ok(Err(Stop::Client)) => {
+                end_try(span, TryEnd::Error(&"the client disconnected"));
+                self.info.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
+            }
+            Ok(Err(Stop::Upstream)) | Err(_) => {
+                end_try(span, TryEnd::Error(&"the response was cut short"));
+                self.info.flags |= ResponseFlags::UPSTREAM_CONNECTION_TERMINATION;
+            }
         }
         // The head is out: all that can be done is make the client see the
         // response fail rather than end short.
@@ -553,6 +598,29 @@ impl From<TryError> for Stop {
             TryError::Source(RequestBodyError::Gone) => Stop::Client,
             _ => Stop::Upstream,
         }
+    }
+}
+
+impl<'a> Stream<'a, '_, '_> {
+    /// What the tries need to make their spans, when the request is traced.
+    fn try_trace(&self) -> Option<TryTrace<'a>> {
+        let local: &'a SlotRef<Local> = self.local;
+        let tracing = local.snapshot.tracing.as_ref()?;
+        Some(TryTrace { exporter: &tracing.exporter, request: self.trace?, label: "router" })
+    }
+
+    /// Ends the request's own span with what it came to.
+    fn end_span(&self, span: Span<'_>) {
+        let (bytes_received, bytes_sent) = self.client.bytes();
+        let served = Served {
+            status: self.client.status(),
+            flags: self.info.flags,
+            cluster: self.info.cluster.as_deref(),
+            upstream: self.info.upstream_host,
+            bytes_received,
+            bytes_sent,
+        };
+        crate::spans::end_downstream(span, &served);
     }
 }
 

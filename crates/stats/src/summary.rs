@@ -23,6 +23,8 @@ use crate::store::{Store, UNSET};
 pub struct Stats {
     live: Vec<Arc<Store>>,
     retired: Summary,
+    /// The same, per worker (the name the store was made with).
+    retired_by_worker: BTreeMap<String, Summary>,
 }
 
 impl Stats {
@@ -49,6 +51,27 @@ impl Stats {
 
     /// Sums every store, after retiring those only `Stats` still holds.
     pub fn read(&mut self) -> Summary {
+        self.retire();
+        let mut summary = self.retired.clone();
+        summary.add(&self.live, true);
+        summary
+    }
+
+    /// What each worker counted: the stores of each worker name (`0`, `1`,
+    /// …, `main`, or any other name a store was made with) summed apart,
+    /// retired ones included, so a worker's counters never go back across
+    /// reloads either. For per-worker rates (the admin's live page).
+    pub fn read_by_worker(&mut self) -> BTreeMap<String, Summary> {
+        self.retire();
+        let mut by_worker = self.retired_by_worker.clone();
+        for store in &self.live {
+            by_worker.entry(store.worker().to_owned()).or_default().add(std::slice::from_ref(store), true);
+        }
+        by_worker
+    }
+
+    /// Folds the stores only `Stats` still holds into the carried totals.
+    fn retire(&mut self) {
         let mut retiring = Vec::new();
         self.live.retain_mut(|store| {
             // `get_mut` succeeds only with no other `Arc` or `Weak`, and it
@@ -60,9 +83,12 @@ impl Stats {
             false
         });
         self.retired.add(&retiring, false);
-        let mut summary = self.retired.clone();
-        summary.add(&self.live, true);
-        summary
+        for store in &retiring {
+            self.retired_by_worker
+                .entry(store.worker().to_owned())
+                .or_default()
+                .add(std::slice::from_ref(store), false);
+        }
     }
 }
 
@@ -358,6 +384,27 @@ mod tests {
     }
 
     #[test]
+    fn each_worker_is_read_apart() {
+        let mut b = StatsBuilder::new();
+        let rq = b.counter("rq_total", "", &[]).unwrap();
+        let version = b.worker_gauge("config_version", "", &[]).unwrap();
+        let defs = b.build();
+        let (w0, w1) = (Store::new(&defs, 0), Store::new(&defs, 1));
+        let mut stats = Stats::new();
+        stats.attach(w0.clone());
+        stats.attach(w1.clone());
+        w0.add(rq, 3);
+        w1.add(rq, 5);
+        w1.worker_gauge_set(version, 2);
+        let by_worker = stats.read_by_worker();
+        assert_eq!(by_worker.keys().collect::<Vec<_>>(), ["0", "1"]);
+        assert_eq!(by_worker["0"].counter("nuncio_rq_total", &[]), Some(3));
+        assert_eq!(by_worker["1"].counter("nuncio_rq_total", &[]), Some(5));
+        assert_eq!(by_worker["1"].gauge("nuncio_config_version", &[("worker", "1")]), Some(2));
+        assert_eq!(stats.read().counter("nuncio_rq_total", &[]), Some(8));
+    }
+
+    #[test]
     fn retired_stores_carry_counts_but_not_gauges() {
         let mut b = StatsBuilder::new();
         let rq = b.counter("rq_total", "", &[]).unwrap();
@@ -391,7 +438,10 @@ mod tests {
         assert_eq!(s.gauge("nuncio_cx_active", &[]), Some(2), "both stores are live");
         assert_eq!(s.gauge("nuncio_config_version", &[("worker", "0")]), Some(2), "the newest store wins");
 
+        let by_worker = stats.read_by_worker();
+        assert_eq!(by_worker["0"].counter("nuncio_rq_total", &[]), Some(6));
         drop(old); // the last request on the old config ends
+        assert_eq!(stats.read_by_worker()["0"].counter("nuncio_rq_total", &[]), Some(6), "carried for the worker");
         let s = stats.read();
         assert_eq!(stats.live_stores(), 1);
         assert_eq!(s.counter("nuncio_rq_total", &[]), Some(6), "carried");

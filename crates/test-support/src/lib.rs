@@ -14,6 +14,10 @@
 //!   service answering with an [`Answer`]); each records what it receives.
 //!   [`dead_address`] refuses connections, [`Blackhole`] never completes
 //!   them.
+//! - A browser: [`Browser`], headless Chromium over the DevTools protocol
+//!   (navigate, evaluate, screenshot).
+//! - An OTLP/HTTP collector: [`Collector`] records what nuncio exports and
+//!   decodes it with the `opentelemetry-proto` crate ([`ExportedSpan`]).
 //! - Clients: [`Client`] (hyper, keep-alive), [`RawClient`] (exact bytes),
 //!   the one-shot [`get`] and [`exchange`], and [`h2raw::RawH2`] for HTTP/2
 //!   frames written byte by byte (floods, bad frames).
@@ -60,16 +64,20 @@
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
+mod browser;
 mod client;
 pub mod go;
 pub mod h2raw;
 mod http;
+mod otlp;
 mod process;
 mod proxy;
 mod tls;
 mod upstream;
 
+pub use browser::Browser;
 pub use client::{Client, RawClient, Reply, exchange, get, get_in_background};
+pub use otlp::{Collector, ExportedSpan, parse_traceparent};
 pub use process::{PROCESS_TIMEOUT, Process, Scratch};
 pub use proxy::{Admin, Proxy, catch_all, test_config, test_config_with, with_addresses};
 pub use tls::{

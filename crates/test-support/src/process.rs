@@ -60,6 +60,8 @@ impl Process {
                 let _ = child.wait();
                 panic!("{binary} did not start:\n{}", log.lock().unwrap());
             };
+            // A JSON line (`--log-format json`) read as the text one.
+            let line = json_as_text(&line).unwrap_or(line);
             if let Some((name, url)) = line.split_once(" INFO listener ").and_then(|(_, r)| r.split_once(" on http://"))
             {
                 listeners.push((name.to_owned(), url.trim().parse().expect("a listener address")));
@@ -145,6 +147,12 @@ impl Drop for Process {
             eprintln!("--- log of the nuncio process ---\n{}", self.log());
         }
     }
+}
+
+/// ` LEVEL message` of a JSON log line, for the readiness lines.
+fn json_as_text(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some(format!(" {} {}", value["level"].as_str()?, value["message"].as_str()?))
 }
 
 /// A fresh directory for one test's files (in the system's temporary

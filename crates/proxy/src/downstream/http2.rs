@@ -144,13 +144,15 @@ pub(crate) async fn serve(
         let guard = OpenStream { open: open.clone(), idle: idle.clone(), abuse: abuse.clone() };
         let (worker, listener, tls) = (worker.clone(), listener.clone(), tls.clone());
         let (stream_ctx, cancel) = ctx.with_cancel();
-        tokio::task::spawn_local(async move {
+        // Log lines say which request the stream serves (see
+        // `stream::serve`).
+        tokio::task::spawn_local(nuncio_trace::InRequest::new(None, async move {
             if serve_stream(&worker, &listener, request, respond, peer, tls, &stream_ctx).await {
                 guard.abuse.premature.set(guard.abuse.premature.get() + 1);
             }
             drop(cancel);
             drop(guard);
-        });
+        }));
     }
 }
 

@@ -2,6 +2,14 @@
 //! [`FilteredStream`](super::FilteredStream). Statuses, holds, buffering,
 //! watermarks and handle calls as the module docs of
 //! [`filter_manager`](super) describe them.
+//!
+//! A traced request's chain records a span (`filter NAME HOOK`) for each
+//! hook that did not answer at once: one returned `Hook::Pending` (async
+//! on the worker, `filter.wait = async`), or a stop waiting for the
+//! stream's handle to resume it (the work it waits for is usually off the
+//! worker, `filter.wait = stopped`). A hook answered synchronously costs
+//! no more for it than a test of whether the request is traced: its future
+//! is wrapped (and a span made) only once it turned out to be pending.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -20,6 +28,7 @@ use nuncio_filter::{
 use super::{Closed, Direction, Outcome, PER_STREAM_BUFFER_LIMIT, Piece};
 use crate::filter_catalog::FilterChainFactory;
 use crate::message;
+use crate::spans::FilterTrace;
 
 /// What a filter is doing with its direction's body.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -76,6 +85,8 @@ pub(crate) struct Chain {
     response_started: bool,
     /// Where the stream's handles' calls wait to be applied.
     mailbox: Rc<Mailbox>,
+    /// The request's trace, when it is sampled (filter spans are made).
+    trace: Option<FilterTrace>,
 }
 
 /// How a wait at a stopped filter ended.
@@ -108,7 +119,7 @@ impl At<'_> {
 
 impl Chain {
     /// Runs on the stream's worker (the mailbox belongs to it).
-    pub(crate) fn new(factories: &FilterChainFactory, mut cx: StreamCx) -> Chain {
+    pub(crate) fn new(factories: &FilterChainFactory, mut cx: StreamCx, trace: Option<FilterTrace>) -> Chain {
         let (mailbox, handle) = Mailbox::new(cx.context().clone());
         cx.set_handle(handle);
         Chain {
@@ -122,6 +133,7 @@ impl Chain {
             response: BodyState::new(factories.len()),
             held_head: None,
             response_started: false,
+            trace,
         }
     }
 
@@ -141,12 +153,14 @@ impl Chain {
             // Its counters are the ones `cx.inc` bumps.
             self.cx.set_filter_index(i);
             let (filter, cx, view) = (&mut self.filters[i], &mut self.cx, &mut *head);
-            let hook = call(move || filter.request_headers(cx, view, end_of_stream));
+            let traced = HookTrace::of(self.trace.as_ref(), &self.names, i, "request_headers");
+            let hook = with_span(call(move || filter.request_headers(cx, view, end_of_stream)), traced);
             let status = tokio::select! {
                 status = guarded(hook) => status,
                 () = closed.as_mut() => return Outcome::Gone,
             };
-            let Some(status) = self.after_head_hook(Direction::Request, status, &mut head.headers, &mut closed).await
+            let Some(status) =
+                self.after_head_hook(Direction::Request, i, status, &mut head.headers, &mut closed).await
             else {
                 return Outcome::Gone;
             };
@@ -181,12 +195,14 @@ impl Chain {
             // Its counters are the ones `cx.inc` bumps.
             self.cx.set_filter_index(i);
             let (filter, cx, view) = (&mut self.filters[i], &mut self.cx, &mut *head);
-            let hook = call(move || filter.response_headers(cx, view, end_of_stream));
+            let traced = HookTrace::of(self.trace.as_ref(), &self.names, i, "response_headers");
+            let hook = with_span(call(move || filter.response_headers(cx, view, end_of_stream)), traced);
             let status = tokio::select! {
                 status = guarded(hook) => status,
                 () = closed.as_mut() => return Outcome::Gone,
             };
-            let Some(status) = self.after_head_hook(Direction::Response, status, &mut head.headers, &mut closed).await
+            let Some(status) =
+                self.after_head_hook(Direction::Response, i, status, &mut head.headers, &mut closed).await
             else {
                 return Outcome::Gone;
             };
@@ -204,12 +220,17 @@ impl Chain {
     async fn after_head_hook(
         &mut self,
         dir: Direction,
+        i: usize,
         status: Result<Status, Box<dyn Any + Send>>,
         headers: &mut HeaderMap,
         closed: &mut Closed<'_>,
     ) -> Option<Result<Status, Box<dyn Any + Send>>> {
+        let hook = match dir {
+            Direction::Request => "request_headers",
+            Direction::Response => "response_headers",
+        };
         let status = match status {
-            Ok(Status::StopIteration) => match self.wait(&mut At::head(dir, headers), closed).await {
+            Ok(Status::StopIteration) => match self.traced_wait(i, hook, &mut At::head(dir, headers), closed).await {
                 Waited::Resumed => Ok(Status::Continue),
                 Waited::Reply(reply) => Ok(Status::LocalReply(reply)),
                 Waited::Gone => return None,
@@ -519,10 +540,18 @@ impl Chain {
                 // Its counters are the ones `cx.inc` bumps.
                 self.cx.set_filter_index(i);
                 let (filter, cx, t) = (&mut self.filters[i], &mut self.cx, &mut trailers);
-                let hook = call(move || match dir {
-                    Direction::Request => filter.request_trailers(cx, t),
-                    Direction::Response => filter.response_trailers(cx, t),
-                });
+                let hook_name = match dir {
+                    Direction::Request => "request_trailers",
+                    Direction::Response => "response_trailers",
+                };
+                let traced = HookTrace::of(self.trace.as_ref(), &self.names, i, hook_name);
+                let hook = with_span(
+                    call(move || match dir {
+                        Direction::Request => filter.request_trailers(cx, t),
+                        Direction::Response => filter.response_trailers(cx, t),
+                    }),
+                    traced,
+                );
                 let status = tokio::select! {
                     status = guarded(hook) => status,
                     () = closed.as_mut() => return Outcome::Gone,
@@ -532,7 +561,7 @@ impl Chain {
                         self.release(dir, i, next);
                         Outcome::Continue
                     }
-                    Ok(Status::StopIteration) => self.stop(dir, i, next, closed).await,
+                    Ok(Status::StopIteration) => self.stop(dir, i, hook_name, next, closed).await,
                     other => self.decide(i, other),
                 };
                 if matches!(outcome, Outcome::Continue) {
@@ -569,7 +598,7 @@ impl Chain {
             // handle: any stop is a stop.
             Ok(Status::StopIteration | Status::StopAndBuffer | Status::StopAndWatermark) => {
                 self.state(dir).held[i].data.extend_from_slice(&data);
-                self.stop(dir, i, next, closed).await
+                self.stop(dir, i, body_hook_name(dir), next, closed).await
             }
             other => self.decide(i, other),
         }
@@ -577,12 +606,19 @@ impl Chain {
 
     /// Waits at filter `i`, which holds its body, for the handle; on resume
     /// what it holds goes to `next`.
-    async fn stop(&mut self, dir: Direction, i: usize, next: &mut VecDeque<Piece>, closed: &mut Closed<'_>) -> Outcome {
+    async fn stop(
+        &mut self,
+        dir: Direction,
+        i: usize,
+        hook: &'static str,
+        next: &mut VecDeque<Piece>,
+        closed: &mut Closed<'_>,
+    ) -> Outcome {
         if self.cx.context().err().is_some() {
             return Outcome::Gone;
         }
         self.state(dir).held[i].hold = Hold::Stopped;
-        match self.wait(&mut At::Body(dir), closed).await {
+        match self.traced_wait(i, hook, &mut At::Body(dir), closed).await {
             Waited::Resumed => {
                 self.release(dir, i, next);
                 Outcome::Continue
@@ -626,10 +662,14 @@ impl Chain {
         // Its counters are the ones `cx.inc` bumps.
         self.cx.set_filter_index(i);
         let (filter, cx) = (&mut self.filters[i], &mut self.cx);
-        let hook = call(move || match dir {
-            Direction::Request => filter.request_body(cx, data, end_of_stream),
-            Direction::Response => filter.response_body(cx, data, end_of_stream),
-        });
+        let traced = HookTrace::of(self.trace.as_ref(), &self.names, i, body_hook_name(dir));
+        let hook = with_span(
+            call(move || match dir {
+                Direction::Request => filter.request_body(cx, data, end_of_stream),
+                Direction::Response => filter.response_body(cx, data, end_of_stream),
+            }),
+            traced,
+        );
         tokio::select! {
             status = guarded(hook) => Some(status),
             () = closed.as_mut() => None,
@@ -708,6 +748,41 @@ impl Chain {
             .held
             .iter()
             .any(|held| held.hold == Hold::Watermark && held.data.len() > PER_STREAM_BUFFER_LIMIT)
+    }
+
+    /// [`Chain::wait`] at filter `i`, stopped by its `hook`, with a span
+    /// when the request is traced.
+    async fn traced_wait(&mut self, i: usize, hook: &'static str, at: &mut At<'_>, closed: &mut Closed<'_>) -> Waited {
+        if self.trace.is_none() {
+            return self.wait(at, closed).await;
+        }
+        // Taken out while waiting: the span borrows it, the wait borrows
+        // the chain.
+        let trace = self.trace.take();
+        let waited = {
+            let name = self.names.get(i).map_or("?", |f| f.name());
+            let span = trace.as_ref().and_then(|t| t.start(name, hook, "stopped"));
+            let waited = self.wait(at, closed).await;
+            if let Some(mut span) = span {
+                match &waited {
+                    Waited::Resumed => {
+                        span.string("filter.result", "resumed");
+                        span.end(nuncio_trace::Status::Unset);
+                    }
+                    Waited::Reply(reply) => {
+                        span.string("filter.result", "local_reply");
+                        span.int("http.status_code", i64::from(reply.status.as_u16()));
+                        span.end(nuncio_trace::Status::Unset);
+                    }
+                    Waited::Gone => {
+                        span.end(nuncio_trace::Status::Canceled(&"the stream ended while the filter held it"));
+                    }
+                }
+            }
+            waited
+        };
+        self.trace = trace;
+        waited
     }
 
     /// Stopped somewhere: applies handle calls as they come until one
@@ -806,6 +881,57 @@ fn internal(message: &str) -> LocalReply {
     LocalReply { status: http::StatusCode::INTERNAL_SERVER_ERROR, headers, body: format!("{message}\n").into() }
 }
 
+/// The body hook of `dir`, by name (spans).
+fn body_hook_name(dir: Direction) -> &'static str {
+    match dir {
+        Direction::Request => "request_body",
+        Direction::Response => "response_body",
+    }
+}
+
+/// Where a hook is, for the span it gets if it goes async (made only
+/// then: a synchronous hook never reads this).
+#[derive(Clone, Copy)]
+struct HookTrace<'t> {
+    trace: &'t FilterTrace,
+    names: &'t FilterChainFactory,
+    index: usize,
+    hook: &'static str,
+}
+
+impl<'t> HookTrace<'t> {
+    fn of(
+        trace: Option<&'t FilterTrace>,
+        names: &'t FilterChainFactory,
+        index: usize,
+        hook: &'static str,
+    ) -> Option<HookTrace<'t>> {
+        trace.map(|trace| HookTrace { trace, names, index, hook })
+    }
+
+    /// The span of the hook, which went async.
+    fn start(self) -> Option<nuncio_trace::Span<'t>> {
+        let name = self.names.get(self.index).map_or("?", |f| f.name());
+        self.trace.start(name, self.hook, "async")
+    }
+}
+
+/// Ends a pending hook's span with what the hook decided.
+fn end_hook_span(mut span: nuncio_trace::Span<'_>, status: &Status) {
+    let result = match status {
+        Status::Continue => "continue",
+        Status::StopIteration => "stop_iteration",
+        Status::StopAndBuffer => "stop_and_buffer",
+        Status::StopAndWatermark => "stop_and_watermark",
+        Status::LocalReply(reply) => {
+            span.int("http.status_code", i64::from(reply.status.as_u16()));
+            "local_reply"
+        }
+    };
+    span.string("filter.result", result);
+    span.end(nuncio_trace::Status::Unset);
+}
+
 /// Calls a hook, catching a panic in the call itself.
 fn call<'a>(hook: impl FnOnce() -> Hook<'a>) -> std::thread::Result<Hook<'a>> {
     std::panic::catch_unwind(AssertUnwindSafe(hook))
@@ -816,6 +942,47 @@ async fn guarded(hook: std::thread::Result<Hook<'_>>) -> Result<Status, Box<dyn 
     match hook? {
         Hook::Done(status) => Ok(status),
         Hook::Pending(future) => CatchUnwind(future).await,
+    }
+}
+
+/// A hook that went async, with a span, when the request is traced
+/// (`traced`): its future is wrapped (and boxed again) only then, so a
+/// hook answered at once, or any hook of an untraced request, is untouched.
+#[inline]
+fn with_span<'a>(hook: std::thread::Result<Hook<'a>>, traced: Option<HookTrace<'a>>) -> std::thread::Result<Hook<'a>> {
+    match traced {
+        None => hook,
+        Some(traced) => with_span_traced(hook, traced),
+    }
+}
+
+/// [`with_span`] for a traced request.
+fn with_span_traced<'a>(hook: std::thread::Result<Hook<'a>>, traced: HookTrace<'a>) -> std::thread::Result<Hook<'a>> {
+    match hook {
+        Ok(Hook::Pending(future)) => match traced.start() {
+            Some(span) => Ok(Hook::Pending(Box::pin(TracedHook { span: Some(span), future }))),
+            None => Ok(Hook::Pending(future)),
+        },
+        hook => hook,
+    }
+}
+
+/// A pending hook's future and its span, ended with what the hook
+/// decided (or, dropped first, with the span's drop cause).
+struct TracedHook<'a> {
+    span: Option<nuncio_trace::Span<'a>>,
+    future: Pin<Box<dyn Future<Output = Status> + 'a>>,
+}
+
+impl Future for TracedHook<'_> {
+    type Output = Status;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Status> {
+        let status = std::task::ready!(self.future.as_mut().poll(cx));
+        if let Some(span) = self.span.take() {
+            end_hook_span(span, &status);
+        }
+        Poll::Ready(status)
     }
 }
 

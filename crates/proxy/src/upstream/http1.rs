@@ -448,17 +448,24 @@ fn encode_head(request: &UpstreamRequest<'_>, framing: BodyFraming) -> BytesMut 
         deadline => {
             nuncio_http1::encode_request_head(&request.method, &request.target, request.headers, framing, &mut head);
             if let Some((name, value)) = deadline {
-                // One more field before the head's closing CRLF, without
-                // copying the client's fields into a new map.
-                head.truncate(head.len() - 2);
-                head.extend_from_slice(name.as_str().as_bytes());
-                head.extend_from_slice(b": ");
-                head.extend_from_slice(value.as_bytes());
-                head.extend_from_slice(b"\r\n\r\n");
+                append_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
             }
         }
     }
+    if let Some(parent) = &request.traceparent {
+        append_field(&mut head, nuncio_trace::TRACEPARENT.as_bytes(), &parent.encode());
+    }
     head
+}
+
+/// One more field before the head's closing CRLF, without copying the
+/// client's fields into a new map.
+fn append_field(head: &mut BytesMut, name: &[u8], value: &[u8]) {
+    head.truncate(head.len() - 2);
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n\r\n");
 }
 
 /// Reads what the socket has into `buf`; `Ok(0)` when the peer closed.

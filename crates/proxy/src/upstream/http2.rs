@@ -21,7 +21,7 @@ use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
 use h2::{Reason, RecvStream, SendStream};
 use http::uri::{Authority, Scheme};
-use http::{HeaderMap, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, Uri, Version, header};
 
 use super::{RequestBody, TryError, UpstreamHead, UpstreamRequest};
 use crate::cluster::{ConnectError, ConnectionGuard};
@@ -193,6 +193,11 @@ impl Exchange {
         let mut headers = request.headers.clone();
         if let Some((name, value)) = &request.deadline {
             headers.insert(name.clone(), value.clone());
+        }
+        if let Some(parent) = &request.traceparent
+            && let Ok(value) = HeaderValue::from_bytes(&parent.encode())
+        {
+            headers.insert(crate::spans::TRACEPARENT.clone(), value);
         }
         // The length is the body's as sent now (filters may have changed it).
         match (&*body, request.body) {

@@ -47,6 +47,10 @@ pub(crate) struct UpstreamRequest<'r> {
     /// the listener's `time_left_header`), set per try; replaces a field of
     /// that name in `headers`.
     pub(crate) deadline: Option<(HeaderName, HeaderValue)>,
+    /// The `traceparent` this try sends (it names the try's span), when the
+    /// request is traced; set per try. (A sampled request's own
+    /// `traceparent` was taken out of `headers`.)
+    pub(crate) traceparent: Option<nuncio_trace::TraceParent>,
     /// The protocol a tunnel may switch to (`Upgrade: websocket`, HTTP/1.1
     /// only): a `101` for anything else is refused.
     pub(crate) upgrade: Option<HeaderValue>,
@@ -85,6 +89,14 @@ impl RequestBody {
             RequestBody::Buffered(chunks) => chunks.iter().all(Bytes::is_empty),
             RequestBody::Streaming { .. } => false,
         }
+    }
+}
+
+impl std::fmt::Display for TryError {
+    /// What went wrong, as the client is told it (spans say it too).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (_, message) = self.answer();
+        f.write_str(message.strip_prefix("nuncio: ").unwrap_or(&message))
     }
 }
 
