@@ -17,8 +17,8 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use http::{HeaderName, HeaderValue};
 use http::header::InvalidHeaderName;
+use http::{HeaderName, HeaderValue};
 
 /// `text` as a field name whose clones write no shared memory (see the
 /// module doc). For names that config or a filter factory reads once and

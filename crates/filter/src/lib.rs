@@ -67,6 +67,7 @@
 
 mod counters;
 mod factory;
+mod field_names;
 mod filter;
 mod handle;
 mod head;
@@ -81,6 +82,7 @@ mod tests;
 pub use bytes::{Bytes, BytesMut};
 pub use counters::{CounterSet, CounterSink, CounterSpec, FilterCounter};
 pub use factory::{ClusterRef, ConfigError, FilterFactory, FilterKind, parse_config};
+pub use field_names::{field_name, field_value};
 pub use filter::{Filter, StreamCx};
 pub use handle::{StreamHandle, StreamOps};
 pub use head::{RequestHead, ResponseHead};

@@ -30,9 +30,11 @@ const PROXY_FIELDS: &[&str] = &[
 ];
 
 /// A field name from the config: valid, lower-cased, not one of
-/// [`PROXY_FIELDS`].
+/// [`PROXY_FIELDS`]. Kept as `'static` text ([`nuncio_filter::field_name`]):
+/// every stream that sets it clones it, and a clone of a name built from
+/// bytes would write a count shared by all workers.
 pub(crate) fn field_name(text: &str) -> Result<HeaderName, String> {
-    let name = HeaderName::from_bytes(text.as_bytes())
+    let name = nuncio_filter::field_name(text)
         .map_err(|_| format!("invalid field name {text:?} (a token: letters, digits and !#$%&'*+-.^_`|~)"))?;
     if PROXY_FIELDS.contains(&name.as_str()) {
         return Err(format!(
@@ -158,7 +160,12 @@ impl Template {
             parts.push(Part::Literal(checked_literal(literal, text)?));
         }
         let constant = match parts.as_slice() {
-            [Part::Literal(bytes)] => Some(HeaderValue::from_maybe_shared(bytes.clone()).map_err(|_| invalid(text))?),
+            // A constant is cloned into every stream: kept as `'static`
+            // text where it can be, so the clone writes no shared count.
+            [Part::Literal(bytes)] => match std::str::from_utf8(bytes).ok().and_then(nuncio_filter::field_value) {
+                Some(value) => Some(value),
+                None => Some(HeaderValue::from_maybe_shared(bytes.clone()).map_err(|_| invalid(text))?),
+            },
             _ => None,
         };
         Ok(Template { parts: parts.into(), constant })

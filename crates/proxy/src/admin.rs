@@ -23,7 +23,7 @@
 //! - `POST /drain`: stops accepting, lets open connections finish within
 //!   `drain_timeout`, then stops nuncio (`/ready` says "draining").
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -31,7 +31,7 @@ use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use nuncio_http1::{BodyFraming, Limits, RequestDecoder};
 use nuncio_runtime::Slot;
-use nuncio_stats::{Stats, Store, Summary};
+use nuncio_stats::Summary;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -46,9 +46,7 @@ pub(crate) struct AdminState {
     /// Reloads, drains, endpoint state.
     pub(crate) manager: Rc<ConfigManager>,
     /// Every stats store, summed on read.
-    pub(crate) stats: RefCell<Stats>,
-    /// Stores made for new snapshots, attached on the next read.
-    pub(crate) stores: std::sync::mpsc::Receiver<Arc<Store>>,
+    pub(crate) stats: Rc<crate::stats_book::StatsBook>,
     /// True once every worker serves its listeners.
     pub(crate) ready: Cell<bool>,
     /// The process's overload levels (`/ready` says `overloaded`).
@@ -68,11 +66,7 @@ impl AdminState {
     }
 
     pub(crate) fn summary(&self) -> Summary {
-        let mut stats = self.stats.borrow_mut();
-        while let Ok(store) = self.stores.try_recv() {
-            stats.attach(store);
-        }
-        stats.read()
+        self.stats.read()
     }
 }
 

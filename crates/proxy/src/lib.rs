@@ -82,6 +82,7 @@ mod server;
 mod snapshot;
 mod spans;
 mod stats;
+mod stats_book;
 mod stream;
 mod stream_info;
 mod upstream;

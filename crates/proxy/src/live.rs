@@ -44,7 +44,7 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// `GET /stats/live.json`.
 pub(crate) fn json(state: &AdminState) -> String {
     let summary = state.summary();
-    let by_worker = state.stats.borrow_mut().read_by_worker();
+    let by_worker = state.stats.read_by_worker();
     let local = state.local.get().ok();
     let config = local.as_ref().map(|l| l.snapshot.config.clone());
     let status = if state.manager.is_draining() {

@@ -114,8 +114,9 @@ pub(crate) struct ConfigManager {
     pub(crate) hosts: Rc<Hosts>,
     options: Options,
     workers: Vec<DispatcherHandle>,
-    /// Where each new thread's stats store goes (the admin sums them).
-    stores: std::sync::mpsc::Sender<Arc<Store>>,
+    /// Every thread's stats stores (the admin sums them; each reload
+    /// frees those no thread holds any more).
+    stats: Rc<crate::stats_book::StatsBook>,
     state: RefCell<State>,
     /// The whole server is draining (`/ready` says so).
     draining: Cell<bool>,
@@ -161,7 +162,7 @@ impl ConfigManager {
         hosts_slot: Slot<HostStatus>,
         options: Options,
         workers: Vec<DispatcherHandle>,
-        stores: std::sync::mpsc::Sender<Arc<Store>>,
+        stats: Rc<crate::stats_book::StatsBook>,
     ) -> Result<Rc<ConfigManager>, Error> {
         let hosts = Hosts::new(hosts_slot, std::iter::empty())?;
         let options_text = options.config_path.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
@@ -171,7 +172,7 @@ impl ConfigManager {
             hosts,
             options,
             workers,
-            stores,
+            stats,
             state: RefCell::new(State {
                 snapshot: None,
                 sinks: SinkRegistry::new(),
@@ -300,9 +301,13 @@ impl ConfigManager {
             &self.options,
             &draining,
         )?);
+        let stores = self.stats.sender();
         for store in state.exporters.take_new_stores() {
-            let _ = self.stores.send(store);
+            let _ = stores.send(store);
         }
+        // The stores of snapshots no thread serves any more are freed here,
+        // not only when someone reads /stats (see crate::stats_book).
+        self.stats.collect();
 
         // 3. Endpoint state and the tasks that keep it.
         let changed = self.hosts.reconcile(snapshot.clusters.values().map(|c| &c.config))?;
@@ -328,7 +333,7 @@ impl ConfigManager {
         // after it, so a worker has the listener's settings before it
         // accepts on it).
         let (done_tx, done_rx) = oneshot::channel::<()>();
-        deliver(&self.slot, snapshot.clone(), self.stores.clone(), move || {
+        deliver(&self.slot, snapshot.clone(), stores, move || {
             let _ = done_tx.send(());
         })?;
         for leaving in leaving {

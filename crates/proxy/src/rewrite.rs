@@ -105,7 +105,10 @@ pub(crate) fn prepare_upstream_request(
         }
     }
     if let Some(host) = &route.host_rewrite {
-        headers.insert(header::HOST, host.clone());
+        // Copied, not cloned: the route's value lives in config every
+        // worker reads, and a clone would write its shared count.
+        let host = HeaderValue::from_bytes(host.as_bytes()).unwrap_or_else(|_| host.clone());
+        headers.insert(header::HOST, host);
     } else if let Some(authority) = &request.authority
         && (!headers.contains_key(header::HOST) || request.version == Version::HTTP_2)
         && let Ok(value) = HeaderValue::from_str(authority.as_str())

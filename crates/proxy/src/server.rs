@@ -6,7 +6,6 @@
 //! listener, serves admin itself, and on stop shuts the workers down and
 //! the slots in reverse order.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -281,9 +280,9 @@ fn serve(
         }
     };
 
-    let (stores_tx, stores) = std::sync::mpsc::channel();
+    let stats = Rc::new(crate::stats_book::StatsBook::new());
     let watch = options.watch_config;
-    let manager = ConfigManager::new(main, slot.clone(), hosts_slot.clone(), options, handles.clone(), stores_tx)?;
+    let manager = ConfigManager::new(main, slot.clone(), hosts_slot.clone(), options, handles.clone(), stats.clone())?;
     // The first config goes the way every reload does.
     let first = main.run_until(async {
         let done = manager.apply(config)?;
@@ -307,8 +306,7 @@ fn serve(
     let admin_state = Rc::new(AdminState {
         local: slot.clone(),
         manager: manager.clone(),
-        stats: RefCell::new(nuncio_stats::Stats::new()),
-        stores,
+        stats,
         ready: std::cell::Cell::new(true),
         overload,
         set_log_level: manager.options().set_log_level.clone(),

@@ -141,8 +141,10 @@ impl Snapshot {
             }
             let filters: Option<FilterChainFactory> = (!chain.is_empty()).then(|| chain.into());
             // Validated as a field name with the config; a config made in
-            // code without validation may still hold anything.
-            let time_left_header = match l.time_left_header.as_deref().map(HeaderName::try_from) {
+            // code without validation may still hold anything. Kept as
+            // `'static` text: each request's clone then writes no count
+            // shared by every worker.
+            let time_left_header = match l.time_left_header.as_deref().map(nuncio_filter::field_name) {
                 None => None,
                 Some(Ok(name)) => Some(name),
                 Some(Err(_)) => {

@@ -120,27 +120,56 @@ impl Dispatcher {
     {
         let shared = Shared::new(name.into());
         let handle = DispatcherHandle { shared: shared.clone() };
-        #[cfg(not(nuncio_loom))]
-        let runtime = build_runtime(&shared.name)?;
         let thread_name = shared.name.clone();
-        let start = move || {
-            let dispatcher = Dispatcher::bind(
-                shared,
-                #[cfg(not(nuncio_loom))]
-                runtime,
-            )
-            .expect("a fresh thread has no dispatcher yet");
-            body(dispatcher);
-        };
         #[cfg(not(nuncio_loom))]
-        let join = thread::Builder::new()
-            .name(thread_name.clone())
-            .spawn(start)
-            .map_err(|e| Error::Runtime { name: thread_name, reason: e.to_string() })?;
+        let join = {
+            // The runtime (I/O driver, timer wheel, task queues) is built on
+            // the new thread, so its allocations come from that thread's
+            // heap: built here, on main, they would sit in main's pages next
+            // to other workers' runtimes, and workers writing neighbouring
+            // lines would slow each other down (false sharing). The thread
+            // reports whether the build worked before running `body`.
+            let (built_tx, built_rx) = std::sync::mpsc::sync_channel(1);
+            let start = move || {
+                let runtime = match build_runtime(&shared.name) {
+                    Ok(runtime) => {
+                        let _ = built_tx.send(Ok(()));
+                        runtime
+                    }
+                    Err(e) => {
+                        let _ = built_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let dispatcher = Dispatcher::bind(shared, runtime).expect("a fresh thread has no dispatcher yet");
+                body(dispatcher);
+            };
+            let join = thread::Builder::new()
+                .name(thread_name.clone())
+                .spawn(start)
+                .map_err(|e| Error::Runtime { name: thread_name.clone(), reason: e.to_string() })?;
+            match built_rx.recv() {
+                Ok(Ok(())) => join,
+                Ok(Err(e)) => {
+                    let _ = join.join();
+                    return Err(e);
+                }
+                Err(_) => {
+                    let _ = join.join();
+                    return Err(Error::Runtime {
+                        name: thread_name,
+                        reason: "the thread ended before its runtime was built".into(),
+                    });
+                }
+            }
+        };
         #[cfg(nuncio_loom)]
         let join = {
             let _ = thread_name;
-            thread::spawn(start)
+            thread::spawn(move || {
+                let dispatcher = Dispatcher::bind(shared).expect("a fresh thread has no dispatcher yet");
+                body(dispatcher);
+            })
         };
         Ok((handle, join))
     }
@@ -204,7 +233,8 @@ impl Dispatcher {
         if self.core.finished.get() {
             return None;
         }
-        let output = self.block_on(EventLoop { dispatcher: self, until: pin!(until), batch: VecDeque::new() });
+        let output =
+            self.block_on(EventLoop { dispatcher: self, until: pin!(until), batch: VecDeque::new(), registered: None });
         if output.is_none() {
             self.core.finish();
         }
@@ -360,6 +390,9 @@ struct EventLoop<'a, F> {
     dispatcher: &'a Dispatcher,
     until: std::pin::Pin<&'a mut F>,
     batch: VecDeque<Task>,
+    /// The waker the post queue holds for this loop, while it holds one
+    /// (see [`PostQueue::poll_batch`]).
+    registered: Option<Waker>,
 }
 
 impl<F: Future> Future for EventLoop<'_, F> {
@@ -376,7 +409,7 @@ impl<F: Future> Future for EventLoop<'_, F> {
             }
         }
         core.drop_deferred();
-        match core.shared.queue.poll_batch(cx, &mut this.batch) {
+        match core.shared.queue.poll_batch(cx, &mut this.batch, &mut this.registered) {
             Poll::Ready(Batch::Stopped) => return Poll::Ready(None),
             Poll::Ready(Batch::Ready) => {
                 while let Some(task) = this.batch.pop_front() {

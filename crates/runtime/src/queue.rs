@@ -5,6 +5,12 @@
 //! with no lock held. No closure is ever dropped or run while the lock is
 //! held: a closure's destructor may itself post (a completion guard does),
 //! possibly to this very queue.
+//!
+//! The dispatcher looks at the queue each time its loop is polled, which is
+//! many times per request. That look takes no lock and writes nothing while
+//! nothing was posted (a flag posters set), so a worker does not write the
+//! queue's line, which main allocated beside other workers' data, on every
+//! turn of its loop.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
@@ -29,6 +35,11 @@ pub(crate) struct PostQueue {
     /// Mirrors `State::stop_requested` so the dispatcher can check it
     /// between two closures of a batch without taking the lock.
     stopping: AtomicBool,
+    /// Set (under the lock) by every push and stop request, cleared (under
+    /// the lock) by the dispatcher when it takes the lock: while it is
+    /// clear, nothing changed since the dispatcher last looked and
+    /// registered its waker.
+    signal: AtomicBool,
 }
 
 struct State {
@@ -45,6 +56,7 @@ impl PostQueue {
         PostQueue {
             state: Mutex::new(State { tasks: VecDeque::new(), closed: false, stop_requested: false, waker: None }),
             stopping: AtomicBool::new(false),
+            signal: AtomicBool::new(false),
         }
     }
 
@@ -57,6 +69,7 @@ impl PostQueue {
                 return Err(task);
             }
             state.tasks.push_back(task);
+            self.signal.store(true, Ordering::Release);
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -71,6 +84,7 @@ impl PostQueue {
             let mut state = lock(&self.state);
             state.stop_requested = true;
             self.stopping.store(true, Ordering::Release);
+            self.signal.store(true, Ordering::Release);
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -81,9 +95,26 @@ impl PostQueue {
     /// Moves every queued task into `batch` (which must be empty), reports a
     /// stop, or registers the waker and returns `Pending`. A stop wins over
     /// queued tasks: they are left for [`PostQueue::close`] to hand back.
-    pub(crate) fn poll_batch(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Task>) -> Poll<Batch> {
+    ///
+    /// `registered` is the caller's record of the waker the queue holds for
+    /// it. When that waker is still the current one and nothing was pushed
+    /// since (the signal is clear), the answer is `Pending` without the
+    /// lock: a push after the check sets the signal and wakes that waker.
+    pub(crate) fn poll_batch(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut VecDeque<Task>,
+        registered: &mut Option<Waker>,
+    ) -> Poll<Batch> {
         debug_assert!(batch.is_empty());
+        if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !self.signal.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        // A push may take the queue's waker from here on: the record is
+        // renewed below only when this call registers one.
+        *registered = None;
         let mut state = lock(&self.state);
+        self.signal.store(false, Ordering::Relaxed);
         if state.stop_requested {
             state.closed = true;
             return Poll::Ready(Batch::Stopped);
@@ -96,6 +127,7 @@ impl PostQueue {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             _ => state.waker = Some(cx.waker().clone()),
         }
+        *registered = Some(cx.waker().clone());
         Poll::Pending
     }
 

@@ -44,7 +44,7 @@ pub struct Store {
     lines: Box<[Line]>,
     /// The thread that first wrote, to catch a second writer.
     #[cfg(debug_assertions)]
-    writer: std::sync::OnceLock<std::thread::ThreadId>,
+    writer: std::sync::OnceLock<u64>,
 }
 
 impl fmt::Debug for Store {
@@ -177,7 +177,7 @@ impl Store {
         debug_assert_eq!(defs, self.defs.id, "nuncio-stats: an id used with a store of other definitions");
         #[cfg(debug_assertions)]
         {
-            let me = std::thread::current().id();
+            let me = writer_id();
             let writer = *self.writer.get_or_init(|| me);
             assert_eq!(
                 writer, me,
@@ -187,6 +187,21 @@ impl Store {
             );
         }
     }
+}
+
+/// A number for the calling thread, for [`Store::check`]. Not
+/// `thread::current().id()`: that clones the thread's handle, an `Arc`
+/// the spawning thread allocated, and the debug build would then write a
+/// line shared with main on every count (which the shared-writes check,
+/// crates/nuncio/tests/shared_writes.rs, would rightly report).
+#[cfg(debug_assertions)]
+fn writer_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    std::thread_local! {
+        static ID: u64 = NEXT.fetch_add(1, Relaxed);
+    }
+    ID.with(|id| *id)
 }
 
 #[cfg(test)]

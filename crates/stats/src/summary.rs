@@ -70,8 +70,11 @@ impl Stats {
         by_worker
     }
 
-    /// Folds the stores only `Stats` still holds into the carried totals.
-    fn retire(&mut self) {
+    /// Folds the stores only `Stats` still holds into the carried totals
+    /// and frees them. [`read`](Self::read) does it first; a process that
+    /// makes stores often (each config reload does) calls it between reads
+    /// too, so that unread stores do not pile up.
+    pub fn retire(&mut self) {
         let mut retiring = Vec::new();
         self.live.retain_mut(|store| {
             // `get_mut` succeeds only with no other `Arc` or `Weak`, and it

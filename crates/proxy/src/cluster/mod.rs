@@ -338,6 +338,22 @@ impl ActiveRequest<'_> {
         from_hosts.unwrap_or_else(|| Arc::from(self.cluster.shared.config.endpoints[self.index].resolved.as_slice()))
     }
 
+    /// Whether `peer` is one of the endpoint's current addresses. Reads them
+    /// in place: cloning the `Arc` that [`addresses`](Self::addresses)
+    /// returns would write its count, which every worker shares, on each
+    /// pooled request.
+    pub(crate) fn has_address(&self, peer: SocketAddr) -> bool {
+        let from_hosts = self
+            .cluster
+            .hosts
+            .with(|h| {
+                h.of(&self.cluster.shared.config).and_then(|c| c.get(self.index)).map(|e| e.addresses.contains(&peer))
+            })
+            .ok()
+            .flatten();
+        from_hosts.unwrap_or_else(|| self.cluster.shared.config.endpoints[self.index].resolved.contains(&peer))
+    }
+
     /// A new connection to the endpoint, within the cluster's
     /// `connect_timeout` and circuit breakers: TCP (each address the name
     /// resolved to is tried in turn), then TLS for a cluster with `tls`.

@@ -14,9 +14,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::sync::Arc;
 use std::time::Duration;
 
 use h2::client::SendRequest;
@@ -86,12 +84,10 @@ impl ClusterPools {
     /// A live idle HTTP/1.1 connection to `active`'s endpoint, if any.
     fn idle_http1(&self, active: &ActiveRequest<'_>) -> Option<Http1Connection> {
         let pool = &self.endpoints[active.index()];
-        let mut addresses: Option<Arc<[SocketAddr]>> = None;
         loop {
             let Idle { mut conn, since } = pool.idle.borrow_mut().pop_back()?;
             let fresh = self.idle_timeout.is_none_or(|t| since.elapsed() < t);
-            let current = addresses.get_or_insert_with(|| active.addresses());
-            if fresh && conn.is_reusable() && conn.peer().is_some_and(|p| current.contains(&p)) {
+            if fresh && conn.is_reusable() && conn.peer().is_some_and(|p| active.has_address(p)) {
                 return Some(conn);
             }
         }
