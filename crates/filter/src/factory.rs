@@ -34,6 +34,24 @@ pub trait FilterFactory: Send + Sync + 'static {
     fn counters(&self) -> &[CounterSpec] {
         &[]
     }
+
+    /// A copy of this factory for one worker, made on that worker when it
+    /// takes a new config; its streams are then created from the copy.
+    ///
+    /// Why: a factory is built once, on main, and `create` typically
+    /// clones an `Arc` of the loaded config into each filter. That clone
+    /// writes the `Arc`'s count, one cache line that every worker writes
+    /// on every stream, and the cost per request then grows with the
+    /// number of workers. A copy whose `Arc`s are the worker's own keeps
+    /// those writes on the worker's core. Copy what `create` clones; what
+    /// it only reads may stay shared.
+    ///
+    /// Default: `None`, and every worker creates from this one factory
+    /// (right for a factory whose `create` clones nothing shared, or
+    /// whose filters share state on purpose).
+    fn for_worker(&self) -> Option<Arc<dyn FilterFactory>> {
+        None
+    }
 }
 
 /// A cluster a filter's config names ([`FilterFactory::clusters`]).

@@ -185,8 +185,9 @@ fn path_prefix(text: &str) -> Result<String, String> {
     Ok(text.trim_end_matches('/').to_owned())
 }
 
-/// A configured filter, shared by its streams.
-#[derive(Debug)]
+/// A configured filter, read by its streams (each worker has its copy:
+/// [`FilterFactory::for_worker`]).
+#[derive(Debug, Clone)]
 struct Settings {
     cluster: String,
     path_prefix: String,
@@ -217,6 +218,11 @@ struct ExtAuthzFactory {
 impl FilterFactory for ExtAuthzFactory {
     fn name(&self) -> &str {
         "ext_authz"
+    }
+
+    fn for_worker(&self) -> Option<Arc<dyn FilterFactory>> {
+        let settings = Arc::new((*self.settings).clone());
+        Some(Arc::new(ExtAuthzFactory { settings, counters: self.counters.clone() }))
     }
 
     fn create(&self) -> Box<dyn Filter> {

@@ -108,14 +108,14 @@ struct RuleConfig {
 }
 
 /// One field to write.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Rule {
     name: HeaderName,
     value: Template,
 }
 
 /// What to do to one direction's fields.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Section {
     set: Box<[Rule]>,
     add: Box<[Rule]>,
@@ -203,8 +203,9 @@ fn host_error(at: String) -> ConfigError {
     )
 }
 
-/// A loaded config, shared by every stream on every worker (read only).
-#[derive(Debug)]
+/// A loaded config, read by every stream (each worker has its copy:
+/// [`FilterFactory::for_worker`]).
+#[derive(Debug, Clone)]
 struct Rules {
     request: Section,
     response: Section,
@@ -221,6 +222,10 @@ struct HeadersFactory {
 impl FilterFactory for HeadersFactory {
     fn name(&self) -> &str {
         "headers"
+    }
+
+    fn for_worker(&self) -> Option<Arc<dyn FilterFactory>> {
+        Some(Arc::new(HeadersFactory { rules: Arc::new((*self.rules).clone()) }))
     }
 
     fn create(&self) -> Box<dyn Filter> {

@@ -72,9 +72,33 @@ fn tools() -> Option<String> {
 enum Load {
     /// Four keep-alive connections, requests spread over them.
     KeepAlive,
+    /// The same, through a listener with a `headers` filter (a chain per
+    /// stream, made from the factories) to a cluster with circuit breakers
+    /// (units leased per worker).
+    KeepAliveFiltered,
     /// A connection per request (`Connection: close`).
     Close,
 }
+
+/// Circuit breakers for [`Load::KeepAliveFiltered`]'s cluster.
+const BREAKERS: &str = "
+    max_requests: 1000
+    max_pending_requests: 1000
+    max_connections: 1000
+    max_retries: 100";
+
+/// The `headers` filter's block for [`Load::KeepAliveFiltered`]: a
+/// constant field each way and one the response copies from the request.
+const FILTERS: &str = "
+    filters:
+      - name: headers
+        config:
+          request:
+            set: [ { name: x-tenant, value: blue } ]
+          response:
+            add:
+              - { name: x-served-by, value: nuncio }
+              - { name: x-tenant-seen, value: '%REQ(x-tenant)%' }";
 
 /// Runs nuncio under DHAT for `requests` requests, for at least `hold`
 /// from the first request, and returns its profile and how long the
@@ -91,15 +115,17 @@ fn profile(
 workers: 2
 listeners:
   - name: main
-    address: 127.0.0.1:0
+    address: 127.0.0.1:0{}
     routes:
       - match: {{ prefix: / }}
         cluster: app
 clusters:
   - name: app
-    endpoints: [ '{}' ]
+    endpoints: [ '{}' ]{}
 ",
-        upstream.addr
+        if matches!(load, Load::KeepAliveFiltered) { FILTERS } else { "" },
+        upstream.addr,
+        if matches!(load, Load::KeepAliveFiltered) { BREAKERS } else { "" },
     );
     let config = scratch.write(&format!("{run}.yaml"), &yaml);
     let out = scratch.path(&format!("{run}.dhat.json"));
@@ -111,12 +137,15 @@ clusters:
     let address = nuncio.listener("main");
     let started = Instant::now();
     match load {
-        Load::KeepAlive => {
+        Load::KeepAlive | Load::KeepAliveFiltered => {
             let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(address)).collect();
             for i in 0..requests {
                 let n = clients.len();
                 let reply = clients[i % n].get("/");
                 assert_eq!(reply.status, 200);
+                if matches!(load, Load::KeepAliveFiltered) {
+                    assert_eq!(reply.headers["x-tenant-seen"], "blue");
+                }
             }
         }
         Load::Close => {
@@ -212,6 +241,17 @@ fn a_request_writes_nothing_main_allocated() {
     let Some(bin) = tools() else { return };
     let (total, sites) = per_request(&bin, Load::KeepAlive, "shared-writes");
     eprintln!("keep-alive: {total:.3} bytes written per request into main's blocks\n{}", report(&sites));
+    assert!(total < LIMIT, "{total:.2} bytes per request written into main's blocks; top sites:\n{}", report(&sites));
+}
+
+#[test]
+fn a_request_through_filters_writes_nothing_main_allocated() {
+    let Some(bin) = tools() else { return };
+    let (total, sites) = per_request(&bin, Load::KeepAliveFiltered, "shared-writes-filtered");
+    eprintln!(
+        "keep-alive, headers filter, breakers: {total:.3} bytes per request into main's blocks\n{}",
+        report(&sites)
+    );
     assert!(total < LIMIT, "{total:.2} bytes per request written into main's blocks; top sites:\n{}", report(&sites));
 }
 

@@ -27,7 +27,7 @@ use tokio::time::{Duration, Instant};
 
 use crate::bounded::under;
 use crate::cluster::UpstreamMode;
-use crate::cluster::resources::{Breaker, Permit, Resources};
+use crate::cluster::resources::{Breaker, Permit};
 use crate::cluster::{ActiveRequest, BudgetedRetry, ConnectError, PickError};
 use crate::deadline::time_left_header;
 use crate::message::RequestBodyError;
@@ -284,8 +284,7 @@ impl<'a> Attempts<'a> {
         let acquired = if state.has_retry_budget() {
             state.budget_retry().map(RetryPermit::Budget)
         } else {
-            let resources: &Arc<Resources> = &state.shared.runtime.resources;
-            match resources.acquire(Breaker::Retries) {
+            match state.resources.acquire(Breaker::Retries) {
                 Ok(acquired) => Some(RetryPermit::Breaker(acquired)),
                 Err(breaker) => {
                     store.inc(stats.cb_open[breaker as usize]);

@@ -618,7 +618,7 @@ pub(crate) fn deliver(
             if let Some(worker) = crate::worker::Worker::current() {
                 worker.retain_clusters(&snapshot);
             }
-            if let Some(old) = current.replace(Arc::new(Local { snapshot: snapshot.clone(), stats: store })) {
+            if let Some(old) = current.replace(Arc::new(Local::new(snapshot.clone(), store))) {
                 d.deferred_drop(old);
             }
         },

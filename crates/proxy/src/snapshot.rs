@@ -41,6 +41,9 @@ pub(crate) struct Snapshot {
 
 /// A listener's settings, compiled routes and access log.
 pub(crate) struct ListenerSnapshot {
+    /// Its place among the snapshot's listeners (indexes [`Local`]'s
+    /// per-worker filters).
+    pub(crate) index: usize,
     pub(crate) config: Listener,
     pub(crate) routes: RouteTable,
     pub(crate) access_log: Option<AccessLog>,
@@ -160,6 +163,7 @@ impl Snapshot {
                 }
             };
             let snapshot = ListenerSnapshot {
+                index: listeners.len(),
                 config: l.clone(),
                 tls,
                 routes: RouteTable::new(&l.routes),
@@ -234,9 +238,51 @@ impl Exporters {
     }
 }
 
-/// What a thread (worker or main) serves with: a snapshot and its own
-/// stats store for that snapshot's stats.
+/// What a thread (worker or main) serves with: a snapshot, its own stats
+/// store for that snapshot's stats, and its own copy of the listeners'
+/// filter factories.
 pub(crate) struct Local {
     pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) stats: Arc<Store>,
+    /// By [`ListenerSnapshot::index`]; `None` for a listener without
+    /// filters.
+    filters: Box<[Option<WorkerFilters>]>,
+}
+
+/// A listener's filters as one thread creates them for its streams.
+///
+/// Each stream clones the chain and its counter table, and each factory's
+/// `create` typically clones an `Arc` of its config: made once on main and
+/// shared, those clones would write counts that every worker writes on
+/// every stream (a shared cache line per request). The copies here are
+/// made on the thread that uses them, so the counts are its own.
+pub(crate) struct WorkerFilters {
+    pub(crate) factories: FilterChainFactory,
+    pub(crate) counters: Option<FilterTable>,
+}
+
+impl Local {
+    /// Call on the thread that will serve with it (a worker's copies are
+    /// then allocated and written there).
+    pub(crate) fn new(snapshot: Arc<Snapshot>, stats: Arc<Store>) -> Local {
+        let mut filters: Vec<Option<WorkerFilters>> = (0..snapshot.listeners.len()).map(|_| None).collect();
+        for listener in snapshot.listeners.values() {
+            let Some(chain) = &listener.filters else { continue };
+            filters[listener.index] = Some(WorkerFilters {
+                factories: chain.iter().map(|f| f.for_worker().unwrap_or_else(|| f.clone())).collect(),
+                counters: listener.filter_counters.as_ref().map(|table| table.iter().cloned().collect()),
+            });
+        }
+        Local { snapshot, stats, filters: filters.into() }
+    }
+
+    /// This thread's filters for `listener` (one of this snapshot's), if
+    /// it has any.
+    pub(crate) fn filters(&self, listener: &ListenerSnapshot) -> Option<&WorkerFilters> {
+        debug_assert!(
+            self.snapshot.listeners.get(&listener.config.name).is_some_and(|l| std::ptr::eq(l, listener)),
+            "a listener of another snapshot"
+        );
+        self.filters.get(listener.index)?.as_ref()
+    }
 }

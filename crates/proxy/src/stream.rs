@@ -98,17 +98,18 @@ pub(crate) async fn serve(
     // With filters the stream has a context of its own (see the module
     // docs); without, the connection's will do: everything the stream
     // derives from it is cancelled by its own guard.
-    let own_ctx: Option<(Context, CancelHandle)> = listener.filters.is_some().then(|| ctx.with_cancel());
+    let filters = local.filters(listener);
+    let own_ctx: Option<(Context, CancelHandle)> = filters.is_some().then(|| ctx.with_cancel());
     let ctx = own_ctx.as_ref().map_or(ctx, |(ctx, _cancel)| ctx);
-    let chain = listener.filters.as_ref().map(|factories| {
+    let chain = filters.map(|filters| {
         let mut cx = nuncio_filter::StreamCx::new(ctx.clone(), downstream.peer());
         cx.set_route_deadline(route_timeout(listener, &request).map(|timeout| Instant::now() + timeout));
         cx.set_http_client(crate::http_client::ClusterClient::for_stream(local, listener.time_left_header.clone()));
-        if let Some(table) = &listener.filter_counters {
+        if let Some(table) = &filters.counters {
             cx.set_counters(Rc::new(FilterCounters { store: local.stats.clone(), table: table.clone() }));
         }
         let trace = trace.map(|request| FilterTrace { local: local.clone(), request });
-        Box::new(Chain::new(factories, cx, trace))
+        Box::new(Chain::new(&filters.factories, cx, trace))
     });
     let mut stream = Stream {
         worker,

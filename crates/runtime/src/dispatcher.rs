@@ -118,22 +118,25 @@ impl Dispatcher {
     where
         F: FnOnce(Dispatcher) + Send + 'static,
     {
-        let shared = Shared::new(name.into());
-        let handle = DispatcherHandle { shared: shared.clone() };
-        let thread_name = shared.name.clone();
+        let thread_name: String = name.into();
         #[cfg(not(nuncio_loom))]
-        let join = {
-            // The runtime (I/O driver, timer wheel, task queues) is built on
-            // the new thread, so its allocations come from that thread's
-            // heap: built here, on main, they would sit in main's pages next
-            // to other workers' runtimes, and workers writing neighbouring
-            // lines would slow each other down (false sharing). The thread
-            // reports whether the build worked before running `body`.
+        {
+            // The dispatcher's shared part (its post queue) and its runtime
+            // (I/O driver, timer wheel, task queues) are made on the new
+            // thread, so they come from that thread's heap. Made here, on
+            // main, they would sit in main's pages next to other workers'
+            // and workers writing neighbouring lines would slow each other
+            // down (false sharing); each stream's handle clone writes the
+            // shared part's count. The thread hands the shared part back
+            // once the runtime is built, before it runs `body`, so posts
+            // are accepted as soon as this returns.
             let (built_tx, built_rx) = std::sync::mpsc::sync_channel(1);
+            let name = thread_name.clone();
             let start = move || {
+                let shared = Shared::new(name);
                 let runtime = match build_runtime(&shared.name) {
                     Ok(runtime) => {
-                        let _ = built_tx.send(Ok(()));
+                        let _ = built_tx.send(Ok(shared.clone()));
                         runtime
                     }
                     Err(e) => {
@@ -149,29 +152,30 @@ impl Dispatcher {
                 .spawn(start)
                 .map_err(|e| Error::Runtime { name: thread_name.clone(), reason: e.to_string() })?;
             match built_rx.recv() {
-                Ok(Ok(())) => join,
+                Ok(Ok(shared)) => Ok((DispatcherHandle { shared }, join)),
                 Ok(Err(e)) => {
                     let _ = join.join();
-                    return Err(e);
+                    Err(e)
                 }
                 Err(_) => {
                     let _ = join.join();
-                    return Err(Error::Runtime {
+                    Err(Error::Runtime {
                         name: thread_name,
                         reason: "the thread ended before its runtime was built".into(),
-                    });
+                    })
                 }
             }
-        };
+        }
         #[cfg(nuncio_loom)]
-        let join = {
-            let _ = thread_name;
-            thread::spawn(move || {
+        {
+            let shared = Shared::new(thread_name);
+            let handle = DispatcherHandle { shared: shared.clone() };
+            let join = thread::spawn(move || {
                 let dispatcher = Dispatcher::bind(shared).expect("a fresh thread has no dispatcher yet");
                 body(dispatcher);
-            })
-        };
-        Ok((handle, join))
+            });
+            Ok((handle, join))
+        }
     }
 
     fn bind(

@@ -133,14 +133,15 @@ pub struct AbortConfig {
     pub body: String,
 }
 
-/// The checked config, shared by every stream's filter.
-#[derive(Debug)]
+/// The checked config, read by every stream's filter (each worker has its
+/// own copy: `for_worker` below).
+#[derive(Debug, Clone)]
 struct Rules {
     rules: Vec<Rule>,
     report_header: Option<HeaderName>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Rule {
     prefix: String,
     delay_ms: u64,
@@ -217,6 +218,13 @@ impl FilterFactory for FaultFactory {
 
     fn counters(&self) -> &[CounterSpec] {
         self.counters.specs()
+    }
+
+    // Each stream clones `rules`; a worker's own copy keeps that clone's
+    // count off the other workers' cores.
+    fn for_worker(&self) -> Option<Arc<dyn FilterFactory>> {
+        let rules = Arc::new((*self.rules).clone());
+        Some(Arc::new(FaultFactory { rules, counters: self.counters.clone(), counted: self.counted }))
     }
 }
 

@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 
 use self::hosts::{HostEvent, HostStatus};
 use self::lb::{Balancer, Ring};
-use self::resources::{Breaker, Permit, Resources};
+use self::resources::{Breaker, LocalResources, Permit, Resources};
 use crate::io::Io;
 use crate::stats::ClusterStats;
 
@@ -156,6 +156,8 @@ pub(crate) struct ClusterState {
     active: Vec<Cell<u32>>,
     /// The cluster's retry budget as this worker keeps it, if it has one.
     budget: Option<LocalBudget>,
+    /// This worker's leases of the circuit breakers' units.
+    pub(crate) resources: Rc<LocalResources>,
     hosts: Slot<HostStatus>,
     events: tokio::sync::mpsc::UnboundedSender<HostEvent>,
 }
@@ -228,6 +230,7 @@ impl ClusterState {
         let endpoints = shared.config.endpoints.iter().map(|e| EndpointState { name: e.address.clone() }).collect();
         let balancer = Balancer::new(&shared.config, shared.ring.clone());
         let active = shared.config.endpoints.iter().map(|_| Cell::new(0)).collect();
+        let resources = LocalResources::new(shared.runtime.resources.clone(), workers);
         let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
         let budget = shared.config.retry_budget.map(|b| LocalBudget {
             percent: b.percent,
@@ -235,7 +238,7 @@ impl ClusterState {
             requests: Cell::new(0),
             retries: Cell::new(0),
         });
-        ClusterState { shared, balancer, endpoints, active, budget, hosts, events }
+        ClusterState { shared, balancer, endpoints, active, budget, resources, hosts, events }
     }
 
     /// Whether the cluster has a retry budget (then it, not the
@@ -295,7 +298,7 @@ impl ClusterState {
             })
             .unwrap_or(Err(PickError::NoHealthy))?;
         let index = chosen.ok_or(PickError::NoHealthy)?;
-        let permit = self.shared.runtime.resources.acquire(Breaker::Requests).map_err(PickError::Overflow)?;
+        let permit = self.resources.acquire(Breaker::Requests).map_err(PickError::Overflow)?;
         self.active[index].set(self.active[index].get() + 1);
         if let Some(budget) = &self.budget {
             budget.requests.set(budget.requests.get() + 1);
@@ -360,7 +363,7 @@ impl ActiveRequest<'_> {
     /// The guard counts the connection open (stats, `max_connections`)
     /// until dropped with it.
     pub(crate) async fn connect(&self) -> Result<Connected, ConnectError> {
-        let resources = &self.cluster.shared.runtime.resources;
+        let resources = &self.cluster.resources;
         let permit = resources.acquire(Breaker::Connections).map_err(ConnectError::Overflow)?;
         let pending = resources.acquire(Breaker::PendingRequests).map_err(ConnectError::Overflow)?;
         let addresses = self.addresses();
