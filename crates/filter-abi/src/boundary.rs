@@ -386,6 +386,70 @@ pub mod raw {
         }
     }
 
+    /// `call` through its `extern "C"` entry.
+    pub fn call(stream: u64, call: u64, op: u32, arg: u32, a: &[u8], b: &[u8]) -> i32 {
+        // SAFETY: slices valid during the call.
+        unsafe { (HOST.call)(stream, call, op, arg, a.as_ptr(), a.len(), b.as_ptr(), b.len()) }
+    }
+
+    /// `http_call` through its `extern "C"` entry.
+    pub fn http_call(stream: u64, call: u64, cluster: &[u8], head: &[u8], body: &[u8], timeout_ms: u64) -> i32 {
+        // SAFETY: slices valid during the call.
+        unsafe {
+            (HOST.http_call)(
+                stream,
+                call,
+                cluster.as_ptr(),
+                cluster.len(),
+                head.as_ptr(),
+                head.len(),
+                body.as_ptr(),
+                body.len(),
+                timeout_ms,
+                0,
+            )
+        }
+    }
+
+    /// `http_cancel` through its `extern "C"` entry.
+    pub fn http_cancel(stream: u64, call: u64) -> i32 {
+        // SAFETY: no pointer is passed.
+        unsafe { (HOST.http_cancel)(stream, call) }
+    }
+
+    /// `log` through its `extern "C"` entry.
+    pub fn log(level: u32, filter: &[u8], message: &[u8]) -> i32 {
+        // SAFETY: slices valid during the call.
+        unsafe { (HOST.log)(level, filter.as_ptr(), filter.len(), message.as_ptr(), message.len()) }
+    }
+
+    /// Whether `decide` would take this decision (it parses and checks it
+    /// before it looks for the stream).
+    pub fn decision_is_valid(decision: u32, status: u32, edits: &[u8], body: &[u8], flags: u32) -> bool {
+        crate::decision::Decision::parse(decision, status, edits, body, flags).is_ok()
+    }
+
+    /// An edit list as a library sends it, checked and applied to a
+    /// request head (`GET /`, `host: example`) and to a response head
+    /// (`200`, no field), as a hook's decision applies it: the two heads'
+    /// fields after, or `None` when the list is refused.
+    pub fn apply_edits(edits: &[u8]) -> Option<(http::HeaderMap, http::HeaderMap)> {
+        let edits = crate::wire::edits(edits).ok()?;
+        let mut request = nuncio_filter::RequestHead {
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/"),
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+            authority: None,
+        };
+        request.headers.insert(http::header::HOST, http::HeaderValue::from_static("example"));
+        crate::wire::apply_request(&edits, &mut request);
+        let mut response =
+            nuncio_filter::ResponseHead { status: http::StatusCode::OK, headers: http::HeaderMap::new() };
+        crate::wire::apply_response(&edits, &mut response);
+        Some((request.headers, response.headers))
+    }
+
     /// `put` with a sink that is not the active one (refused).
     pub fn put_stray(data: &[u8]) -> i32 {
         let mut stray = Vec::<u8>::new();

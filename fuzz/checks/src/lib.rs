@@ -1,6 +1,7 @@
 //! The bodies of nuncio's cargo-fuzz targets for what an operator writes:
 //! the YAML config, the access-log format language and the `headers`
-//! filter's value templates. `fuzz/fuzz_targets/` (cargo-fuzz, nightly)
+//! filter's value templates; and for what a filter library sends: the C
+//! ABI's host functions. `fuzz/fuzz_targets/` (cargo-fuzz, nightly)
 //! calls them; `tests/` runs them on stable over the committed seeds and
 //! proptest's inputs, so `cargo test` checks the same properties.
 //!
@@ -386,4 +387,77 @@ pub fn template(data: &[u8]) {
     let want = expected(template, client, &head);
     let resp = response.headers.get("x-fuzz-resp").map(HeaderValue::as_bytes);
     assert_eq!(resp, (!want.is_empty()).then_some(&want[..]), "template {template:?} (response)");
+}
+
+/// The C ABI's host functions (crates/filter-abi), called through their
+/// `extern "C"` entries as a filter library calls them, with what the
+/// library controls: stream and call ids, ops, statuses, flags and buffers.
+/// No stream is live here, so every call names a stream that does not
+/// exist or never did. Records are separated by `\x1e`; a record is an op
+/// byte, eight bytes of stream id, a kind byte, two of status or argument
+/// (little-endian), a flags byte, then `a\x1fb` (the two buffers).
+///
+/// Promises: no entry panics or unwinds (each is guarded, and a panic would
+/// show as `INVALID` where the checks expect otherwise); `decide` refuses
+/// exactly the decisions that do not parse (`INVALID`) and answers
+/// `STREAM_GONE` to the others; `call` and `http_call` answer `INVALID` or
+/// `STREAM_GONE`, and `INVALID` whenever their buffers do not parse;
+/// `http_cancel` answers `STREAM_GONE`; `log` takes anything; an edit list
+/// is refused or applied (to a request and a response head, without a
+/// panic) the same way whether it comes with a decision or alone; a sink
+/// takes exactly the bytes while lent and nothing when not.
+pub fn abi(data: &[u8]) {
+    use nuncio_filter_abi::abi::{decision, op, status};
+    use nuncio_filter_abi::raw;
+    const OK: i32 = status::OK as i32;
+    const GONE: i32 = status::STREAM_GONE as i32;
+    const INVALID: i32 = status::INVALID as i32;
+    for record in data.split(|&b| b == 0x1e) {
+        let Some((&[which], rest)) = record.split_first_chunk::<1>() else { continue };
+        let Some((stream, rest)) = rest.split_first_chunk::<8>() else { continue };
+        let stream = u64::from_le_bytes(*stream);
+        let Some(([kind, s0, s1, flags], rest)) = rest.split_first_chunk::<4>().map(|(h, r)| (*h, r)) else {
+            continue;
+        };
+        let (kind, number, flags) = (u32::from(kind), u32::from(u16::from_le_bytes([s0, s1])), u32::from(flags));
+        let (a, b) = match rest.iter().position(|&c| c == 0x1f) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &[][..]),
+        };
+        match which % 7 {
+            0 => {
+                let answer = raw::decide(stream, 1, kind, number, a, b, flags);
+                let valid = raw::decision_is_valid(kind, number, a, b, flags);
+                assert_eq!(answer, if valid { GONE } else { INVALID }, "decide({kind}, {number}, {flags:#x})");
+            }
+            1 => {
+                let answer = raw::call(stream, 7, kind, number, a, b);
+                assert!(answer == GONE || answer == INVALID, "call op {kind}: {answer}");
+                let edits_refused = raw::apply_edits(a).is_none();
+                let needs_edits = [op::OP_EDIT_REQUEST_HEADERS, op::OP_EDIT_RESPONSE_HEADERS, op::OP_REPLY];
+                if needs_edits.contains(&kind) && edits_refused {
+                    assert_eq!(answer, INVALID, "call op {kind} with an edit list that does not parse");
+                }
+            }
+            2 => {
+                let answer = raw::http_call(stream, 9, a, b, &[], u64::from(number));
+                assert!(answer == GONE || answer == INVALID, "http_call: {answer}");
+                if std::str::from_utf8(a).is_err() {
+                    assert_eq!(answer, INVALID, "http_call to a cluster named by bytes that are not UTF-8");
+                }
+            }
+            3 => assert_eq!(raw::http_cancel(stream, u64::from(number)), GONE),
+            4 => assert_eq!(raw::log(kind, a, b), OK),
+            5 => {
+                let applied = raw::apply_edits(a);
+                let with_decision = raw::decision_is_valid(decision::CONTINUE, 0, a, &[], 0);
+                assert_eq!(applied.is_some(), with_decision, "an edit list alone and in a decision");
+            }
+            _ => {
+                let (answer, out) = raw::put_active(a);
+                assert_eq!((answer, out.as_slice()), (OK, a));
+                assert_eq!(raw::put_stray(a), INVALID);
+            }
+        }
+    }
 }

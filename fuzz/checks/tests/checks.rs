@@ -36,6 +36,32 @@ fn template_seeds() {
     replay("template", checks::template);
 }
 
+#[test]
+fn abi_seeds() {
+    replay("abi", checks::abi);
+}
+
+/// An edit list entry: an op (valid or not) and one or two length-prefixed
+/// entries, sometimes cut short.
+fn edit_entry() -> impl Strategy<Value = Vec<u8>> {
+    let text = prop_oneof![
+        proptest::sample::select(&["x-a", "host", "content-type", "GET", "/p?q", "h:1", "404", "bad name", ""][..])
+            .prop_map(|t| t.as_bytes().to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..6),
+    ];
+    (0u8..9, text.clone(), text, any::<bool>()).prop_map(|(op, a, b, cut)| {
+        let mut out = vec![op];
+        for e in [a, b] {
+            out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+            out.extend_from_slice(&e);
+        }
+        if cut {
+            out.pop();
+        }
+        out
+    })
+}
+
 /// Text from `pieces` and a little noise, so proptest gets past the
 /// parsers' first checks.
 fn made_of(pieces: &'static [&'static str]) -> impl Strategy<Value = String> {
@@ -159,5 +185,22 @@ proptest! {
         let mut data = address.to_vec();
         data.extend_from_slice(text.as_bytes());
         checks::template(&data);
+    }
+
+    #[test]
+    fn abi_never_panics(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        checks::abi(&data);
+    }
+
+    #[test]
+    fn abi_holds_on_edit_lists(which in any::<u8>(), stream in any::<u64>(), kind in 0u8..11, number in any::<u16>(),
+                               flags in 0u8..4, edits in proptest::collection::vec(edit_entry(), 0..4)) {
+        let mut data = vec![which];
+        data.extend_from_slice(&stream.to_le_bytes());
+        data.push(kind);
+        data.extend_from_slice(&number.to_le_bytes());
+        data.push(flags);
+        data.extend(edits.concat());
+        checks::abi(&data);
     }
 }
