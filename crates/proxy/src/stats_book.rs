@@ -39,22 +39,26 @@ impl StatsBook {
     /// Attaches the stores that arrived and folds those nobody else holds
     /// into the totals, freeing them.
     pub(crate) fn collect(&self) {
-        let mut stats = self.stats.borrow_mut();
-        while let Ok(store) = self.arriving.try_recv() {
-            stats.attach(store);
-        }
-        stats.retire();
+        self.attach_arrived();
+        self.stats.borrow_mut().retire();
     }
 
-    /// Every store summed.
+    /// Every store summed (`Stats::read` folds the dead ones itself).
     pub(crate) fn read(&self) -> Summary {
-        self.collect();
+        self.attach_arrived();
         self.stats.borrow_mut().read()
     }
 
     /// Each worker's stores summed apart.
     pub(crate) fn read_by_worker(&self) -> BTreeMap<String, Summary> {
-        self.collect();
+        self.attach_arrived();
         self.stats.borrow_mut().read_by_worker()
+    }
+
+    fn attach_arrived(&self) {
+        let mut stats = self.stats.borrow_mut();
+        while let Ok(store) = self.arriving.try_recv() {
+            stats.attach(store);
+        }
     }
 }
