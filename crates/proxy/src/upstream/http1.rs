@@ -8,6 +8,7 @@ use std::io::IoSlice;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method};
 use nuncio_http1::{BodyDecoder, BodyEvent, BodyFraming, Limits, ResponseDecoder};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::io::Io;
@@ -60,6 +61,17 @@ impl Http1Connection {
         }
         match &mut self.stream {
             Io::Plain(tcp) => {
+                // The last read of the previous response was short, which
+                // cleared the socket's readiness ([`read_some`]): while the
+                // event loop has seen nothing since, nothing arrived, and no
+                // probe (a `recv` per request) is needed. A FIN that the
+                // loop has not polled yet is the same race as one arriving
+                // just after the probe: the try fails on a reused
+                // connection and is retried.
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                if tcp.poll_read_ready(&mut cx).is_pending() {
+                    return true;
+                }
                 let mut probe = [0u8; 1];
                 matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
             }
@@ -324,14 +336,15 @@ impl Exchange {
                 return;
             }
         };
+        let (mut reader, writer) = stream.split();
         tokio::select! {
             biased;
-            read = read_some(stream, &mut conn.read_buf), if !*eof => match read {
+            read = read_some(&mut reader, &mut conn.read_buf), if !*eof => match read {
                 Ok(0) => *eof = true,
                 Ok(_) => {}
                 Err(_) => (*eof, *reset) = (true, true),
             },
-            written = write_some(stream, out), if out.has_pending() => match written {
+            written = write_some(writer.as_ref(), out), if out.has_pending() => match written {
                 Ok(n) => out.advance(n),
                 Err(e) => {
                     tracing::debug!(error = %e, "upstream stopped taking the request body");
@@ -469,23 +482,16 @@ fn append_field(head: &mut BytesMut, name: &[u8], value: &[u8]) {
 }
 
 /// Reads what the socket has into `buf`; `Ok(0)` when the peer closed.
-/// Cancel-safe: waiting for readiness changes nothing. (`poll_read_ready`
-/// rather than `readable()`: the latter queues a waiter under a lock on
-/// every wait, measurably dearer per request.)
-async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+/// Cancel-safe. Through `AsyncRead` on purpose: a read shorter than the
+/// room offered clears the socket's readiness (epoll is edge-triggered, so
+/// the socket is drained), which spares the `recv` that would only say
+/// `EAGAIN` — here, and in [`Http1Connection::is_reusable`] before the next
+/// request on the connection.
+async fn read_some(stream: &mut tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(16 * 1024);
     }
-    std::future::poll_fn(|cx| {
-        loop {
-            std::task::ready!(stream.poll_read_ready(cx))?;
-            match stream.try_read_buf(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                read => return std::task::Poll::Ready(read),
-            }
-        }
-    })
-    .await
+    stream.read_buf(buf).await
 }
 
 /// Writes as much of `out`'s queue as the socket takes in one `writev`.
