@@ -127,8 +127,11 @@ pub(crate) async fn accept_loop(
         let (conn_ctx, conn_cancel) = ctx.with_cancel();
         // Log lines say which request the connection serves (see
         // `stream::serve`).
+        // Owned here once, lent below: what an idle connection's task
+        // holds is its cost (each value passed on by value would keep its
+        // moved-from room in every enclosing future).
         tokio::task::spawn_local(nuncio_trace::InRequest::new(None, async move {
-            crate::downstream::serve(worker, name, stream, peer, conn_ctx, draining).await;
+            crate::downstream::serve(&worker, &name, stream, peer, &conn_ctx, &draining).await;
             drop(conn_cancel);
             drop(guard);
         }));

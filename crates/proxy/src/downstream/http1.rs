@@ -42,7 +42,7 @@ pub(crate) struct Connection {
     pub(crate) stream: Io,
     pub(crate) read_buf: BytesMut,
     write_buf: BytesMut,
-    peer: SocketAddr,
+    pub(super) peer: SocketAddr,
     /// The TLS session, on a TLS listener.
     pub(crate) tls: Option<Rc<nuncio_tls::SessionInfo>>,
     /// Done when the listener drains: answer what is in flight with
@@ -128,7 +128,7 @@ impl Connection {
     /// Closes after a response the client may still be sending a body
     /// for: our side first, then what the client sends is read and
     /// dropped until it closes too, goes quiet, or time is up.
-    async fn linger(mut self) {
+    async fn linger(&mut self) {
         let _ = self.stream.shutdown().await;
         let until = Instant::now() + LINGER_TIME;
         let mut buf = std::mem::take(&mut self.read_buf);
@@ -149,74 +149,105 @@ impl Connection {
 
 /// Serves one client connection until it closes, errs, idles out or asks
 /// to close.
-pub(crate) async fn serve(worker: Rc<Worker>, listener: Rc<str>, mut conn: Connection, ctx: Context) {
+///
+/// The connection's task is what an idle keep-alive connection costs, so
+/// it holds only the connection and the wait for its next bytes; all of a
+/// request's work ([`serve_request`]) is one boxed future that exists only
+/// while a request is in flight.
+pub(crate) async fn serve(worker: &Rc<Worker>, listener: &str, conn: &mut Connection, ctx: &Context) {
     loop {
         // Between requests only the idle timeout applies; a client that
         // goes quiet is dropped without a word. An idle keep-alive
         // connection holds no buffer (as in nginx): the read buffer goes
         // back to the worker's pool (`read_buffers`) and is taken again once
         // the next request is readable.
-        if conn.read_buf.is_empty() {
-            let Ok(Some(idle_timeout)) =
-                worker.local.with(|l| l.snapshot.listeners.get(&*listener).map(|l| l.config.idle_timeout))
-            else {
-                return;
-            };
-            read_buffers::give_back(std::mem::take(&mut conn.read_buf));
-            conn.write_buf = BytesMut::new();
-            if conn.draining.is_done() {
-                return;
-            }
-            let draining = conn.draining.clone();
-            let next = async {
-                conn.stream.readable().await.map_err(|_| RequestBodyError::Gone)?;
-                conn.read_more().await
-            };
-            // A drain closes an idle connection at once.
-            let read = tokio::select! {
-                read = within(idle_timeout, next) => read,
-                _ = draining.done() => None,
-            };
-            if read.is_none_or(|r| r.is_err()) {
-                return;
-            }
+        if conn.read_buf.is_empty() && !wait_for_request(worker, listener, conn).await {
+            return;
         }
-        // The snapshot this request is served with (the newest once its
-        // first bytes are here), whatever reloads happen while it is in
-        // flight.
-        let Ok(local) = worker.local.get() else { return };
-        let Some(listener_snapshot) = local.snapshot.listeners.get(&*listener) else { return };
-        let settings = &listener_snapshot.config;
-        let mut limits = Limits::default();
-        limits.max_head_bytes = settings.max_request_headers_bytes;
-        limits.max_headers = settings.max_request_headers;
-        let mut decoder = RequestDecoder::new(limits);
-        // Once a head has started it must complete in time (slowloris).
-        let request = match within(settings.request_headers_timeout, conn.read_head(&mut decoder)).await {
-            None => {
-                return conn.reject(StatusCode::REQUEST_TIMEOUT, "nuncio: request headers not received in time").await;
-            }
-            Some(Err(RequestBodyError::Gone | RequestBodyError::Answered | RequestBodyError::TimedOut)) => return,
-            Some(Err(RequestBodyError::Invalid(e))) => {
-                return conn.reject(e.status(), &format!("nuncio: bad request: {e}")).await;
-            }
-            Some(Ok(request)) => request,
-        };
-        let body_clock = super::BodyClock::new(settings);
-        let (head, exchange) = Exchange::new(&mut conn, request);
-        let mut downstream = Downstream::new(Codec::Http1(exchange), body_clock);
-        // Boxed: the stream's future is large and exists only while a request
-        // is in flight, so an idle connection's task stays small.
-        Box::pin(crate::stream::serve(&worker, &local, listener_snapshot, &mut downstream, head, &ctx)).await;
-        let Codec::Http1(exchange) = downstream.codec else { unreachable!("built as HTTP/1.1 above") };
-        let (reusable, linger) = (exchange.reusable(), exchange.must_linger());
-        if reusable {
-            continue;
+        match Box::pin(serve_request(worker, listener, conn, ctx)).await {
+            After::Next => {}
+            After::Close => return,
+            // Boxed: rare, and its future is as large as the rest.
+            After::Linger => return Box::pin(conn.linger()).await,
         }
-        if linger {
-            conn.linger().await;
+    }
+}
+
+/// Waits, holding no buffer, until the client sends the next request's
+/// first bytes (`true`), or closes, idles out or the listener drains.
+async fn wait_for_request(worker: &Worker, listener: &str, conn: &mut Connection) -> bool {
+    let Ok(Some(idle_timeout)) =
+        worker.local.with(|l| l.snapshot.listeners.get(listener).map(|l| l.config.idle_timeout))
+    else {
+        return false;
+    };
+    read_buffers::give_back(std::mem::take(&mut conn.read_buf));
+    conn.write_buf = BytesMut::new();
+    if conn.draining.is_done() {
+        return false;
+    }
+    let draining = conn.draining.clone();
+    let next = async {
+        conn.stream.readable().await.map_err(|_| RequestBodyError::Gone)?;
+        conn.read_more().await
+    };
+    // A drain closes an idle connection at once.
+    let read = tokio::select! {
+        read = within(idle_timeout, next) => read,
+        _ = draining.done() => None,
+    };
+    read.is_some_and(|r| r.is_ok())
+}
+
+/// What the connection does after a request.
+enum After {
+    /// Carries the next request.
+    Next,
+    Close,
+    /// Closes while the client may still be sending a body (see the module
+    /// docs).
+    Linger,
+}
+
+/// One request on the connection, its first bytes already read: its head
+/// (under the listener's head timeout), then the stream.
+async fn serve_request(worker: &Rc<Worker>, listener: &str, conn: &mut Connection, ctx: &Context) -> After {
+    // The snapshot this request is served with (the newest once its
+    // first bytes are here), whatever reloads happen while it is in
+    // flight.
+    let Ok(local) = worker.local.get() else { return After::Close };
+    let Some(listener_snapshot) = local.snapshot.listeners.get(listener) else { return After::Close };
+    let settings = &listener_snapshot.config;
+    let mut limits = Limits::default();
+    limits.max_head_bytes = settings.max_request_headers_bytes;
+    limits.max_headers = settings.max_request_headers;
+    let mut decoder = RequestDecoder::new(limits);
+    // Once a head has started it must complete in time (slowloris).
+    let request = match within(settings.request_headers_timeout, conn.read_head(&mut decoder)).await {
+        None => {
+            conn.reject(StatusCode::REQUEST_TIMEOUT, "nuncio: request headers not received in time").await;
+            return After::Close;
         }
-        return;
+        Some(Err(RequestBodyError::Gone | RequestBodyError::Answered | RequestBodyError::TimedOut)) => {
+            return After::Close;
+        }
+        Some(Err(RequestBodyError::Invalid(e))) => {
+            conn.reject(e.status(), &format!("nuncio: bad request: {e}")).await;
+            return After::Close;
+        }
+        Some(Ok(request)) => request,
+    };
+    let body_clock = super::BodyClock::new(settings);
+    let (head, exchange) = Exchange::new(conn, request);
+    let mut downstream = Downstream::new(Codec::Http1(exchange), body_clock);
+    crate::stream::serve(worker, &local, listener_snapshot, &mut downstream, head, ctx).await;
+    let Codec::Http1(exchange) = downstream.codec else { unreachable!("built as HTTP/1.1 above") };
+    if exchange.reusable() {
+        After::Next
+    } else if exchange.must_linger() {
+        After::Linger
+    } else {
+        After::Close
     }
 }
 

@@ -52,55 +52,71 @@ pub(crate) struct WriteError;
 
 /// Serves one accepted client connection until it closes: picks the
 /// protocol, then hands over to that protocol's connection loop.
-pub(crate) async fn serve(
-    worker: Rc<Worker>,
-    listener: Rc<str>,
+///
+/// Not an `async fn`, and `worker`, `listener` and the contexts lent: an
+/// idle keep-alive connection costs what this future holds, and an `async
+/// fn` keeps each argument's room for its whole life (the socket and the
+/// address here, used only while the connection opens).
+pub(crate) fn serve<'a>(
+    worker: &'a Rc<Worker>,
+    listener: &'a Rc<str>,
     socket: TcpStream,
     peer: SocketAddr,
-    ctx: Context,
-    draining: Context,
-) {
-    // The listener closing for good (a drain out of time) ends the
-    // connection wherever it is.
-    let (closed, local) = (ctx.clone(), worker.local.clone());
-    tokio::select! {
-        // First: once closed, not a byte more (the stream would otherwise
-        // see its context cancelled and answer).
-        biased;
-        _ = closed.done() => {
-            if let Ok(local) = local.get() {
-                local.stats.inc(local.snapshot.stats.downstream_cx_drain_close);
+    ctx: &'a Context,
+    draining: &'a Context,
+) -> impl Future<Output = ()> + 'a {
+    let opening = Box::pin(open(worker, listener, socket, peer, draining));
+    async move {
+        let served = async {
+            let Some((mut conn, http2)) = opening.await else { return };
+            if http2 {
+                let (session, peer) = (conn.tls.clone(), conn.peer);
+                let (worker, listener, ctx, draining) =
+                    (worker.clone(), listener.clone(), ctx.clone(), draining.clone());
+                Box::pin(http2::serve(worker, listener, conn.into_io(), peer, session, ctx, draining)).await;
+            } else {
+                http1::serve(worker, listener, &mut conn, ctx).await;
             }
+        };
+        // The listener closing for good (a drain out of time) ends the
+        // connection wherever it is.
+        tokio::select! {
+            // First: once closed, not a byte more (the stream would
+            // otherwise see its context cancelled and answer).
+            biased;
+            _ = ctx.done() => {
+                if let Ok(local) = worker.local.get() {
+                    local.stats.inc(local.snapshot.stats.downstream_cx_drain_close);
+                }
+            }
+            () = served => {}
         }
-        () = serve_protocol(worker, listener, socket, peer, ctx, draining) => {}
     }
 }
 
-async fn serve_protocol(
-    worker: Rc<Worker>,
-    listener: Rc<str>,
+/// Completes the TLS handshake (on a TLS listener) and picks the
+/// protocol: the connection, and whether it speaks HTTP/2.
+async fn open(
+    worker: &Rc<Worker>,
+    listener: &Rc<str>,
     socket: TcpStream,
     peer: SocketAddr,
-    ctx: Context,
-    draining: Context,
-) {
-    let Some((protocol, idle, tls)) = worker
+    draining: &Context,
+) -> Option<(http1::Connection, bool)> {
+    let (protocol, idle, tls) = worker
         .local
         .with(|l| {
-            let snapshot = l.snapshot.listeners.get(&*listener)?;
+            let snapshot = l.snapshot.listeners.get(&**listener)?;
             Some((snapshot.config.protocol, snapshot.config.idle_timeout, snapshot.tls.clone()))
         })
         .ok()
-        .flatten()
-    else {
-        return;
-    };
+        .flatten()?;
     let (stream, session) = match tls {
         None => (Io::Plain(socket), None),
-        Some(tls) => match Box::pin(tls::accept(&worker, &listener, &tls, socket, peer)).await {
-            Some((stream, session)) => (stream, Some(Rc::new(session))),
-            None => return,
-        },
+        Some(tls) => {
+            let (stream, session) = Box::pin(tls::accept(worker, listener, &tls, socket, peer)).await?;
+            (stream, Some(Rc::new(session)))
+        }
     };
     // ALPN decides when it was agreed on; else the listener's protocol.
     let protocol = match session.as_ref().and_then(|s| s.alpn.as_deref()) {
@@ -109,28 +125,21 @@ async fn serve_protocol(
         _ => protocol,
     };
     let mut conn = http1::Connection::new(stream, peer, session, draining.clone());
-    match protocol {
-        ListenerProtocol::Http1 => http1::serve(worker, listener, conn, ctx).await,
-        ListenerProtocol::Http2 => {
-            let session = conn.tls.clone();
-            Box::pin(http2::serve(worker, listener, conn.into_io(), peer, session, ctx, draining)).await;
-        }
+    let http2 = match protocol {
+        ListenerProtocol::Http1 => false,
+        ListenerProtocol::Http2 => true,
         ListenerProtocol::Auto => {
             // Read until the bytes stop looking like the preface (one read
             // for any HTTP/1.1 request) or the whole preface is there.
             while conn.read_buf.len() < PREFACE.len() && PREFACE.starts_with(&conn.read_buf) {
                 if within(idle, conn.read_more()).await.is_none_or(|r| r.is_err()) {
-                    return;
+                    return None;
                 }
             }
-            if conn.read_buf.starts_with(PREFACE) {
-                let session = conn.tls.clone();
-                Box::pin(http2::serve(worker, listener, conn.into_io(), peer, session, ctx, draining)).await;
-            } else {
-                http1::serve(worker, listener, conn, ctx).await;
-            }
+            conn.read_buf.starts_with(PREFACE)
         }
-    }
+    };
+    Some((conn, http2))
 }
 
 /// The client side of one stream: where the request body comes from and
