@@ -202,6 +202,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             line += 1;
             let Ok(value) = value.to_str() else { continue };
             for token in value.split(',').map(|t| t.trim_matches([' ', '\t'])).filter(|t| !t.is_empty()) {
+                // A token naming a hop-by-hop field (`keep-alive`,
+                // `upgrade`, ...) needs no lookup: the loop below removes
+                // that field if the first pass saw it.
+                if HOP_BY_HOP_FIELDS.iter().any(|h| h.as_str().eq_ignore_ascii_case(token)) {
+                    continue;
+                }
                 // By `&str`: looked up without allocating a name; one that
                 // does not parse is in no map.
                 headers.remove(token);
