@@ -111,13 +111,14 @@ pub(crate) async fn serve(
         let trace = trace.map(|request| FilterTrace { local: local.clone(), request });
         Box::new(Chain::new(&filters.factories, cx, trace))
     });
+    let info = StreamInfo::new(listener.access_log.is_some(), downstream.started());
     let mut stream = Stream {
         worker,
         local,
         listener,
         client: FilteredStream::new(downstream, chain),
         ctx,
-        info: StreamInfo::new(listener.access_log.is_some()),
+        info,
         trace,
     };
     stream.run(&mut request).await;

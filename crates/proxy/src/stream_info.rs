@@ -36,9 +36,10 @@ pub(crate) struct StreamInfo {
 }
 
 impl StreamInfo {
-    pub(crate) fn new(logged: bool) -> StreamInfo {
+    /// The record of a stream whose head arrived at `start`.
+    pub(crate) fn new(logged: bool, start: Instant) -> StreamInfo {
         StreamInfo {
-            start: Instant::now(),
+            start,
             start_time: logged.then(SystemTime::now),
             flags: ResponseFlags::NONE,
             attempts: 0,

@@ -199,6 +199,12 @@ impl<'c> Downstream<'c> {
         Downstream { codec, bytes_received: 0, bytes_sent: 0, body_clock }
     }
 
+    /// When the request's head arrived (one clock read serves the body's
+    /// timeouts and the stream's timings).
+    pub(crate) fn started(&self) -> tokio::time::Instant {
+        self.body_clock.start
+    }
+
     /// The client's address.
     pub(crate) fn peer(&self) -> SocketAddr {
         match &self.codec {

@@ -327,7 +327,7 @@ impl Exchange {
                 let timed_out = tokio::select! {
                     biased;
                     () = tls_io(tls, &mut conn.read_buf, out, eof, reset) => false,
-                    () = tokio::time::sleep_until(awaiting.unwrap_or_else(tokio::time::Instant::now)), if awaiting.is_some() => true,
+                    () = super::sleep_until_some(awaiting), if awaiting.is_some() => true,
                 };
                 if timed_out {
                     // No `100` in time: the body goes anyway.
@@ -353,7 +353,7 @@ impl Exchange {
                 }
             },
             // No `100` in time: the body goes anyway.
-            () = tokio::time::sleep_until(awaiting.unwrap_or_else(tokio::time::Instant::now)), if awaiting.is_some() => {
+            () = super::sleep_until_some(awaiting), if awaiting.is_some() => {
                 out.state = Sending::Streaming;
             }
         }

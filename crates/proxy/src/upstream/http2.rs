@@ -391,7 +391,7 @@ impl Exchange {
             biased;
             () = read => {}
             // No `100` in time: the body goes anyway.
-            () = tokio::time::sleep_until(awaiting.unwrap_or_else(tokio::time::Instant::now)), if awaiting.is_some() => {
+            () = super::sleep_until_some(awaiting), if awaiting.is_some() => {
                 out.awaiting_continue = None;
             }
             capacity = send_capacity(send, wanted), if pending => {

@@ -65,6 +65,17 @@ pub(crate) struct UpstreamRequest<'r> {
 /// must not stall the upload.
 pub(crate) const CONTINUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Sleeps until `at`; never wakes for `None`. For a `select!` branch with
+/// a precondition: its future is built even while the branch is disabled,
+/// and `sleep_until(at.unwrap_or_else(Instant::now))` read the clock and
+/// built a timer for every turn of every exchange.
+pub(crate) async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The request body as the tries see it.
 #[derive(Clone)]
 pub(crate) enum RequestBody {
