@@ -77,8 +77,10 @@ pub(crate) fn send(
             Some(timeout) => detached.with_timeout(timeout),
             None => detached.with_cancel(),
         };
+        // Boxed inside a small task, as a stream on an HTTP/2 connection
+        // is (`downstream::http2`): tokio moves a spawned future by value.
         tokio::task::spawn_local(InRequest::new(nuncio_trace::current_log_ids(), async move {
-            copy.send(&ctx).await;
+            Box::pin(copy.send(&ctx)).await;
             drop(guard);
         }));
     }

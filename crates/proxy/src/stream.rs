@@ -112,15 +112,8 @@ pub(crate) async fn serve(
         Box::new(Chain::new(&filters.factories, cx, trace))
     });
     let info = StreamInfo::new(listener.access_log.is_some(), downstream.started());
-    let mut stream = Stream {
-        worker,
-        local,
-        listener,
-        client: FilteredStream::new(downstream, chain),
-        ctx,
-        info,
-        trace,
-    };
+    let mut stream =
+        Stream { worker, local, listener, client: FilteredStream::new(downstream, chain), ctx, info, trace };
     stream.run(&mut request).await;
     let panics = stream.client.complete();
     if panics > 0 {
