@@ -80,7 +80,7 @@ pub(crate) fn send(
         // Boxed inside a small task, as a stream on an HTTP/2 connection
         // is (`downstream::http2`): tokio moves a spawned future by value.
         tokio::task::spawn_local(InRequest::new(nuncio_trace::current_log_ids(), async move {
-            Box::pin(copy.send(&ctx)).await;
+            crate::box_in_place!(copy.send(&ctx)).await;
             drop(guard);
         }));
     }

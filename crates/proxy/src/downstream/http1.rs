@@ -164,7 +164,7 @@ pub(crate) async fn serve(worker: &Rc<Worker>, listener: &str, conn: &mut Connec
         if conn.read_buf.is_empty() && !wait_for_request(worker, listener, conn).await {
             return;
         }
-        match Box::pin(serve_request(worker, listener, conn, ctx)).await {
+        match crate::box_in_place!(serve_request(worker, listener, conn, ctx)).await {
             After::Next => {}
             After::Close => return,
             // Boxed: rare, and its future is as large as the rest.

@@ -150,7 +150,7 @@ pub(crate) async fn serve(
         // its task cell, and again when it ends), and a stream's is ~6 KB
         // (those copies were 5,300 instructions a request).
         tokio::task::spawn_local(nuncio_trace::InRequest::new(None, async move {
-            if Box::pin(serve_stream(&worker, &listener, request, respond, peer, tls, &stream_ctx)).await {
+            if crate::box_in_place!(serve_stream(&worker, &listener, request, respond, peer, tls, &stream_ctx)).await {
                 guard.abuse.premature.set(guard.abuse.premature.get() + 1);
             }
             drop(cancel);

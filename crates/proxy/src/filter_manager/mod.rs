@@ -218,7 +218,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
             // The chain may wait (a filter stopped, a hook pending): a client
             // that leaves meanwhile ends it.
             let closed = std::pin::pin!(self.downstream.closed());
-            Box::pin(chain.request_headers(&mut view, end, closed)).await
+            crate::box_in_place!(chain.request_headers(&mut view, end, closed)).await
         };
         request.restore(view);
         outcome
@@ -336,7 +336,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         let end = head.body == BodySize::Empty;
         let outcome = {
             let closed = std::pin::pin!(self.downstream.closed());
-            Box::pin(chain.response_headers(&mut view, end, closed)).await
+            crate::box_in_place!(chain.response_headers(&mut view, end, closed)).await
         };
         match outcome {
             Outcome::Continue => {
