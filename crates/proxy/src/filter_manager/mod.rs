@@ -142,6 +142,9 @@ pub(crate) struct FilteredStream<'d, 'c> {
     chain: Option<Box<Chain>>,
     /// Request body pieces that came out of the filters, not yet taken.
     filtered: VecDeque<Piece>,
+    /// What the response body hooks let out of one piece; kept empty
+    /// between pieces for its room (one allocation a stream, not a piece).
+    response_out: VecDeque<Piece>,
     /// The filtered request body ended.
     filtered_end: bool,
     /// A filter answered from the request body path: sent by
@@ -161,6 +164,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
             downstream,
             chain,
             filtered: VecDeque::new(),
+            response_out: VecDeque::new(),
             filtered_end: false,
             answer: None,
             responding: false,
@@ -300,12 +304,15 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         if self.responding
             && let Some(chain) = self.chain.as_deref_mut()
         {
-            let mut out = VecDeque::new();
+            let mut out = std::mem::take(&mut self.response_out);
             let outcome = {
                 let closed = std::pin::pin!(self.downstream.closed());
                 Box::pin(chain.apply_body_calls(Direction::Response, &mut out, closed)).await
             };
-            self.flow(outcome, out).await.map_err(|_| RequestBodyError::Gone)?;
+            let flowed = self.flow(outcome, &mut out).await;
+            out.clear();
+            self.response_out = out;
+            flowed.map_err(|_| RequestBodyError::Gone)?;
         }
         Ok(())
     }
@@ -398,16 +405,19 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     /// A piece of the response through the response body hooks, then out.
     async fn send_filtered_piece(&mut self, piece: Piece) -> Result<(), WriteError> {
         let Some(chain) = self.chain.as_deref_mut() else { return self.write_piece(piece).await };
-        let mut out = VecDeque::new();
+        let mut out = std::mem::take(&mut self.response_out);
         let outcome = {
             let closed = std::pin::pin!(self.downstream.closed());
             chain.body(Direction::Response, piece, &mut out, closed).await
         };
-        self.flow(outcome, out).await
+        let flowed = self.flow(outcome, &mut out).await;
+        out.clear();
+        self.response_out = out;
+        flowed
     }
 
     /// Acts on what the response body hooks decided.
-    async fn flow(&mut self, outcome: Outcome, out: VecDeque<Piece>) -> Result<(), WriteError> {
+    async fn flow(&mut self, outcome: Outcome, out: &mut VecDeque<Piece>) -> Result<(), WriteError> {
         match outcome {
             Outcome::Continue => self.write_pieces(out).await,
             Outcome::Gone => Err(WriteError),
@@ -426,7 +436,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     }
 
     /// Writes what came out of the filters; a held-back head goes first.
-    async fn write_pieces(&mut self, mut out: VecDeque<Piece>) -> Result<(), WriteError> {
+    async fn write_pieces(&mut self, out: &mut VecDeque<Piece>) -> Result<(), WriteError> {
         while let Some(piece) = out.pop_front() {
             if self.holds_head() {
                 // The whole body is here when its end is: the exact length.
