@@ -80,6 +80,7 @@
 mod context;
 mod done;
 mod error;
+mod registry;
 mod scope;
 mod sync;
 mod timer;

@@ -14,11 +14,10 @@
 
 use std::{mem, sync::PoisonError, task::Waker};
 
-use slab::Slab;
-
 use crate::{
     Cause, Error, Instant,
     error::SharedCause,
+    registry::Registry,
     sync::{Arc, AtomicU8, Mutex, MutexGuard, Ordering},
     timer::{self, TimerHandle},
 };
@@ -58,9 +57,9 @@ pub(crate) struct Scope {
 struct Inner {
     /// Set when done with a cause that has no code of its own.
     cause: Option<SharedCause>,
-    /// Children, `done()` wakers and `after_func` callbacks, in one slab (one
-    /// key space) to keep the scope small.
-    registered: Slab<Registered>,
+    /// Children, `done()` wakers and `after_func` callbacks, in one key
+    /// space (the first two inline: most scopes register no more).
+    registered: Registry<Registered>,
     /// Our deadline timer task, once armed.
     timer: Option<TimerHandle>,
 }
@@ -79,7 +78,7 @@ enum Registered {
 struct Drained {
     /// What the children are cancelled with.
     child_cause: Cause,
-    registered: Slab<Registered>,
+    registered: Registry<Registered>,
     timer: Option<TimerHandle>,
 }
 
@@ -124,9 +123,10 @@ impl Scope {
         let deadline = earlier(deadline, parent.deadline);
         let mut inner = parent.lock();
         if parent.mark_registered() {
-            let entry = inner.registered.vacant_entry();
-            let child = Arc::new(Scope::new(LIVE, deadline, Some((Arc::clone(parent), entry.key()))));
-            entry.insert(Registered::Child(Arc::clone(&child)));
+            let key = inner.registered.vacant_key();
+            let child = Arc::new(Scope::new(LIVE, deadline, Some((Arc::clone(parent), key))));
+            let inserted = inner.registered.insert(Registered::Child(Arc::clone(&child)));
+            debug_assert_eq!(inserted, key, "the key the child was told");
             return child;
         }
         let state = parent.state.load(Ordering::Acquire) & (ERR | CAUSE);
@@ -253,14 +253,14 @@ impl Scope {
         }
         // Then the subtree and the waiters, and the callbacks last.
         let mut registered = drained.registered;
-        for (_, entry) in &mut registered {
+        for entry in registered.iter_mut() {
             match entry {
                 Registered::Child(child) => child.cancel_inner(err, drained.child_cause.clone(), false),
                 Registered::Waiter(waker) => waker.wake_by_ref(),
                 Registered::AfterFunc(_) => {}
             }
         }
-        for (_, entry) in registered {
+        for entry in registered.into_values() {
             if let Registered::AfterFunc(f) = entry {
                 f();
             }
@@ -391,7 +391,7 @@ impl Scope {
     /// How many children are linked (tests check that none leak).
     #[cfg(test)]
     pub(crate) fn children_len(&self) -> usize {
-        self.lock().registered.iter().filter(|(_, r)| matches!(r, Registered::Child(_))).count()
+        self.lock().registered.iter().filter(|r| matches!(r, Registered::Child(_))).count()
     }
 
     /// Whether this scope was linked to a parent at birth.
@@ -403,7 +403,7 @@ impl Scope {
     /// How many `done()` futures are registered.
     #[cfg(all(test, not(nuncio_loom)))]
     pub(crate) fn waiters_len(&self) -> usize {
-        self.lock().registered.iter().filter(|(_, r)| matches!(r, Registered::Waiter(_))).count()
+        self.lock().registered.iter().filter(|r| matches!(r, Registered::Waiter(_))).count()
     }
 
     /// Whether a deadline timer task of this very scope is armed.
