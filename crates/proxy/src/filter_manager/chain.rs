@@ -155,10 +155,7 @@ impl Chain {
             let (filter, cx, view) = (&mut self.filters[i], &mut self.cx, &mut *head);
             let traced = HookTrace::of(self.trace.as_ref(), &self.names, i, "request_headers");
             let hook = with_span(call(move || filter.request_headers(cx, view, end_of_stream)), traced);
-            let status = tokio::select! {
-                status = guarded(hook) => status,
-                () = closed.as_mut() => return Outcome::Gone,
-            };
+            let Some(status) = settled(hook, &mut closed).await else { return Outcome::Gone };
             let Some(status) =
                 self.after_head_hook(Direction::Request, i, status, &mut head.headers, &mut closed).await
             else {
@@ -197,10 +194,7 @@ impl Chain {
             let (filter, cx, view) = (&mut self.filters[i], &mut self.cx, &mut *head);
             let traced = HookTrace::of(self.trace.as_ref(), &self.names, i, "response_headers");
             let hook = with_span(call(move || filter.response_headers(cx, view, end_of_stream)), traced);
-            let status = tokio::select! {
-                status = guarded(hook) => status,
-                () = closed.as_mut() => return Outcome::Gone,
-            };
+            let Some(status) = settled(hook, &mut closed).await else { return Outcome::Gone };
             let Some(status) =
                 self.after_head_hook(Direction::Response, i, status, &mut head.headers, &mut closed).await
             else {
@@ -552,10 +546,7 @@ impl Chain {
                     }),
                     traced,
                 );
-                let status = tokio::select! {
-                    status = guarded(hook) => status,
-                    () = closed.as_mut() => return Outcome::Gone,
-                };
+                let Some(status) = settled(hook, closed).await else { return Outcome::Gone };
                 let outcome = match status {
                     Ok(Status::Continue) => {
                         self.release(dir, i, next);
@@ -670,10 +661,7 @@ impl Chain {
             }),
             traced,
         );
-        tokio::select! {
-            status = guarded(hook) => Some(status),
-            () = closed.as_mut() => None,
-        }
+        settled(hook, closed).await
     }
 
     /// The answer when a buffering filter's body outgrew the limit.
@@ -935,6 +923,25 @@ fn end_hook_span(mut span: nuncio_trace::Span<'_>, status: &Status) {
 /// Calls a hook, catching a panic in the call itself.
 fn call<'a>(hook: impl FnOnce() -> Hook<'a>) -> std::thread::Result<Hook<'a>> {
     std::panic::catch_unwind(AssertUnwindSafe(hook))
+}
+
+/// A hook's status (a panic, in the call or in its future, caught), or
+/// `None` if the client went away while it was pending. A hook that
+/// answered at once is taken as it is, without looking at the client's
+/// socket: `select!` polls its branches in a random order, and the `closed`
+/// branch cost a readiness poll of the socket per hook.
+async fn settled(
+    hook: std::thread::Result<Hook<'_>>,
+    closed: &mut Closed<'_>,
+) -> Option<Result<Status, Box<dyn Any + Send>>> {
+    match hook {
+        Ok(Hook::Done(status)) => Some(Ok(status)),
+        Err(panic) => Some(Err(panic)),
+        pending => tokio::select! {
+            status = guarded(pending) => Some(status),
+            () = closed.as_mut() => None,
+        },
+    }
 }
 
 /// A hook's status, with a panic (in the call or in its future) caught.
