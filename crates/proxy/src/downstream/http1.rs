@@ -155,13 +155,16 @@ impl Connection {
 /// request's work ([`serve_request`]) is one boxed future that exists only
 /// while a request is in flight.
 pub(crate) async fn serve(worker: &Rc<Worker>, listener: &str, conn: &mut Connection, ctx: &Context) {
+    // One waiter on the drain for the connection's life: registered once,
+    // not at each idle wait.
+    let mut drained = conn.draining.done();
     loop {
         // Between requests only the idle timeout applies; a client that
         // goes quiet is dropped without a word. An idle keep-alive
         // connection holds no buffer (as in nginx): the read buffer goes
         // back to the worker's pool (`read_buffers`) and is taken again once
         // the next request is readable.
-        if conn.read_buf.is_empty() && !wait_for_request(worker, listener, conn).await {
+        if conn.read_buf.is_empty() && !wait_for_request(worker, listener, conn, &mut drained).await {
             return;
         }
         match crate::box_in_place!(serve_request(worker, listener, conn, ctx)).await {
@@ -174,8 +177,14 @@ pub(crate) async fn serve(worker: &Rc<Worker>, listener: &str, conn: &mut Connec
 }
 
 /// Waits, holding no buffer, until the client sends the next request's
-/// first bytes (`true`), or closes, idles out or the listener drains.
-async fn wait_for_request(worker: &Worker, listener: &str, conn: &mut Connection) -> bool {
+/// first bytes (`true`), or closes, idles out or the listener drains
+/// (`drained`: `conn.draining.done()`).
+async fn wait_for_request(
+    worker: &Worker,
+    listener: &str,
+    conn: &mut Connection,
+    drained: &mut nuncio_context::Done,
+) -> bool {
     let Ok(Some(idle_timeout)) =
         worker.local.with(|l| l.snapshot.listeners.get(listener).map(|l| l.config.idle_timeout))
     else {
@@ -186,7 +195,6 @@ async fn wait_for_request(worker: &Worker, listener: &str, conn: &mut Connection
     if conn.draining.is_done() {
         return false;
     }
-    let draining = conn.draining.clone();
     let next = async {
         conn.stream.readable().await.map_err(|_| RequestBodyError::Gone)?;
         conn.read_more().await
@@ -194,7 +202,7 @@ async fn wait_for_request(worker: &Worker, listener: &str, conn: &mut Connection
     // A drain closes an idle connection at once.
     let read = tokio::select! {
         read = within(idle_timeout, next) => read,
-        _ = draining.done() => None,
+        () = drained => None,
     };
     read.is_some_and(|r| r.is_ok())
 }

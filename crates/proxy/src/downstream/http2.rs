@@ -91,6 +91,9 @@ pub(crate) async fn serve(
     let idle = Rc::new(Notify::new());
     let abuse = Rc::new(Abuse::default());
     let mut goaway_sent = false;
+    // One waiter on the drain for the connection's life, not one per
+    // stream; polled only until it fires (then `goaway_sent`).
+    let mut drained = draining.done();
     loop {
         // Idle (no stream open) for `idle_timeout`, or the listener drains:
         // say goodbye (GOAWAY), then let the codec finish the streams in
@@ -107,7 +110,7 @@ pub(crate) async fn serve(
                         continue;
                     }
                 },
-                _ = draining.done() => {
+                () = &mut drained => {
                     conn.graceful_shutdown();
                     goaway_sent = true;
                     continue;
@@ -117,7 +120,7 @@ pub(crate) async fn serve(
             tokio::select! {
                 accepted = conn.accept() => accepted,
                 () = idle.notified() => continue,
-                _ = draining.done(), if !goaway_sent => {
+                () = &mut drained, if !goaway_sent => {
                     conn.graceful_shutdown();
                     goaway_sent = true;
                     continue;
