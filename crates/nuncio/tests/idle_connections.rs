@@ -20,13 +20,6 @@ const IDLE: usize = 400;
 /// The bound per idle connection, in KiB.
 const LIMIT_KIB: f64 = 3.0;
 
-/// Resident memory of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("a VmRSS line");
-    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmRSS in kB")
-}
-
 #[test]
 fn an_idle_keep_alive_connection_costs_little_memory() {
     let scratch = Scratch::new("idle-connections");
@@ -61,7 +54,7 @@ clusters:
     }
     drop(warm);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let rest = rss_kib(nuncio.pid());
+    let rest = nuncio.rss_kib();
 
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
@@ -70,7 +63,7 @@ clusters:
         idle.push(client);
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let loaded = rss_kib(nuncio.pid());
+    let loaded = nuncio.rss_kib();
     let per_connection = loaded.saturating_sub(rest) as f64 / IDLE as f64;
     eprintln!("{IDLE} idle connections: {rest} → {loaded} KiB, {per_connection:.2} KiB each");
     assert!(

@@ -8,13 +8,6 @@ use nuncio_test_support::{Admin, Process, Scratch, Upstream, exchange};
 
 const NUNCIO: &str = env!("CARGO_BIN_EXE_nuncio");
 
-/// Resident memory of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("a VmRSS line");
-    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmRSS in kB")
-}
-
 fn reload(nuncio: &Process, n: usize) {
     for _ in 0..n {
         let reply =
@@ -47,9 +40,9 @@ clusters:
     let nuncio = Process::start(NUNCIO, &["-c", &path, "--log-level", "info"]);
     // Warm up: allocator pools and the reload machinery reach their size.
     reload(&nuncio, 100);
-    let before = rss_kib(nuncio.pid());
+    let before = nuncio.rss_kib();
     reload(&nuncio, 500);
-    let after = rss_kib(nuncio.pid());
+    let after = nuncio.rss_kib();
     let grown = after.saturating_sub(before);
     // Unfolded stores alone would be 500 × 3 threads × 7 KB or more.
     assert!(grown < 2048, "500 reloads grew RSS by {grown} KiB ({before} → {after} KiB)");
