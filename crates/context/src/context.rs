@@ -58,9 +58,8 @@ impl Context {
 
     fn derive(&self, deadline: Option<Instant>) -> (Context, CancelHandle) {
         let scope = Scope::derive(self.scope.as_ref(), deadline);
-        let handle = CancelHandle { scope: Arc::clone(&scope), values: self.values.clone() };
         let ctx = Context { scope: Some(scope), values: self.values.clone() };
-        (ctx, handle)
+        (ctx.clone(), CancelHandle { ctx })
     }
 
     /// A context that shares `self`'s cancellation and deadline and adds (or,
@@ -194,39 +193,50 @@ impl fmt::Debug for Context {
 /// context does nothing. May be used from any thread.
 #[must_use = "dropping a CancelHandle cancels its context at once"]
 pub struct CancelHandle {
-    scope: Arc<Scope>,
-    values: Values,
+    /// The context it cancels: always one with a scope (made by
+    /// [`Context::derive`]).
+    ctx: Context,
 }
 
 impl CancelHandle {
+    fn scope(&self) -> &Scope {
+        self.ctx.scope.as_deref().expect("a cancel handle's context always has a scope")
+    }
+
     /// Cancels the context with [`Error::Canceled`]; its cause is
     /// [`Error::Canceled`] too. Descendants get the same error and cause;
     /// `after_func` callbacks run on this thread before this returns.
     pub fn cancel(&self) {
-        self.scope.cancel(Error::Canceled, Cause::CANCELED);
+        self.scope().cancel(Error::Canceled, Cause::CANCELED);
     }
 
     /// Cancels the context with [`Error::Canceled`] and `cause`, which
     /// descendants carry too.
     pub fn cancel_with_cause(&self, cause: Cause) {
-        self.scope.cancel(Error::Canceled, cause);
+        self.scope().cancel(Error::Canceled, cause);
     }
 
     /// The context this handle cancels.
     pub fn context(&self) -> Context {
-        Context { scope: Some(Arc::clone(&self.scope)), values: self.values.clone() }
+        self.ctx.clone()
+    }
+
+    /// The context this handle cancels, lent: whoever keeps the handle for
+    /// the context's whole life needs no copy of the context beside it.
+    pub fn as_context(&self) -> &Context {
+        &self.ctx
     }
 }
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
-        self.scope.cancel(Error::Canceled, Cause::HANDLE_DROPPED);
+        self.scope().cancel(Error::Canceled, Cause::HANDLE_DROPPED);
     }
 }
 
 impl fmt::Debug for CancelHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CancelHandle").field("err", &self.scope.peek_err()).finish()
+        f.debug_struct("CancelHandle").field("err", &self.scope().peek_err()).finish()
     }
 }
 

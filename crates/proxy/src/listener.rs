@@ -123,18 +123,20 @@ pub(crate) async fn accept_loop(
         local.stats.inc(local.snapshot.stats.downstream_cx_total);
         local.stats.gauge_inc(local.snapshot.stats.downstream_cx_active);
         let guard = OpenConnection { open: open.clone(), local, overload: worker.overload.clone() };
-        let (worker, name, draining) = (worker.clone(), name.clone(), draining.clone());
-        let (conn_ctx, conn_cancel) = ctx.with_cancel();
-        // Log lines say which request the connection serves (see
-        // `stream::serve`).
-        // Owned here once, lent below: what an idle connection's task
-        // holds is its cost (each value passed on by value would keep its
-        // moved-from room in every enclosing future).
-        tokio::task::spawn_local(nuncio_trace::InRequest::new(None, async move {
-            crate::downstream::serve(&worker, &name, stream, peer, &conn_ctx, &draining).await;
-            drop(conn_cancel);
+        // The connection's context: its handle lends it, so the task holds
+        // one, not both.
+        let (_, conn) = ctx.with_cancel();
+        // What an idle connection's task holds is its cost: the opening
+        // (TLS handshake, protocol sniff) is boxed here with all it needs,
+        // and the task lends the rest (see `downstream::serve`).
+        let opening = Box::pin(crate::downstream::open(worker.clone(), name.clone(), stream, peer, draining.clone()));
+        let (worker, name) = (worker.clone(), name.clone());
+        tokio::task::spawn_local(async move {
+            crate::downstream::serve(&worker, &name, opening, conn.as_context()).await;
+            // Cancels whatever still derives from the connection's context.
+            drop(conn);
             drop(guard);
-        }));
+        });
     }
 }
 

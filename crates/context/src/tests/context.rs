@@ -159,9 +159,13 @@ fn handle_context_is_the_same_context() {
     let (ctx, handle) = base.with_cancel();
     let again = handle.context();
     assert_eq!(again.value::<Tag>(), Some(&Tag("x")));
+    let lent = handle.as_context();
+    assert_eq!(lent.value::<Tag>(), Some(&Tag("x")));
+    assert!(!lent.is_done());
     handle.cancel();
     assert_eq!(again.err(), Some(Error::Canceled));
     assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(handle.as_context().err(), Some(Error::Canceled));
 }
 
 #[test]
@@ -436,6 +440,35 @@ fn dropping_done_deregisters_its_waker() {
     cancel.cancel();
     assert!(poll_once(&mut second).is_ready());
     drop(second);
+}
+
+#[test]
+fn a_done_is_two_words() {
+    // Connections keep one for their life, idle ones included.
+    assert_eq!(size_of::<crate::Done>(), 2 * size_of::<usize>());
+}
+
+#[test]
+fn a_scope_with_its_counts_fits_twenty_words() {
+    // Every connection has one: with `Arc`'s two counts it stays within
+    // an allocator's 160-byte class (the registry's overflow is boxed).
+    assert!(size_of::<crate::scope::Scope>() + 2 * size_of::<usize>() <= 20 * size_of::<usize>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn done_says_whether_its_context_is_done_without_registering() {
+    assert!(!Context::background().done().is_done(), "background: never");
+    let (ctx, cancel) = Context::background().with_cancel();
+    let done = ctx.done();
+    assert!(!done.is_done());
+    assert_eq!(ctx.scope().unwrap().waiters_len(), 0, "asking registers nothing");
+    cancel.cancel();
+    assert!(done.is_done());
+    // A passed deadline counts, though no timer fired.
+    let (timed, _t) = Context::background().with_timeout(Duration::from_secs(1));
+    let done = timed.done();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(done.is_done());
 }
 
 #[tokio::test]

@@ -10,13 +10,16 @@
 //! client's next bytes with a reset that can destroy the response before
 //! the client reads it (RFC 9112 §9.6).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
-use nuncio_context::Context;
+use nuncio_context::{Context, Done};
 use nuncio_http1::{BodyDecoder, BodyEvent, BodyFraming, Limits, Request, RequestDecoder};
+use nuncio_trace::InRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -46,8 +49,9 @@ pub(crate) struct Connection {
     /// The TLS session, on a TLS listener.
     pub(crate) tls: Option<Rc<nuncio_tls::SessionInfo>>,
     /// Done when the listener drains: answer what is in flight with
-    /// `Connection: close`, and close an idle connection at once.
-    draining: Context,
+    /// `Connection: close`, and close an idle connection at once. One
+    /// waiter for the connection's life, registered at its first idle wait.
+    drained: Done,
 }
 
 impl Connection {
@@ -55,27 +59,19 @@ impl Connection {
         stream: Io,
         peer: SocketAddr,
         tls: Option<Rc<nuncio_tls::SessionInfo>>,
-        draining: Context,
+        drained: Done,
     ) -> Connection {
-        Connection { stream, read_buf: read_buffers::take(), write_buf: BytesMut::new(), peer, tls, draining }
+        Connection { stream, read_buf: read_buffers::take(), write_buf: BytesMut::new(), peer, tls, drained }
     }
 
     /// The socket with the bytes read so far put back in front, for
-    /// another protocol's codec.
-    pub(crate) fn into_io(self) -> super::http2::Rewind {
-        super::http2::Rewind::new(self.read_buf.freeze(), self.stream)
+    /// another protocol's codec, and the wait for the listener's drain.
+    pub(crate) fn into_parts(self) -> (super::http2::Rewind, Done) {
+        (super::http2::Rewind::new(self.read_buf.freeze(), self.stream), self.drained)
     }
 
     pub(crate) async fn read_more(&mut self) -> Result<(), RequestBodyError> {
-        if self.read_buf.capacity() == 0 {
-            self.read_buf = read_buffers::take();
-        } else if self.read_buf.capacity() - self.read_buf.len() < 2048 {
-            self.read_buf.reserve(read_buffers::SIZE);
-        }
-        match self.stream.read_buf(&mut self.read_buf).await {
-            Ok(0) | Err(_) => Err(RequestBodyError::Gone),
-            Ok(_) => Ok(()),
-        }
+        read_more(&mut self.stream, &mut self.read_buf).await
     }
 
     async fn read_head(&mut self, decoder: &mut RequestDecoder) -> Result<Request, RequestBodyError> {
@@ -147,64 +143,110 @@ impl Connection {
     }
 }
 
+/// Reads what the client sent next into `buf` (a pooled buffer if it has
+/// none).
+async fn read_more(stream: &mut Io, buf: &mut BytesMut) -> Result<(), RequestBodyError> {
+    if buf.capacity() == 0 {
+        *buf = read_buffers::take();
+    } else if buf.capacity() - buf.len() < 2048 {
+        buf.reserve(read_buffers::SIZE);
+    }
+    match stream.read_buf(buf).await {
+        Ok(0) | Err(_) => Err(RequestBodyError::Gone),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// [`read_more`] if the socket has bytes now; `Pending` if not (a spurious
+/// readiness, or a TLS record not complete yet).
+fn read_now(stream: &mut Io, buf: &mut BytesMut) -> Poll<Result<(), RequestBodyError>> {
+    let read = std::pin::pin!(read_more(stream, buf));
+    read.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+}
+
 /// Serves one client connection until it closes, errs, idles out or asks
 /// to close.
 ///
 /// The connection's task is what an idle keep-alive connection costs, so
 /// it holds only the connection and the wait for its next bytes; all of a
 /// request's work ([`serve_request`]) is one boxed future that exists only
-/// while a request is in flight.
-pub(crate) async fn serve(worker: &Rc<Worker>, listener: &str, conn: &mut Connection, ctx: &Context) {
-    // One waiter on the drain for the connection's life: registered once,
-    // not at each idle wait.
-    let mut drained = conn.draining.done();
-    loop {
-        // Between requests only the idle timeout applies; a client that
-        // goes quiet is dropped without a word. An idle keep-alive
-        // connection holds no buffer (as in nginx): the read buffer goes
-        // back to the worker's pool (`read_buffers`) and is taken again once
-        // the next request is readable.
-        if conn.read_buf.is_empty() && !wait_for_request(worker, listener, conn, &mut drained).await {
-            return;
-        }
-        match crate::box_in_place!(serve_request(worker, listener, conn, ctx)).await {
-            After::Next => {}
-            After::Close => return,
-            // Boxed: rare, and its future is as large as the rest.
-            After::Linger => return Box::pin(conn.linger()).await,
+/// while a request is in flight. Not an `async fn`: that would keep room
+/// for each argument twice.
+#[expect(clippy::manual_async_fn, reason = "an `async fn` keeps room for each argument twice")]
+pub(crate) fn serve<'a>(
+    worker: &'a Rc<Worker>,
+    listener: &'a Rc<str>,
+    conn: &'a mut Connection,
+    ctx: &'a Context,
+    closed: &'a mut Done,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        loop {
+            // Between requests only the idle timeout applies; a client that
+            // goes quiet is dropped without a word. An idle keep-alive
+            // connection holds no buffer (as in nginx): the read buffer goes
+            // back to the worker's pool (`read_buffers`) and is taken again
+            // once the next request is readable.
+            if conn.read_buf.is_empty() && !wait_for_request(worker, listener, conn).await {
+                // The listener's closing for good drains it first.
+                if closed.is_done() {
+                    super::count_drain_close(worker);
+                }
+                return;
+            }
+            // The request's future alone is boxed, in place: wrapping it
+            // first would move its kilobytes once per wrapper. The log lines
+            // of the request say its ids (see `stream::serve`): kept by
+            // `InRequest` for the request only, so that an idle connection
+            // holds no room for them.
+            let request = crate::box_in_place!(serve_request(worker, listener, conn, ctx));
+            match super::until_closed(worker, closed, InRequest::new(None, request)).await {
+                Some(After::Next) => {}
+                None | Some(After::Close) => return,
+                // Boxed: rare, and its future is as large as the rest.
+                Some(After::Linger) => {
+                    Box::pin(super::until_closed(worker, closed, conn.linger())).await;
+                    return;
+                }
+            }
         }
     }
 }
 
 /// Waits, holding no buffer, until the client sends the next request's
-/// first bytes (`true`), or closes, idles out or the listener drains
-/// (`drained`: `conn.draining.done()`).
-async fn wait_for_request(
-    worker: &Worker,
-    listener: &str,
-    conn: &mut Connection,
-    drained: &mut nuncio_context::Done,
-) -> bool {
-    let Ok(Some(idle_timeout)) =
-        worker.local.with(|l| l.snapshot.listeners.get(listener).map(|l| l.config.idle_timeout))
-    else {
-        return false;
-    };
+/// first bytes (`true`), or closes, idles out or the listener drains.
+///
+/// Not an `async fn`, and the listener's idle timeout read before the
+/// wait: what lives through the wait is only the socket's readiness, the
+/// timer and the drain's waiter.
+fn wait_for_request<'a>(worker: &Worker, listener: &str, conn: &'a mut Connection) -> impl Future<Output = bool> + 'a {
+    let idle_timeout: Option<Option<std::time::Duration>> =
+        worker.local.with(|l| l.snapshot.listeners.get(listener).map(|l| l.config.idle_timeout)).ok().flatten();
     read_buffers::give_back(std::mem::take(&mut conn.read_buf));
     conn.write_buf = BytesMut::new();
-    if conn.draining.is_done() {
-        return false;
+    async move {
+        let Some(idle_timeout) = idle_timeout else { return false };
+        let Connection { stream, read_buf, drained, .. } = conn;
+        if drained.is_done() {
+            return false;
+        }
+        // The read itself is not waited on (its future would live through
+        // the idle wait): readiness is, then one read is tried.
+        let next = async {
+            loop {
+                stream.readable().await.map_err(|_| RequestBodyError::Gone)?;
+                if let Poll::Ready(read) = read_now(stream, read_buf) {
+                    return read;
+                }
+            }
+        };
+        // A drain closes an idle connection at once.
+        let read = tokio::select! {
+            read = within(idle_timeout, next) => read,
+            () = drained => None,
+        };
+        read.is_some_and(|r| r.is_ok())
     }
-    let next = async {
-        conn.stream.readable().await.map_err(|_| RequestBodyError::Gone)?;
-        conn.read_more().await
-    };
-    // A drain closes an idle connection at once.
-    let read = tokio::select! {
-        read = within(idle_timeout, next) => read,
-        () = drained => None,
-    };
-    read.is_some_and(|r| r.is_ok())
 }
 
 /// What the connection does after a request.
@@ -219,12 +261,12 @@ enum After {
 
 /// One request on the connection, its first bytes already read: its head
 /// (under the listener's head timeout), then the stream.
-async fn serve_request(worker: &Rc<Worker>, listener: &str, conn: &mut Connection, ctx: &Context) -> After {
+async fn serve_request(worker: &Rc<Worker>, listener: &Rc<str>, conn: &mut Connection, ctx: &Context) -> After {
     // The snapshot this request is served with (the newest once its
     // first bytes are here), whatever reloads happen while it is in
     // flight.
     let Ok(local) = worker.local.get() else { return After::Close };
-    let Some(listener_snapshot) = local.snapshot.listeners.get(listener) else { return After::Close };
+    let Some(listener_snapshot) = local.snapshot.listeners.get(&**listener) else { return After::Close };
     let settings = &listener_snapshot.config;
     let mut limits = Limits::default();
     limits.max_head_bytes = settings.max_request_headers_bytes;
@@ -450,7 +492,7 @@ impl<'c> Exchange<'c> {
         };
         // A request body left unread would be taken for the next request.
         self.close = !self.keep_alive
-            || self.conn.draining.is_done()
+            || self.conn.drained.is_done()
             || self.aborted
             || framing == BodyFraming::UntilClose
             || !matches!(self.body, RequestBody::Done);

@@ -21,7 +21,7 @@ use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::uri::Authority;
 use http::{HeaderMap, Method, Request, header};
-use nuncio_context::Context;
+use nuncio_context::{Context, Done};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
@@ -68,7 +68,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     tls: Option<Rc<nuncio_tls::SessionInfo>>,
     ctx: Context,
-    draining: Context,
+    mut drained: Done,
 ) {
     let Some(settings) =
         worker.local.with(|l| l.snapshot.listeners.get(&*listener).map(|l| l.config.clone())).ok().flatten()
@@ -91,9 +91,8 @@ pub(crate) async fn serve(
     let idle = Rc::new(Notify::new());
     let abuse = Rc::new(Abuse::default());
     let mut goaway_sent = false;
-    // One waiter on the drain for the connection's life, not one per
-    // stream; polled only until it fires (then `goaway_sent`).
-    let mut drained = draining.done();
+    // `drained`: one waiter on the drain for the connection's life, not
+    // one per stream; polled only until it fires (then `goaway_sent`).
     loop {
         // Idle (no stream open) for `idle_timeout`, or the listener drains:
         // say goodbye (GOAWAY), then let the codec finish the streams in

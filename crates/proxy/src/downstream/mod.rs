@@ -17,12 +17,13 @@ mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use nuncio_config::ListenerProtocol;
-use nuncio_context::Context;
+use nuncio_context::{Context, Done};
 use tokio::net::TcpStream;
 
 use crate::io::Io;
@@ -50,63 +51,99 @@ pub(crate) enum BodyStart {
 #[derive(Debug)]
 pub(crate) struct WriteError;
 
-/// Serves one accepted client connection until it closes: picks the
-/// protocol, then hands over to that protocol's connection loop.
+/// What [`open`] leaves: the connection, and whether it speaks HTTP/2.
+pub(crate) type Opened = Option<(http1::Connection, bool)>;
+
+/// Serves one accepted client connection until it closes: `opening` (the
+/// boxed [`open`]) completes the TLS handshake and picks the protocol, then
+/// that protocol's connection loop takes over.
 ///
-/// Not an `async fn`, and `worker`, `listener` and the contexts lent: an
-/// idle keep-alive connection costs what this future holds, and an `async
-/// fn` keeps each argument's room for its whole life (the socket and the
-/// address here, used only while the connection opens).
+/// An idle keep-alive connection costs what its task holds, so the task
+/// holds little: this is not an `async fn` (an `async fn` keeps room for
+/// each argument twice), everything is lent, and the opening comes boxed,
+/// made by the accept loop, so that the socket, the address and what the
+/// TLS handshake needs live in the box only while the connection opens.
+/// The listener closing for good (a drain out of time) ends the connection
+/// wherever it is ([`until_closed`], one waiter on `ctx` for the
+/// connection's life); an idle one already ended when the listener began
+/// to drain.
+#[expect(clippy::manual_async_fn, reason = "an `async fn` keeps room for each argument twice")]
 pub(crate) fn serve<'a>(
     worker: &'a Rc<Worker>,
     listener: &'a Rc<str>,
-    socket: TcpStream,
-    peer: SocketAddr,
+    opening: Pin<Box<impl Future<Output = Opened> + 'a>>,
     ctx: &'a Context,
-    draining: &'a Context,
 ) -> impl Future<Output = ()> + 'a {
-    let opening = Box::pin(open(worker, listener, socket, peer, draining));
     async move {
-        let served = async {
-            let Some((mut conn, http2)) = opening.await else { return };
-            if http2 {
-                let (session, peer) = (conn.tls.clone(), conn.peer);
-                let (worker, listener, ctx, draining) =
-                    (worker.clone(), listener.clone(), ctx.clone(), draining.clone());
-                Box::pin(http2::serve(worker, listener, conn.into_io(), peer, session, ctx, draining)).await;
-            } else {
-                http1::serve(worker, listener, &mut conn, ctx).await;
-            }
-        };
-        // The listener closing for good (a drain out of time) ends the
-        // connection wherever it is.
-        tokio::select! {
-            // First: once closed, not a byte more (the stream would
-            // otherwise see its context cancelled and answer).
-            biased;
-            _ = ctx.done() => {
-                if let Ok(local) = worker.local.get() {
-                    local.stats.inc(local.snapshot.stats.downstream_cx_drain_close);
-                }
-            }
-            () = served => {}
+        let mut closed = ctx.done();
+        let Some(Some((mut conn, http2))) = until_closed(worker, &mut closed, opening).await else { return };
+        if http2 {
+            let (session, peer) = (conn.tls.clone(), conn.peer);
+            let (io, drained) = conn.into_parts();
+            let (worker_rc, listener_rc) = (worker.clone(), listener.clone());
+            let serve = http2::serve(worker_rc, listener_rc, io, peer, session, ctx.clone(), drained);
+            Box::pin(until_closed(worker, &mut closed, serve)).await;
+        } else {
+            http1::serve(worker, listener, &mut conn, ctx, &mut closed).await;
         }
     }
 }
 
+pin_project_lite::pin_project! {
+    /// See [`until_closed`].
+    #[must_use = "futures do nothing unless awaited"]
+    struct UntilClosed<'a, F> {
+        #[pin]
+        work: F,
+        worker: &'a Worker,
+        closed: &'a mut Done,
+    }
+}
+
+/// `work`, unless the listener closes for good first (`closed`: the
+/// connection context's `done()`): then `work` is dropped wherever it is,
+/// and `None`. A struct, not an `async fn`: that would hold `work` twice
+/// (see `bounded`), and a request's future is kilobytes.
+fn until_closed<'a, F: Future>(worker: &'a Worker, closed: &'a mut Done, work: F) -> UntilClosed<'a, F> {
+    UntilClosed { work, worker, closed }
+}
+
+impl<F: Future> Future for UntilClosed<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        // First: once closed, not a byte more (a stream would otherwise see
+        // its context cancelled and answer).
+        if Pin::new(&mut **this.closed).poll(cx).is_ready() {
+            count_drain_close(this.worker);
+            return std::task::Poll::Ready(None);
+        }
+        this.work.poll(cx).map(Some)
+    }
+}
+
+/// Counts a connection the listener's closing ended.
+fn count_drain_close(worker: &Worker) {
+    if let Ok(local) = worker.local.get() {
+        local.stats.inc(local.snapshot.stats.downstream_cx_drain_close);
+    }
+}
+
 /// Completes the TLS handshake (on a TLS listener) and picks the
-/// protocol: the connection, and whether it speaks HTTP/2.
-async fn open(
-    worker: &Rc<Worker>,
-    listener: &Rc<str>,
+/// protocol: the connection, and whether it speaks HTTP/2. Owns what it
+/// needs: the accept loop boxes it (see [`serve`]).
+pub(crate) async fn open(
+    worker: Rc<Worker>,
+    listener: Rc<str>,
     socket: TcpStream,
     peer: SocketAddr,
-    draining: &Context,
-) -> Option<(http1::Connection, bool)> {
+    draining: Context,
+) -> Opened {
     let (protocol, idle, tls) = worker
         .local
         .with(|l| {
-            let snapshot = l.snapshot.listeners.get(&**listener)?;
+            let snapshot = l.snapshot.listeners.get(&*listener)?;
             Some((snapshot.config.protocol, snapshot.config.idle_timeout, snapshot.tls.clone()))
         })
         .ok()
@@ -114,7 +151,7 @@ async fn open(
     let (stream, session) = match tls {
         None => (Io::Plain(socket), None),
         Some(tls) => {
-            let (stream, session) = Box::pin(tls::accept(worker, listener, &tls, socket, peer)).await?;
+            let (stream, session) = Box::pin(tls::accept(&worker, &listener, &tls, socket, peer)).await?;
             (stream, Some(Rc::new(session)))
         }
     };
@@ -124,7 +161,7 @@ async fn open(
         Some("http/1.1") => ListenerProtocol::Http1,
         _ => protocol,
     };
-    let mut conn = http1::Connection::new(stream, peer, session, draining.clone());
+    let mut conn = http1::Connection::new(stream, peer, session, draining.done());
     let http2 = match protocol {
         ListenerProtocol::Http1 => false,
         ListenerProtocol::Http2 => true,
