@@ -9,6 +9,14 @@ idle (keep-alive). After a short settle it reads the RSS again and reports
 
     per-connection KiB = (RSS with N idle connections - RSS at rest) / N
 
+and, for each two successive counts N1 < N2 of a proxy, the marginal cost
+
+    marginal KiB = ((RSS with N2 - rest) - (RSS with N1 - rest)) / (N2 - N1)
+
+which leaves out what the load itself leaves behind whatever N is (buffers pooled for
+the 64 connections that were busy at once, upstream connections, pages the allocator keeps
+after the burst): the cost of one more idle connection.
+
 RSS is VmRSS from /proc/PID/status, summed over the proxy's processes (nginx: master +
 worker; nuncio: its one process). Memory the kernel holds for the sockets is not in RSS,
 and is the same for every proxy. A connection that has served a request is the state that
@@ -347,6 +355,15 @@ def main():
                     log(f"{proxy}: N={n} FAILED: {e}")
                     results["runs"].append({"proxy": proxy, "n": n, "error": str(e)})
                     rc = 1
+            runs = sorted((r for r in results["runs"] if r["proxy"] == proxy and r.get("opened")),
+                          key=lambda r: r["n"])
+            for a, b in zip(runs, runs[1:]):
+                if b["opened"] == a["opened"]:
+                    continue
+                kib = ((b["loaded_kib"] - b["rest_kib"]) - (a["loaded_kib"] - a["rest_kib"])) / (b["opened"] - a["opened"])
+                log(f"{proxy}: marginal from {a['opened']} to {b['opened']} idle connections: {kib:.2f} KiB/conn")
+                results.setdefault("marginal", []).append(
+                    {"proxy": proxy, "from": a["opened"], "to": b["opened"], "kib_per_conn": kib})
     finally:
         origin.stop()
     if args.json:

@@ -45,18 +45,21 @@ pub(crate) struct Scope {
     state: AtomicU8,
     /// The effective deadline: the earlier of our own and the parent's.
     deadline: Option<Instant>,
-    /// The parent and our key in its `registered`, if we were linked at birth.
-    /// The key is only ever removed by us (`cancel` unlinking) or drained by
-    /// a cancelling parent, and a cancelled parent never links again, so it
-    /// stays valid.
-    parent: Option<(Arc<Scope>, usize)>,
+    /// The parent, if we were linked at birth, and our key in its
+    /// `registered` (a `u32` beside `state`: every connection has a scope,
+    /// and 112 bytes keep its allocation within 128). The key is only ever
+    /// removed by us (`cancel` unlinking) or drained by a cancelling parent,
+    /// and a cancelled parent never links again, so it stays valid.
+    parent: Option<Arc<Scope>>,
+    key_in_parent: u32,
     inner: Mutex<Inner>,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// Set when done with a cause that has no code of its own.
-    cause: Option<SharedCause>,
+    /// Set when done with a cause that has no code of its own. Boxed: rare,
+    /// and one word here instead of two (see `Scope::parent`).
+    cause: Option<Box<SharedCause>>,
     /// Children, `done()` wakers and `after_func` callbacks, in one key
     /// space (the first two inline: most scopes register no more).
     registered: Registry<Registered>,
@@ -108,7 +111,13 @@ fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 impl Scope {
     fn new(state: u8, deadline: Option<Instant>, parent: Option<(Arc<Scope>, usize)>) -> Scope {
-        Scope { state: AtomicU8::new(state), deadline, parent, inner: Mutex::new(Inner::default()) }
+        let (parent, key_in_parent) = match parent {
+            // A scope's children are counted in memory (each takes a slot
+            // of its registry): four billion of them cannot exist.
+            Some((parent, key)) => (Some(parent), u32::try_from(key).expect("fewer than 2^32 children of a context")),
+            None => (None, 0),
+        };
+        Scope { state: AtomicU8::new(state), deadline, parent, key_in_parent, inner: Mutex::new(Inner::default()) }
     }
 
     /// A new scope under `parent` (`None`: under a context that is never
@@ -198,7 +207,7 @@ impl Scope {
         match Cause::from_code((state & CAUSE) >> CAUSE_SHIFT) {
             Some(cause) => Some(cause),
             // Stored under the lock together with the state.
-            None => self.lock().cause.clone().map(Cause::from_shared),
+            None => self.lock().cause.as_deref().cloned().map(Cause::from_shared),
         }
     }
 
@@ -241,7 +250,7 @@ impl Scope {
                 return; // a lock-free cancellation won
             }
             let child_cause = cause.clone();
-            inner.cause = cause.into_shared();
+            inner.cause = cause.into_shared().map(Box::new);
             Drained { child_cause, registered: mem::take(&mut inner.registered), timer: mem::take(&mut inner.timer) }
         };
         // Bookkeeping first, so a panicking callback leaves no link behind.
@@ -269,9 +278,9 @@ impl Scope {
 
     /// Removes us from our parent's children (after we were cancelled).
     fn unlink(&self) {
-        if let Some((parent, key)) = &self.parent {
+        if let Some(parent) = &self.parent {
             // Released at the end of the statement; our entry is dropped after.
-            let ours = parent.lock().registered.try_remove(*key);
+            let ours = parent.lock().registered.try_remove(self.key_in_parent as usize);
             drop(ours);
         }
     }
@@ -359,7 +368,7 @@ impl Scope {
         let Some(deadline) = this.deadline else {
             return false;
         };
-        if let Some((parent, _)) = &this.parent
+        if let Some(parent) = &this.parent
             && parent.deadline == Some(deadline)
         {
             if !Scope::arm_timer(parent) {

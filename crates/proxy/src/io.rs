@@ -17,7 +17,7 @@
 //! drives that buffer out as it drives reads (`upstream::http1`'s
 //! `tls_io`: reads and writes polled from one task, no split halves).
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -43,17 +43,18 @@ impl Io {
         }
     }
 
-    /// Resolves when a read would not wait: the socket is readable, or TLS
-    /// already holds decrypted bytes (or records to process). A small
-    /// future on purpose: an idle keep-alive connection waits in it.
-    /// Through the socket's one reader waker (`poll_read_ready`): one task
-    /// waits on it at a time, as for any read.
-    pub(crate) fn readable(&self) -> impl Future<Output = std::io::Result<()>> + '_ {
-        poll_fn(move |cx| match self {
+    /// Ready when a read would not wait: the socket is readable, or TLS
+    /// already holds decrypted bytes (or records to process). A poll, not a
+    /// future, on purpose: an idle keep-alive connection waits in it, and
+    /// its wait is a small hand-written future. Through the socket's one
+    /// reader waker (`poll_read_ready`): one task waits on it at a time, as
+    /// for any read.
+    pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self {
             Io::Plain(tcp) => tcp.poll_read_ready(cx),
             Io::Tls(tls) if !wants_read(tls) => Poll::Ready(Ok(())),
             Io::Tls(tls) => tls.get_ref().0.poll_read_ready(cx),
-        })
+        }
     }
 }
 

@@ -128,15 +128,10 @@ pub(crate) async fn accept_loop(
         let (_, conn) = ctx.with_cancel();
         // What an idle connection's task holds is its cost: the opening
         // (TLS handshake, protocol sniff) is boxed here with all it needs,
-        // and the task lends the rest (see `downstream::serve`).
+        // and the task is `serve`'s future itself, no block around it (see
+        // `downstream::serve`).
         let opening = Box::pin(crate::downstream::open(worker.clone(), name.clone(), stream, peer, draining.clone()));
-        let (worker, name) = (worker.clone(), name.clone());
-        tokio::task::spawn_local(async move {
-            crate::downstream::serve(&worker, &name, opening, conn.as_context()).await;
-            // Cancels whatever still derives from the connection's context.
-            drop(conn);
-            drop(guard);
-        });
+        tokio::task::spawn_local(crate::downstream::serve(worker.clone(), name.clone(), opening, conn, guard));
     }
 }
 

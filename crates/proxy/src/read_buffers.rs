@@ -1,8 +1,9 @@
-//! Read buffers for client HTTP/1.1 connections, kept per worker thread
-//! between requests.
+//! Read buffers for HTTP/1.1 connections, client and upstream, kept per
+//! worker thread between requests.
 //!
 //! An idle keep-alive connection holds no buffer (as in nginx), so that
-//! thousands of idle clients cost little. A busy connection goes idle
+//! thousands of idle clients, and a pool of idle upstream connections,
+//! cost little. A busy connection goes idle
 //! between every two requests, though: without this pool each request
 //! would pay a fresh 8 KiB allocation (a slow path of the allocator at that
 //! size) and, on its first split, the `bytes` crate's shared-header

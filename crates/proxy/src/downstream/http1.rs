@@ -178,9 +178,11 @@ pub(crate) fn serve<'a>(
     listener: &'a Rc<str>,
     conn: &'a mut Connection,
     ctx: &'a Context,
-    closed: &'a mut Done,
 ) -> impl Future<Output = ()> + 'a {
     async move {
+        // The listener closing for good (see `super::serve`): one waiter
+        // for the connection's life.
+        let mut closed = ctx.done();
         loop {
             // Between requests only the idle timeout applies; a client that
             // goes quiet is dropped without a word. An idle keep-alive
@@ -200,12 +202,12 @@ pub(crate) fn serve<'a>(
             // `InRequest` for the request only, so that an idle connection
             // holds no room for them.
             let request = crate::box_in_place!(serve_request(worker, listener, conn, ctx));
-            match super::until_closed(worker, closed, InRequest::new(None, request)).await {
+            match super::until_closed(worker, &mut closed, InRequest::new(None, request)).await {
                 Some(After::Next) => {}
                 None | Some(After::Close) => return,
                 // Boxed: rare, and its future is as large as the rest.
                 Some(After::Linger) => {
-                    Box::pin(super::until_closed(worker, closed, conn.linger())).await;
+                    Box::pin(super::until_closed(worker, &mut closed, conn.linger())).await;
                     return;
                 }
             }
@@ -216,36 +218,63 @@ pub(crate) fn serve<'a>(
 /// Waits, holding no buffer, until the client sends the next request's
 /// first bytes (`true`), or closes, idles out or the listener drains.
 ///
-/// Not an `async fn`, and the listener's idle timeout read before the
-/// wait: what lives through the wait is only the socket's readiness, the
-/// timer and the drain's waiter.
-fn wait_for_request<'a>(worker: &Worker, listener: &str, conn: &'a mut Connection) -> impl Future<Output = bool> + 'a {
+/// A plain function that reads the listener's idle timeout and arms its
+/// timer, then a hand-written future ([`NextRequest`]): what lives through
+/// the wait is the connection's address and the timer, nothing more.
+fn wait_for_request<'a>(worker: &Worker, listener: &str, conn: &'a mut Connection) -> NextRequest<'a> {
     let idle_timeout: Option<Option<std::time::Duration>> =
         worker.local.with(|l| l.snapshot.listeners.get(listener).map(|l| l.config.idle_timeout)).ok().flatten();
     read_buffers::give_back(std::mem::take(&mut conn.read_buf));
     conn.write_buf = BytesMut::new();
-    async move {
-        let Some(idle_timeout) = idle_timeout else { return false };
-        let Connection { stream, read_buf, drained, .. } = conn;
-        if drained.is_done() {
-            return false;
+    NextRequest {
+        // A listener gone from the config (a reload removed it): close.
+        listening: idle_timeout.is_some(),
+        timer: idle_timeout.flatten().map(tokio::time::sleep),
+        conn,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`wait_for_request`]. An idle keep-alive connection's task holds
+    /// this (~100 bytes, most of it the timer); the `select!` of a read
+    /// readiness, a `timeout` and the drain it replaces held 184.
+    #[must_use = "futures do nothing unless awaited"]
+    struct NextRequest<'a> {
+        conn: &'a mut Connection,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+        listening: bool,
+    }
+}
+
+impl Future for NextRequest<'_> {
+    type Output = bool;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<bool> {
+        let this = self.project();
+        let Connection { stream, read_buf, drained, .. } = &mut **this.conn;
+        // A drain closes an idle connection at once.
+        if !*this.listening || std::pin::Pin::new(drained).poll(cx).is_ready() {
+            return Poll::Ready(false);
         }
         // The read itself is not waited on (its future would live through
-        // the idle wait): readiness is, then one read is tried.
-        let next = async {
-            loop {
-                stream.readable().await.map_err(|_| RequestBodyError::Gone)?;
-                if let Poll::Ready(read) = read_now(stream, read_buf) {
-                    return read;
+        // the wait): readiness is, then one read is tried; a spurious
+        // readiness (or a TLS record not complete yet) waits again.
+        loop {
+            match stream.poll_readable(cx) {
+                Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Ready(Ok(())) => {
+                    if let Poll::Ready(read) = read_now(stream, read_buf) {
+                        return Poll::Ready(read.is_ok());
+                    }
                 }
+                Poll::Pending => break,
             }
-        };
-        // A drain closes an idle connection at once.
-        let read = tokio::select! {
-            read = within(idle_timeout, next) => read,
-            () = drained => None,
-        };
-        read.is_some_and(|r| r.is_ok())
+        }
+        match this.timer.as_pin_mut().map(|timer| timer.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(false),
+            _ => Poll::Pending,
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use nuncio_config::ListenerProtocol;
-use nuncio_context::{Context, Done};
+use nuncio_context::{CancelHandle, Context, Done};
 use tokio::net::TcpStream;
 
 use crate::io::Io;
@@ -56,36 +56,54 @@ pub(crate) type Opened = Option<(http1::Connection, bool)>;
 
 /// Serves one accepted client connection until it closes: `opening` (the
 /// boxed [`open`]) completes the TLS handshake and picks the protocol, then
-/// that protocol's connection loop takes over.
+/// that protocol's connection loop takes over. `conn` cancels the
+/// connection's context when the connection ends (whatever still derives
+/// from it), then `guard` (what counts the connection open) is dropped.
 ///
-/// An idle keep-alive connection costs what its task holds, so the task
-/// holds little: this is not an `async fn` (an `async fn` keeps room for
-/// each argument twice), everything is lent, and the opening comes boxed,
-/// made by the accept loop, so that the socket, the address and what the
-/// TLS handshake needs live in the box only while the connection opens.
-/// The listener closing for good (a drain out of time) ends the connection
-/// wherever it is ([`until_closed`], one waiter on `ctx` for the
-/// connection's life); an idle one already ended when the listener began
-/// to drain.
+/// An idle keep-alive connection costs what its task holds, and this
+/// future is the task: it owns what the connection needs once (the worker,
+/// the listener's name, the context's handle, the guard) and lends it
+/// down; it is not an `async fn` (an `async fn` keeps room for each
+/// argument twice); and the opening comes boxed, made by the accept loop,
+/// so that the socket, the address and what the TLS handshake needs live
+/// in the box only while the connection opens. The listener closing for
+/// good (a drain out of time) ends the connection wherever it is
+/// ([`until_closed`], one waiter on the connection's context for its
+/// life); an idle one already ended when the listener began to drain.
 #[expect(clippy::manual_async_fn, reason = "an `async fn` keeps room for each argument twice")]
-pub(crate) fn serve<'a>(
-    worker: &'a Rc<Worker>,
-    listener: &'a Rc<str>,
-    opening: Pin<Box<impl Future<Output = Opened> + 'a>>,
-    ctx: &'a Context,
-) -> impl Future<Output = ()> + 'a {
+pub(crate) fn serve(
+    worker: Rc<Worker>,
+    listener: Rc<str>,
+    opening: Pin<Box<impl Future<Output = Opened> + 'static>>,
+    conn: CancelHandle,
+    guard: impl Sized + 'static,
+) -> impl Future<Output = ()> + 'static {
     async move {
-        let mut closed = ctx.done();
-        let Some(Some((mut conn, http2))) = until_closed(worker, &mut closed, opening).await else { return };
-        if http2 {
-            let (session, peer) = (conn.tls.clone(), conn.peer);
-            let (io, drained) = conn.into_parts();
-            let (worker_rc, listener_rc) = (worker.clone(), listener.clone());
-            let serve = http2::serve(worker_rc, listener_rc, io, peer, session, ctx.clone(), drained);
-            Box::pin(until_closed(worker, &mut closed, serve)).await;
-        } else {
-            http1::serve(worker, listener, &mut conn, ctx, &mut closed).await;
+        // Each waiter on the closing (`ctx.done()`) lives in the phase that
+        // needs it, and nothing the task keeps across an `.await` is a
+        // local it could do without: an idle connection's task is 512
+        // bytes of tokio task cell, and 8 more bytes of future would make
+        // it 640.
+        'served: {
+            // A `let`, not an `if let`: the scrutinee would keep its room
+            // through the connection's whole life.
+            let Some(Some((mut opened, http2))) = until_closed(&worker, &mut conn.as_context().done(), opening).await
+            else {
+                break 'served;
+            };
+            if http2 {
+                let (session, peer) = (opened.tls.clone(), opened.peer);
+                let (io, drained) = opened.into_parts();
+                let (worker_rc, listener_rc) = (worker.clone(), listener.clone());
+                let ctx = conn.as_context();
+                let serve = http2::serve(worker_rc, listener_rc, io, peer, session, ctx.clone(), drained);
+                Box::pin(until_closed(&worker, &mut ctx.done(), serve)).await;
+            } else {
+                http1::serve(&worker, &listener, &mut opened, conn.as_context()).await;
+            }
         }
+        drop(conn);
+        drop(guard);
     }
 }
 
