@@ -57,6 +57,13 @@ impl FilterKind for GoKind {
     }
 
     fn configure(&self, config: serde_json::Value) -> Result<Arc<dyn FilterFactory>, ConfigError> {
+        Ok(Arc::new(self.factory(config)?))
+    }
+}
+
+impl GoKind {
+    /// [`FilterKind::configure`], with the factory's own type.
+    fn factory(&self, config: serde_json::Value) -> Result<GoFactory, ConfigError> {
         let block: Block = parse_config(config)?;
         if block.filter.is_empty() {
             return Err(ConfigError::at("filter", "names one of the filters the library registers"));
@@ -111,13 +118,36 @@ impl FilterKind for GoKind {
         }
         let config = Arc::new(config);
         counts::register(&config);
-        Ok(Arc::new(GoFactory(config)))
+        Ok(GoFactory { config: Arc::new(WorkerConfig { shared: config }) })
     }
 }
 
 /// The factory of a listener's `go` entry: makes one [`GoFilter`] per
 /// stream, sharing the config (which lives until its last stream ends).
-struct GoFactory(Arc<GoConfig>);
+///
+/// Two `Arc`s: the config ([`WorkerConfig::shared`]) is shared by every
+/// worker; the [`WorkerConfig`] around it is what each stream clones. Each
+/// worker creates from its own copy ([`FilterFactory::for_worker`]), whose
+/// `WorkerConfig` is the worker's: a stream's clone writes a count on the
+/// worker's own cache line, not one that every worker writes
+/// (docs/benchmarks.md, "Shared writes per request"). A stream reads the
+/// config through both.
+struct GoFactory {
+    config: Arc<WorkerConfig>,
+}
+
+/// A worker's hold on the shared config: see [`GoFactory`].
+struct WorkerConfig {
+    shared: Arc<GoConfig>,
+}
+
+impl std::ops::Deref for WorkerConfig {
+    type Target = GoConfig;
+
+    fn deref(&self) -> &GoConfig {
+        &self.shared
+    }
+}
 
 /// One configured foreign filter: the factory of a listener's `go` entry.
 pub(crate) struct GoConfig {
@@ -157,21 +187,32 @@ impl Drop for GoConfig {
     }
 }
 
+impl GoFactory {
+    /// A copy for one worker: see the type's docs.
+    fn worker_copy(&self) -> GoFactory {
+        GoFactory { config: Arc::new(WorkerConfig { shared: Arc::clone(&self.config.shared) }) }
+    }
+}
+
 impl FilterFactory for GoFactory {
     fn name(&self) -> &str {
-        &self.0.name
+        &self.config.name
     }
 
     fn create(&self) -> Box<dyn Filter> {
-        Box::new(GoFilter { config: self.0.clone(), cell: None, hooks: 0, response_done: false, replied: false })
+        Box::new(GoFilter { config: self.config.clone(), cell: None, hooks: 0, response_done: false, replied: false })
     }
 
     fn clusters(&self) -> Vec<ClusterRef> {
-        self.0.clusters.clone()
+        self.config.clusters.clone()
     }
 
     fn counters(&self) -> &[CounterSpec] {
-        self.0.counters.specs()
+        self.config.counters.specs()
+    }
+
+    fn for_worker(&self) -> Option<Arc<dyn FilterFactory>> {
+        Some(Arc::new(self.worker_copy()))
     }
 }
 
@@ -190,7 +231,8 @@ thread_local! {
 
 /// The Rust side of one stream of a foreign filter.
 struct GoFilter {
-    config: Arc<GoConfig>,
+    /// The worker's `Arc` around the shared config (see [`GoFactory`]).
+    config: Arc<WorkerConfig>,
     /// Registered at the first hook that calls the library.
     cell: Option<Rc<StreamCell>>,
     /// The last hook id given (24 bits, never 0).
@@ -205,7 +247,7 @@ impl GoFilter {
     fn cell(&mut self, cx: &StreamCx) -> Option<Rc<StreamCell>> {
         if self.cell.is_none() {
             self.cell = StreamCell::register(self.config.library, cx.handle(), cx.http_client(), cx.context().clone());
-            counts::note_worker(&self.config, cx);
+            counts::note_worker(&self.config.shared, cx);
         }
         self.cell.clone()
     }
@@ -399,5 +441,43 @@ impl Filter for GoFilter {
 impl Drop for GoFilter {
     fn drop(&mut self) {
         self.finish(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A factory of the SDK's test filters (built here); `None` without a
+    /// Go toolchain (see `nuncio_test_support::go`).
+    fn stamp_factory() -> Option<GoFactory> {
+        let out = std::env::temp_dir().join("nuncio-filter-abi-unit");
+        let library = nuncio_test_support::go::library(
+            "sdk/go/internal/testfilters",
+            "testfilters",
+            &["-tags", "nunciotest"],
+            out.to_str().expect("a UTF-8 temporary directory"),
+        )?;
+        let block = serde_json::json!({ "library": library, "filter": "stamp", "config": { "value": "hi" } });
+        Some(GoKind.factory(block).unwrap_or_else(|e| panic!("the stamp filter: {e}")))
+    }
+
+    /// Counted, not timed: the streams a worker creates from its copy
+    /// write the count of the worker's `Arc`; the shared config's count
+    /// moves only when a copy is made.
+    #[test]
+    fn streams_of_a_worker_copy_leave_the_shared_count_alone() {
+        let Some(factory) = stamp_factory() else { return };
+        assert!(factory.for_worker().is_some(), "a Go factory has per-worker copies");
+        let shared = || Arc::strong_count(&factory.config.shared);
+        let before = shared();
+        let copy = factory.worker_copy();
+        assert_eq!(shared(), before + 1, "a copy holds the shared config once");
+        let streams: Vec<Box<dyn Filter>> = (0..8).map(|_| copy.create()).collect();
+        assert_eq!(shared(), before + 1, "streams of the copy do not touch the shared count");
+        assert_eq!(Arc::strong_count(&copy.config), 1 + streams.len(), "they clone the worker's own");
+        drop(streams);
+        drop(copy);
+        assert_eq!(shared(), before);
     }
 }
