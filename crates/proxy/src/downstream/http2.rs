@@ -179,7 +179,13 @@ impl Abuse {
         self.streams.set(self.streams.get() + 1);
         let fields: u64 =
             request.headers().iter().map(|(name, value)| (name.as_str().len() + value.len()) as u64 + 32).sum();
-        let pseudo = (request.method().as_str().len() + request.uri().to_string().len()) as u64 + 4 * 32;
+        // The pseudo-fields' lengths, read in place (formatting the URI
+        // to measure it was an allocation a stream).
+        let uri = request.uri();
+        let uri_len = uri.scheme_str().map_or(0, |s| s.len() + "://".len())
+            + uri.authority().map_or(0, |a| a.as_str().len())
+            + uri.path_and_query().map_or(0, |p| p.as_str().len());
+        let pseudo = (request.method().as_str().len() + uri_len) as u64 + 4 * 32;
         self.decoded.set(self.decoded.get() + fields + pseudo);
         let (streams, premature, decoded) = (self.streams.get(), self.premature.get(), self.decoded.get());
         if streams >= PREMATURE_RESET_MIN_STREAMS && premature * 2 > streams {

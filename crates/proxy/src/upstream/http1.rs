@@ -22,10 +22,10 @@ use crate::message::{BodyFrame, BodySize, ResponseHead};
 /// request.
 pub(crate) struct Http1Connection {
     pub(crate) stream: Io,
-    /// Taken from the worker's pool (`read_buffers`) on the first read of
-    /// an exchange and given back when the connection goes idle with
-    /// nothing unread: an idle pooled connection holds no buffer (each used
-    /// to keep 16 KiB, about 1 MiB of resident memory for a pool of 64).
+    /// Taken from the worker's pool (`read_buffers::take_upstream`) on the
+    /// first read of an exchange and given back when the connection goes
+    /// idle with nothing unread: an idle pooled connection holds no buffer
+    /// (each kept its own 16 KiB).
     read_buf: BytesMut,
     /// Whether it carried a request before: a reused connection the
     /// upstream closed meanwhile fails without the request being processed.
@@ -373,7 +373,7 @@ impl Exchange {
         }
         let mut conn = self.conn;
         if conn.read_buf.is_empty() {
-            crate::read_buffers::give_back(std::mem::take(&mut conn.read_buf));
+            crate::read_buffers::give_back_upstream(std::mem::take(&mut conn.read_buf));
         }
         Some(conn)
     }
@@ -500,9 +500,9 @@ fn append_field(head: &mut BytesMut, name: &[u8], value: &[u8]) {
 /// request on the connection.
 async fn read_some(stream: &mut tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.capacity() == 0 {
-        *buf = crate::read_buffers::take();
+        *buf = crate::read_buffers::take_upstream();
     } else if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
+        buf.reserve(crate::read_buffers::UPSTREAM_SIZE);
     }
     stream.read_buf(buf).await
 }
