@@ -59,9 +59,20 @@ pub(crate) fn take_upstream() -> BytesMut {
     take_from(&UPSTREAM, UPSTREAM_SIZE)
 }
 
-/// [`give_back`] for an upstream connection's buffer.
-pub(crate) fn give_back_upstream(buf: BytesMut) {
+/// [`give_back`] for an upstream connection's buffer, except that a
+/// buffer something else still points into (a response body an HTTP/2
+/// client's send queue holds), with room left, comes back: the connection
+/// keeps it and reads its next response into the rest, as it always did.
+/// Freeing it and taking another cost a 16 KiB allocation a request on
+/// h2c (valgrind's DHAT: 19,999 for 20,000 requests, 828 alive at the
+/// peak).
+pub(crate) fn give_back_upstream(mut buf: BytesMut) -> Option<BytesMut> {
+    buf.clear();
+    if !buf.try_reclaim(UPSTREAM_SIZE) && buf.capacity() >= 4096 {
+        return Some(buf);
+    }
     give_back_to(&UPSTREAM, UPSTREAM_SIZE, buf);
+    None
 }
 
 fn take_from(pool: &'static LocalKey<Pool>, size: usize) -> BytesMut {
@@ -121,9 +132,16 @@ mod tests {
     #[test]
     fn upstream_buffers_have_their_own_size_and_pool() {
         std::thread::spawn(|| {
-            let buf = take_upstream();
+            let mut buf = take_upstream();
             assert!(buf.capacity() >= UPSTREAM_SIZE);
-            give_back_upstream(buf);
+            // Shared (a body still points into it), with room left: kept
+            // by its connection, not pooled.
+            buf.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            let body = buf.split().freeze();
+            let buf = give_back_upstream(buf).expect("shared with room: the connection keeps it");
+            assert_eq!(UPSTREAM.with_borrow(Vec::len), 0);
+            drop(body);
+            assert!(give_back_upstream(buf).is_none(), "unshared: pooled");
             assert_eq!(kept(), 0, "not in the client pool");
             assert_eq!(UPSTREAM.with_borrow(Vec::len), 1);
             assert!(take_upstream().capacity() >= UPSTREAM_SIZE);

@@ -422,6 +422,7 @@ impl Exchange {
                 headers.insert(header::CONTENT_LENGTH, n.into());
             }
         }
+        crate::message::own_values(&mut headers);
         let end = no_body || matches!(head.body, BodySize::Empty | BodySize::Exact(0));
         let mut response = http::Response::new(());
         *response.status_mut() = head.status;

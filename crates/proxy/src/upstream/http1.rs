@@ -25,7 +25,8 @@ pub(crate) struct Http1Connection {
     /// Taken from the worker's pool (`read_buffers::take_upstream`) on the
     /// first read of an exchange and given back when the connection goes
     /// idle with nothing unread: an idle pooled connection holds no buffer
-    /// (each kept its own 16 KiB).
+    /// (each kept its own 16 KiB), unless a response body still points
+    /// into it (see `read_buffers::give_back_upstream`).
     read_buf: BytesMut,
     /// Whether it carried a request before: a reused connection the
     /// upstream closed meanwhile fails without the request being processed.
@@ -373,7 +374,8 @@ impl Exchange {
         }
         let mut conn = self.conn;
         if conn.read_buf.is_empty() {
-            crate::read_buffers::give_back_upstream(std::mem::take(&mut conn.read_buf));
+            conn.read_buf =
+                crate::read_buffers::give_back_upstream(std::mem::take(&mut conn.read_buf)).unwrap_or_default();
         }
         Some(conn)
     }

@@ -230,6 +230,7 @@ impl Exchange {
         *upstream_request.method_mut() = request.method.clone();
         *upstream_request.uri_mut() = uri;
         *upstream_request.version_mut() = Version::HTTP_2;
+        crate::message::own_values(&mut headers);
         *upstream_request.headers_mut() = headers;
 
         let empty = body.is_empty();
