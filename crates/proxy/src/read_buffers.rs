@@ -29,6 +29,10 @@ pub(crate) const SIZE: usize = 8 * 1024;
 /// `strace -c` for 20,000 `/large` requests).
 pub(crate) const UPSTREAM_SIZE: usize = 16 * 1024;
 
+/// Room an upstream buffer must have left to take a read without growing
+/// first (below it, the reader reserves [`UPSTREAM_SIZE`] more).
+pub(crate) const UPSTREAM_MIN_ROOM: usize = 4096;
+
 /// Most buffers a worker keeps for reuse, of each size (512 KiB of client
 /// buffers, 1 MiB of upstream ones; what a buffer holds counts in resident
 /// memory only where it was written).
@@ -51,7 +55,8 @@ pub(crate) fn take() -> BytesMut {
 /// (the request's fields are gone), it did not grow past twice [`SIZE`],
 /// and the pool is not full; else frees it.
 pub(crate) fn give_back(buf: BytesMut) {
-    give_back_to(&POOL, SIZE, buf);
+    // Still shared: freed (the fields' last holder frees it).
+    drop(give_back_to(&POOL, SIZE, buf));
 }
 
 /// [`take`] for an upstream connection: room for [`UPSTREAM_SIZE`] bytes.
@@ -66,31 +71,33 @@ pub(crate) fn take_upstream() -> BytesMut {
 /// Freeing it and taking another cost a 16 KiB allocation a request on
 /// h2c (valgrind's DHAT: 19,999 for 20,000 requests, 828 alive at the
 /// peak).
-pub(crate) fn give_back_upstream(mut buf: BytesMut) -> Option<BytesMut> {
-    buf.clear();
-    if !buf.try_reclaim(UPSTREAM_SIZE) && buf.capacity() >= 4096 {
-        return Some(buf);
-    }
-    give_back_to(&UPSTREAM, UPSTREAM_SIZE, buf);
-    None
+pub(crate) fn give_back_upstream(buf: BytesMut) -> Option<BytesMut> {
+    give_back_to(&UPSTREAM, UPSTREAM_SIZE, buf).filter(|shared| shared.capacity() >= UPSTREAM_MIN_ROOM)
 }
 
 fn take_from(pool: &'static LocalKey<Pool>, size: usize) -> BytesMut {
     pool.with_borrow_mut(Vec::pop).unwrap_or_else(|| BytesMut::with_capacity(size))
 }
 
-fn give_back_to(pool: &'static LocalKey<Pool>, size: usize, mut buf: BytesMut) {
+/// Pools `buf` (emptied) if nothing else points into it, it did not grow
+/// past twice `size` and the pool has room, else frees it; hands it back
+/// instead when something else still points into it.
+fn give_back_to(pool: &'static LocalKey<Pool>, size: usize, mut buf: BytesMut) -> Option<BytesMut> {
     buf.clear();
-    // `try_reclaim` succeeds only for a buffer this handle owns alone,
-    // and makes its whole allocation usable again.
-    if !buf.try_reclaim(size) || buf.capacity() > 2 * size {
-        return;
+    // `try_reclaim` succeeds only for a buffer this handle owns alone (or
+    // one with `size` left anyway), and makes its whole allocation usable
+    // again.
+    if !buf.try_reclaim(size) {
+        return Some(buf);
     }
-    pool.with_borrow_mut(|pool| {
-        if pool.len() < KEEP {
-            pool.push(buf);
-        }
-    });
+    if buf.capacity() <= 2 * size {
+        pool.with_borrow_mut(|pool| {
+            if pool.len() < KEEP {
+                pool.push(buf);
+            }
+        });
+    }
+    None
 }
 
 /// How many buffers this thread keeps (tests).

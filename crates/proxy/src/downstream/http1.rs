@@ -236,7 +236,7 @@ fn wait_for_request<'a>(worker: &Worker, listener: &str, conn: &'a mut Connectio
 
 pin_project_lite::pin_project! {
     /// See [`wait_for_request`]. An idle keep-alive connection's task holds
-    /// this (~100 bytes, most of it the timer); the `select!` of a read
+    /// this (112 bytes, most of it the timer); the `select!` of a read
     /// readiness, a `timeout` and the drain it replaces held 184.
     #[must_use = "futures do nothing unless awaited"]
     struct NextRequest<'a> {

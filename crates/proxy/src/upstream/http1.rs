@@ -503,7 +503,7 @@ fn append_field(head: &mut BytesMut, name: &[u8], value: &[u8]) {
 async fn read_some(stream: &mut tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.capacity() == 0 {
         *buf = crate::read_buffers::take_upstream();
-    } else if buf.capacity() - buf.len() < 4096 {
+    } else if buf.capacity() - buf.len() < crate::read_buffers::UPSTREAM_MIN_ROOM {
         buf.reserve(crate::read_buffers::UPSTREAM_SIZE);
     }
     stream.read_buf(buf).await
