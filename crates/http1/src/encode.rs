@@ -11,7 +11,7 @@ use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Uri, Version};
 
-use crate::BodyFraming;
+use crate::{BodyFraming, RawFields};
 
 /// The CRLF that ends a chunk's data.
 pub const CRLF: &[u8] = b"\r\n";
@@ -36,6 +36,28 @@ pub fn encode_request_head(
     framing: BodyFraming,
     dst: &mut BytesMut,
 ) {
+    encode_request(method, target, framing, dst, |dst| put_fields(headers, true, dst));
+}
+
+/// [`encode_request_head`] for fields as received and edited
+/// ([`RawFields`]): received names are written as the client wrote them.
+pub fn encode_raw_request_head(
+    method: &Method,
+    target: &Uri,
+    fields: &RawFields,
+    framing: BodyFraming,
+    dst: &mut BytesMut,
+) {
+    encode_request(method, target, framing, dst, |dst| put_raw_fields(fields, true, dst));
+}
+
+fn encode_request(
+    method: &Method,
+    target: &Uri,
+    framing: BodyFraming,
+    dst: &mut BytesMut,
+    fields: impl FnOnce(&mut BytesMut),
+) {
     dst.reserve(256);
     dst.put_slice(method.as_str().as_bytes());
     dst.put_u8(b' ');
@@ -47,7 +69,7 @@ pub fn encode_request_head(
         }
     }
     dst.put_slice(b" HTTP/1.1\r\n");
-    put_fields(headers, true, dst);
+    fields(dst);
     put_framing(framing, dst);
     dst.put_slice(CRLF);
 }
@@ -70,8 +92,65 @@ pub fn encode_response_head(
     framing: BodyFraming,
     dst: &mut BytesMut,
 ) {
+    encode_response(status, version, framing, dst, |skip_framing, dst| put_fields(headers, skip_framing, dst));
+}
+
+/// [`encode_response_head`] for fields as received and edited
+/// ([`RawFields`]): received names are written as the upstream wrote them.
+pub fn encode_raw_response_head(
+    status: StatusCode,
+    version: Version,
+    fields: &RawFields,
+    framing: BodyFraming,
+    dst: &mut BytesMut,
+) {
+    encode_response(status, version, framing, dst, |skip_framing, dst| put_raw_fields(fields, skip_framing, dst));
+}
+
+fn encode_response(
+    status: StatusCode,
+    version: Version,
+    framing: BodyFraming,
+    dst: &mut BytesMut,
+    fields: impl FnOnce(bool, &mut BytesMut),
+) {
     dst.reserve(256);
-    let http10 = version == Version::HTTP_10;
+    put_status_line(status, version == Version::HTTP_10, dst);
+    let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT;
+    fields(bodiless || framing != BodyFraming::None, dst);
+    if !bodiless {
+        put_framing(framing, dst);
+    }
+    dst.put_slice(CRLF);
+}
+
+fn put_raw_fields(fields: &RawFields, skip_framing: bool, dst: &mut BytesMut) {
+    for (name, value) in fields.iter() {
+        if skip_framing
+            && (name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding"))
+        {
+            continue;
+        }
+        dst.put_slice(name);
+        dst.put_slice(b": ");
+        dst.put_slice(value);
+        dst.put_slice(CRLF);
+    }
+}
+
+fn put_fields(headers: &HeaderMap, skip_framing: bool, dst: &mut BytesMut) {
+    for (name, value) in headers {
+        if skip_framing && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING) {
+            continue;
+        }
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(CRLF);
+    }
+}
+
+fn put_status_line(status: StatusCode, http10: bool, dst: &mut BytesMut) {
     match status_line(status) {
         Some(line) if !http10 => dst.put_slice(line),
         Some(line) => {
@@ -85,25 +164,6 @@ pub fn encode_response_head(
             dst.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
             dst.put_slice(CRLF);
         }
-    }
-    let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT;
-    let skip_framing = bodiless || framing != BodyFraming::None;
-    put_fields(headers, skip_framing, dst);
-    if !bodiless {
-        put_framing(framing, dst);
-    }
-    dst.put_slice(CRLF);
-}
-
-fn put_fields(headers: &HeaderMap, skip_framing: bool, dst: &mut BytesMut) {
-    for (name, value) in headers {
-        if skip_framing && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING) {
-            continue;
-        }
-        dst.put_slice(name.as_str().as_bytes());
-        dst.put_slice(b": ");
-        dst.put_slice(value.as_bytes());
-        dst.put_slice(CRLF);
     }
 }
 

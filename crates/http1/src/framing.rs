@@ -139,6 +139,9 @@ pub(crate) struct ConnectionOptions {
     pub(crate) close: bool,
     pub(crate) keep_alive: bool,
     pub(crate) upgrade: bool,
+    /// An option names a field that is not hop-by-hop by itself (which a
+    /// proxy removes too).
+    pub(crate) names_other: bool,
 }
 
 impl ConnectionOptions {
@@ -150,6 +153,8 @@ impl ConnectionOptions {
                 self.keep_alive = true;
             } else if token.eq_ignore_ascii_case(b"upgrade") {
                 self.upgrade = true;
+            } else if !token.is_empty() && !crate::raw_fields::is_hop_by_hop(token) {
+                self.names_other = true;
             }
         }
     }

@@ -96,6 +96,7 @@ pub fn request_head(data: &[u8]) {
         (Some(Err(_)) | None, None) => {}
         _ => panic!("one-shot {one_shot:?} != split {split:?}"),
     }
+    raw_request_agrees(input, &limits, one_shot.as_ref());
     let Some(Ok(request)) = split else { return };
     if request.version == http::Version::HTTP_11 {
         let mut out = BytesMut::new();
@@ -151,6 +152,7 @@ pub fn response_head(data: &[u8]) {
         (Some(Err(_)) | None, None) => {}
         _ => panic!("one-shot {one_shot:?} != split {split:?}"),
     }
+    raw_agrees(input, &method, &limits, one_shot.as_ref());
     let Some(Ok(response)) = split else { return };
     let mut out = BytesMut::new();
     encode_response_head(response.status, response.version, &response.headers, response.framing, &mut out);
@@ -167,6 +169,83 @@ pub fn response_head(data: &[u8]) {
         }
     }
     let _ = body.decode_eof(&mut buf);
+}
+
+/// `decode_raw` decides as `decode` does for a request, its fields are the
+/// map's, and the head edited as a proxy does (hop-by-hop fields out, a
+/// field replaced, one added) and encoded reads back as the map edited
+/// alike.
+fn raw_request_agrees(input: &[u8], limits: &Limits, map: Option<&Result<Request, Error>>) {
+    let mut whole = BytesMut::from(input);
+    let raw = RequestDecoder::new(*limits).decode_raw(&mut whole).transpose();
+    let (raw, map) = match (raw, map) {
+        (Some(Ok(raw)), Some(Ok(map))) => (raw, map),
+        (Some(Err(a)), Some(Err(b))) => return assert_eq!(a, *b),
+        (None, None) => return,
+        (raw, map) => panic!("raw {raw:?} != map {map:?}"),
+    };
+    let raw_map = raw.clone().map_headers(|fields| fields.to_map());
+    assert!(same_request(&raw_map, map) && raw_map.headers == map.headers, "{raw:?} != {map:?}");
+    let via = http::HeaderName::from_static("via");
+    let mut raw_fields = raw.headers.clone();
+    raw_fields.remove_hop_by_hop();
+    raw_fields.insert(header::HOST, http::HeaderValue::from_static("upstream"));
+    raw_fields.append(via.clone(), http::HeaderValue::from_static("nuncio"));
+    let mut map_fields = map.headers.clone();
+    crate::remove_hop_by_hop(&mut map_fields);
+    map_fields.insert(header::HOST, http::HeaderValue::from_static("upstream"));
+    map_fields.append(via, http::HeaderValue::from_static("nuncio"));
+    assert_eq!(raw_fields.to_map(), map_fields);
+    let mut out = BytesMut::new();
+    crate::encode_raw_request_head(&raw.method, &raw.uri, &raw_fields, raw.framing, &mut out);
+    let mut expected = BytesMut::new();
+    encode_request_head(&map.method, &map.uri, &map_fields, map.framing, &mut expected);
+    let read = |mut head: BytesMut| {
+        let request = crate::decode_request(&mut head, &Limits::default())
+            .unwrap_or_else(|e| panic!("re-encoded {raw:?} fails: {e}"))
+            .expect("re-encoded head is complete");
+        (request.method, request.uri, request.framing, request.headers)
+    };
+    assert_eq!(read(out), read(expected));
+}
+
+/// `decode_raw` decides as `decode` does, its fields are the map's, and
+/// a head relayed raw (hop-by-hop fields removed) reads back as the map
+/// relayed.
+fn raw_agrees(input: &[u8], method: &Method, limits: &Limits, map: Option<&Result<Response, Error>>) {
+    let mut whole = BytesMut::from(input);
+    let raw = ResponseDecoder::new(*limits).decode_raw(&mut whole, method).transpose();
+    let (raw, map) = match (raw, map) {
+        (Some(Ok(raw)), Some(Ok(map))) => (raw, map),
+        (Some(Err(a)), Some(Err(b))) => return assert_eq!(a, *b),
+        (None, None) => return,
+        (raw, map) => panic!("raw {raw:?} != map {map:?}"),
+    };
+    assert!(
+        raw.status == map.status
+            && raw.version == map.version
+            && raw.framing == map.framing
+            && raw.keep_alive == map.keep_alive
+            && raw.tunnel == map.tunnel
+            && raw.headers.to_map() == map.headers,
+        "{raw:?} != {map:?}"
+    );
+    let mut raw_fields = raw.headers.clone();
+    raw_fields.remove_hop_by_hop();
+    let mut map_fields = map.headers.clone();
+    crate::remove_hop_by_hop(&mut map_fields);
+    assert_eq!(raw_fields.to_map(), map_fields);
+    let mut out = BytesMut::new();
+    crate::encode_raw_response_head(raw.status, raw.version, &raw_fields, raw.framing, &mut out);
+    let mut expected = BytesMut::new();
+    encode_response_head(map.status, map.version, &map_fields, map.framing, &mut expected);
+    let read = |mut head: BytesMut| {
+        let response = crate::decode_response(&mut head, method, &Limits::default())
+            .unwrap_or_else(|e| panic!("re-encoded {raw:?} fails: {e}"))
+            .expect("re-encoded head is complete");
+        (response.status, response.framing, response.headers)
+    };
+    assert_eq!(read(out), read(expected));
 }
 
 /// What a body decoder made of an input: data, trailers, ended, failed.

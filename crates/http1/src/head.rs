@@ -11,6 +11,7 @@ use memchr::memmem::Finder;
 
 use crate::Error;
 use crate::framing::{ConnectionOptions, TransferEncoding, list_elements, parse_content_length};
+use crate::raw_fields::RawFields;
 
 /// Up to this many header slots live on the stack; more come from the heap.
 const STACK_HEADERS: usize = 128;
@@ -102,9 +103,10 @@ pub(crate) fn find_empty_line(buf: &[u8], from: usize) -> Option<usize> {
     lf.or(crlf)
 }
 
-/// The header fields of a head, plus what the codec decides from them.
-pub(crate) struct Fields {
-    pub(crate) headers: HeaderMap,
+/// The header fields of a head (a `HeaderMap`, or [`RawFields`] as
+/// received), plus what the codec decides from them.
+pub(crate) struct Fields<H> {
+    pub(crate) headers: H,
     pub(crate) content_length: Result<Option<u64>, Error>,
     pub(crate) transfer_encoding: TransferEncoding,
     pub(crate) connection: ConnectionOptions,
@@ -119,51 +121,106 @@ pub(crate) struct Fields {
 /// without growing the map (a growth reallocates and rehashes every field:
 /// ~340 instructions when one `headers` filter added a field to a short
 /// request head, with room for 4).
-const SPARE_FIELDS: usize = 6;
+pub(crate) const SPARE_FIELDS: usize = 6;
 
-/// Builds the `HeaderMap`: names through `HeaderName::from_bytes` (standard
-/// names are a static lookup), values as slices of the frozen `head`.
-pub(crate) fn build_fields(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Result<Fields, Error> {
-    let mut f = Fields {
-        headers: HeaderMap::try_with_capacity(parsed.len() + SPARE_FIELDS).map_err(|_| Error::TooManyHeaders)?,
-        content_length: Ok(None),
-        transfer_encoding: TransferEncoding::default(),
-        connection: ConnectionOptions::default(),
-        host: None,
-        host_count: 0,
-        expect_continue: false,
-        upgrade_header: false,
-    };
-    for h in parsed {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::InvalidHeader)?;
-        let bytes = head.slice_ref(h.value);
-        if name == header::CONTENT_LENGTH {
-            // Errors wait for `framing()`: a 2xx to CONNECT ignores these.
-            let n = parse_content_length(h.value);
-            f.content_length = match (f.content_length, n) {
-                (Err(e), _) | (_, Err(e)) => Err(e),
-                (Ok(Some(prev)), Ok(n)) if prev != n => Err(Error::ConflictingContentLength),
-                (_, Ok(n)) => Ok(Some(n)),
-            };
-        } else if name == header::TRANSFER_ENCODING {
-            f.transfer_encoding.add(h.value);
-        } else if name == header::HOST {
-            f.host_count += 1;
-            f.host = Some(bytes.clone());
-        } else if name == header::CONNECTION {
-            f.connection.add(h.value);
-        } else if name == header::EXPECT {
-            f.expect_continue |= list_elements(h.value).any(|e| e.eq_ignore_ascii_case(b"100-continue"));
-        } else if name == header::UPGRADE {
-            f.upgrade_header = true;
-        }
-        let value = HeaderValue::from_maybe_shared(bytes).map_err(|_| Error::InvalidHeader)?;
-        f.headers.try_append(name, value).map_err(|_| Error::TooManyHeaders)?;
-    }
-    Ok(f)
+/// The fields whose values the codec reads.
+#[derive(Clone, Copy)]
+enum Special {
+    ContentLength,
+    TransferEncoding,
+    Host,
+    Connection,
+    Expect,
+    Upgrade,
 }
 
-impl Fields {
+impl Special {
+    fn of_name(name: &HeaderName) -> Option<Special> {
+        Some(if name == header::CONTENT_LENGTH {
+            Special::ContentLength
+        } else if name == header::TRANSFER_ENCODING {
+            Special::TransferEncoding
+        } else if name == header::HOST {
+            Special::Host
+        } else if name == header::CONNECTION {
+            Special::Connection
+        } else if name == header::EXPECT {
+            Special::Expect
+        } else if name == header::UPGRADE {
+            Special::Upgrade
+        } else {
+            return None;
+        })
+    }
+
+    /// The same from a name as written (any case); the length decides
+    /// which one comparison to make.
+    fn of_bytes(name: &[u8]) -> Option<Special> {
+        let (special, lowercase): (Special, &[u8]) = match name.len() {
+            14 => (Special::ContentLength, b"content-length"),
+            17 => (Special::TransferEncoding, b"transfer-encoding"),
+            4 => (Special::Host, b"host"),
+            10 => (Special::Connection, b"connection"),
+            6 => (Special::Expect, b"expect"),
+            7 => (Special::Upgrade, b"upgrade"),
+            _ => return None,
+        };
+        name.eq_ignore_ascii_case(lowercase).then_some(special)
+    }
+}
+
+impl<H> Fields<H> {
+    fn new(headers: H) -> Self {
+        Fields {
+            headers,
+            content_length: Ok(None),
+            transfer_encoding: TransferEncoding::default(),
+            connection: ConnectionOptions::default(),
+            host: None,
+            host_count: 0,
+            expect_continue: false,
+            upgrade_header: false,
+        }
+    }
+
+    fn with_headers<T>(self, headers: T) -> Fields<T> {
+        Fields {
+            headers,
+            content_length: self.content_length,
+            transfer_encoding: self.transfer_encoding,
+            connection: self.connection,
+            host: self.host,
+            host_count: self.host_count,
+            expect_continue: self.expect_continue,
+            upgrade_header: self.upgrade_header,
+        }
+    }
+
+    /// Notes what a field the codec reads says; `value` is a slice of `head`.
+    fn note(&mut self, special: Special, head: &Bytes, value: &[u8]) {
+        match special {
+            Special::ContentLength => {
+                // Errors wait for `framing()`: a 2xx to CONNECT ignores these.
+                let n = parse_content_length(value);
+                self.content_length = match (self.content_length, n) {
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                    (Ok(Some(prev)), Ok(n)) if prev != n => Err(Error::ConflictingContentLength),
+                    (_, Ok(n)) => Ok(Some(n)),
+                };
+            }
+            Special::TransferEncoding => self.transfer_encoding.add(value),
+            Special::Host => {
+                self.host_count += 1;
+                self.host = Some(head.slice_ref(value));
+            }
+            Special::Connection => self.connection.add(value),
+            Special::Expect => {
+                self.expect_continue |= list_elements(value).any(|e| e.eq_ignore_ascii_case(b"100-continue"));
+            }
+            Special::Upgrade => self.upgrade_header = true,
+        }
+    }
+
     /// Framing from Content-Length / Transfer-Encoding (RFC 9112 §6.1-6.3),
     /// `None` when neither is present.
     pub(crate) fn framing(&self, http11: bool) -> Result<Option<crate::BodyFraming>, Error> {
@@ -179,6 +236,36 @@ impl Fields {
         }
         Ok(self.content_length?.map(crate::BodyFraming::Length))
     }
+}
+
+/// Builds the `HeaderMap` (a kept one from [`crate::field_maps`] when there
+/// is one): names through `HeaderName::from_bytes` (standard names are a
+/// static lookup), values as slices of the frozen `head`.
+pub(crate) fn build_fields(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Result<Fields<HeaderMap>, Error> {
+    let map = crate::field_maps::take(parsed.len() + SPARE_FIELDS).map_err(|_| Error::TooManyHeaders)?;
+    let mut f = Fields::new(map);
+    for h in parsed {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::InvalidHeader)?;
+        if let Some(special) = Special::of_name(&name) {
+            f.note(special, head, h.value);
+        }
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).map_err(|_| Error::InvalidHeader)?;
+        f.headers.try_append(name, value).map_err(|_| Error::TooManyHeaders)?;
+    }
+    Ok(f)
+}
+
+/// The fields as received ([`RawFields`]): no map, no name lookup, no value
+/// check beyond httparse's.
+pub(crate) fn build_raw_fields(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Result<Fields<RawFields>, Error> {
+    let mut f = Fields::new(());
+    for h in parsed {
+        if let Some(special) = Special::of_bytes(h.name.as_bytes()) {
+            f.note(special, head, h.value);
+        }
+    }
+    let raw = RawFields::new(head, parsed, f.connection.names_other).ok_or(Error::HeadTooLarge)?;
+    Ok(f.with_headers(raw))
 }
 
 fn skip_empty_lines(mut head: &[u8]) -> &[u8] {

@@ -7,7 +7,9 @@
 //! buffer (vectored, with body data passed through untouched). So there is
 //! no threading rule: everything is a pure function or per-connection
 //! decoder state (`Send`, no locks, no shared state), used by the one
-//! worker that owns the connection.
+//! worker that owns the connection. The one exception is [`field_maps`], a
+//! per-thread pool of emptied header maps the decoders reuse: a thread's
+//! own, so still nothing shared between workers.
 //!
 //! Heads use the `http` crate's types ([`http::Method`], [`http::Uri`],
 //! [`http::HeaderMap`]...) so that HTTP/2 (the `h2` crate) and filters see
@@ -113,15 +115,21 @@
 //!
 //! Encoding writes framing only from the [`BodyFraming`] argument, so the
 //! next hop sees exactly one well-formed framing field whatever filters did
-//! to the header map. Field names are written lowercase.
+//! to the header map. Field names are written lowercase, except by
+//! [`encode_raw_response_head`]: a response head relayed as received
+//! ([`ResponseDecoder::decode_raw`], [`RawFields`]) keeps the upstream's
+//! bytes, names in its case, as nginx relays them (HTTP field names are
+//! case-insensitive; httparse has checked each name and value already).
 #![forbid(unsafe_code)]
 
 mod body;
 mod chunked;
 mod encode;
 mod error;
+pub mod field_maps;
 mod framing;
 mod head;
+mod raw_fields;
 mod request;
 mod response;
 
@@ -130,10 +138,12 @@ pub mod fuzzing;
 pub use body::{BodyDecoder, BodyEvent};
 pub use chunked::ChunkedDecoder;
 pub use encode::{
-    CRLF, ChunkSizeLine, LAST_CHUNK, encode_chunk_size, encode_last_chunk, encode_request_head, encode_response_head,
+    CRLF, ChunkSizeLine, LAST_CHUNK, encode_chunk_size, encode_last_chunk, encode_raw_request_head,
+    encode_raw_response_head, encode_request_head, encode_response_head,
 };
 pub use error::Error;
 pub use framing::{BodyFraming, HOP_BY_HOP, connection_tokens, remove_hop_by_hop};
+pub use raw_fields::RawFields;
 pub use request::{Request, RequestDecoder, decode_request};
 pub use response::{Response, ResponseDecoder, decode_response};
 

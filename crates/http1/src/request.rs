@@ -4,12 +4,15 @@ use bytes::{Bytes, BytesMut};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Uri, Version, header};
 
-use crate::head::{HeadScan, Scan, build_fields, classify, with_slots};
-use crate::{BodyFraming, Error, Limits};
+use crate::head::{Fields, HeadScan, Scan, build_fields, build_raw_fields, classify, with_slots};
+use crate::{BodyFraming, Error, Limits, RawFields};
 
-/// A decoded request head and what the proxy needs decided from it.
+/// A decoded request head and what the proxy needs decided from it; its
+/// fields a `HeaderMap` ([`RequestDecoder::decode`]) or, for a head a
+/// proxy relays with a few edits, [`RawFields`]
+/// ([`RequestDecoder::decode_raw`]).
 #[derive(Debug, Clone)]
-pub struct Request {
+pub struct Request<H = HeaderMap> {
     /// The method.
     pub method: Method,
     /// The request-target: origin-form (`/path?q`), absolute-form
@@ -21,7 +24,7 @@ pub struct Request {
     /// The header fields in received order; values share the head's buffer.
     /// Framing and connection fields are still present (filters may read
     /// them) but the encoder writes framing from [`BodyFraming`] only.
-    pub headers: HeaderMap,
+    pub headers: H,
     /// The target's authority: the URI's for absolute-form and CONNECT, else
     /// the Host field's. `None` for an empty Host (allowed by RFC 9112 §3.2)
     /// or an HTTP/1.0 request without Host.
@@ -37,6 +40,23 @@ pub struct Request {
     /// An HTTP/1.1 upgrade request: `Connection: upgrade` plus an `Upgrade`
     /// field (e.g. websocket). The protocol names are in `headers`.
     pub upgrade: bool,
+}
+
+impl<H> Request<H> {
+    /// The same head with its fields turned into something else.
+    pub fn map_headers<T>(self, f: impl FnOnce(H) -> T) -> Request<T> {
+        Request {
+            method: self.method,
+            uri: self.uri,
+            version: self.version,
+            headers: f(self.headers),
+            authority: self.authority,
+            framing: self.framing,
+            keep_alive: self.keep_alive,
+            expect_continue: self.expect_continue,
+            upgrade: self.upgrade,
+        }
+    }
 }
 
 /// Decodes the request heads of one client connection.
@@ -66,6 +86,22 @@ impl RequestDecoder {
     /// from `buf` (the body, or the next pipelined request, follows).
     /// `Err(_)`: answer [`Error::status`] and close the connection.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Error> {
+        self.decode_with(buf, build_fields)
+    }
+
+    /// [`RequestDecoder::decode`], with the fields as received (no map
+    /// built): for a proxy that forwards the head with a few edits
+    /// (`RawFields::to_map` makes the map when one is needed after all).
+    /// Framing, the authority and errors are the same.
+    pub fn decode_raw(&mut self, buf: &mut BytesMut) -> Result<Option<Request<RawFields>>, Error> {
+        self.decode_with(buf, build_raw_fields)
+    }
+
+    fn decode_with<H: HostField>(
+        &mut self,
+        buf: &mut BytesMut,
+        build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
+    ) -> Result<Option<Request<H>>, Error> {
         match self.scan.scan(buf, self.limits.max_head_bytes) {
             Scan::Incomplete { check, over_limit } => {
                 if check {
@@ -78,7 +114,7 @@ impl RequestDecoder {
             }
             Scan::Complete(len) => {
                 let head = buf.split_to(len).freeze();
-                parse(&head, &self.limits).map(Some)
+                parse(&head, &self.limits, build).map(Some)
             }
         }
     }
@@ -104,7 +140,29 @@ fn early_check(buf: &[u8], limits: &Limits) -> Result<(), Error> {
     })
 }
 
-fn parse(head: &Bytes, limits: &Limits) -> Result<Request, Error> {
+/// The one edit the decoder makes to the fields it decoded.
+pub(crate) trait HostField {
+    /// Replaces the `Host` field(s).
+    fn set_host(&mut self, value: HeaderValue);
+}
+
+impl HostField for HeaderMap {
+    fn set_host(&mut self, value: HeaderValue) {
+        self.insert(header::HOST, value);
+    }
+}
+
+impl HostField for RawFields {
+    fn set_host(&mut self, value: HeaderValue) {
+        self.insert(header::HOST, value);
+    }
+}
+
+fn parse<H: HostField>(
+    head: &Bytes,
+    limits: &Limits,
+    build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
+) -> Result<Request<H>, Error> {
     with_slots(limits.max_headers, |slots| {
         let mut req = httparse::Request::new(&mut []);
         match req.parse_with_uninit_headers(head, slots) {
@@ -119,7 +177,7 @@ fn parse(head: &Bytes, limits: &Limits) -> Result<Request, Error> {
         let http11 = minor == 1;
         let version = if http11 { Version::HTTP_11 } else { Version::HTTP_10 };
         let uri = parse_target(&method, head, target)?;
-        let mut fields = build_fields(head, req.headers)?;
+        let mut fields = build(head, req.headers)?;
 
         let framing = fields.framing(http11)?.unwrap_or(BodyFraming::None);
 
@@ -139,7 +197,7 @@ fn parse(head: &Bytes, limits: &Limits) -> Result<Request, Error> {
             Some(target_authority) => {
                 if host.as_ref() != Some(target_authority) {
                     let value = HeaderValue::from_str(target_authority.as_str()).map_err(|_| Error::InvalidTarget)?;
-                    fields.headers.insert(header::HOST, value);
+                    fields.headers.set_host(value);
                 }
                 Some(target_authority.clone())
             }

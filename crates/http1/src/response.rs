@@ -3,19 +3,21 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
 
-use crate::head::{HeadScan, Scan, build_fields, classify, with_slots};
-use crate::{BodyFraming, Error, Limits};
+use crate::head::{Fields, HeadScan, Scan, build_fields, build_raw_fields, classify, with_slots};
+use crate::{BodyFraming, Error, Limits, RawFields};
 
-/// A decoded response head and what the proxy needs decided from it.
+/// A decoded response head and what the proxy needs decided from it; its
+/// fields a `HeaderMap` ([`ResponseDecoder::decode`]) or, for a head
+/// relayed as received, [`RawFields`] ([`ResponseDecoder::decode_raw`]).
 #[derive(Debug, Clone)]
-pub struct Response {
+pub struct Response<H = HeaderMap> {
     /// The status code (the reason phrase is not kept; the encoder writes the
     /// canonical one).
     pub status: StatusCode,
     /// `HTTP_10` or `HTTP_11`.
     pub version: Version,
     /// The header fields in received order; values share the head's buffer.
-    pub headers: HeaderMap,
+    pub headers: H,
     /// How the body is delimited (RFC 9112 §6.3): `None` for 1xx, 204, 304,
     /// responses to HEAD and 2xx responses to CONNECT.
     pub framing: BodyFraming,
@@ -30,7 +32,19 @@ pub struct Response {
     pub tunnel: bool,
 }
 
-impl Response {
+impl<H> Response<H> {
+    /// The same head with its fields turned into something else.
+    pub fn map_headers<T>(self, f: impl FnOnce(H) -> T) -> Response<T> {
+        Response {
+            status: self.status,
+            version: self.version,
+            headers: f(self.headers),
+            framing: self.framing,
+            keep_alive: self.keep_alive,
+            tunnel: self.tunnel,
+        }
+    }
+
     /// A 1xx head (`100 Continue`, `103 Early Hints`, `101 Switching
     /// Protocols`...). Except for 101 (see [`Response::tunnel`]) the final
     /// response follows on the same connection: decode again.
@@ -60,6 +74,27 @@ impl ResponseDecoder {
     /// removed from `buf`. `Err(_)`: the upstream is broken; answer the
     /// client 502 and close the upstream connection.
     pub fn decode(&mut self, buf: &mut BytesMut, request_method: &Method) -> Result<Option<Response>, Error> {
+        self.decode_with(buf, request_method, build_fields)
+    }
+
+    /// [`ResponseDecoder::decode`], with the fields as received: for a
+    /// proxy that relays the head (`RawFields::to_map` makes the map when
+    /// one is needed after all). Framing, keep-alive and errors are the
+    /// same.
+    pub fn decode_raw(
+        &mut self,
+        buf: &mut BytesMut,
+        request_method: &Method,
+    ) -> Result<Option<Response<RawFields>>, Error> {
+        self.decode_with(buf, request_method, build_raw_fields)
+    }
+
+    fn decode_with<H>(
+        &mut self,
+        buf: &mut BytesMut,
+        request_method: &Method,
+        build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
+    ) -> Result<Option<Response<H>>, Error> {
         match self.scan.scan(buf, self.limits.max_head_bytes) {
             Scan::Incomplete { check, over_limit } => {
                 if check {
@@ -72,7 +107,7 @@ impl ResponseDecoder {
             }
             Scan::Complete(len) => {
                 let head = buf.split_to(len).freeze();
-                parse(&head, request_method, &self.limits).map(Some)
+                parse(&head, request_method, &self.limits, build).map(Some)
             }
         }
     }
@@ -98,7 +133,12 @@ fn early_check(buf: &[u8], limits: &Limits) -> Result<(), Error> {
     })
 }
 
-fn parse(head: &Bytes, method: &Method, limits: &Limits) -> Result<Response, Error> {
+fn parse<H>(
+    head: &Bytes,
+    method: &Method,
+    limits: &Limits,
+    build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
+) -> Result<Response<H>, Error> {
     with_slots(limits.max_headers, |slots| {
         let mut res = httparse::Response::new(&mut []);
         match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, head, slots) {
@@ -111,7 +151,7 @@ fn parse(head: &Bytes, method: &Method, limits: &Limits) -> Result<Response, Err
         };
         let status = StatusCode::from_u16(code).map_err(|_| Error::InvalidStatusLine)?;
         let http11 = minor == 1;
-        let fields = build_fields(head, res.headers)?;
+        let fields = build(head, res.headers)?;
 
         let connect_ok = *method == Method::CONNECT && status.is_success();
         let tunnel = connect_ok || status == StatusCode::SWITCHING_PROTOCOLS;

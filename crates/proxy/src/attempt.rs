@@ -345,9 +345,9 @@ impl<'a> Attempts<'a> {
         // every route and filter: only for the protocol the request asked
         // for and the route allows.
         if head.tunnel {
-            let switched = head.head.headers.get(http::header::UPGRADE);
+            let switched = head.head.headers.get(&http::header::UPGRADE);
             let asked = request.upgrade.as_ref();
-            if !asked.zip(switched).is_some_and(|(a, s)| a.as_bytes().eq_ignore_ascii_case(s.as_bytes())) {
+            if !asked.zip(switched).is_some_and(|(a, s)| a.as_bytes().eq_ignore_ascii_case(s)) {
                 return Err(TryError::UnaskedUpgrade);
             }
         }

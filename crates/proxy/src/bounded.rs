@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use nuncio_context::{Context, Done};
 use pin_project_lite::pin_project;
-use tokio::time::{Sleep, Timeout};
+use tokio::time::Timeout;
+
+use crate::timers::{self, KeptSleep};
 
 pin_project! {
     /// See [`under`].
@@ -26,8 +28,9 @@ pin_project! {
         ctx: &'c Context,
         // Both set up once `fut` first has to wait.
         done: Option<Done>,
+        // A kept entry (`timers`): an upstream try arms one each.
         #[pin]
-        deadline: Option<Sleep>,
+        deadline: Option<KeptSleep>,
     }
 }
 
@@ -53,7 +56,7 @@ impl<F: Future> Future for Under<'_, F> {
         if this.done.is_none() {
             *this.done = Some(ctx.done_unless_deadline());
             if let Some(deadline) = ctx.deadline() {
-                this.deadline.set(Some(tokio::time::sleep_until(deadline)));
+                this.deadline.set(Some(timers::sleep_until(&timers::TRY_DEADLINES, deadline)));
             }
         }
         let cancelled = this.done.as_mut().is_some_and(|done| Pin::new(done).poll(cx).is_ready());

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http::{HeaderName, HeaderValue, header};
+
+use crate::message::HeadFields;
 use nuncio_context::{CancelHandle, Context};
 use tokio::time::Instant;
 
@@ -28,7 +30,7 @@ pub(crate) struct RequestDeadline {
 impl RequestDeadline {
     /// The deadline of a request with `headers` forwarded under `timeout`
     /// (the route's; `None` for none).
-    pub(crate) fn new(stream: &Context, timeout: Option<Duration>, headers: &HeaderMap) -> RequestDeadline {
+    pub(crate) fn new(stream: &Context, timeout: Option<Duration>, headers: &HeadFields) -> RequestDeadline {
         let route = match timeout {
             Some(timeout) => stream.with_timeout(timeout),
             None => stream.with_cancel(),
@@ -45,13 +47,13 @@ impl RequestDeadline {
 }
 
 /// Whether the request is gRPC (`content-type: application/grpc...`).
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+pub(crate) fn is_grpc(headers: &HeadFields) -> bool {
+    headers.get(&header::CONTENT_TYPE).is_some_and(|v| v.starts_with(b"application/grpc"))
 }
 
 /// An incoming `grpc-timeout` (`1*8DIGIT` and a unit: H M S m u n).
-fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
+fn grpc_timeout(headers: &HeadFields) -> Option<Duration> {
+    let value = std::str::from_utf8(headers.get(&GRPC_TIMEOUT)?).ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 {
         return None;
@@ -94,10 +96,10 @@ pub(crate) fn time_left_header(
 mod tests {
     use super::*;
 
-    fn headers(grpc_timeout: &'static str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
+    fn headers(grpc_timeout: &'static str) -> HeadFields {
+        let mut headers = http::HeaderMap::new();
         headers.insert(&GRPC_TIMEOUT, HeaderValue::from_static(grpc_timeout));
-        headers
+        headers.into()
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::bounded::under;
 use crate::cluster::ConnectError;
 use crate::cluster::resources::Breaker;
 use crate::deadline::is_grpc;
-use crate::message::{BodyFrame, BodySize};
+use crate::message::{BodyFrame, BodySize, HeadFields};
 use crate::snapshot::Local;
 use crate::upstream::{self, NoClient, RequestBody, TryError, UpstreamRequest};
 use crate::worker::{LocalCluster, Worker};
@@ -106,6 +106,7 @@ impl Call {
             let length = body.len() as u64;
             (RequestBody::Buffered(vec![body]), BodySize::Exact(length))
         };
+        let headers = HeadFields::from(headers);
         let mut upstream_request = UpstreamRequest {
             method: parts.method,
             target,
@@ -115,6 +116,7 @@ impl Call {
             traceparent: None,
             upgrade: None,
             expect_continue: false,
+            response_as_map: true,
         };
         let attempts = Attempts {
             cluster: &cluster,
@@ -225,7 +227,7 @@ impl Call {
             chunks.iter().for_each(|c| whole.extend_from_slice(c));
             whole.freeze()
         };
-        let mut headers = head.head.headers;
+        let mut headers = head.head.headers.into_map();
         nuncio_http1::remove_hop_by_hop(&mut headers);
         let mut response = http::Response::new(whole);
         *response.status_mut() = head.head.status;

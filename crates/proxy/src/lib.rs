@@ -98,6 +98,7 @@ mod stats;
 mod stats_book;
 mod stream;
 mod stream_info;
+mod timers;
 mod upstream;
 mod warn_limited;
 mod worker;

@@ -5,7 +5,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 
 /// A request head, whichever protocol brought it.
 #[derive(Debug)]
@@ -17,7 +17,7 @@ pub(crate) struct RequestHead {
     /// The client's protocol version.
     pub(crate) version: Version,
     /// Regular fields only (HTTP/2 pseudo-fields are in `uri`/`method`).
-    pub(crate) headers: HeaderMap,
+    pub(crate) headers: HeadFields,
     /// Host for routing: HTTP/2's `:authority`, else the `Host` field.
     pub(crate) authority: Option<Authority>,
     /// What follows the head.
@@ -38,8 +38,147 @@ pub(crate) struct ResponseHead {
     /// Regular fields; framing fields (`content-length`,
     /// `transfer-encoding`) are rewritten by the downstream codec from
     /// `body`.
-    pub(crate) headers: HeaderMap,
+    pub(crate) headers: HeadFields,
     pub(crate) body: BodySize,
+}
+
+/// A head's fields: as nuncio's HTTP/1.1 codec received them (with the
+/// edits made since), until something needs them as a map (a filter,
+/// HTTP/2, the access log, a route matching on fields), or a map.
+///
+/// Most requests and responses are forwarded with a few fields removed
+/// and added and no other look at them; building a `HeaderMap` for each
+/// head, and hashing every name looked up in it, was a sixth of a
+/// proxied request's instructions (`bench/instructions`, 2026-12-06).
+/// The edits here are linear scans of the few fields a head has.
+#[derive(Debug, Clone)]
+pub(crate) enum HeadFields {
+    /// From nuncio's HTTP/1.1 codec.
+    Received(nuncio_http1::RawFields),
+    Map(HeaderMap),
+}
+
+impl HeadFields {
+    /// The fields as a map, made now if they were not one.
+    pub(crate) fn map(&mut self) -> &mut HeaderMap {
+        if let HeadFields::Received(raw) = self {
+            *self = HeadFields::Map(raw.to_map());
+        }
+        match self {
+            HeadFields::Map(map) => map,
+            HeadFields::Received(_) => unreachable!("made a map above"),
+        }
+    }
+
+    /// The fields as a map.
+    pub(crate) fn into_map(self) -> HeaderMap {
+        match self {
+            HeadFields::Received(raw) => raw.to_map(),
+            HeadFields::Map(map) => map,
+        }
+    }
+
+    /// A copy as a map (the values share their bytes).
+    pub(crate) fn to_map(&self) -> HeaderMap {
+        match self {
+            HeadFields::Received(raw) => raw.to_map(),
+            HeadFields::Map(map) => map.clone(),
+        }
+    }
+
+    /// The first value of `name`.
+    pub(crate) fn get(&self, name: &HeaderName) -> Option<&[u8]> {
+        match self {
+            HeadFields::Received(raw) => raw.get(name.as_str()),
+            HeadFields::Map(map) => map.get(name).map(HeaderValue::as_bytes),
+        }
+    }
+
+    /// The first value of the field `name` (lowercase), for a name known
+    /// as a string only.
+    pub(crate) fn get_str(&self, name: &str) -> Option<&[u8]> {
+        match self {
+            HeadFields::Received(raw) => raw.get(name),
+            HeadFields::Map(map) => map.get(name).map(HeaderValue::as_bytes),
+        }
+    }
+
+    /// Every value of `name`, in order.
+    pub(crate) fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let (raw, map) = match self {
+            HeadFields::Received(raw) => (Some(raw.get_all(name.as_str())), None),
+            HeadFields::Map(map) => (None, Some(map.get_all(name).into_iter().map(HeaderValue::as_bytes))),
+        };
+        raw.into_iter().flatten().chain(map.into_iter().flatten())
+    }
+
+    /// Whether a field is called `name`.
+    pub(crate) fn contains(&self, name: &HeaderName) -> bool {
+        match self {
+            HeadFields::Received(raw) => raw.contains(name.as_str()),
+            HeadFields::Map(map) => map.contains_key(name),
+        }
+    }
+
+    /// Replaces every field called `name` by one with `value`.
+    pub(crate) fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        match self {
+            HeadFields::Received(raw) => raw.insert(name, value),
+            HeadFields::Map(map) => {
+                map.insert(name, value);
+            }
+        }
+    }
+
+    /// Removes every field called `name`.
+    pub(crate) fn remove(&mut self, name: &HeaderName) {
+        match self {
+            HeadFields::Received(raw) => raw.remove(name.as_str()),
+            HeadFields::Map(map) => {
+                map.remove(name);
+            }
+        }
+    }
+
+    /// See [`nuncio_http1::remove_hop_by_hop`].
+    pub(crate) fn remove_hop_by_hop(&mut self) {
+        match self {
+            HeadFields::Received(raw) => raw.remove_hop_by_hop(),
+            HeadFields::Map(map) => nuncio_http1::remove_hop_by_hop(map),
+        }
+    }
+
+    /// Gives a map back to the worker's pool (`nuncio_http1::field_maps`)
+    /// once the head is done with.
+    pub(crate) fn recycle(self) {
+        if let HeadFields::Map(map) = self {
+            nuncio_http1::field_maps::give_back(map);
+        }
+    }
+}
+
+/// What a route's field matchers look up.
+impl nuncio_router::Fields for HeadFields {
+    fn has(&self, name: &HeaderName) -> bool {
+        self.contains(name)
+    }
+
+    fn has_value(&self, name: &HeaderName, value: &[u8]) -> bool {
+        self.get_all(name).any(|v| v == value)
+    }
+}
+
+impl Default for HeadFields {
+    /// No fields.
+    fn default() -> Self {
+        HeadFields::Map(HeaderMap::new())
+    }
+}
+
+impl From<HeaderMap> for HeadFields {
+    fn from(map: HeaderMap) -> Self {
+        HeadFields::Map(map)
+    }
 }
 
 /// How much body follows a head, as far as the sender said.
@@ -109,7 +248,7 @@ impl RequestHead {
             method: std::mem::replace(&mut self.method, Method::GET),
             uri: std::mem::take(&mut self.uri),
             version: self.version,
-            headers: std::mem::take(&mut self.headers),
+            headers: std::mem::take(&mut self.headers).into_map(),
             authority: self.authority.take(),
         }
     }
@@ -119,7 +258,7 @@ impl RequestHead {
         self.method = head.method;
         self.uri = head.uri;
         self.version = head.version;
-        self.headers = head.headers;
+        self.headers = head.headers.into();
         self.authority = head.authority;
     }
 }

@@ -18,6 +18,8 @@
 //! lines carry the request's ids.
 
 use http::{HeaderMap, HeaderValue, header};
+
+use crate::message::HeadFields;
 use nuncio_config::Mirror;
 use nuncio_context::Context;
 use nuncio_runtime::SlotRef;
@@ -57,7 +59,7 @@ pub(crate) fn send(
             }
         };
         local.stats.inc(stats.mirror_rq);
-        let mut headers = request.headers.clone();
+        let mut headers = request.headers.to_map();
         shadow_host(&mut headers);
         let copy = Copy {
             local: local.clone(),
@@ -66,7 +68,7 @@ pub(crate) fn send(
             method: request.method.clone(),
             target: request.target.clone(),
             size: request.body,
-            headers,
+            headers: headers.into(),
             body,
             trace,
         };
@@ -108,7 +110,7 @@ struct Copy {
     method: http::Method,
     target: http::Uri,
     size: crate::message::BodySize,
-    headers: HeaderMap,
+    headers: HeadFields,
     body: RequestBody,
     /// The original request's trace, when it is sampled.
     trace: Option<RequestTrace>,
@@ -141,6 +143,8 @@ impl Copy {
             traceparent: None,
             upgrade: None,
             expect_continue: false,
+            // Read and dropped.
+            response_as_map: false,
         };
         let (mut log, mut exchange) = (TryLog::default(), None);
         let tried = attempts.run(&mut request, &mut self.body, &mut NoClient, ctx, &mut log, &mut exchange).await;

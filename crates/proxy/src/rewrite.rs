@@ -40,9 +40,8 @@ pub(crate) fn tunnelled_protocol(request: &RequestHead) -> Option<HeaderValue> {
     }
     request
         .headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .get_all(&header::UPGRADE)
+        .flat_map(|value| value.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .find(|token| {
             let name = token.split(|&b| b == b'/').next().unwrap_or_default();
@@ -65,10 +64,10 @@ pub(crate) fn prepare_upstream_request(
     https: bool,
 ) -> Uri {
     let headers = &mut request.headers;
-    nuncio_http1::remove_hop_by_hop(headers);
+    headers.remove_hop_by_hop();
     // The expectation goes on only as nuncio forwards it (`100-continue`,
     // for a body that waits for the upstream's go).
-    headers.remove(header::EXPECT);
+    headers.remove(&header::EXPECT);
     if request.expect_continue {
         headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
     }
@@ -97,7 +96,7 @@ pub(crate) fn prepare_upstream_request(
     // Log lines about the request say its id from now on (the client's,
     // or the one made here).
     match headers.get(&X_REQUEST_ID) {
-        Some(id) => nuncio_trace::note_request_id(id.as_bytes()),
+        Some(id) => nuncio_trace::note_request_id(id),
         None => {
             let id = request_id();
             nuncio_trace::note_request_id(id.as_bytes());
@@ -110,7 +109,7 @@ pub(crate) fn prepare_upstream_request(
         let host = HeaderValue::from_bytes(host.as_bytes()).unwrap_or_else(|_| host.clone());
         headers.insert(header::HOST, host);
     } else if let Some(authority) = &request.authority
-        && (!headers.contains_key(header::HOST) || request.version == Version::HTTP_2)
+        && (!headers.contains(&header::HOST) || request.version == Version::HTTP_2)
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
     {
         // HTTP/2's `:authority` wins over a `Host` field (RFC 9113 §8.3.1).
@@ -181,11 +180,11 @@ fn rewrite_prefix(path: &str, matched: &PathMatch, replacement: &str) -> String 
 
 /// The `x-forwarded-for` value: the hops already listed (every line, in
 /// order) and then the client's address, written into one buffer.
-fn forwarded_for(hops: header::GetAll<'_, HeaderValue>, peer: SocketAddr) -> Bytes {
+fn forwarded_for<'a>(hops: impl Iterator<Item = &'a [u8]>, peer: SocketAddr) -> Bytes {
     use std::io::Write;
     let mut value = Vec::with_capacity(48);
     for hop in hops {
-        value.extend_from_slice(hop.as_bytes());
+        value.extend_from_slice(hop);
         value.extend_from_slice(b", ");
     }
     match peer.ip() {
@@ -233,7 +232,7 @@ mod tests {
             method: Method::GET,
             uri: Uri::from_static("/"),
             version: Version::HTTP_11,
-            headers,
+            headers: headers.into(),
             authority: None,
             body: BodySize::Empty,
             upgrade: true,

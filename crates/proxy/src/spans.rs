@@ -53,8 +53,8 @@ pub(crate) struct Tracing {
 /// one naming a new trace; a request without `x-request-id` gets one.
 pub(crate) fn begin(tracing: &Tracing, request: &mut RequestHead) -> RequestTrace {
     let incoming = request.headers.get(&TRACEPARENT);
-    let valid = incoming.and_then(|v| TraceParent::parse(v.as_bytes())).is_some();
-    let trace = RequestTrace::start(incoming.map(HeaderValue::as_bytes), tracing.sampler);
+    let valid = incoming.and_then(TraceParent::parse).is_some();
+    let trace = RequestTrace::start(incoming, tracing.sampler);
     if trace.sampled {
         request.headers.remove(&TRACEPARENT);
     } else if !valid {
@@ -63,7 +63,7 @@ pub(crate) fn begin(tracing: &Tracing, request: &mut RequestHead) -> RequestTrac
             request.headers.insert(TRACEPARENT.clone(), value);
         }
     }
-    if !request.headers.contains_key(&X_REQUEST_ID) {
+    if !request.headers.contains(&X_REQUEST_ID) {
         request.headers.insert(X_REQUEST_ID.clone(), crate::rewrite::request_id());
     }
     trace
@@ -72,7 +72,7 @@ pub(crate) fn begin(tracing: &Tracing, request: &mut RequestHead) -> RequestTrac
 /// What log lines about `request` say, once [`begin`] made its ids: its
 /// `x-request-id` and, when it is sampled, its trace id.
 pub(crate) fn log_ids(request: &RequestHead, trace: &RequestTrace) -> Option<LogIds> {
-    let id = request.headers.get(&X_REQUEST_ID).map(HeaderValue::as_bytes);
+    let id = request.headers.get(&X_REQUEST_ID);
     Some(LogIds::new(id, trace.sampled.then_some(trace.trace_id)))
 }
 
@@ -93,10 +93,10 @@ pub(crate) fn downstream_span<'e>(
     span.string_parts("http.url", &["http://", authority, path]);
     span.string("http.protocol", protocol(request.version));
     span.socket_addr("peer.address", peer);
-    if let Some(agent) = request.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+    if let Some(agent) = request.headers.get(&http::header::USER_AGENT).and_then(|v| std::str::from_utf8(v).ok()) {
         span.string("user_agent", agent);
     }
-    if let Some(id) = request.headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+    if let Some(id) = request.headers.get(&X_REQUEST_ID).and_then(|v| std::str::from_utf8(v).ok()) {
         span.string("guid:x-request-id", id);
     }
     span

@@ -119,11 +119,13 @@ pub(crate) async fn serve(
     if panics > 0 {
         local.stats.add(local.snapshot.stats.filter_panics, panics);
     }
-    stream.log(&request);
+    stream.log(&mut request);
     if let Some(span) = span {
         stream.end_span(span);
     }
     nuncio_trace::set_log_ids(None);
+    // The next head decoded on this worker reuses a map it had.
+    request.headers.recycle();
 }
 
 /// The timeout of the forwarding route the request matches on arrival, for
@@ -300,6 +302,9 @@ impl<'a> Stream<'a, '_, '_> {
             traceparent: None,
             upgrade,
             expect_continue: request.expect_continue,
+            response_as_map: request.version == http::Version::HTTP_2
+                || self.client.has_filters()
+                || self.info.keep_response_headers,
         };
 
         // 3.2: the request body; copies to the route's mirrors, if any.
@@ -393,10 +398,11 @@ impl<'a> Stream<'a, '_, '_> {
         let Some(exchange) = slot.as_mut() else { return };
         let upstream_status = head.head.status.as_u16();
         let ResponseHead { status, mut headers, body } = head.head;
-        // The protocol the upstream chose, before hop-by-hop fields go.
-        let switched = headers.get(header::UPGRADE).cloned();
-        nuncio_http1::remove_hop_by_hop(&mut headers);
         if head.tunnel {
+            let mut headers = headers.into_map();
+            // The protocol the upstream chose, before hop-by-hop fields go.
+            let switched = headers.get(header::UPGRADE).cloned();
+            nuncio_http1::remove_hop_by_hop(&mut headers);
             // `attempt` let only the protocol the request asked for through.
             if let Some(protocol) = switched {
                 headers.insert(header::UPGRADE, protocol);
@@ -409,8 +415,9 @@ impl<'a> Stream<'a, '_, '_> {
             }
             return end_try(span, TryEnd::Status(upstream_status));
         }
+        headers.remove_hop_by_hop();
         if self.info.keep_response_headers {
-            self.info.response_headers = Some(headers.clone());
+            self.info.response_headers = Some(headers.to_map());
         }
         self.info.response_duration = Some(self.info.start.elapsed());
         if self.client.send_head(ResponseHead { status, headers, body }).await.is_err() {
@@ -534,7 +541,7 @@ impl<'a> Stream<'a, '_, '_> {
     }
 
     /// Phase 4: the stream counted, and logged if its listener logs.
-    fn log(&self, request: &RequestHead) {
+    fn log(&self, request: &mut RequestHead) {
         let (store, stats) = (&self.local.stats, &self.local.snapshot.stats);
         store.inc(stats.downstream_rq_total);
         let status = self.client.status();
@@ -556,7 +563,7 @@ impl<'a> Stream<'a, '_, '_> {
             downstream_tls_cipher: tls.map(|t| t.cipher),
             requested_server_name: tls.and_then(|t| t.server_name.as_deref()),
             version: Some(request.version),
-            request_headers: Some(&request.headers),
+            request_headers: Some(request.headers.map()),
             response_headers: info.response_headers.as_ref(),
             status,
             flags: info.flags,
@@ -623,7 +630,7 @@ impl<'a> Stream<'a, '_, '_> {
 /// the client's IP. `None` (a random endpoint) when the header is absent.
 fn request_hash(cluster: &Cluster, request: &RequestHead, peer: SocketAddr) -> Option<u64> {
     match cluster.hash_on.as_ref()? {
-        HashOn::Header(name) => request.headers.get(name.as_str()).map(|v| crate::cluster::lb::hash_of(v.as_bytes())),
+        HashOn::Header(name) => request.headers.get_str(name).map(crate::cluster::lb::hash_of),
         HashOn::SourceIp => Some(crate::cluster::lb::hash_of(&peer.ip())),
     }
 }

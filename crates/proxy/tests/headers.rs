@@ -67,6 +67,36 @@ fn hop_by_hop_response_fields_are_removed() {
 }
 
 #[test]
+fn a_response_head_is_relayed_as_received_but_for_hop_by_hop_fields_and_framing() {
+    // Names in the upstream's case, repeated fields in their order: an
+    // HTTP/1.1 client without response filters gets the fields as the
+    // upstream wrote them (nuncio does not rebuild the head).
+    let upstream = Upstream::raw("app", |mut conn| async move {
+        while conn.read_request().await.is_some() {
+            conn.write(
+                b"HTTP/1.1 200 OK\r\nX-Custom-Case: A\r\nSet-Cookie: a=1\r\nconnection: X-Internal\r\n\
+                  Vary: x\r\nSet-Cookie: b=2\r\nX-Internal: 1\r\nContent-Length:  2\r\n\r\nok",
+            )
+            .await;
+        }
+    });
+    let proxy = Proxy::to(&upstream);
+
+    let reply = exchange(proxy.addr(), "GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+
+    assert_eq!(reply.text(), "ok");
+    assert!(
+        reply.head.contains("\r\nX-Custom-Case: A\r\nSet-Cookie: a=1\r\nVary: x\r\nSet-Cookie: b=2\r\n"),
+        "fields not relayed as received: {}",
+        reply.head
+    );
+    assert!(!reply.headers.contains_key("x-internal"), "{}", reply.head);
+    // Exactly one framing field, nuncio's own.
+    let framing: Vec<_> = reply.head.lines().filter(|l| l.to_ascii_lowercase().starts_with("content-length")).collect();
+    assert_eq!(framing, ["content-length: 2"], "{}", reply.head);
+}
+
+#[test]
 fn forwarding_fields_are_added() {
     let upstream = Upstream::echo("app");
     let proxy = Proxy::to(&upstream);

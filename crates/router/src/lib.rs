@@ -95,7 +95,32 @@ pub struct Request<'r> {
     /// The query, without the `?`.
     pub query: Option<&'r str>,
     /// The fields.
-    pub headers: &'r HeaderMap,
+    pub headers: &'r dyn Fields,
+}
+
+/// The header fields of a request, as route matchers look at them: a
+/// `HeaderMap`, or whatever else a proxy keeps a head's fields in.
+pub trait Fields {
+    /// Whether a field is called `name`.
+    fn has(&self, name: &HeaderName) -> bool;
+    /// Whether a field called `name` has exactly `value`.
+    fn has_value(&self, name: &HeaderName, value: &[u8]) -> bool;
+}
+
+impl Fields for HeaderMap {
+    fn has(&self, name: &HeaderName) -> bool {
+        self.contains_key(name)
+    }
+
+    fn has_value(&self, name: &HeaderName, value: &[u8]) -> bool {
+        self.get_all(name).iter().any(|v| v.as_bytes() == value)
+    }
+}
+
+impl std::fmt::Debug for dyn Fields + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fields")
+    }
 }
 
 impl RouteTable {
@@ -175,9 +200,9 @@ impl CompiledRoute {
         }
         let headers = request.headers;
         self.headers.iter().all(|(name, rule)| match rule {
-            HeaderRule::Present => headers.contains_key(name),
-            HeaderRule::Absent => !headers.contains_key(name),
-            HeaderRule::Exact(value) => headers.get_all(name).iter().any(|v| v.as_bytes() == value.as_bytes()),
+            HeaderRule::Present => headers.has(name),
+            HeaderRule::Absent => !headers.has(name),
+            HeaderRule::Exact(value) => headers.has_value(name, value.as_bytes()),
         }) && self.query.iter().all(|q| query_matches(q, request.query))
     }
 

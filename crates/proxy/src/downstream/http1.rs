@@ -26,8 +26,9 @@ use tokio::time::Instant;
 use super::{Codec, Downstream, WriteError};
 use crate::bounded::within;
 use crate::io::{Io, write_all_vectored};
-use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead, bodiless};
+use crate::message::{BodyFrame, BodySize, HeadFields, RequestBodyError, RequestHead, ResponseHead, bodiless};
 use crate::read_buffers;
+use crate::timers::{self, KeptSleep};
 use crate::worker::Worker;
 
 /// Most bytes read ahead of the current request while watching for the
@@ -74,9 +75,21 @@ impl Connection {
         read_more(&mut self.stream, &mut self.read_buf).await
     }
 
-    async fn read_head(&mut self, decoder: &mut RequestDecoder) -> Result<Request, RequestBodyError> {
+    /// The next request head; its fields a map when `as_map` (filters will
+    /// want one), else as received ([`HeadFields`]).
+    async fn read_head(
+        &mut self,
+        decoder: &mut RequestDecoder,
+        as_map: bool,
+    ) -> Result<Request<HeadFields>, RequestBodyError> {
         loop {
-            if let Some(request) = decoder.decode(&mut self.read_buf).map_err(RequestBodyError::Invalid)? {
+            let buf = &mut self.read_buf;
+            let request = if as_map {
+                decoder.decode(buf).map(|r| r.map(|r| r.map_headers(HeadFields::Map)))
+            } else {
+                decoder.decode_raw(buf).map(|r| r.map(|r| r.map_headers(HeadFields::Received)))
+            };
+            if let Some(request) = request.map_err(RequestBodyError::Invalid)? {
                 return Ok(request);
             }
             self.read_more().await?;
@@ -229,7 +242,7 @@ fn wait_for_request<'a>(worker: &Worker, listener: &str, conn: &'a mut Connectio
     NextRequest {
         // A listener gone from the config (a reload removed it): close.
         listening: idle_timeout.is_some(),
-        timer: idle_timeout.flatten().map(tokio::time::sleep),
+        timer: idle_timeout.flatten().map(|timeout| timers::sleep_until(&timers::IDLE_WAITS, Instant::now() + timeout)),
         conn,
     }
 }
@@ -242,7 +255,7 @@ pin_project_lite::pin_project! {
     struct NextRequest<'a> {
         conn: &'a mut Connection,
         #[pin]
-        timer: Option<tokio::time::Sleep>,
+        timer: Option<KeptSleep>,
         listening: bool,
     }
 }
@@ -301,8 +314,11 @@ async fn serve_request(worker: &Rc<Worker>, listener: &Rc<str>, conn: &mut Conne
     limits.max_head_bytes = settings.max_request_headers_bytes;
     limits.max_headers = settings.max_request_headers;
     let mut decoder = RequestDecoder::new(limits);
+    // Filters see the head as a `HeaderMap`: decoded into one at once
+    // rather than kept as received and converted.
+    let as_map = local.filters(listener_snapshot).is_some();
     // Once a head has started it must complete in time (slowloris).
-    let request = match within(settings.request_headers_timeout, conn.read_head(&mut decoder)).await {
+    let request = match within(settings.request_headers_timeout, conn.read_head(&mut decoder, as_map)).await {
         None => {
             conn.reject(StatusCode::REQUEST_TIMEOUT, "nuncio: request headers not received in time").await;
             return After::Close;
@@ -368,7 +384,7 @@ pub(crate) struct Exchange<'c> {
 }
 
 impl<'c> Exchange<'c> {
-    fn new(conn: &'c mut Connection, request: Request) -> (RequestHead, Exchange<'c>) {
+    fn new(conn: &'c mut Connection, request: Request<HeadFields>) -> (RequestHead, Exchange<'c>) {
         let (body, size) = match request.framing {
             BodyFraming::None => (RequestBody::Done, BodySize::Empty),
             BodyFraming::Length(0) => (RequestBody::Done, BodySize::Exact(0)),
@@ -525,13 +541,30 @@ impl<'c> Exchange<'c> {
             || self.aborted
             || framing == BodyFraming::UntilClose
             || !matches!(self.body, RequestBody::Done);
-        let mut headers = head.headers;
-        if self.close {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        // The stream removed the hop-by-hop fields the upstream sent.
+        let connection = if self.close {
+            Some("close")
         } else if !http11 {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+            Some("keep-alive")
+        } else {
+            None
+        };
+        let out = &mut self.conn.write_buf;
+        match head.headers {
+            HeadFields::Received(mut fields) => {
+                if let Some(connection) = connection {
+                    fields.append(header::CONNECTION, HeaderValue::from_static(connection));
+                }
+                nuncio_http1::encode_raw_response_head(head.status, self.version, &fields, framing, out);
+            }
+            HeadFields::Map(mut headers) => {
+                if let Some(connection) = connection {
+                    headers.insert(header::CONNECTION, HeaderValue::from_static(connection));
+                }
+                nuncio_http1::encode_response_head(head.status, self.version, &headers, framing, out);
+                nuncio_http1::field_maps::give_back(headers);
+            }
         }
-        nuncio_http1::encode_response_head(head.status, self.version, &headers, framing, &mut self.conn.write_buf);
         self.framing = Some(framing);
         self.status = Some(head.status);
     }

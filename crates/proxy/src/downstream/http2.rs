@@ -239,14 +239,14 @@ async fn serve_stream(
         method: parts.method,
         uri: parts.uri,
         version: parts.version,
-        headers: parts.headers,
+        headers: parts.headers.into(),
         authority,
         body: size,
         upgrade: false,
         expect_continue: false,
     };
     let expect_continue = size != BodySize::Empty
-        && head.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        && head.headers.get(&header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     let head = RequestHead { expect_continue, ..head };
     let exchange = Exchange {
         method: head.method.clone(),
@@ -409,7 +409,7 @@ impl Exchange {
 
     pub(crate) fn send_head(&mut self, head: ResponseHead) -> Result<(), WriteError> {
         let no_body = bodiless(&self.method, head.status);
-        let mut headers = head.headers;
+        let mut headers = head.headers.into_map();
         // HTTP/2 has no connection-specific fields (RFC 9113 §8.2.2).
         nuncio_http1::remove_hop_by_hop(&mut headers);
         // `content-length` must match the DATA sent (the codec checks), except

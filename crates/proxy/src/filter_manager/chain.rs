@@ -823,7 +823,7 @@ impl Chain {
                 let state = match dir {
                     Direction::Request => &mut self.request,
                     Direction::Response => {
-                        ops.response = self.held_head.as_mut().map(|head| &mut head.headers);
+                        ops.response = self.held_head.as_mut().map(|head| head.headers.map());
                         &mut self.response
                     }
                 };

@@ -339,7 +339,8 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     pub(crate) async fn send_head(&mut self, mut head: ResponseHead) -> Result<(), WriteError> {
         self.responding = true;
         let Some(chain) = self.chain.as_deref_mut() else { return self.downstream.send_head(head) };
-        let mut view = nuncio_filter::ResponseHead { status: head.status, headers: std::mem::take(&mut head.headers) };
+        let mut view =
+            nuncio_filter::ResponseHead { status: head.status, headers: std::mem::take(&mut head.headers).into_map() };
         let end = head.body == BodySize::Empty;
         let outcome = {
             let closed = std::pin::pin!(self.downstream.closed());
@@ -348,7 +349,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         match outcome {
             Outcome::Continue => {
                 head.status = view.status;
-                head.headers = view.headers;
+                head.headers = view.headers.into();
                 chain.hold_head(head);
                 Ok(())
             }
@@ -473,7 +474,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         head.body = match (head.body, length) {
             (BodySize::Empty, _) => BodySize::Empty,
             (_, Some(n)) => BodySize::Exact(n),
-            (BodySize::Exact(_), None) => BodySize::from_content_length(&head.headers),
+            (BodySize::Exact(_), None) => BodySize::from_content_length(head.headers.map()),
             (BodySize::Unknown, None) => BodySize::Unknown,
         };
         self.write_head(head)
@@ -514,7 +515,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         let LocalReply { status, mut headers, body } = reply;
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         let size = if body.is_empty() { BodySize::Empty } else { BodySize::Exact(body.len() as u64) };
-        self.write_head(ResponseHead { status, headers, body: size })?;
+        self.write_head(ResponseHead { status, headers: headers.into(), body: size })?;
         if !body.is_empty() {
             self.downstream.send_data(body).await?;
         }
@@ -538,7 +539,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     async fn respond_inline(&mut self, status: StatusCode, mut headers: HeaderMap, body: Bytes) {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         let size = if body.is_empty() { BodySize::Empty } else { BodySize::Exact(body.len() as u64) };
-        if self.send_head(ResponseHead { status, headers, body: size }).await.is_err() {
+        if self.send_head(ResponseHead { status, headers: headers.into(), body: size }).await.is_err() {
             return;
         }
         if !body.is_empty() && self.send_data(body).await.is_err() {

@@ -16,7 +16,7 @@ use crate::io::Io;
 use super::{RequestBody, TryError, UpstreamHead, UpstreamRequest};
 use crate::cluster::ConnectionGuard;
 use crate::io::write_all_vectored;
-use crate::message::{BodyFrame, BodySize, ResponseHead};
+use crate::message::{BodyFrame, BodySize, HeadFields, ResponseHead};
 
 /// A connection to an upstream, with its read buffer while it carries a
 /// request.
@@ -100,6 +100,8 @@ pub(crate) struct Exchange {
     /// Whether the connection carried a request before this one.
     reused: bool,
     method: Method,
+    /// See [`UpstreamRequest::response_as_map`].
+    response_as_map: bool,
     response: Response,
     out: Outgoing,
     /// The upstream closed (or reset) its side: no more bytes will come.
@@ -221,6 +223,7 @@ impl Exchange {
             conn,
             reused,
             method: request.method.clone(),
+            response_as_map: request.response_as_map,
             response: Response::Head(ResponseDecoder::new(Limits::default())),
             out,
             eof: false,
@@ -231,7 +234,13 @@ impl Exchange {
     pub(crate) fn take_head(&mut self) -> Result<Option<UpstreamHead>, TryError> {
         let Response::Head(decoder) = &mut self.response else { return Ok(None) };
         loop {
-            match decoder.decode(&mut self.conn.read_buf, &self.method) {
+            let buf = &mut self.conn.read_buf;
+            let decoded = if self.response_as_map {
+                decoder.decode(buf, &self.method).map(|r| r.map(|r| r.map_headers(HeadFields::Map)))
+            } else {
+                decoder.decode_raw(buf, &self.method).map(|r| r.map(|r| r.map_headers(HeadFields::Received)))
+            };
+            match decoded {
                 Ok(Some(response)) if response.is_interim() && !response.tunnel => {
                     // `100 Continue`: the upstream asks for the body.
                     if response.status == http::StatusCode::CONTINUE
@@ -466,13 +475,13 @@ fn encode_head(request: &UpstreamRequest<'_>, framing: BodyFraming) -> BytesMut 
         // The request has the field already (a gRPC client's own
         // `grpc-timeout`): nuncio's value replaces it, as on HTTP/2, rather
         // than going out beside it.
-        Some((name, value)) if request.headers.contains_key(name) => {
+        Some((name, value)) if request.headers.contains(name) => {
             let mut headers = request.headers.clone();
             headers.insert(name.clone(), value.clone());
-            nuncio_http1::encode_request_head(&request.method, &request.target, &headers, framing, &mut head);
+            encode_fields(request, &headers, framing, &mut head);
         }
         deadline => {
-            nuncio_http1::encode_request_head(&request.method, &request.target, request.headers, framing, &mut head);
+            encode_fields(request, request.headers, framing, &mut head);
             if let Some((name, value)) = deadline {
                 append_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
             }
@@ -482,6 +491,14 @@ fn encode_head(request: &UpstreamRequest<'_>, framing: BodyFraming) -> BytesMut 
         append_field(&mut head, nuncio_trace::TRACEPARENT.as_bytes(), &parent.encode());
     }
     head
+}
+
+fn encode_fields(request: &UpstreamRequest<'_>, fields: &HeadFields, framing: BodyFraming, head: &mut BytesMut) {
+    let (method, target) = (&request.method, &request.target);
+    match fields {
+        HeadFields::Received(fields) => nuncio_http1::encode_raw_request_head(method, target, fields, framing, head),
+        HeadFields::Map(map) => nuncio_http1::encode_request_head(method, target, map, framing, head),
+    }
 }
 
 /// One more field before the head's closing CRLF, without copying the

@@ -190,7 +190,7 @@ impl Exchange {
         request: &UpstreamRequest<'_>,
         body: &mut RequestBody,
     ) -> Result<Exchange, TryError> {
-        let mut headers = request.headers.clone();
+        let mut headers = request.headers.to_map();
         if let Some((name, value)) = &request.deadline {
             headers.insert(name.clone(), value.clone());
         }
@@ -270,7 +270,7 @@ impl Exchange {
         self.slot.0.settled.set(true);
         let (parts, body) = response.into_parts();
         let size = if body.is_end_stream() { BodySize::Empty } else { BodySize::from_content_length(&parts.headers) };
-        let head = ResponseHead { status: parts.status, headers: parts.headers, body: size };
+        let head = ResponseHead { status: parts.status, headers: parts.headers.into(), body: size };
         self.response = Response::Body { body, frame: None, data_done: false, done: false };
         Ok(Some(UpstreamHead { head, tunnel: false, peer: self.slot.0.peer }))
     }

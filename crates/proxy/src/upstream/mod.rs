@@ -27,11 +27,11 @@ pub(crate) mod http2;
 pub(crate) mod pool;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 use nuncio_accesslog::ResponseFlags;
 
 use crate::cluster::ConnectError;
-use crate::message::{BodyFrame, BodySize, RequestBodyError, ResponseHead};
+use crate::message::{BodyFrame, BodySize, HeadFields, RequestBodyError, ResponseHead};
 
 /// The request as it goes upstream (prepared once, sent by every try).
 #[derive(Clone)]
@@ -41,7 +41,7 @@ pub(crate) struct UpstreamRequest<'r> {
     pub(crate) target: Uri,
     /// Hop-by-hop fields removed, forwarding fields and `Host` set (the
     /// client's head, changed in place: the access log sees what was sent).
-    pub(crate) headers: &'r HeaderMap,
+    pub(crate) headers: &'r HeadFields,
     pub(crate) body: BodySize,
     /// The time left to this try, told to the upstream (`grpc-timeout`, or
     /// the listener's `time_left_header`), set per try; replaces a field of
@@ -58,6 +58,11 @@ pub(crate) struct UpstreamRequest<'r> {
     /// out once the upstream answers `100`, or after [`CONTINUE_WAIT`]
     /// without an answer (RFC 9110 §10.1.1).
     pub(crate) expect_continue: bool,
+    /// The response's fields will be wanted as a `HeaderMap` (an HTTP/2
+    /// client, response filters, logged response fields): an HTTP/1.1
+    /// upstream's head is decoded into one at once, rather than kept as
+    /// received ([`crate::message::HeadFields`]) and converted.
+    pub(crate) response_as_map: bool,
 }
 
 /// How long a body waits for the upstream's `100 Continue` before it goes
