@@ -11,6 +11,7 @@ use memchr::memmem::Finder;
 
 use crate::Error;
 use crate::framing::{ConnectionOptions, TransferEncoding, list_elements, parse_content_length};
+use crate::names::Special;
 use crate::raw_fields::RawFields;
 
 /// Up to this many header slots live on the stack; more come from the heap.
@@ -123,50 +124,23 @@ pub(crate) struct Fields<H> {
 /// request head, with room for 4).
 pub(crate) const SPARE_FIELDS: usize = 6;
 
-/// The fields whose values the codec reads.
-#[derive(Clone, Copy)]
-enum Special {
-    ContentLength,
-    TransferEncoding,
-    Host,
-    Connection,
-    Expect,
-    Upgrade,
-}
-
-impl Special {
-    fn of_name(name: &HeaderName) -> Option<Special> {
-        Some(if name == header::CONTENT_LENGTH {
-            Special::ContentLength
-        } else if name == header::TRANSFER_ENCODING {
-            Special::TransferEncoding
-        } else if name == header::HOST {
-            Special::Host
-        } else if name == header::CONNECTION {
-            Special::Connection
-        } else if name == header::EXPECT {
-            Special::Expect
-        } else if name == header::UPGRADE {
-            Special::Upgrade
-        } else {
-            return None;
-        })
-    }
-
-    /// The same from a name as written (any case); the length decides
-    /// which one comparison to make.
-    fn of_bytes(name: &[u8]) -> Option<Special> {
-        let (special, lowercase): (Special, &[u8]) = match name.len() {
-            14 => (Special::ContentLength, b"content-length"),
-            17 => (Special::TransferEncoding, b"transfer-encoding"),
-            4 => (Special::Host, b"host"),
-            10 => (Special::Connection, b"connection"),
-            6 => (Special::Expect, b"expect"),
-            7 => (Special::Upgrade, b"upgrade"),
-            _ => return None,
-        };
-        name.eq_ignore_ascii_case(lowercase).then_some(special)
-    }
+/// [`Special`] from a parsed name.
+fn special_of(name: &HeaderName) -> Option<Special> {
+    Some(if name == header::CONTENT_LENGTH {
+        Special::ContentLength
+    } else if name == header::TRANSFER_ENCODING {
+        Special::TransferEncoding
+    } else if name == header::HOST {
+        Special::Host
+    } else if name == header::CONNECTION {
+        Special::Connection
+    } else if name == header::EXPECT {
+        Special::Expect
+    } else if name == header::UPGRADE {
+        Special::Upgrade
+    } else {
+        return None;
+    })
 }
 
 impl<H> Fields<H> {
@@ -180,19 +154,6 @@ impl<H> Fields<H> {
             host_count: 0,
             expect_continue: false,
             upgrade_header: false,
-        }
-    }
-
-    fn with_headers<T>(self, headers: T) -> Fields<T> {
-        Fields {
-            headers,
-            content_length: self.content_length,
-            transfer_encoding: self.transfer_encoding,
-            connection: self.connection,
-            host: self.host,
-            host_count: self.host_count,
-            expect_continue: self.expect_continue,
-            upgrade_header: self.upgrade_header,
         }
     }
 
@@ -246,7 +207,7 @@ pub(crate) fn build_fields(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Res
     let mut f = Fields::new(map);
     for h in parsed {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::InvalidHeader)?;
-        if let Some(special) = Special::of_name(&name) {
+        if let Some(special) = special_of(&name) {
             f.note(special, head, h.value);
         }
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).map_err(|_| Error::InvalidHeader)?;
@@ -258,14 +219,16 @@ pub(crate) fn build_fields(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Res
 /// The fields as received ([`RawFields`]): no map, no name lookup, no value
 /// check beyond httparse's.
 pub(crate) fn build_raw_fields(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Result<Fields<RawFields>, Error> {
-    let mut f = Fields::new(());
+    let mut f = Fields::new(RawFields::with_capacity(head, parsed.len()));
     for h in parsed {
-        if let Some(special) = Special::of_bytes(h.name.as_bytes()) {
+        let known = crate::names::classify(h.name.as_bytes());
+        if let Some(special) = known.special {
             f.note(special, head, h.value);
         }
+        f.headers.push_received(h.name.as_bytes(), h.value, known.hop_by_hop).ok_or(Error::HeadTooLarge)?;
     }
-    let raw = RawFields::new(head, parsed, f.connection.names_other).ok_or(Error::HeadTooLarge)?;
-    Ok(f.with_headers(raw))
+    f.headers.connection_names_others = f.connection.names_other;
+    Ok(f)
 }
 
 fn skip_empty_lines(mut head: &[u8]) -> &[u8] {

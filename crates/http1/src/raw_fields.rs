@@ -37,35 +37,36 @@ pub struct RawFields {
     spans: Vec<Span>,
     added: Vec<(HeaderName, HeaderValue)>,
     /// A received `Connection` field names a field other than the
-    /// hop-by-hop ones (`Connection: close, x-private`): seldom.
-    connection_names_others: bool,
+    /// hop-by-hop ones (`Connection: close, x-private`): seldom. Set by
+    /// the decoder, which reads the options anyway.
+    pub(crate) connection_names_others: bool,
 }
 
 impl RawFields {
-    /// The fields httparse found in `head` (each name and value a slice of
-    /// `head`); `None` if one is not (a caller bug: they come from parsing
-    /// `head`) or the head is over 4 GiB.
-    /// `connection_names_others`: a `Connection` field names a field that
-    /// is not hop-by-hop by itself (the decoder read the options already).
-    pub(crate) fn new(
-        head: &Bytes,
-        parsed: &[httparse::Header<'_>],
-        connection_names_others: bool,
-    ) -> Option<RawFields> {
-        let base = head.as_ptr() as usize;
+    /// No fields yet, of `head`, with room for `n` received ones.
+    pub(crate) fn with_capacity(head: &Bytes, n: usize) -> RawFields {
+        RawFields {
+            head: head.clone(),
+            spans: Vec::with_capacity(n),
+            added: Vec::new(),
+            connection_names_others: false,
+        }
+    }
+
+    /// Adds a received field, `name` and `value` slices of the head;
+    /// `None` if they are not (a caller bug) or the head is over 4 GiB.
+    pub(crate) fn push_received(&mut self, name: &[u8], value: &[u8], hop_by_hop: bool) -> Option<()> {
+        let base = self.head.as_ptr() as usize;
+        let len = self.head.len();
         let offset = |s: &[u8]| -> Option<(u32, u32)> {
             let start = (s.as_ptr() as usize).wrapping_sub(base);
-            if start > head.len() || s.len() > head.len() - start {
+            if start > len || s.len() > len - start {
                 return None;
             }
             Some((u32::try_from(start).ok()?, u32::try_from(s.len()).ok()?))
         };
-        let mut spans = Vec::with_capacity(parsed.len());
-        for h in parsed {
-            let hop_by_hop = is_hop_by_hop(h.name.as_bytes());
-            spans.push(Span { name: offset(h.name.as_bytes())?, value: offset(h.value)?, hop_by_hop });
-        }
-        Some(RawFields { head: head.clone(), spans, added: Vec::new(), connection_names_others })
+        self.spans.push(Span { name: offset(name)?, value: offset(value)?, hop_by_hop });
+        Some(())
     }
 
     /// How many fields there are.
@@ -193,17 +194,9 @@ fn is(head: &Bytes, span: &Span, name: &[u8]) -> bool {
     span.name.1 as usize == name.len() && slice(head, span.name).eq_ignore_ascii_case(name)
 }
 
-/// One of [`crate::HOP_BY_HOP`] (any case), decided by length first.
+/// One of [`crate::HOP_BY_HOP`] (any case).
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    let eq = |lowercase: &[u8]| name.eq_ignore_ascii_case(lowercase);
-    match name.len() {
-        2 => eq(b"te"),
-        7 => eq(b"trailer") || eq(b"upgrade"),
-        10 => eq(b"connection") || eq(b"keep-alive"),
-        16 => eq(b"proxy-connection"),
-        17 => eq(b"transfer-encoding"),
-        _ => false,
-    }
+    crate::names::classify(name).hop_by_hop
 }
 
 /// The non-empty options of a `Connection` value.
@@ -220,11 +213,7 @@ mod tests {
         let mut slots = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut slots);
         assert!(response.parse(&head).unwrap().is_complete());
-        let mut connection = crate::framing::ConnectionOptions::default();
-        for h in response.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")) {
-            connection.add(h.value);
-        }
-        RawFields::new(&head, response.headers, connection.names_other).unwrap()
+        crate::head::build_raw_fields(&head, response.headers).ok().unwrap().headers
     }
 
     #[test]
