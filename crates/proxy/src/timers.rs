@@ -2,19 +2,23 @@
 //! every request does not cost a trip through tokio's timer wheel each
 //! time.
 //!
-//! Two timers are armed for each proxied request: the client connection's
-//! idle timeout while it waits for the next request, and the upstream try's
-//! deadline while the response is awaited. A new `tokio::time::Sleep` is
-//! inserted into the worker's timer wheel when first polled and removed
-//! when dropped, each under the timer driver's lock: ~600 instructions a
-//! timer (`bench/instructions`, 2026-12-06). An entry kept here stays in
-//! the wheel after its use; the next use moves its deadline later, which
-//! tokio does without touching the wheel (the entry is re-filed once the
-//! old deadline comes round, the lazy re-arming nginx does for its
-//! timers). Deadlines of one kind of timer grow with time, so each kind
-//! has a pool of its own ([`IDLE_WAITS`], [`TRY_DEADLINES`]); an earlier
-//! deadline, or an entry that fired while kept, is filed again as a new
-//! one would be.
+//! Every proxied request arms its upstream try's deadline while the
+//! response is awaited. A new `tokio::time::Sleep` is inserted into the
+//! worker's timer wheel when first polled and removed when dropped, each
+//! under the timer driver's lock: ~300 instructions a timer
+//! (`bench/instructions`, 2026-12-06). An entry kept here stays in the
+//! wheel after its use; the next use moves its deadline later, which tokio
+//! does without touching the wheel (the entry is re-filed once the old
+//! deadline comes round, the lazy re-arming nginx does for its timers).
+//! Deadlines of one kind of timer grow with time, so each kind has a pool
+//! of its own ([`TRY_DEADLINES`]); an earlier deadline, or an entry that
+//! fired while kept, is filed again as a new one would be.
+//!
+//! Entries are boxed (a future holds 16 bytes, not tokio's ~100), which is
+//! why a client connection's idle timeout does not come from here: an idle
+//! connection would hold one more allocation (`bench/idle_memory.py`:
+//! 0.92 → 1.12 KiB a connection, marginal), while its inline entry costs
+//! nothing in a task sized for the request phase anyway.
 //!
 //! A kept entry still holds the waker of the last task that waited on it
 //! until its next use (or until it fires unused, a spurious wake-up that
@@ -39,8 +43,6 @@ pub(crate) const KEEP: usize = 256;
 type Pool = RefCell<Vec<Pin<Box<Sleep>>>>;
 
 thread_local! {
-    /// Client connections waiting for their next request.
-    pub(crate) static IDLE_WAITS: Pool = const { RefCell::new(Vec::new()) };
     /// Upstream tries waiting for their answer.
     pub(crate) static TRY_DEADLINES: Pool = const { RefCell::new(Vec::new()) };
 }
