@@ -163,11 +163,38 @@ impl RawFields {
     /// The fields as a [`HeaderMap`] (one kept by [`crate::field_maps`]
     /// when there is one), received values sharing the head's bytes.
     pub fn to_map(&self) -> HeaderMap {
+        self.map_with_values(&self.head, |span| span.value)
+    }
+
+    /// [`RawFields::to_map`] with the received values copied, together,
+    /// into one allocation of their own: for a map that outlives the head's
+    /// buffer (HTTP/2's HPACK table keeps the values it indexes for the
+    /// connection's life, and a value sharing the buffer it was read into
+    /// would keep all of it alive).
+    pub fn to_owned_map(&self) -> HeaderMap {
+        let total = self.spans.iter().map(|span| span.value.1 as usize).sum();
+        let mut values = bytes::BytesMut::with_capacity(total);
+        for span in &self.spans {
+            values.extend_from_slice(slice(&self.head, span.value));
+        }
+        let values = values.freeze();
+        // The copies lie in received order, one after the other.
+        let mut at = 0;
+        self.map_with_values(&values, |span| {
+            let value = (at, span.value.1);
+            at += span.value.1;
+            value
+        })
+    }
+
+    /// The map: names from the head, each received value the slice of
+    /// `values` that `position` gives for its span (called in order).
+    fn map_with_values(&self, values: &Bytes, mut position: impl FnMut(&Span) -> (u32, u32)) -> HeaderMap {
         let mut map =
             crate::field_maps::take(self.len() + crate::head::SPARE_FIELDS).unwrap_or_else(|_| HeaderMap::new());
         for span in &self.spans {
-            let (start, len) = span.value;
-            let value = self.head.slice(start as usize..start as usize + len as usize);
+            let (start, len) = position(span);
+            let value = values.slice(start as usize..start as usize + len as usize);
             // httparse accepted both (a token; no control bytes but HTAB),
             // which is what `http` asks of them too.
             if let (Ok(name), Ok(value)) =
@@ -267,6 +294,18 @@ mod tests {
         f.remove("via");
         assert_eq!(f.len(), 1);
         assert_eq!(f.to_map().get("x-forwarded-for").unwrap(), "10.0.0.1, 10.0.0.2");
+    }
+
+    #[test]
+    fn an_owned_map_is_the_map_with_its_values_out_of_the_head() {
+        let mut f = fields(b"HTTP/1.1 200 OK\r\nA: 1\r\nB: two\r\nA: 3\r\n\r\n");
+        f.append(HeaderName::from_static("c"), HeaderValue::from_static("added"));
+        let owned = f.to_owned_map();
+        assert_eq!(owned, f.to_map());
+        let head = f.head.as_ptr_range();
+        for value in owned.values() {
+            assert!(!head.contains(&value.as_bytes().as_ptr()), "{value:?} still points into the head");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 use super::{Codec, Downstream, WriteError};
 use crate::bounded::within;
 use crate::io::Io;
-use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead, bodiless};
+use crate::message::{BodyFrame, BodySize, HeadFields, RequestBodyError, RequestHead, ResponseHead, bodiless};
 use crate::worker::Worker;
 
 /// Streams a client may have open at once (nginx's default).
@@ -409,20 +409,28 @@ impl Exchange {
 
     pub(crate) fn send_head(&mut self, head: ResponseHead) -> Result<(), WriteError> {
         let no_body = bodiless(&self.method, head.status);
-        let mut headers = head.headers.into_map();
+        let mut headers = head.headers;
         // HTTP/2 has no connection-specific fields (RFC 9113 §8.2.2).
-        nuncio_http1::remove_hop_by_hop(&mut headers);
+        headers.remove_hop_by_hop();
         // `content-length` must match the DATA sent (the codec checks), except
         // on HEAD where it describes the representation.
         if self.method != Method::HEAD {
-            headers.remove(header::CONTENT_LENGTH);
+            headers.remove(&header::CONTENT_LENGTH);
             if let BodySize::Exact(n) = head.body
                 && !no_body
             {
                 headers.insert(header::CONTENT_LENGTH, n.into());
             }
         }
-        crate::message::own_values(&mut headers);
+        // Values that do not share the buffer they were read into (HPACK
+        // keeps them: see `own_values`).
+        let headers = match headers {
+            HeadFields::Received(fields) => fields.to_owned_map(),
+            HeadFields::Map(mut map) => {
+                crate::message::own_values(&mut map);
+                map
+            }
+        };
         let end = no_body || matches!(head.body, BodySize::Empty | BodySize::Exact(0));
         let mut response = http::Response::new(());
         *response.status_mut() = head.status;
