@@ -11,6 +11,7 @@ use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Uri, Version};
 
+use crate::names::Special;
 use crate::{BodyFraming, RawFields};
 
 /// The CRLF that ends a chunk's data.
@@ -127,7 +128,7 @@ fn encode_response(
 fn put_raw_fields(fields: &RawFields, skip_framing: bool, dst: &mut BytesMut) {
     for (name, value) in fields.iter() {
         if skip_framing
-            && (name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding"))
+            && matches!(crate::names::classify(name).special, Some(Special::ContentLength | Special::TransferEncoding))
         {
             continue;
         }

@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use std::sync::LazyLock;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use memchr::memmem::Finder;
 
 use crate::Error;
@@ -124,25 +124,6 @@ pub(crate) struct Fields<H> {
 /// request head, with room for 4).
 pub(crate) const SPARE_FIELDS: usize = 6;
 
-/// [`Special`] from a parsed name.
-fn special_of(name: &HeaderName) -> Option<Special> {
-    Some(if name == header::CONTENT_LENGTH {
-        Special::ContentLength
-    } else if name == header::TRANSFER_ENCODING {
-        Special::TransferEncoding
-    } else if name == header::HOST {
-        Special::Host
-    } else if name == header::CONNECTION {
-        Special::Connection
-    } else if name == header::EXPECT {
-        Special::Expect
-    } else if name == header::UPGRADE {
-        Special::Upgrade
-    } else {
-        return None;
-    })
-}
-
 impl<H> Fields<H> {
     fn new(headers: H) -> Self {
         Fields {
@@ -207,7 +188,7 @@ pub(crate) fn build_fields(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Res
     let mut f = Fields::new(map);
     for h in parsed {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::InvalidHeader)?;
-        if let Some(special) = special_of(&name) {
+        if let Some(special) = crate::names::classify(h.name.as_bytes()).special {
             f.note(special, head, h.value);
         }
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).map_err(|_| Error::InvalidHeader)?;
