@@ -116,7 +116,6 @@ impl Call {
             traceparent: None,
             upgrade: None,
             expect_continue: false,
-            response_as_map: true,
         };
         let attempts = Attempts {
             cluster: &cluster,

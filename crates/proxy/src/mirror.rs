@@ -144,7 +144,6 @@ impl Copy {
             upgrade: None,
             expect_continue: false,
             // Read and dropped.
-            response_as_map: false,
         };
         let (mut log, mut exchange) = (TryLog::default(), None);
         let tried = attempts.run(&mut request, &mut self.body, &mut NoClient, ctx, &mut log, &mut exchange).await;

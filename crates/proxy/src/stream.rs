@@ -302,7 +302,6 @@ impl<'a> Stream<'a, '_, '_> {
             traceparent: None,
             upgrade,
             expect_continue: request.expect_continue,
-            response_as_map: self.client.has_filters() || self.info.keep_response_headers,
         };
 
         // 3.2: the request body; copies to the route's mirrors, if any.

@@ -58,11 +58,6 @@ pub(crate) struct UpstreamRequest<'r> {
     /// out once the upstream answers `100`, or after [`CONTINUE_WAIT`]
     /// without an answer (RFC 9110 §10.1.1).
     pub(crate) expect_continue: bool,
-    /// The response's fields will be wanted as a `HeaderMap` (response
-    /// filters, logged response fields): an HTTP/1.1
-    /// upstream's head is decoded into one at once, rather than kept as
-    /// received ([`crate::message::HeadFields`]) and converted.
-    pub(crate) response_as_map: bool,
 }
 
 /// How long a body waits for the upstream's `100 Continue` before it goes
