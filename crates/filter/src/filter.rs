@@ -32,6 +32,8 @@ pub trait Filter: 'static {
 
     /// A piece of the request body, owned by the filter while the hook
     /// runs (replace or clear it to change what goes on).
+    /// `end_of_stream`: no more body follows; it comes with the last data
+    /// or with an empty piece (see docs/filters.md, "End of stream").
     fn request_body<'a>(&'a mut self, cx: &'a mut StreamCx, body: &'a mut Bytes, end_of_stream: bool) -> Hook<'a> {
         let _ = (cx, body, end_of_stream);
         Status::Continue.into()
@@ -54,7 +56,8 @@ pub trait Filter: 'static {
         Status::Continue.into()
     }
 
-    /// A piece of the response body.
+    /// A piece of the response body (`end_of_stream` as for
+    /// [`Filter::request_body`]).
     fn response_body<'a>(&'a mut self, cx: &'a mut StreamCx, body: &'a mut Bytes, end_of_stream: bool) -> Hook<'a> {
         let _ = (cx, body, end_of_stream);
         Status::Continue.into()

@@ -426,6 +426,9 @@ impl<'a> Stream<'a, '_, '_> {
         let idle = self.listener.config.stream_idle_timeout;
         let client = &mut self.client;
         let relayed = under(self.ctx, async {
+            // A frame read ahead, to learn whether the one before it ended
+            // the body.
+            let mut ahead = None;
             loop {
                 // A filter answered instead: the rest of the upstream's body
                 // is not wanted (its connection is not reused).
@@ -434,7 +437,7 @@ impl<'a> Stream<'a, '_, '_> {
                 }
                 // The head goes out with the first body bytes (one write for
                 // a small response), or alone when the upstream is slow.
-                let frame = match exchange.ready_frame() {
+                let frame = match ahead.take().or_else(|| exchange.ready_frame()) {
                     Some(frame) => frame,
                     None => {
                         within(idle, client.flush()).await.ok_or(Stop::Idle)?.map_err(|_| Stop::Client)?;
@@ -442,7 +445,20 @@ impl<'a> Stream<'a, '_, '_> {
                     }
                 };
                 let written = match frame.map_err(Stop::from)? {
-                    Some(BodyFrame::Data(data)) => within(idle, client.send_data(data)).await,
+                    // The end is already here: the last data goes with it
+                    // (one body hook call, one HTTP/2 frame, one write).
+                    Some(BodyFrame::Data(data)) => match exchange.ready_frame() {
+                        Some(Ok(None)) => {
+                            return within(idle, client.send_last(data))
+                                .await
+                                .ok_or(Stop::Idle)?
+                                .map_err(|_| Stop::Client);
+                        }
+                        next => {
+                            ahead = next;
+                            within(idle, client.send_data(data)).await
+                        }
+                    },
                     Some(BodyFrame::Trailers(trailers)) => within(idle, client.send_trailers(trailers)).await,
                     None => return within(idle, client.finish()).await.ok_or(Stop::Idle)?.map_err(|_| Stop::Client),
                 };

@@ -463,14 +463,15 @@ fn a_continue_that_changes_the_pieces_is_what_the_next_filter_sees() {
         client.response()
     };
 
-    // Data given at the end: the next filter gets it as data, then the end.
+    // Data given at the end: the next filter gets it with the end, in one
+    // call (as many calls as the filter before it).
     let upstream = Upstream::echo("up");
     let (proxy, shared) = chain(&upstream, On::RequestBody, Act::Body(add_a_tail_at_the_end));
     let reply = send(&proxy);
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), format!("{body}!"));
     let journal = shared.journal();
-    assert_eq!(count(&journal, "c:request_body"), count(&journal, "a:request_body") + 1, "{journal:?}");
+    assert_eq!(count(&journal, "c:request_body"), count(&journal, "a:request_body"), "{journal:?}");
     drop(proxy);
 
     // Data taken away: nothing of it goes on, only the end.
@@ -736,5 +737,92 @@ fn a_client_that_leaves_while_a_body_is_stopped_ends_the_stream() {
         stopped_rx.recv_timeout(TIMEOUT).expect("the stream stopped at b");
         drop(client);
         assert_eq!(shared.results(1), [Err(Error::StreamGone)], "{on:?}");
+    }
+}
+
+/// Records what each response body hook call is given.
+struct BodyRecorder {
+    name: &'static str,
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl Filter for BodyRecorder {
+    fn response_body<'a>(&'a mut self, _cx: &'a mut StreamCx, body: &'a mut Bytes, eos: bool) -> Hook<'a> {
+        let body = String::from_utf8_lossy(body);
+        self.calls.lock().unwrap().push(format!("{}:{body:?}:{}", self.name, if eos { "end" } else { "more" }));
+        Status::Continue.into()
+    }
+}
+
+struct BodyRecorderFactory {
+    name: &'static str,
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl FilterFactory for BodyRecorderFactory {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn create(&self) -> Box<dyn Filter> {
+        Box::new(BodyRecorder { name: self.name, calls: self.calls.clone() })
+    }
+}
+
+/// An upstream that answers each request with `first`, then, after a
+/// pause, `rest` (nothing if empty).
+fn answering_in_two(first: &'static [u8], rest: &'static [u8]) -> Upstream {
+    Upstream::raw("two-writes", move |mut conn| async move {
+        while conn.read_request().await.is_some() {
+            conn.write(first).await;
+            if !rest.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                conn.write(rest).await;
+            }
+        }
+    })
+}
+
+/// A response split over two writes, and the body hook calls it makes.
+type Case = (&'static str, &'static [u8], &'static [u8], &'static [&'static str]);
+
+/// A response body whose last data arrives together with its end (a
+/// known length reached; a chunked body's last chunk and terminator in
+/// one read) reaches each body hook once, with the data and
+/// `end_of_stream`; data that arrives before the end comes without it,
+/// and an end that comes alone comes as an empty chunk.
+#[test]
+fn the_last_response_data_comes_with_the_end_of_stream() {
+    // (case, the upstream's first write, its second, each filter's calls)
+    let cases: [Case; 4] = [
+        ("length, at once", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nworld", b"", &["\"world\":end"]),
+        ("length, in two", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwor", b"ld", &["\"wor\":more", "\"ld\":end"]),
+        (
+            "chunked, at once",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nworld\r\n0\r\n\r\n",
+            b"",
+            &["\"world\":end"],
+        ),
+        (
+            "chunked, end alone",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nworld\r\n",
+            b"0\r\n\r\n",
+            &["\"world\":more", "\"\":end"],
+        ),
+    ];
+    for (case, first, rest, per_filter) in cases {
+        let upstream = answering_in_two(first, rest);
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let factories = ["a", "b"]
+            .into_iter()
+            .map(|name| Arc::new(BodyRecorderFactory { name, calls: calls.clone() }) as Arc<dyn FilterFactory>)
+            .collect();
+        let proxy = Proxy::with_filters(&upstream, 1, factories);
+        let reply = proxy.get("/");
+        assert_eq!((reply.status, reply.text().as_str()), (200, "world"), "{case}");
+        // Response hooks run last filter first, each piece through both.
+        let expected: Vec<String> =
+            per_filter.iter().flat_map(|call| [format!("b:{call}"), format!("a:{call}")]).collect();
+        assert_eq!(*calls.lock().unwrap(), expected, "{case}");
     }
 }

@@ -111,7 +111,7 @@ impl Connection {
     /// Writes what `write_buf` holds followed by `parts`, then clears the
     /// buffer.
     async fn flush_with(&mut self, parts: &[&[u8]]) -> Result<(), WriteError> {
-        let mut all: [&[u8]; 4] = [&[]; 4];
+        let mut all: [&[u8]; 5] = [&[]; 5];
         let count = parts.len() + 1;
         assert!(count <= all.len(), "flush_with takes at most {} parts", all.len() - 1);
         all[0] = &self.write_buf;
@@ -581,6 +581,24 @@ impl<'c> Exchange<'c> {
             }
             Some(BodyFraming::None) | None => Ok(()),
             Some(_) => self.conn.flush_with(&[&data]).await,
+        }
+    }
+
+    pub(crate) async fn send_last(&mut self, data: Bytes) -> Result<(), WriteError> {
+        match self.framing {
+            Some(BodyFraming::Chunked) if !self.ended && !data.is_empty() => {
+                let size = nuncio_http1::ChunkSizeLine::new(data.len() as u64).expect("a chunk is never empty");
+                let last = [size.as_bytes(), &data, nuncio_http1::CRLF, nuncio_http1::LAST_CHUNK];
+                self.conn.flush_with(&last).await?;
+                self.ended = true;
+                Ok(())
+            }
+            _ => {
+                if !data.is_empty() {
+                    self.send_data(data).await?;
+                }
+                self.finish().await
+            }
         }
     }
 

@@ -444,7 +444,13 @@ impl Exchange {
 
     pub(crate) async fn send_data(&mut self, data: Bytes) -> Result<(), WriteError> {
         let Some(send) = self.send.as_mut().filter(|_| !self.ended) else { return Ok(()) };
-        crate::io::send_all(send, data).await.map_err(|_| WriteError)
+        crate::io::send_all(send, data, false).await.map_err(|_| WriteError)
+    }
+
+    pub(crate) async fn send_last(&mut self, data: Bytes) -> Result<(), WriteError> {
+        let Some(send) = self.send.as_mut().filter(|_| !self.ended) else { return Ok(()) };
+        self.ended = true;
+        crate::io::send_all(send, data, true).await.map_err(|_| WriteError)
     }
 
     pub(crate) fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {

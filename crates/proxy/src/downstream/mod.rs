@@ -404,6 +404,17 @@ impl<'c> Downstream<'c> {
         }
     }
 
+    /// Sends the response's last piece of body and ends the response: one
+    /// write for a chunked HTTP/1.1 body (the last chunk with it), one DATA
+    /// frame with `END_STREAM` for HTTP/2.
+    pub(crate) async fn send_last(&mut self, data: Bytes) -> Result<(), WriteError> {
+        self.bytes_sent += data.len() as u64;
+        match &mut self.codec {
+            Codec::Http1(e) => e.send_last(data).await,
+            Codec::Http2(e) => e.send_last(data).await,
+        }
+    }
+
     /// Ends the response with trailer fields (dropped if the response is
     /// not chunked HTTP/1.1 or HTTP/2: nothing else can carry them).
     pub(crate) async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {

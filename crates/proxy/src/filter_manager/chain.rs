@@ -253,18 +253,19 @@ impl Chain {
             out.push_back(piece);
             return Outcome::Continue;
         }
-        if matches!(piece, Piece::End(_)) {
+        if matches!(piece, Piece::End(_) | Piece::Last(_)) {
             state.ended = true;
         }
         // The common case first, without the general machinery (whose
         // future is large and boxed): nothing is held in this direction,
-        // and each hook in turn answers `Continue` and passes the piece on
-        // as it came (data, or the end). At the first filter that does
-        // anything else, the general path takes over from that filter with
-        // its answer.
+        // and each hook in turn answers `Continue` and passes a piece on
+        // (data, the end, or both; not a piece of data emptied). At the
+        // first filter that does anything else, the general path takes over
+        // from that filter with its answer.
         let (mut data, end) = match piece {
             Piece::Data(data) if !data.is_empty() && self.all_passing(dir) => (data, false),
             Piece::End(None) if self.all_passing(dir) => (Bytes::new(), true),
+            Piece::Last(data) if self.all_passing(dir) => (data, true),
             piece => {
                 return Box::pin(self.body_through(dir, 0, VecDeque::from([piece]), out, &mut closed)).await;
             }
@@ -274,11 +275,15 @@ impl Chain {
             let Some(status) = self.body_hook(dir, i, &mut data, end, &mut closed).await else {
                 return Outcome::Gone;
             };
-            if !matches!(status, Ok(Status::Continue)) || data.is_empty() != end {
+            if !matches!(status, Ok(Status::Continue)) || (data.is_empty() && !end) {
                 return Box::pin(self.body_from(dir, pos, status, data, end, out, &mut closed)).await;
             }
         }
-        out.push_back(if end { Piece::End(None) } else { Piece::Data(data) });
+        out.push_back(match (end, data.is_empty()) {
+            (false, _) => Piece::Data(data),
+            (true, true) => Piece::End(None),
+            (true, false) => Piece::Last(data),
+        });
         // Nothing is held, so queued calls can only answer (no resume has
         // anything to release, no watermark to relieve).
         match self.apply(&mut At::Body(dir), false).1 {
@@ -341,7 +346,7 @@ impl Chain {
             Outcome::Gone => return Outcome::Gone,
         }
         if end {
-            next.push_back(Piece::End(None));
+            push_end(&mut next);
         }
         self.body_through(dir, pos + 1, next, out, closed).await
     }
@@ -497,70 +502,72 @@ impl Chain {
         closed: &mut Closed<'_>,
     ) -> Outcome {
         let hold = self.state(dir).held[i].hold;
-        match piece {
-            Piece::Data(data) if hold == Hold::Buffering => self.keep(dir, i, &data, Hold::Buffering),
+        let (data, trailers) = match piece {
+            Piece::Data(data) if hold == Hold::Buffering => return self.keep(dir, i, &data, Hold::Buffering),
             Piece::Data(mut data) => {
                 let Some(status) = self.body_hook(dir, i, &mut data, false, closed).await else {
                     return Outcome::Gone;
                 };
-                self.settle(dir, i, status, data, false, next, closed).await
+                return self.settle(dir, i, status, data, false, next, closed).await;
             }
-            Piece::End(trailers) => {
-                if hold == Hold::Buffering || trailers.is_none() {
-                    // A buffering filter gets its whole body; any other
-                    // hears the end with an empty chunk (none before
-                    // trailers: the trailers hook says it).
-                    let mut last = {
-                        let held = &mut self.state(dir).held[i];
-                        if hold == Hold::Buffering {
-                            held.hold = Hold::Passing;
-                            held.data.split().freeze()
-                        } else {
-                            Bytes::new()
-                        }
-                    };
-                    let Some(status) = self.body_hook(dir, i, &mut last, true, closed).await else {
-                        return Outcome::Gone;
-                    };
-                    let outcome = self.settle(dir, i, status, last, true, next, closed).await;
-                    if !matches!(outcome, Outcome::Continue) {
-                        return outcome;
-                    }
+            Piece::Last(data) => (data, None),
+            Piece::End(trailers) => (Bytes::new(), trailers),
+        };
+        // The end of the body.
+        if hold == Hold::Buffering || trailers.is_none() {
+            // A buffering filter gets its whole body; any other hears the
+            // end with the last data, or an empty chunk (none before
+            // trailers: the trailers hook says it).
+            let mut last = if hold == Hold::Buffering {
+                if let overflow @ Outcome::Reply(_) = self.keep(dir, i, &data, Hold::Buffering) {
+                    return overflow;
                 }
-                let Some(mut trailers) = trailers else {
-                    next.push_back(Piece::End(None));
-                    return Outcome::Continue;
-                };
-                // Its counters are the ones `cx.inc` bumps.
-                self.cx.set_filter_index(i);
-                let (filter, cx, t) = (&mut self.filters[i], &mut self.cx, &mut trailers);
-                let hook_name = match dir {
-                    Direction::Request => "request_trailers",
-                    Direction::Response => "response_trailers",
-                };
-                let traced = HookTrace::of(self.trace.as_ref(), &self.names, i, hook_name);
-                let hook = with_span(
-                    call(move || match dir {
-                        Direction::Request => filter.request_trailers(cx, t),
-                        Direction::Response => filter.response_trailers(cx, t),
-                    }),
-                    traced,
-                );
-                let Some(status) = settled(hook, closed).await else { return Outcome::Gone };
-                let outcome = match status {
-                    Ok(Status::Continue) => {
-                        self.release(dir, i, next);
-                        Outcome::Continue
-                    }
-                    Ok(Status::StopIteration) => self.stop(dir, i, hook_name, next, closed).await,
-                    other => self.decide(i, other),
-                };
-                if matches!(outcome, Outcome::Continue) {
-                    next.push_back(Piece::End(Some(trailers)));
-                }
-                outcome
+                let held = &mut self.state(dir).held[i];
+                held.hold = Hold::Passing;
+                held.data.split().freeze()
+            } else {
+                data
+            };
+            let Some(status) = self.body_hook(dir, i, &mut last, true, closed).await else {
+                return Outcome::Gone;
+            };
+            let outcome = self.settle(dir, i, status, last, true, next, closed).await;
+            if !matches!(outcome, Outcome::Continue) {
+                return outcome;
             }
         }
+        let Some(mut trailers) = trailers else {
+            push_end(next);
+            return Outcome::Continue;
+        };
+        // Its counters are the ones `cx.inc` bumps.
+        self.cx.set_filter_index(i);
+        let (filter, cx, t) = (&mut self.filters[i], &mut self.cx, &mut trailers);
+        let hook_name = match dir {
+            Direction::Request => "request_trailers",
+            Direction::Response => "response_trailers",
+        };
+        let traced = HookTrace::of(self.trace.as_ref(), &self.names, i, hook_name);
+        let hook = with_span(
+            call(move || match dir {
+                Direction::Request => filter.request_trailers(cx, t),
+                Direction::Response => filter.response_trailers(cx, t),
+            }),
+            traced,
+        );
+        let Some(status) = settled(hook, closed).await else { return Outcome::Gone };
+        let outcome = match status {
+            Ok(Status::Continue) => {
+                self.release(dir, i, next);
+                Outcome::Continue
+            }
+            Ok(Status::StopIteration) => self.stop(dir, i, hook_name, next, closed).await,
+            other => self.decide(i, other),
+        };
+        if matches!(outcome, Outcome::Continue) {
+            next.push_back(Piece::End(Some(trailers)));
+        }
+        outcome
     }
 
     /// A body hook's status at filter `i` for the chunk it was given.
@@ -859,6 +866,19 @@ impl Chain {
                 tracing::error!(filter = name, panic = %why, "filter panicked; the stream gets a 500");
                 Outcome::Reply(internal(&format!("nuncio: filter {name} failed")))
             }
+        }
+    }
+}
+
+/// Ends `next` (what a filter let through) without trailers: its last
+/// data, if it ends with some, becomes the body's last piece, so that the
+/// next filter hears the end with it (one hook call, not two).
+fn push_end(next: &mut VecDeque<Piece>) {
+    match next.pop_back() {
+        Some(Piece::Data(data)) => next.push_back(Piece::Last(data)),
+        other => {
+            next.extend(other);
+            next.push_back(Piece::End(None));
         }
     }
 }

@@ -52,9 +52,14 @@
 //!
 //! A body hook's `end_of_stream` means no more body follows (trailers may).
 //! When a body ends without trailers, every filter's body hook is called
-//! once with an empty chunk and `end_of_stream` (a buffering filter gets its
-//! whole body instead); a body that ends with trailers reaches the trailers
-//! hooks. A head that said "no body" calls no body hook.
+//! once with `end_of_stream`: with the body's last data when nuncio has it
+//! together with the end (a response whose last bytes and end arrived
+//! together: a known length reached, a chunked body's last chunk, an
+//! HTTP/2 DATA frame with `END_STREAM`; data a filter before added at the
+//! end), else with an empty chunk (a buffering filter gets its whole body
+//! instead). A filter must expect
+//! either, as in Envoy. A body that ends with trailers reaches the
+//! trailers hooks. A head that said "no body" calls no body hook.
 //!
 //! # The response head is held back
 //!
@@ -126,6 +131,8 @@ pub(crate) enum Direction {
 #[derive(Debug)]
 pub(crate) enum Piece {
     Data(Bytes),
+    /// The body's last data and its end together (no trailers).
+    Last(Bytes),
     /// The body ends, with its trailers if it has some.
     End(Option<HeaderMap>),
 }
@@ -250,6 +257,11 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         };
         match self.filtered.pop_front() {
             Some(Piece::Data(data)) => return Ok(Acted::Body(Some(BodyFrame::Data(data)))),
+            Some(Piece::Last(data)) => {
+                // The upstream side takes the end as a frame of its own.
+                self.filtered.push_front(Piece::End(None));
+                return Ok(Acted::Body(Some(BodyFrame::Data(data))));
+            }
             Some(Piece::End(trailers)) => {
                 self.filtered_end = true;
                 return Ok(Acted::Body(trailers.map(BodyFrame::Trailers)));
@@ -384,6 +396,17 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         }
     }
 
+    /// Sends the response's last piece of body and ends it: through the
+    /// filters, one body hook call with the data and `end_of_stream`; to an
+    /// HTTP/2 client, one DATA frame that ends the stream.
+    pub(crate) async fn send_last(&mut self, data: Bytes) -> Result<(), WriteError> {
+        match (&self.chain, self.replaced) {
+            (_, true) => Ok(()),
+            (None, false) => self.downstream.send_last(data).await,
+            (Some(_), false) => Box::pin(self.send_filtered_piece(Piece::Last(data))).await,
+        }
+    }
+
     /// Ends the response with trailer fields (dropped if the response is
     /// not chunked HTTP/1.1 or HTTP/2: nothing else can carry them).
     pub(crate) async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {
@@ -441,11 +464,12 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         while let Some(piece) = out.pop_front() {
             if self.holds_head() {
                 // The whole body is here when its end is: the exact length.
-                let whole = matches!(piece, Piece::End(None)) || matches!(out.back(), Some(Piece::End(None)));
+                let ends = |p: &Piece| matches!(p, Piece::End(None) | Piece::Last(_));
+                let whole = ends(&piece) || out.back().is_some_and(ends);
                 let length = whole.then(|| {
                     std::iter::once(&piece)
                         .chain(out.iter())
-                        .map(|p| if let Piece::Data(d) = p { d.len() as u64 } else { 0 })
+                        .map(|p| if let Piece::Data(d) | Piece::Last(d) = p { d.len() as u64 } else { 0 })
                         .sum::<u64>()
                 });
                 self.release_head(length)?;
@@ -458,6 +482,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     async fn write_piece(&mut self, piece: Piece) -> Result<(), WriteError> {
         match piece {
             Piece::Data(data) => self.downstream.send_data(data).await,
+            Piece::Last(data) => self.downstream.send_last(data).await,
             Piece::End(Some(trailers)) => self.downstream.send_trailers(trailers).await,
             Piece::End(None) => self.downstream.finish().await,
         }
