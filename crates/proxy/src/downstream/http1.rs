@@ -446,6 +446,14 @@ impl<'c> Exchange<'c> {
     }
 
     pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
+        let frame = self.read_frame().await;
+        if let Ok(Some(BodyFrame::Data(_))) = frame {
+            self.look_ahead();
+        }
+        frame
+    }
+
+    async fn read_frame(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
         if let Some(peeked) = self.peeked.take() {
             return peeked;
         }
@@ -461,6 +469,35 @@ impl<'c> Exchange<'c> {
             }
         }
         self.next_frame().await
+    }
+
+    /// Decodes what is already buffered past a piece of body, without
+    /// reading, and keeps it for the next `read_body`: so that
+    /// [`Exchange::body_ended`] knows whether that piece was the last.
+    fn look_ahead(&mut self) {
+        let RequestBody::Reading(decoder) = &mut self.body else { return };
+        if self.peeked.is_some() {
+            return;
+        }
+        self.peeked = match decoder.decode(&mut self.conn.read_buf) {
+            Ok(Some(BodyEvent::Data(data))) => Some(Ok(Some(BodyFrame::Data(data)))),
+            Ok(Some(BodyEvent::Trailers(trailers))) => Some(Ok(Some(BodyFrame::Trailers(trailers)))),
+            Ok(Some(BodyEvent::End)) => {
+                self.body = RequestBody::Done;
+                Some(Ok(None))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.body = RequestBody::Broken;
+                Some(Err(RequestBodyError::Invalid(e)))
+            }
+        };
+    }
+
+    /// Whether the request body is known to have ended with the piece
+    /// `read_body` returned last (no trailers), without reading more.
+    pub(crate) fn body_ended(&self) -> bool {
+        matches!(self.peeked, Some(Ok(None)))
     }
 
     /// What `body_ready` read, as the start of the body.

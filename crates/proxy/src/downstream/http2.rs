@@ -314,6 +314,15 @@ impl Exchange {
         }
     }
 
+    /// Whether the request body is known to have ended with the piece
+    /// `read_body` returned last (`END_STREAM` came with it, no trailers).
+    pub(crate) fn body_ended(&self) -> bool {
+        match &self.peeked {
+            Some(peeked) => matches!(peeked, Ok(None)),
+            None => self.body_done || self.body.is_end_stream(),
+        }
+    }
+
     /// What `body_ready` read, as the start of the body.
     pub(crate) fn peeked_start(&self) -> Option<super::BodyStart> {
         match &self.peeked {

@@ -305,6 +305,16 @@ impl<'c> Downstream<'c> {
         frame
     }
 
+    /// Whether the request body is known to have ended with the piece
+    /// [`Downstream::read_body`] returned last, without reading more: the
+    /// filters then hear the end with that piece.
+    pub(crate) fn body_ended(&self) -> bool {
+        match &self.codec {
+            Codec::Http1(e) => e.body_ended(),
+            Codec::Http2(e) => e.body_ended(),
+        }
+    }
+
     /// Resolves when [`Downstream::read_body`] has something to return
     /// without waiting: a piece, the end, or why there is none. Cancel-safe
     /// (what it read is kept for `read_body`), so that the request body can

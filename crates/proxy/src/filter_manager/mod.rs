@@ -52,14 +52,14 @@
 //!
 //! A body hook's `end_of_stream` means no more body follows (trailers may).
 //! When a body ends without trailers, every filter's body hook is called
-//! once with `end_of_stream`: with the body's last data when nuncio has it
-//! together with the end (a response whose last bytes and end arrived
-//! together: a known length reached, a chunked body's last chunk, an
-//! HTTP/2 DATA frame with `END_STREAM`; data a filter before added at the
-//! end), else with an empty chunk (a buffering filter gets its whole body
-//! instead). A filter must expect
-//! either, as in Envoy. A body that ends with trailers reaches the
-//! trailers hooks. A head that said "no body" calls no body hook.
+//! once with `end_of_stream`: with the body's last data when nuncio has
+//! that data and the end together (the last bytes of a known length, a
+//! chunked body's last chunk read with its terminator, an HTTP/2 DATA frame
+//! with `END_STREAM`, in either direction; data a filter before added at
+//! the end), else with an empty chunk (a buffering filter gets its whole
+//! body instead). A filter must expect either, as in Envoy. A body that
+//! ends with trailers reaches the trailers hooks. A head that said "no
+//! body" calls no body hook.
 //!
 //! # The response head is held back
 //!
@@ -258,7 +258,9 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         match self.filtered.pop_front() {
             Some(Piece::Data(data)) => return Ok(Acted::Body(Some(BodyFrame::Data(data)))),
             Some(Piece::Last(data)) => {
-                // The upstream side takes the end as a frame of its own.
+                // The upstream side takes the end as a frame of its own
+                // (the downstream's own end, kept by its look-ahead, is
+                // never asked for: the filters' end stands for it).
                 self.filtered.push_front(Piece::End(None));
                 return Ok(Acted::Body(Some(BodyFrame::Data(data))));
             }
@@ -270,6 +272,9 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
             None => {}
         }
         let piece = match self.downstream.read_body().await? {
+            // The end is already here: the last data goes with it (one
+            // body hook call).
+            Some(BodyFrame::Data(data)) if self.downstream.body_ended() => Piece::Last(data),
             Some(BodyFrame::Data(data)) => Piece::Data(data),
             Some(BodyFrame::Trailers(trailers)) => Piece::End(Some(trailers)),
             None => Piece::End(None),
