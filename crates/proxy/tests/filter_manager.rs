@@ -768,6 +768,17 @@ impl Filter for BodyRecorder {
     }
 }
 
+/// A proxy in front of `upstream` with two [`BodyRecorder`]s, `a` then
+/// `b`, and the calls they record.
+fn recording_proxy(upstream: &Upstream) -> (Proxy, Arc<Mutex<Vec<String>>>) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let factories = ["a", "b"]
+        .into_iter()
+        .map(|name| Arc::new(BodyRecorderFactory { name, calls: calls.clone() }) as Arc<dyn FilterFactory>)
+        .collect();
+    (Proxy::with_filters(upstream, 1, factories), calls)
+}
+
 struct BodyRecorderFactory {
     name: &'static str,
     calls: Arc<Mutex<Vec<String>>>,
@@ -826,12 +837,7 @@ fn the_last_response_data_comes_with_the_end_of_stream() {
     ];
     for (case, first, rest, per_filter) in cases {
         let upstream = answering_in_two(first, rest);
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let factories = ["a", "b"]
-            .into_iter()
-            .map(|name| Arc::new(BodyRecorderFactory { name, calls: calls.clone() }) as Arc<dyn FilterFactory>)
-            .collect();
-        let proxy = Proxy::with_filters(&upstream, 1, factories);
+        let (proxy, calls) = recording_proxy(&upstream);
         let reply = proxy.get("/");
         assert_eq!((reply.status, reply.text().as_str()), (200, "world"), "{case}");
         // Response hooks run last filter first, each piece through both.
@@ -856,12 +862,7 @@ fn the_last_request_data_comes_with_the_end_of_stream() {
     ];
     let upstream = Upstream::echo("up");
     for (case, first, rest, per_filter) in cases {
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let factories = ["a", "b"]
-            .into_iter()
-            .map(|name| Arc::new(BodyRecorderFactory { name, calls: calls.clone() }) as Arc<dyn FilterFactory>)
-            .collect();
-        let proxy = Proxy::with_filters(&upstream, 1, factories);
+        let (proxy, calls) = recording_proxy(&upstream);
         let mut client = RawClient::connect(proxy.addr());
         client.send(first);
         if !rest.is_empty() {
