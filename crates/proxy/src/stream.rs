@@ -263,8 +263,8 @@ impl<'a> Stream<'a, '_, '_> {
             let message = "nuncio: route names no known cluster";
             return self.client.local_reply(StatusCode::INTERNAL_SERVER_ERROR, message).await;
         };
+        self.info.cluster = Some(cluster.state.clone());
         let config = cluster.state.config();
-        self.info.cluster = Some(config.name.clone());
         let upgrade = crate::rewrite::tunnelled_protocol(request);
         if upgrade.is_some() && config.protocol != UpstreamProtocol::Http1 {
             self.client.close_connection();
@@ -586,7 +586,7 @@ impl<'a> Stream<'a, '_, '_> {
             response_duration: info.response_duration,
             upstream_service_time: info.upstream_service_time,
             upstream_host: info.upstream_host,
-            upstream_cluster: info.cluster.as_deref(),
+            upstream_cluster: info.cluster_name(),
             downstream_remote_address: Some(self.client.peer()),
             upstream_request_attempt_count: info.attempts,
             upstream_hedge_won: info.hedge_won,
@@ -630,7 +630,7 @@ impl<'a> Stream<'a, '_, '_> {
         let served = Served {
             status: self.client.status(),
             flags: self.info.flags,
-            cluster: self.info.cluster.as_deref(),
+            cluster: self.info.cluster_name(),
             upstream: self.info.upstream_host,
             bytes_received,
             bytes_sent,

@@ -2,11 +2,14 @@
 //! access log and (later) filters — Envoy's `StreamInfo`.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 use nuncio_accesslog::ResponseFlags;
 use tokio::time::Instant;
+
+use crate::cluster::ClusterState;
 
 /// A stream's record.
 pub(crate) struct StreamInfo {
@@ -20,8 +23,10 @@ pub(crate) struct StreamInfo {
     pub(crate) attempts: u32,
     /// Whether tries were hedged, and whether a hedge answered.
     pub(crate) hedge_won: Option<bool>,
-    /// The cluster the route chose.
-    pub(crate) cluster: Option<String>,
+    /// The cluster the route chose: the worker's own handle on it (a
+    /// non-atomic count), not a copy of its name, which only the access
+    /// log and the span read.
+    pub(crate) cluster: Option<Rc<ClusterState>>,
     /// The address of the upstream that answered (or was tried last).
     pub(crate) upstream_host: Option<SocketAddr>,
     /// From sending the request upstream to its response head.
@@ -51,5 +56,10 @@ impl StreamInfo {
             response_headers: None,
             keep_response_headers: logged,
         }
+    }
+
+    /// The name of the cluster the route chose.
+    pub(crate) fn cluster_name(&self) -> Option<&str> {
+        self.cluster.as_deref().map(|cluster| cluster.config().name.as_str())
     }
 }
