@@ -446,14 +446,6 @@ impl<'c> Exchange<'c> {
     }
 
     pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
-        let frame = self.read_frame().await;
-        if let Ok(Some(BodyFrame::Data(_))) = frame {
-            self.look_ahead();
-        }
-        frame
-    }
-
-    async fn read_frame(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
         if let Some(peeked) = self.peeked.take() {
             return peeked;
         }
@@ -471,32 +463,14 @@ impl<'c> Exchange<'c> {
         self.next_frame().await
     }
 
-    /// Decodes what is already buffered past a piece of body, without
-    /// reading, and keeps it for the next `read_body`: so that
-    /// [`Exchange::body_ended`] knows whether that piece was the last.
-    fn look_ahead(&mut self) {
-        let RequestBody::Reading(decoder) = &mut self.body else { return };
-        if self.peeked.is_some() {
-            return;
-        }
-        self.peeked = match decoder.decode(&mut self.conn.read_buf) {
-            Ok(Some(BodyEvent::Data(data))) => Some(Ok(Some(BodyFrame::Data(data)))),
-            Ok(Some(BodyEvent::Trailers(trailers))) => Some(Ok(Some(BodyFrame::Trailers(trailers)))),
-            Ok(Some(BodyEvent::End)) => {
-                self.body = RequestBody::Done;
-                Some(Ok(None))
-            }
-            Ok(None) => None,
-            Err(e) => {
-                self.body = RequestBody::Broken;
-                Some(Err(RequestBodyError::Invalid(e)))
-            }
-        };
-    }
-
     /// Whether the request body is known to have ended with the piece
-    /// `read_body` returned last (no trailers), without reading more.
-    pub(crate) fn body_ended(&self) -> bool {
+    /// `read_body` returned last (no trailers), without reading more: what
+    /// is already buffered past that piece is decoded, and kept for the
+    /// next `read_body`.
+    pub(crate) fn body_ended(&mut self) -> bool {
+        if self.peeked.is_none() {
+            self.peeked = self.decode_buffered();
+        }
         matches!(self.peeked, Some(Ok(None)))
     }
 
@@ -522,29 +496,36 @@ impl<'c> Exchange<'c> {
     /// The next frame: decoded from what is buffered, reading more as
     /// needed. Cancel-safe: a read appends to the buffer or does nothing.
     async fn next_frame(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
+        loop {
+            if let Some(frame) = self.decode_buffered() {
+                return frame;
+            }
+            if let Err(e) = self.conn.read_more().await {
+                self.body = RequestBody::Broken;
+                return Err(e);
+            }
+        }
+    }
+
+    /// The next body frame from what is already buffered, or `None` when
+    /// more must be read first.
+    fn decode_buffered(&mut self) -> Option<Result<Option<BodyFrame>, RequestBodyError>> {
         let decoder = match &mut self.body {
-            RequestBody::Done => return Ok(None),
-            RequestBody::Broken => return Err(RequestBodyError::Gone),
+            RequestBody::Done => return Some(Ok(None)),
+            RequestBody::Broken => return Some(Err(RequestBodyError::Gone)),
             RequestBody::Reading(decoder) => decoder,
         };
-        loop {
-            match decoder.decode(&mut self.conn.read_buf) {
-                Ok(Some(BodyEvent::Data(data))) => return Ok(Some(BodyFrame::Data(data))),
-                Ok(Some(BodyEvent::Trailers(trailers))) => return Ok(Some(BodyFrame::Trailers(trailers))),
-                Ok(Some(BodyEvent::End)) => {
-                    self.body = RequestBody::Done;
-                    return Ok(None);
-                }
-                Ok(None) => {
-                    if let Err(e) = self.conn.read_more().await {
-                        self.body = RequestBody::Broken;
-                        return Err(e);
-                    }
-                }
-                Err(e) => {
-                    self.body = RequestBody::Broken;
-                    return Err(RequestBodyError::Invalid(e));
-                }
+        match decoder.decode(&mut self.conn.read_buf) {
+            Ok(Some(BodyEvent::Data(data))) => Some(Ok(Some(BodyFrame::Data(data)))),
+            Ok(Some(BodyEvent::Trailers(trailers))) => Some(Ok(Some(BodyFrame::Trailers(trailers)))),
+            Ok(Some(BodyEvent::End)) => {
+                self.body = RequestBody::Done;
+                Some(Ok(None))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.body = RequestBody::Broken;
+                Some(Err(RequestBodyError::Invalid(e)))
             }
         }
     }

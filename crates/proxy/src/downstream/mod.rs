@@ -307,9 +307,10 @@ impl<'c> Downstream<'c> {
 
     /// Whether the request body is known to have ended with the piece
     /// [`Downstream::read_body`] returned last, without reading more: the
-    /// filters then hear the end with that piece.
-    pub(crate) fn body_ended(&self) -> bool {
-        match &self.codec {
+    /// filters then hear the end with that piece. Asked only by the filter
+    /// path (the unfiltered one takes the end as it comes).
+    pub(crate) fn body_ended(&mut self) -> bool {
+        match &mut self.codec {
             Codec::Http1(e) => e.body_ended(),
             Codec::Http2(e) => e.body_ended(),
         }

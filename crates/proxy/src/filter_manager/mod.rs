@@ -259,7 +259,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
             Some(Piece::Data(data)) => return Ok(Acted::Body(Some(BodyFrame::Data(data)))),
             Some(Piece::Last(data)) => {
                 // The upstream side takes the end as a frame of its own
-                // (the downstream's own end, kept by its look-ahead, is
+                // (the downstream's own end, kept by `body_ended`, is
                 // never asked for: the filters' end stands for it).
                 self.filtered.push_front(Piece::End(None));
                 return Ok(Acted::Body(Some(BodyFrame::Data(data))));
