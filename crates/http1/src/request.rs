@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Uri, Version, header};
 
-use crate::head::{Fields, HeadScan, Scan, build_fields, build_raw_fields, classify, with_slots};
+use crate::head::{Fields, HeadScan, Scan, build_fields, build_raw_fields, classify, unread, with_slots};
 use crate::{BodyFraming, Error, Limits, RawFields};
 
 /// A decoded request head and what the proxy needs decided from it; its
@@ -102,7 +102,17 @@ impl RequestDecoder {
         buf: &mut BytesMut,
         build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
     ) -> Result<Option<Request<H>>, Error> {
-        match self.scan.scan(buf, self.limits.max_head_bytes) {
+        self.decode_scanned(buf, build, true)
+    }
+
+    /// [`Self::decode_with`]; `try_whole`: see [`Scan::Whole`].
+    fn decode_scanned<H: HostField>(
+        &mut self,
+        buf: &mut BytesMut,
+        build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
+        try_whole: bool,
+    ) -> Result<Option<Request<H>>, Error> {
+        match self.scan.scan(buf, self.limits.max_head_bytes, try_whole) {
             Scan::Incomplete { check, over_limit } => {
                 if check {
                     early_check(buf, &self.limits)?;
@@ -115,6 +125,16 @@ impl RequestDecoder {
             Scan::Complete(len) => {
                 let head = buf.split_to(len).freeze();
                 parse(&head, &self.limits, build).map(Some)
+            }
+            Scan::Whole(len) => {
+                let head = buf.split_to(len).freeze();
+                match parse(&head, &self.limits, build) {
+                    Ok(decoded) => Ok(Some(decoded)),
+                    Err(_) => {
+                        unread(buf, head);
+                        self.decode_scanned(buf, build, false)
+                    }
+                }
             }
         }
     }

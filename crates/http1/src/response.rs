@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
 
-use crate::head::{Fields, HeadScan, Scan, build_fields, build_raw_fields, classify, with_slots};
+use crate::head::{Fields, HeadScan, Scan, build_fields, build_raw_fields, classify, unread, with_slots};
 use crate::{BodyFraming, Error, Limits, RawFields};
 
 /// A decoded response head and what the proxy needs decided from it; its
@@ -95,7 +95,18 @@ impl ResponseDecoder {
         request_method: &Method,
         build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
     ) -> Result<Option<Response<H>>, Error> {
-        match self.scan.scan(buf, self.limits.max_head_bytes) {
+        self.decode_scanned(buf, request_method, build, true)
+    }
+
+    /// [`Self::decode_with`]; `try_whole`: see [`Scan::Whole`].
+    fn decode_scanned<H>(
+        &mut self,
+        buf: &mut BytesMut,
+        request_method: &Method,
+        build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
+        try_whole: bool,
+    ) -> Result<Option<Response<H>>, Error> {
+        match self.scan.scan(buf, self.limits.max_head_bytes, try_whole) {
             Scan::Incomplete { check, over_limit } => {
                 if check {
                     early_check(buf, &self.limits)?;
@@ -108,6 +119,16 @@ impl ResponseDecoder {
             Scan::Complete(len) => {
                 let head = buf.split_to(len).freeze();
                 parse(&head, request_method, &self.limits, build).map(Some)
+            }
+            Scan::Whole(len) => {
+                let head = buf.split_to(len).freeze();
+                match parse(&head, request_method, &self.limits, build) {
+                    Ok(decoded) => Ok(Some(decoded)),
+                    Err(_) => {
+                        unread(buf, head);
+                        self.decode_scanned(buf, request_method, build, false)
+                    }
+                }
             }
         }
     }

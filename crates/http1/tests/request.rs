@@ -492,3 +492,59 @@ fn errors_do_not_depend_on_the_split() {
         assert_eq!(result, Some(status), "{raw:?}");
     }
 }
+
+/// A buffer that ends with an empty line is parsed at once as one head
+/// (`Scan::Whole`); when it holds more than one (pipelined requests), or a
+/// body that happens to end like a head, the decoder falls back to finding
+/// the first head's end, and the rest stays in the buffer.
+#[test]
+fn a_buffer_ending_like_a_head_may_hold_more_than_one() {
+    let first = "GET /one HTTP/1.1\r\nHost: a\r\n\r\n";
+    let second = "GET /two HTTP/1.1\r\nHost: a\r\nX-Extra: b\r\n\r\n";
+    let mut buf = BytesMut::from(format!("{first}{second}").as_bytes());
+    let mut d = RequestDecoder::new(Limits::default());
+    let one = d.decode_raw(&mut buf).unwrap().expect("the first head");
+    assert_eq!(one.uri, "/one");
+    assert_eq!(one.headers.len(), 1);
+    assert_eq!(&buf[..], second.as_bytes());
+    let two = d.decode_raw(&mut buf).unwrap().expect("the second head");
+    assert_eq!(two.uri, "/two");
+    assert_eq!(two.headers.get("x-extra"), Some(&b"b"[..]));
+    assert!(buf.is_empty());
+
+    // A body read with its head, ending in an empty line of its own.
+    let head = "POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\n";
+    let mut buf = BytesMut::from(format!("{head}ab\r\n\r\n").as_bytes());
+    let post = d.decode(&mut buf).unwrap().expect("the head");
+    assert_eq!(post.framing, BodyFraming::Length(6));
+    assert_eq!(&buf[..], b"ab\r\n\r\n");
+
+    // The usual case: one head, all of the buffer.
+    let mut buf = BytesMut::from(first.as_bytes());
+    assert_eq!(d.decode(&mut buf).unwrap().expect("the head").uri, "/one");
+    assert!(buf.is_empty());
+}
+
+/// An invalid head that fills the buffer is named as when it arrives a
+/// byte at a time (the whole-buffer parse gives up, and the usual path
+/// decides).
+#[test]
+fn an_invalid_whole_head_is_named_as_when_split() {
+    for (raw, err) in [
+        ("GET / HTTP/1.1\r\n\r\n", Error::MissingHost),
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Error::MultipleHost),
+        ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", Error::WhitespaceBeforeColon),
+        ("GET / HTTP/1.1\nHost: a\nHost: b\n\n", Error::MultipleHost),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n", Error::ConflictingContentLength),
+    ] {
+        let whole = RequestDecoder::new(Limits::default()).decode(&mut BytesMut::from(raw.as_bytes()));
+        assert_eq!(whole.unwrap_err(), err, "{raw:?} whole");
+        let mut d = RequestDecoder::new(Limits::default());
+        let mut buf = BytesMut::new();
+        let split = raw.bytes().find_map(|b| {
+            buf.extend_from_slice(&[b]);
+            d.decode(&mut buf).err()
+        });
+        assert_eq!(split, Some(err), "{raw:?} a byte at a time");
+    }
+}

@@ -177,3 +177,24 @@ fn response_head_too_large() {
     let mut buf = BytesMut::from(format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(64)).as_bytes());
     assert_eq!(decode_response(&mut buf, &Method::GET, &limits).unwrap_err(), Error::HeadTooLarge);
 }
+
+/// A response read with its body in one buffer that ends like a head
+/// (`Scan::Whole` is tried, then the head's end is searched for): the body
+/// stays in the buffer.
+#[test]
+fn a_body_that_ends_like_a_head_stays_in_the_buffer() {
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n";
+    let mut buf = BytesMut::from(format!("{head}a\n\nb").as_bytes());
+    buf.truncate(head.len() + 3);
+    let mut d = ResponseDecoder::new(Limits::default());
+    let r = d.decode_raw(&mut buf, &Method::GET).unwrap().expect("the head");
+    assert_eq!(r.framing, BodyFraming::Length(4));
+    assert_eq!(&buf[..], b"a\n\n");
+
+    // A bodiless answer, all of the buffer.
+    let mut buf = BytesMut::from(&b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n"[..]);
+    let r = d.decode_raw(&mut buf, &Method::GET).unwrap().expect("the head");
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(r.headers.get("etag"), Some(&b"\"x\""[..]));
+    assert!(buf.is_empty());
+}
