@@ -130,6 +130,17 @@ impl HeadFields {
         }
     }
 
+    /// Adds a field after the others (for a `name` known to be absent, the
+    /// cheaper [`HeadFields::insert`]).
+    pub(crate) fn append(&mut self, name: HeaderName, value: HeaderValue) {
+        match self {
+            HeadFields::Received(raw) => raw.append(name, value),
+            HeadFields::Map(map) => {
+                map.append(name, value);
+            }
+        }
+    }
+
     /// Removes every field called `name`.
     pub(crate) fn remove(&mut self, name: &HeaderName) {
         match self {

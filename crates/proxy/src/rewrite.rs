@@ -88,9 +88,17 @@ pub(crate) fn prepare_upstream_request(
     }
     // Several `x-forwarded-for` lines are one list (RFC 9110 §5.3): keep
     // every hop, in order, and add the client as the last.
-    let xff = forwarded_for(headers.get_all(&X_FORWARDED_FOR), peer);
+    let mut hops = headers.get_all(&X_FORWARDED_FOR).peekable();
+    let first_hop = hops.peek().is_none();
+    let xff = forwarded_for(hops, peer);
     if let Ok(value) = HeaderValue::from_maybe_shared(xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+        // Added, not replaced, when the client is the first hop: nothing
+        // to remove (a removal is a scan of the fields).
+        if first_hop {
+            headers.append(X_FORWARDED_FOR.clone(), value);
+        } else {
+            headers.insert(X_FORWARDED_FOR.clone(), value);
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if https { "https" } else { "http" }));
     // Log lines about the request say its id from now on (the client's,
@@ -100,7 +108,7 @@ pub(crate) fn prepare_upstream_request(
         None => {
             let id = request_id();
             nuncio_trace::note_request_id(id.as_bytes());
-            headers.insert(X_REQUEST_ID.clone(), id);
+            headers.append(X_REQUEST_ID.clone(), id);
         }
     }
     if let Some(host) = &route.host_rewrite {
@@ -209,10 +217,12 @@ fn forwarded_for<'a>(hops: impl Iterator<Item = &'a [u8]>, peer: SocketAddr) -> 
 /// A new request id: 128 random bits in hex.
 pub(crate) fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = fastrand::u128(..);
     let mut id = [0u8; 32];
-    for (i, digit) in id.iter_mut().enumerate() {
-        *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    // A byte at a time: shifting a `u128` by a digit's place is several
+    // instructions per digit.
+    for (digits, byte) in id.chunks_exact_mut(2).zip(fastrand::u128(..).to_be_bytes()) {
+        digits[0] = HEX[usize::from(byte >> 4)];
+        digits[1] = HEX[usize::from(byte & 0xf)];
     }
     HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
@@ -253,5 +263,14 @@ mod tests {
         let mut plain = upgrade_request(&["websocket"]);
         plain.upgrade = false;
         assert!(tunnelled_protocol(&plain).is_none(), "no `Connection: upgrade`, no upgrade");
+    }
+
+    #[test]
+    fn a_request_id_is_its_128_random_bits_in_hex() {
+        fastrand::seed(7);
+        let id = request_id();
+        let bits = fastrand::Rng::with_seed(7).u128(..);
+        assert_eq!(id.to_str().unwrap(), format!("{bits:032x}"));
+        assert_ne!(request_id(), id, "the next one is another");
     }
 }
