@@ -1,18 +1,17 @@
 //! What request and response heads share: finding the end of a head in a
-//! growing buffer, turning httparse's fields into a `HeaderMap` of zero-copy
-//! values, and naming httparse's errors precisely.
+//! growing buffer, noting httparse's fields as [`RawFields`], and naming
+//! httparse's errors precisely.
 
 use std::mem::MaybeUninit;
 use std::sync::LazyLock;
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::{Buf, BytesMut};
 use memchr::memmem::Finder;
 
 use crate::Error;
 use crate::framing::{ConnectionOptions, TransferEncoding, list_elements, parse_content_length};
 use crate::names::Special;
-use crate::raw_fields::RawFields;
+use crate::raw_fields::{RawFields, offset_in};
 
 /// Up to this many header slots live on the stack; more come from the heap.
 const STACK_HEADERS: usize = 128;
@@ -30,22 +29,19 @@ pub(crate) fn with_slots<'b, R>(max: usize, f: impl FnOnce(&mut [MaybeUninit<htt
 
 /// Outcome of looking for the end of a head.
 pub(crate) enum Scan {
+    /// The first look at this head: parse the first `usize` bytes at once.
+    /// Most heads arrive whole in one read, and httparse finds their end
+    /// itself; searching for it first (two memmem passes, ~350
+    /// instructions a head, `bench/instructions`) would be wasted. If the
+    /// head is incomplete, tell [`HeadScan::looked_at`].
+    Fresh(usize),
     /// The head is the first `usize` bytes of the buffer.
     Complete(usize),
-    /// The buffer, the first look at this head, ends with an empty line:
-    /// most likely one head read whole and alone (a request without a
-    /// body, nothing pipelined behind it). Parse all `usize` bytes at once
-    /// instead of searching for the head's end first: httparse finds the
-    /// end itself, and only if it is the buffer's end is the head this.
-    /// Otherwise (a pipelined request behind it, a body that ends like a
-    /// head, an invalid head) put the bytes back ([`unread`]) and decode
-    /// them the usual way, which names the error.
-    Whole(usize),
     /// No complete head yet.
     Incomplete {
-        /// Let httparse check what is there: this is the first look at the
-        /// head, or its start line just completed. Garbage (a TLS hello on a
-        /// cleartext port, another protocol) is rejected at once.
+        /// Let httparse check what is there: the head's start line just
+        /// completed. Garbage (a TLS hello on a cleartext port, another
+        /// protocol) is rejected at once.
         check: bool,
         /// The buffer already holds `max_head` bytes without a complete head.
         over_limit: bool,
@@ -63,11 +59,10 @@ pub(crate) struct HeadScan {
 }
 
 impl HeadScan {
-    /// Where the head at the front of `buf` ends, if it is complete.
-    /// `try_whole`: [`Scan::Whole`] may be the answer.
-    pub(crate) fn scan(&mut self, buf: &mut BytesMut, max_head: usize, try_whole: bool) -> Scan {
-        let first = self.scanned == 0;
-        if first {
+    /// Where the head at the front of `buf` ends, if it is complete (or
+    /// [`Scan::Fresh`]: parse and see).
+    pub(crate) fn scan(&mut self, buf: &mut BytesMut, max_head: usize) -> Scan {
+        if self.scanned == 0 {
             // RFC 9112 §2.2: ignore empty lines received before the start line
             // (clients send a stray CRLF after a POST body).
             loop {
@@ -81,11 +76,7 @@ impl HeadScan {
             if buf.len() <= 1 {
                 return Scan::Incomplete { check: false, over_limit: buf.len() >= max_head };
             }
-            // Two memmem passes over a typical head cost ~350 instructions
-            // (`bench/instructions`), a tenth of decoding it.
-            if try_whole && buf.len() <= max_head && (buf.ends_with(b"\n\r\n") || buf.ends_with(b"\n\n")) {
-                return Scan::Whole(buf.len());
-            }
+            return Scan::Fresh(buf.len().min(max_head));
         }
         let window = buf.len().min(max_head);
         // (Clamped in case the caller consumed bytes in between.)
@@ -94,7 +85,7 @@ impl HeadScan {
             self.scanned = 0;
             return Scan::Complete(end);
         }
-        let mut check = first;
+        let mut check = false;
         if !self.start_line_checked && memchr::memchr(b'\n', &buf[from..window]).is_some() {
             self.start_line_checked = true;
             check = true;
@@ -103,17 +94,16 @@ impl HeadScan {
         self.scanned = if over_limit { 0 } else { window };
         Scan::Incomplete { check, over_limit }
     }
-}
 
-/// Puts `head`, split off the front of `buf` for a [`Scan::Whole`] that
-/// was not one, back in front of `buf`. A copy, as a rule: `buf` and the
-/// head still share their storage, so neither is the only holder (rare:
-/// pipelined requests, a body that ends in an empty line, an invalid
-/// head).
-pub(crate) fn unread(buf: &mut BytesMut, head: Bytes) {
-    let mut front = head.try_into_mut().unwrap_or_else(|head| BytesMut::from(&head[..]));
-    front.unsplit(std::mem::take(buf));
-    *buf = front;
+    /// After a [`Scan::Fresh`] look found the head incomplete (and valid so
+    /// far): the first `window` bytes of `buf` need no search again.
+    /// Returns whether `buf` holds `max_head` bytes already.
+    pub(crate) fn looked_at(&mut self, buf: &[u8], window: usize, max_head: usize) -> bool {
+        self.start_line_checked = memchr::memchr(b'\n', &buf[..window]).is_some();
+        let over_limit = buf.len() >= max_head;
+        self.scanned = if over_limit { 0 } else { window };
+        over_limit
+    }
 }
 
 /// The length up to and including the first empty line (`\n\n` or
@@ -131,14 +121,15 @@ pub(crate) fn find_empty_line(buf: &[u8], from: usize) -> Option<usize> {
     lf.or(crlf)
 }
 
-/// The header fields of a head (a `HeaderMap`, or [`RawFields`] as
-/// received), plus what the codec decides from them.
-pub(crate) struct Fields<H> {
-    pub(crate) headers: H,
+/// The header fields of a head as received, plus what the codec decides
+/// from them.
+pub(crate) struct Fields {
+    pub(crate) headers: RawFields,
     pub(crate) content_length: Result<Option<u64>, Error>,
     pub(crate) transfer_encoding: TransferEncoding,
     pub(crate) connection: ConnectionOptions,
-    pub(crate) host: Option<Bytes>,
+    /// Where the (last) `Host` value lies in the bytes parsed.
+    pub(crate) host: Option<(u32, u32)>,
     pub(crate) host_count: usize,
     pub(crate) expect_continue: bool,
     pub(crate) upgrade_header: bool,
@@ -151,8 +142,8 @@ pub(crate) struct Fields<H> {
 /// request head, with room for 4).
 pub(crate) const SPARE_FIELDS: usize = 6;
 
-impl<H> Fields<H> {
-    fn new(headers: H) -> Self {
+impl Fields {
+    fn new(headers: RawFields) -> Self {
         Fields {
             headers,
             content_length: Ok(None),
@@ -165,8 +156,9 @@ impl<H> Fields<H> {
         }
     }
 
-    /// Notes what a field the codec reads says; `value` is a slice of `head`.
-    fn note(&mut self, special: Special, head: &Bytes, value: &[u8]) {
+    /// Notes what a field the codec reads says; `value` is a slice of
+    /// `parsed`.
+    fn note(&mut self, special: Special, parsed: &[u8], value: &[u8]) {
         match special {
             Special::ContentLength => {
                 // Errors wait for `framing()`: a 2xx to CONNECT ignores these.
@@ -180,7 +172,7 @@ impl<H> Fields<H> {
             Special::TransferEncoding => self.transfer_encoding.add(value),
             Special::Host => {
                 self.host_count += 1;
-                self.host = Some(head.slice_ref(value));
+                self.host = offset_in(parsed, value);
             }
             Special::Connection => self.connection.add(value),
             Special::Expect => {
@@ -207,33 +199,18 @@ impl<H> Fields<H> {
     }
 }
 
-/// Builds the `HeaderMap` (a kept one from [`crate::field_maps`] when there
-/// is one): names through `HeaderName::from_bytes` (standard names are a
-/// static lookup), values as slices of the frozen `head`.
-pub(crate) fn build_fields(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Result<Fields<HeaderMap>, Error> {
-    let map = crate::field_maps::take(parsed.len() + SPARE_FIELDS).map_err(|_| Error::TooManyHeaders)?;
-    let mut f = Fields::new(map);
-    for h in parsed {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::InvalidHeader)?;
-        if let Some(special) = crate::names::classify(h.name.as_bytes()).special {
-            f.note(special, head, h.value);
-        }
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).map_err(|_| Error::InvalidHeader)?;
-        f.headers.try_append(name, value).map_err(|_| Error::TooManyHeaders)?;
-    }
-    Ok(f)
-}
-
-/// The fields as received ([`RawFields`]): no map, no name lookup, no value
-/// check beyond httparse's.
-pub(crate) fn build_raw_fields(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Result<Fields<RawFields>, Error> {
-    let mut f = Fields::new(RawFields::with_capacity(head, parsed.len()));
-    for h in parsed {
+/// The fields as received ([`RawFields`], not yet
+/// [attached](RawFields::attach) to their head): no map, no name lookup,
+/// no value check beyond httparse's. `parsed`: the bytes httparse parsed,
+/// which `headers` are slices of.
+pub(crate) fn build_raw_fields(parsed: &[u8], headers: &[httparse::Header<'_>]) -> Result<Fields, Error> {
+    let mut f = Fields::new(RawFields::with_capacity(headers.len()));
+    for h in headers {
         let known = crate::names::classify(h.name.as_bytes());
         if let Some(special) = known.special {
-            f.note(special, head, h.value);
+            f.note(special, parsed, h.value);
         }
-        f.headers.push_received(h.name.as_bytes(), h.value, known.hop_by_hop).ok_or(Error::HeadTooLarge)?;
+        f.headers.push_received(parsed, h.name.as_bytes(), h.value, known.hop_by_hop).ok_or(Error::HeadTooLarge)?;
     }
     f.headers.connection_names_others = f.connection.names_other;
     Ok(f)

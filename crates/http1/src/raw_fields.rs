@@ -43,30 +43,31 @@ pub struct RawFields {
 }
 
 impl RawFields {
-    /// No fields yet, of `head`, with room for `n` received ones.
-    pub(crate) fn with_capacity(head: &Bytes, n: usize) -> RawFields {
+    /// No fields yet, with room for `n` received ones; their head is
+    /// [attached](RawFields::attach) once it is split off the buffer it
+    /// was parsed in.
+    pub(crate) fn with_capacity(n: usize) -> RawFields {
         RawFields {
-            head: head.clone(),
+            head: Bytes::new(),
             spans: Vec::with_capacity(n),
             added: Vec::new(),
             connection_names_others: false,
         }
     }
 
-    /// Adds a received field, `name` and `value` slices of the head;
-    /// `None` if they are not (a caller bug) or the head is over 4 GiB.
-    pub(crate) fn push_received(&mut self, name: &[u8], value: &[u8], hop_by_hop: bool) -> Option<()> {
-        let base = self.head.as_ptr() as usize;
-        let len = self.head.len();
-        let offset = |s: &[u8]| -> Option<(u32, u32)> {
-            let start = (s.as_ptr() as usize).wrapping_sub(base);
-            if start > len || s.len() > len - start {
-                return None;
-            }
-            Some((u32::try_from(start).ok()?, u32::try_from(s.len()).ok()?))
-        };
-        self.spans.push(Span { name: offset(name)?, value: offset(value)?, hop_by_hop });
+    /// Adds a received field, `name` and `value` slices of `parsed` (the
+    /// bytes the head is the start of); `None` if they are not (a caller
+    /// bug) or the head is over 4 GiB.
+    pub(crate) fn push_received(&mut self, parsed: &[u8], name: &[u8], value: &[u8], hop_by_hop: bool) -> Option<()> {
+        self.spans.push(Span { name: offset_in(parsed, name)?, value: offset_in(parsed, value)?, hop_by_hop });
         Some(())
+    }
+
+    /// Gives the fields their head: the bytes they were parsed from, from
+    /// the same start (at least up to the end of the last field).
+    pub(crate) fn attach(&mut self, head: Bytes) {
+        debug_assert!(self.spans.iter().all(|span| (span.value.0 + span.value.1) as usize <= head.len()));
+        self.head = head;
     }
 
     /// How many fields there are.
@@ -220,6 +221,16 @@ fn slice(head: &Bytes, (start, len): (u32, u32)) -> &[u8] {
     &head[start as usize..][..len as usize]
 }
 
+/// Where `part`, a slice of `whole`, lies in it: `None` if it does not, or
+/// past 4 GiB.
+pub(crate) fn offset_in(whole: &[u8], part: &[u8]) -> Option<(u32, u32)> {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    if start > whole.len() || part.len() > whole.len() - start {
+        return None;
+    }
+    Some((u32::try_from(start).ok()?, u32::try_from(part.len()).ok()?))
+}
+
 /// Whether the field at `span` is called `name`: lengths first, so that
 /// most fields are passed over without a look at their bytes.
 #[inline]
@@ -246,7 +257,9 @@ mod tests {
         let mut slots = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut slots);
         assert!(response.parse(&head).unwrap().is_complete());
-        crate::head::build_raw_fields(&head, response.headers).ok().unwrap().headers
+        let mut fields = crate::head::build_raw_fields(&head, response.headers).ok().unwrap().headers;
+        fields.attach(head.clone());
+        fields
     }
 
     #[test]

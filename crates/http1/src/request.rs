@@ -4,7 +4,8 @@ use bytes::{Bytes, BytesMut};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Uri, Version, header};
 
-use crate::head::{Fields, HeadScan, Scan, build_fields, build_raw_fields, classify, unread, with_slots};
+use crate::head::{Fields, HeadScan, Scan, build_raw_fields, classify, with_slots};
+use crate::raw_fields::offset_in;
 use crate::{BodyFraming, Error, Limits, RawFields};
 
 /// A decoded request head and what the proxy needs decided from it; its
@@ -86,7 +87,7 @@ impl RequestDecoder {
     /// from `buf` (the body, or the next pipelined request, follows).
     /// `Err(_)`: answer [`Error::status`] and close the connection.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Error> {
-        self.decode_with(buf, build_fields)
+        Ok(self.decode_raw(buf)?.map(|request| request.map_headers(|fields| fields.to_map())))
     }
 
     /// [`RequestDecoder::decode`], with the fields as received (no map
@@ -94,25 +95,16 @@ impl RequestDecoder {
     /// (`RawFields::to_map` makes the map when one is needed after all).
     /// Framing, the authority and errors are the same.
     pub fn decode_raw(&mut self, buf: &mut BytesMut) -> Result<Option<Request<RawFields>>, Error> {
-        self.decode_with(buf, build_raw_fields)
-    }
-
-    fn decode_with<H: HostField>(
-        &mut self,
-        buf: &mut BytesMut,
-        build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
-    ) -> Result<Option<Request<H>>, Error> {
-        self.decode_scanned(buf, build, true)
-    }
-
-    /// [`Self::decode_with`]; `try_whole`: see [`Scan::Whole`].
-    fn decode_scanned<H: HostField>(
-        &mut self,
-        buf: &mut BytesMut,
-        build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
-        try_whole: bool,
-    ) -> Result<Option<Request<H>>, Error> {
-        match self.scan.scan(buf, self.limits.max_head_bytes, try_whole) {
+        let max_head = self.limits.max_head_bytes;
+        match self.scan.scan(buf, max_head) {
+            Scan::Fresh(window) => match parse(&buf[..window], &self.limits)? {
+                Some(parsed) => {
+                    let head = buf.split_to(parsed.len).freeze();
+                    parsed.finish(head).map(Some)
+                }
+                None if self.scan.looked_at(buf, window, max_head) => Err(Error::HeadTooLarge),
+                None => Ok(None),
+            },
             Scan::Incomplete { check, over_limit } => {
                 if check {
                     early_check(buf, &self.limits)?;
@@ -124,16 +116,9 @@ impl RequestDecoder {
             }
             Scan::Complete(len) => {
                 let head = buf.split_to(len).freeze();
-                parse(&head, &self.limits, build).map(Some)
-            }
-            Scan::Whole(len) => {
-                let head = buf.split_to(len).freeze();
-                match parse(&head, &self.limits, build) {
-                    Ok(decoded) => Ok(Some(decoded)),
-                    Err(_) => {
-                        unread(buf, head);
-                        self.decode_scanned(buf, build, false)
-                    }
+                match parse(&head, &self.limits)? {
+                    Some(parsed) if parsed.len == len => parsed.finish(head).map(Some),
+                    _ => Err(Error::InvalidRequestLine),
                 }
             }
         }
@@ -160,45 +145,49 @@ fn early_check(buf: &[u8], limits: &Limits) -> Result<(), Error> {
     })
 }
 
-/// The one edit the decoder makes to the fields it decoded.
-pub(crate) trait HostField {
-    /// Replaces the `Host` field(s).
-    fn set_host(&mut self, value: HeaderValue);
+/// A request head httparse accepted, before it is split off the buffer
+/// it was parsed in (which it still borrowed then).
+struct Parsed {
+    /// The head's length.
+    len: usize,
+    method: Method,
+    /// Where the request-target lies in the head.
+    target: (u32, u32),
+    http11: bool,
+    fields: Fields,
 }
 
-impl HostField for HeaderMap {
-    fn set_host(&mut self, value: HeaderValue) {
-        self.insert(header::HOST, value);
-    }
-}
-
-impl HostField for RawFields {
-    fn set_host(&mut self, value: HeaderValue) {
-        self.insert(header::HOST, value);
-    }
-}
-
-fn parse<H: HostField>(
-    head: &Bytes,
-    limits: &Limits,
-    build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
-) -> Result<Request<H>, Error> {
+/// Parses the request head at the start of `bytes`: `None` while it is
+/// incomplete (and valid so far).
+fn parse(bytes: &[u8], limits: &Limits) -> Result<Option<Parsed>, Error> {
     with_slots(limits.max_headers, |slots| {
         let mut req = httparse::Request::new(&mut []);
-        match req.parse_with_uninit_headers(head, slots) {
-            Ok(httparse::Status::Complete(n)) if n == head.len() => {}
-            Ok(_) => return Err(Error::InvalidRequestLine),
-            Err(e) => return Err(classify(head, e, false)),
-        }
+        let len = match req.parse_with_uninit_headers(bytes, slots) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(classify(bytes, e, false)),
+        };
         let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
             return Err(Error::InvalidRequestLine);
         };
         let method = Method::from_bytes(method.as_bytes()).map_err(|_| Error::InvalidRequestLine)?;
-        let http11 = minor == 1;
-        let version = if http11 { Version::HTTP_11 } else { Version::HTTP_10 };
-        let uri = parse_target(&method, head, target)?;
-        let mut fields = build(head, req.headers)?;
+        // Non-ASCII must be percent-encoded; a fragment is never sent.
+        if !target.is_ascii() || memchr::memchr(b'#', target.as_bytes()).is_some() {
+            return Err(Error::InvalidTarget);
+        }
+        let target = offset_in(bytes, target.as_bytes()).ok_or(Error::HeadTooLarge)?;
+        let fields = build_raw_fields(bytes, req.headers)?;
+        Ok(Some(Parsed { len, method, target, http11: minor == 1, fields }))
+    })
+}
 
+impl Parsed {
+    /// The request, given its `head`: the bytes parsed, from their start
+    /// and at least `self.len` of them.
+    fn finish(self, head: Bytes) -> Result<Request<RawFields>, Error> {
+        let Parsed { method, target, http11, mut fields, .. } = self;
+        let version = if http11 { Version::HTTP_11 } else { Version::HTTP_10 };
+        let uri = parse_target(&method, &head, target)?;
         let framing = fields.framing(http11)?.unwrap_or(BodyFraming::None);
 
         if fields.host_count > 1 {
@@ -208,16 +197,17 @@ fn parse<H: HostField>(
             return Err(Error::MissingHost);
         }
         let host = match fields.host.take() {
-            Some(value) => parse_host(value)?,
+            Some((start, len)) => parse_host(head.slice(start as usize..(start + len) as usize))?,
             None => None,
         };
+        fields.headers.attach(head);
         let authority = match uri.authority() {
             // RFC 9112 §3.2.2: the target's authority wins over Host. Make
             // Host agree so filters and the upstream see one host.
             Some(target_authority) => {
                 if host.as_ref() != Some(target_authority) {
                     let value = HeaderValue::from_str(target_authority.as_str()).map_err(|_| Error::InvalidTarget)?;
-                    fields.headers.set_host(value);
+                    fields.headers.insert(header::HOST, value);
                 }
                 Some(target_authority.clone())
             }
@@ -235,17 +225,15 @@ fn parse<H: HostField>(
             upgrade: http11 && fields.connection.upgrade && fields.upgrade_header,
             headers: fields.headers,
         })
-    })
+    }
 }
 
-/// Checks the request-target form against the method (RFC 9112 §3.2).
-fn parse_target(method: &Method, head: &Bytes, target: &str) -> Result<Uri, Error> {
-    let bytes = target.as_bytes();
-    // Non-ASCII must be percent-encoded; a fragment is never sent.
-    if !target.is_ascii() || memchr::memchr(b'#', bytes).is_some() {
-        return Err(Error::InvalidTarget);
-    }
-    let uri = Uri::from_maybe_shared(head.slice_ref(bytes)).map_err(|_| Error::InvalidTarget)?;
+/// Checks the request-target form against the method (RFC 9112 §3.2); the
+/// target (at `start`, `len` bytes into `head`) is ASCII, without `#`.
+fn parse_target(method: &Method, head: &Bytes, (start, len): (u32, u32)) -> Result<Uri, Error> {
+    let target = head.slice(start as usize..(start + len) as usize);
+    let bytes = &target[..];
+    let uri = Uri::from_maybe_shared(target.clone()).map_err(|_| Error::InvalidTarget)?;
     let ok = if *method == Method::CONNECT {
         // authority-form, host and port only (RFC 9110 §9.3.6).
         uri.scheme().is_none()

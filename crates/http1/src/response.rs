@@ -1,9 +1,9 @@
 //! Response heads (RFC 9112 §4) from upstreams.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::{HeaderMap, Method, StatusCode, Version};
 
-use crate::head::{Fields, HeadScan, Scan, build_fields, build_raw_fields, classify, unread, with_slots};
+use crate::head::{HeadScan, Scan, build_raw_fields, classify, with_slots};
 use crate::{BodyFraming, Error, Limits, RawFields};
 
 /// A decoded response head and what the proxy needs decided from it; its
@@ -74,7 +74,7 @@ impl ResponseDecoder {
     /// removed from `buf`. `Err(_)`: the upstream is broken; answer the
     /// client 502 and close the upstream connection.
     pub fn decode(&mut self, buf: &mut BytesMut, request_method: &Method) -> Result<Option<Response>, Error> {
-        self.decode_with(buf, request_method, build_fields)
+        Ok(self.decode_raw(buf, request_method)?.map(|response| response.map_headers(|fields| fields.to_map())))
     }
 
     /// [`ResponseDecoder::decode`], with the fields as received: for a
@@ -86,27 +86,16 @@ impl ResponseDecoder {
         buf: &mut BytesMut,
         request_method: &Method,
     ) -> Result<Option<Response<RawFields>>, Error> {
-        self.decode_with(buf, request_method, build_raw_fields)
-    }
-
-    fn decode_with<H>(
-        &mut self,
-        buf: &mut BytesMut,
-        request_method: &Method,
-        build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
-    ) -> Result<Option<Response<H>>, Error> {
-        self.decode_scanned(buf, request_method, build, true)
-    }
-
-    /// [`Self::decode_with`]; `try_whole`: see [`Scan::Whole`].
-    fn decode_scanned<H>(
-        &mut self,
-        buf: &mut BytesMut,
-        request_method: &Method,
-        build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
-        try_whole: bool,
-    ) -> Result<Option<Response<H>>, Error> {
-        match self.scan.scan(buf, self.limits.max_head_bytes, try_whole) {
+        let max_head = self.limits.max_head_bytes;
+        match self.scan.scan(buf, max_head) {
+            Scan::Fresh(window) => match parse(&buf[..window], request_method, &self.limits)? {
+                Some((len, mut response)) => {
+                    response.headers.attach(buf.split_to(len).freeze());
+                    Ok(Some(response))
+                }
+                None if self.scan.looked_at(buf, window, max_head) => Err(Error::HeadTooLarge),
+                None => Ok(None),
+            },
             Scan::Incomplete { check, over_limit } => {
                 if check {
                     early_check(buf, &self.limits)?;
@@ -118,16 +107,12 @@ impl ResponseDecoder {
             }
             Scan::Complete(len) => {
                 let head = buf.split_to(len).freeze();
-                parse(&head, request_method, &self.limits, build).map(Some)
-            }
-            Scan::Whole(len) => {
-                let head = buf.split_to(len).freeze();
-                match parse(&head, request_method, &self.limits, build) {
-                    Ok(decoded) => Ok(Some(decoded)),
-                    Err(_) => {
-                        unread(buf, head);
-                        self.decode_scanned(buf, request_method, build, false)
+                match parse(&head, request_method, &self.limits)? {
+                    Some((parsed, mut response)) if parsed == len => {
+                        response.headers.attach(head);
+                        Ok(Some(response))
                     }
+                    _ => Err(Error::InvalidStatusLine),
                 }
             }
         }
@@ -154,25 +139,24 @@ fn early_check(buf: &[u8], limits: &Limits) -> Result<(), Error> {
     })
 }
 
-fn parse<H>(
-    head: &Bytes,
-    method: &Method,
-    limits: &Limits,
-    build: fn(&Bytes, &[httparse::Header<'_>]) -> Result<Fields<H>, Error>,
-) -> Result<Response<H>, Error> {
+/// Parses the response head at the start of `bytes`: `None` while it is
+/// incomplete (and valid so far), else its length and the response, its
+/// fields not yet [attached](RawFields::attach) to the head's bytes (the
+/// caller splits them off the buffer that `bytes` borrows).
+fn parse(bytes: &[u8], method: &Method, limits: &Limits) -> Result<Option<(usize, Response<RawFields>)>, Error> {
     with_slots(limits.max_headers, |slots| {
         let mut res = httparse::Response::new(&mut []);
-        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, head, slots) {
-            Ok(httparse::Status::Complete(n)) if n == head.len() => {}
-            Ok(_) => return Err(Error::InvalidStatusLine),
-            Err(e) => return Err(classify(head, e, true)),
-        }
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, bytes, slots) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(classify(bytes, e, true)),
+        };
         let (Some(code), Some(minor)) = (res.code, res.version) else {
             return Err(Error::InvalidStatusLine);
         };
         let status = StatusCode::from_u16(code).map_err(|_| Error::InvalidStatusLine)?;
         let http11 = minor == 1;
-        let fields = build(head, res.headers)?;
+        let fields = build_raw_fields(bytes, res.headers)?;
 
         let connect_ok = *method == Method::CONNECT && status.is_success();
         let tunnel = connect_ok || status == StatusCode::SWITCHING_PROTOCOLS;
@@ -195,13 +179,14 @@ fn parse<H>(
             }
         };
         let keep_alive = framing != BodyFraming::UntilClose && fields.connection.keep_alive(http11);
-        Ok(Response {
+        let response = Response {
             status,
             version: if http11 { Version::HTTP_11 } else { Version::HTTP_10 },
             headers: fields.headers,
             framing,
             keep_alive,
             tunnel,
-        })
+        };
+        Ok(Some((len, response)))
     })
 }

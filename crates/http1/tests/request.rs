@@ -493,10 +493,9 @@ fn errors_do_not_depend_on_the_split() {
     }
 }
 
-/// A buffer that ends with an empty line is parsed at once as one head
-/// (`Scan::Whole`); when it holds more than one (pipelined requests), or a
-/// body that happens to end like a head, the decoder falls back to finding
-/// the first head's end, and the rest stays in the buffer.
+/// The first look at a head parses the whole buffer at once (httparse
+/// finds the head's end): what follows the head (a pipelined request, a
+/// body, even one that ends like a head) stays in the buffer.
 #[test]
 fn a_buffer_ending_like_a_head_may_hold_more_than_one() {
     let first = "GET /one HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -525,9 +524,8 @@ fn a_buffer_ending_like_a_head_may_hold_more_than_one() {
     assert!(buf.is_empty());
 }
 
-/// An invalid head that fills the buffer is named as when it arrives a
-/// byte at a time (the whole-buffer parse gives up, and the usual path
-/// decides).
+/// An invalid head that arrives whole is named as when it arrives a byte
+/// at a time (first look parsed at once, or its end searched for first).
 #[test]
 fn an_invalid_whole_head_is_named_as_when_split() {
     for (raw, err) in [

@@ -178,9 +178,9 @@ fn response_head_too_large() {
     assert_eq!(decode_response(&mut buf, &Method::GET, &limits).unwrap_err(), Error::HeadTooLarge);
 }
 
-/// A response read with its body in one buffer that ends like a head
-/// (`Scan::Whole` is tried, then the head's end is searched for): the body
-/// stays in the buffer.
+/// A response read with its body in one buffer, a body that ends like a
+/// head: the first look parses the head at once, and the body stays in the
+/// buffer.
 #[test]
 fn a_body_that_ends_like_a_head_stays_in_the_buffer() {
     let head = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n";
