@@ -18,7 +18,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue, Uri, Version, header};
 use nuncio_config::{Forward, PathMatch, Redirect, RedirectPath};
 
-use crate::message::RequestHead;
+use crate::message::{HeadFields, RequestHead};
 use nuncio_router::CompiledRoute;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -88,9 +88,8 @@ pub(crate) fn prepare_upstream_request(
     }
     // Several `x-forwarded-for` lines are one list (RFC 9110 §5.3): keep
     // every hop, in order, and add the client as the last.
-    let mut hops = headers.get_all(&X_FORWARDED_FOR).peekable();
-    let first_hop = hops.peek().is_none();
-    let xff = forwarded_for(hops, peer);
+    let first_hop = headers.get_all(&X_FORWARDED_FOR).next().is_none();
+    let xff = forwarded_for(headers, first_hop, peer);
     if let Ok(value) = HeaderValue::from_maybe_shared(xff) {
         // Added, not replaced, when the client is the first hop: nothing
         // to remove (a removal is a scan of the fields).
@@ -187,14 +186,30 @@ fn rewrite_prefix(path: &str, matched: &PathMatch, replacement: &str) -> String 
 }
 
 /// The `x-forwarded-for` value: the hops already listed (every line, in
-/// order) and then the client's address, written into one buffer.
-fn forwarded_for<'a>(hops: impl Iterator<Item = &'a [u8]>, peer: SocketAddr) -> Bytes {
-    use std::io::Write;
-    let mut value = Vec::with_capacity(48);
-    for hop in hops {
+/// order; none when `first_hop`) and then the client's address, written
+/// into one buffer of the exact size (`Bytes` takes a full vector as it
+/// is; one with room to spare cost it an allocation more).
+fn forwarded_for(headers: &HeadFields, first_hop: bool, peer: SocketAddr) -> Bytes {
+    let mut address = [0u8; 48];
+    let address = client_address(peer, &mut address);
+    if first_hop {
+        return Bytes::copy_from_slice(address);
+    }
+    let hops = || headers.get_all(&X_FORWARDED_FOR);
+    let mut value = Vec::with_capacity(hops().map(|hop| hop.len() + 2).sum::<usize>() + address.len());
+    for hop in hops() {
         value.extend_from_slice(hop);
         value.extend_from_slice(b", ");
     }
+    value.extend_from_slice(address);
+    Bytes::from(value)
+}
+
+/// The client's address as text, written into `buf` (an IPv6 address
+/// takes at most 45 bytes).
+fn client_address(peer: SocketAddr, buf: &mut [u8; 48]) -> &[u8] {
+    use std::io::Write;
+    let mut out = std::io::Cursor::new(&mut buf[..]);
     match peer.ip() {
         // By hand: `Display` for an address goes through the formatting
         // machinery, several times the cost of the rest of this function.
@@ -202,16 +217,17 @@ fn forwarded_for<'a>(hops: impl Iterator<Item = &'a [u8]>, peer: SocketAddr) -> 
             let mut digits = itoa::Buffer::new();
             for (i, octet) in ip.octets().into_iter().enumerate() {
                 if i > 0 {
-                    value.push(b'.');
+                    let _ = out.write_all(b".");
                 }
-                value.extend_from_slice(digits.format(octet).as_bytes());
+                let _ = out.write_all(digits.format(octet).as_bytes());
             }
         }
         ip @ std::net::IpAddr::V6(_) => {
-            let _ = write!(value, "{ip}");
+            let _ = write!(out, "{ip}");
         }
     }
-    Bytes::from(value)
+    let len = usize::try_from(out.position()).unwrap_or_default();
+    &buf[..len]
 }
 
 /// A new request id: 128 random bits in hex.
@@ -272,5 +288,23 @@ mod tests {
         let bits = fastrand::Rng::with_seed(7).u128(..);
         assert_eq!(id.to_str().unwrap(), format!("{bits:032x}"));
         assert_ne!(request_id(), id, "the next one is another");
+    }
+
+    #[test]
+    fn forwarded_for_lists_every_hop_then_the_client() {
+        let v4: SocketAddr = "10.1.20.255:4000".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
+        let none = HeadFields::default();
+        assert_eq!(forwarded_for(&none, true, v4), "10.1.20.255");
+        assert_eq!(forwarded_for(&none, true, v6), "2001:db8::1");
+        let mut map = HeaderMap::new();
+        map.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("1.1.1.1, 2.2.2.2"));
+        map.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("3.3.3.3"));
+        let hops = HeadFields::from(map);
+        let value = forwarded_for(&hops, false, v6);
+        assert_eq!(value, "1.1.1.1, 2.2.2.2, 3.3.3.3, 2001:db8::1");
+        assert_eq!(value.len(), "1.1.1.1, 2.2.2.2, 3.3.3.3, 2001:db8::1".len());
+        let widest: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:1".parse().unwrap();
+        assert_eq!(forwarded_for(&none, true, widest), widest.ip().to_string());
     }
 }
