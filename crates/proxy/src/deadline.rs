@@ -74,21 +74,47 @@ fn grpc_timeout(headers: &HeadFields) -> Option<Duration> {
 /// `grpc-timeout: Nm` for gRPC (whatever the listener says, as Envoy does),
 /// otherwise `N` milliseconds in the listener's field `name`, or nothing
 /// when it has none.
-pub(crate) fn time_left_header(
-    deadline: Instant,
-    grpc: bool,
-    name: Option<&HeaderName>,
-) -> Option<(HeaderName, HeaderValue)> {
+pub(crate) fn time_left_header(deadline: Instant, grpc: bool, name: Option<&HeaderName>) -> Option<TimeLeft> {
     let ms = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
+    let ms = u64::try_from(ms).unwrap_or(u64::MAX);
     if grpc {
-        // At most 8 digits: past that, say it in seconds.
-        let value = if ms < 100_000_000 { format!("{ms}m") } else { format!("{}S", (ms / 1000).min(99_999_999)) };
-        Some((GRPC_TIMEOUT.clone(), HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("1m"))))
+        Some(TimeLeft { name: GRPC_TIMEOUT.clone(), ms, grpc: true })
     } else {
-        let name = name?;
-        let ms = u64::try_from(ms).unwrap_or(u64::MAX);
-        let value = HeaderValue::from_bytes(itoa::Buffer::new().format(ms).as_bytes());
-        Some((name.clone(), value.unwrap_or(HeaderValue::from_static("1"))))
+        Some(TimeLeft { name: name?.clone(), ms, grpc: false })
+    }
+}
+
+/// The time left to a try, as the upstream hears it: the field `name` and
+/// its value, kept as a number until the request is encoded (an HTTP/1.1
+/// head takes the digits as they are; a `HeaderValue` made for them was an
+/// allocation a request).
+#[derive(Debug, Clone)]
+pub(crate) struct TimeLeft {
+    pub(crate) name: HeaderName,
+    ms: u64,
+    grpc: bool,
+}
+
+impl TimeLeft {
+    /// The value's text, written into `buf`: `N` milliseconds, or for gRPC
+    /// `Nm` (`NS` past 8 digits of milliseconds: the field allows no more).
+    pub(crate) fn text<'b>(&self, buf: &'b mut [u8; 24]) -> &'b [u8] {
+        let (n, unit): (u64, &[u8]) = match (self.grpc, self.ms) {
+            (false, ms) => (ms, b""),
+            (true, ms) if ms < 100_000_000 => (ms, b"m"),
+            (true, ms) => ((ms / 1000).min(99_999_999), b"S"),
+        };
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n).as_bytes();
+        buf[..digits.len()].copy_from_slice(digits);
+        buf[digits.len()..digits.len() + unit.len()].copy_from_slice(unit);
+        &buf[..digits.len() + unit.len()]
+    }
+
+    /// The value as a field value (for a map: HTTP/2, or a request that
+    /// carries the field already).
+    pub(crate) fn value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(self.text(&mut [0; 24])).unwrap_or(HeaderValue::from_static("1"))
     }
 }
 
@@ -128,15 +154,26 @@ mod tests {
         // Far enough ahead that the milliseconds left are certain to the
         // second on a loaded machine.
         let deadline = Instant::now() + Duration::from_secs(100);
-        let (name, value) = time_left_header(deadline, true, None).unwrap();
-        let ms = value.to_str().unwrap().strip_suffix('m').unwrap().parse::<u64>().unwrap();
-        assert_eq!(name.as_str(), "grpc-timeout");
+        let left = time_left_header(deadline, true, None).unwrap();
+        let ms = left.value().to_str().unwrap().strip_suffix('m').unwrap().parse::<u64>().unwrap();
+        assert_eq!(left.name.as_str(), "grpc-timeout");
         assert!((99_000..=100_000).contains(&ms), "{ms}");
         let field = HeaderName::from_static("x-time-left");
-        let (name, value) = time_left_header(deadline, false, Some(&field)).unwrap();
-        let ms = value.to_str().unwrap().parse::<u64>().unwrap();
-        assert_eq!(name.as_str(), "x-time-left");
+        let left = time_left_header(deadline, false, Some(&field)).unwrap();
+        let ms = left.value().to_str().unwrap().parse::<u64>().unwrap();
+        assert_eq!(left.name.as_str(), "x-time-left");
         assert!((99_000..=100_000).contains(&ms), "{ms}");
+        assert_eq!(left.text(&mut [0; 24]), left.value().as_bytes());
         assert!(time_left_header(deadline, false, None).is_none());
+    }
+
+    #[test]
+    fn a_grpc_time_left_past_eight_digits_is_said_in_seconds() {
+        let text = |ms, grpc| TimeLeft { name: GRPC_TIMEOUT.clone(), ms, grpc }.value();
+        assert_eq!(text(1, true), "1m");
+        assert_eq!(text(99_999_999, true), "99999999m");
+        assert_eq!(text(100_000_000, true), "100000S");
+        assert_eq!(text(u64::MAX, true), "99999999S");
+        assert_eq!(text(u64::MAX, false), u64::MAX.to_string().as_str());
     }
 }

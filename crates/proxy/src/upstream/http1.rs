@@ -472,15 +472,15 @@ fn encode_head(request: &UpstreamRequest<'_>, framing: BodyFraming) -> BytesMut 
         // The request has the field already (a gRPC client's own
         // `grpc-timeout`): nuncio's value replaces it, as on HTTP/2, rather
         // than going out beside it.
-        Some((name, value)) if request.headers.contains(name) => {
+        Some(left) if request.headers.contains(&left.name) => {
             let mut headers = request.headers.clone();
-            headers.insert(name.clone(), value.clone());
+            headers.insert(left.name.clone(), left.value());
             encode_fields(request, &headers, framing, &mut head);
         }
         deadline => {
             encode_fields(request, request.headers, framing, &mut head);
-            if let Some((name, value)) = deadline {
-                append_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+            if let Some(left) = deadline {
+                append_field(&mut head, left.name.as_str().as_bytes(), left.text(&mut [0; 24]));
             }
         }
     }

@@ -191,8 +191,8 @@ impl Exchange {
         body: &mut RequestBody,
     ) -> Result<Exchange, TryError> {
         let mut headers = request.headers.to_map();
-        if let Some((name, value)) = &request.deadline {
-            headers.insert(name.clone(), value.clone());
+        if let Some(left) = &request.deadline {
+            headers.insert(left.name.clone(), left.value());
         }
         if let Some(parent) = &request.traceparent
             && let Ok(value) = HeaderValue::from_bytes(&parent.encode())

@@ -27,7 +27,7 @@ pub(crate) mod http2;
 pub(crate) mod pool;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderValue, Method, StatusCode, Uri};
 use nuncio_accesslog::ResponseFlags;
 
 use crate::cluster::ConnectError;
@@ -46,7 +46,7 @@ pub(crate) struct UpstreamRequest<'r> {
     /// The time left to this try, told to the upstream (`grpc-timeout`, or
     /// the listener's `time_left_header`), set per try; replaces a field of
     /// that name in `headers`.
-    pub(crate) deadline: Option<(HeaderName, HeaderValue)>,
+    pub(crate) deadline: Option<crate::deadline::TimeLeft>,
     /// The `traceparent` this try sends (it names the try's span), when the
     /// request is traced; set per try. (A sampled request's own
     /// `traceparent` was taken out of `headers`.)
