@@ -171,8 +171,9 @@ pub fn response_head(data: &[u8]) {
     let _ = body.decode_eof(&mut buf);
 }
 
-/// `decode_raw` decides as `decode` does for a request, its fields are the
-/// map's, and the head edited as a proxy does (hop-by-hop fields out, a
+/// `decode_raw` decides as `decode` does for a request (`decode` is
+/// `decode_raw` and one conversion: what this checks is that conversion),
+/// its fields are the map's, and the head edited as a proxy does (hop-by-hop fields out, a
 /// field replaced, one added) and encoded reads back as the map edited
 /// alike.
 fn raw_request_agrees(input: &[u8], limits: &Limits, map: Option<&Result<Request, Error>>) {
@@ -209,8 +210,8 @@ fn raw_request_agrees(input: &[u8], limits: &Limits, map: Option<&Result<Request
     assert_eq!(read(out), read(expected));
 }
 
-/// `decode_raw` decides as `decode` does, its fields are the map's, and
-/// a head relayed raw (hop-by-hop fields removed) reads back as the map
+/// `decode_raw` decides as `decode` does (`decode` is `decode_raw` and
+/// one conversion), its fields are the map's, and a head relayed raw (hop-by-hop fields removed) reads back as the map
 /// relayed.
 fn raw_agrees(input: &[u8], method: &Method, limits: &Limits, map: Option<&Result<Response, Error>>) {
     let mut whole = BytesMut::from(input);

@@ -64,10 +64,12 @@ impl<H> Request<H> {
 ///
 /// Holds only a search offset, so that a head trickling in a few bytes per
 /// read is scanned once in total rather than re-parsed on every read:
-/// httparse looks at an incomplete head when it is first seen and when its
-/// start line is complete (so garbage such as a TLS hello on the cleartext
-/// port fails at once); an error further in is reported when the head is
-/// complete or reaches `max_head_bytes`.
+/// httparse parses a head at its first look (most heads arrive whole, and
+/// httparse finds their end itself), and one that was incomplete then again
+/// when its start line is complete (so garbage such as a TLS hello on the
+/// cleartext port fails at once) and once its end is found; an error
+/// further in is reported when the head is complete or reaches
+/// `max_head_bytes`.
 #[derive(Debug, Clone, Default)]
 pub struct RequestDecoder {
     limits: Limits,
