@@ -129,6 +129,7 @@ mod error;
 pub mod field_maps;
 mod framing;
 mod head;
+mod hosts;
 mod names;
 mod raw_fields;
 mod request;

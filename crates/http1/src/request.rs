@@ -199,7 +199,7 @@ impl Parsed {
             return Err(Error::MissingHost);
         }
         let host = match fields.host.take() {
-            Some((start, len)) => parse_host(head.slice(start as usize..(start + len) as usize))?,
+            Some((start, len)) => parse_host(&head[start as usize..(start + len) as usize])?,
             None => None,
         };
         fields.headers.attach(head);
@@ -254,12 +254,20 @@ fn parse_target(method: &Method, head: &Bytes, (start, len): (u32, u32)) -> Resu
 }
 
 /// Host = uri-host [ ":" port ] (RFC 9110 §7.2). Empty means no authority.
-fn parse_host(value: Bytes) -> Result<Option<Authority>, Error> {
+/// A value this thread accepted lately is not parsed again
+/// ([`crate::hosts`]).
+fn parse_host(value: &[u8]) -> Result<Option<Authority>, Error> {
     if value.is_empty() {
         return Ok(None);
     }
-    let authority = Authority::from_maybe_shared(value).map_err(|_| Error::InvalidHost)?;
-    if authority_ok(&authority, false) { Ok(Some(authority)) } else { Err(Error::InvalidHost) }
+    if let Some(authority) = crate::hosts::find(value) {
+        return Ok(Some(authority));
+    }
+    let authority = crate::hosts::parse(value, |value| {
+        let authority = Authority::from_maybe_shared(value).map_err(|_| Error::InvalidHost)?;
+        if authority_ok(&authority, false) { Ok(authority) } else { Err(Error::InvalidHost) }
+    })?;
+    Ok(Some(authority))
 }
 
 /// No userinfo, a non-empty host, and a port that is empty (only when not
