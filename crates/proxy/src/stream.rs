@@ -413,10 +413,10 @@ impl<'a> Stream<'a, '_, '_> {
             return end_try(span, TryEnd::Status(upstream_status));
         }
         headers.remove_hop_by_hop();
-        if self.info.keep_response_headers {
+        if self.info.logged {
             self.info.response_headers = Some(headers.to_map());
+            self.info.response_duration = Some(self.info.start.elapsed());
         }
-        self.info.response_duration = Some(self.info.start.elapsed());
         if self.client.send_head(ResponseHead { status, headers, body }).await.is_err() {
             self.info.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
             return end_try(span, TryEnd::Canceled(&crate::spans::CLIENT_LEFT));

@@ -31,13 +31,15 @@ pub(crate) struct StreamInfo {
     pub(crate) upstream_host: Option<SocketAddr>,
     /// From sending the request upstream to its response head.
     pub(crate) upstream_service_time: Option<Duration>,
-    /// From the start to the response head sent downstream.
+    /// From the start to the response head sent downstream (measured only
+    /// when the stream is logged: only the access log reads it).
     pub(crate) response_duration: Option<Duration>,
     /// The response's fields as sent, kept only when the access log may
     /// need them.
     pub(crate) response_headers: Option<HeaderMap>,
-    /// Whether to keep `response_headers`.
-    pub(crate) keep_response_headers: bool,
+    /// The listener logs its streams: keep `response_headers` and measure
+    /// `response_duration`.
+    pub(crate) logged: bool,
 }
 
 impl StreamInfo {
@@ -54,7 +56,7 @@ impl StreamInfo {
             upstream_service_time: None,
             response_duration: None,
             response_headers: None,
-            keep_response_headers: logged,
+            logged,
         }
     }
 

@@ -113,7 +113,7 @@ fn json_lines_parse_and_carry_typed_values() {
     let dir = Scratch::new("access-log-json");
     let file = dir.path("access.json");
     let up = Upstream::echo("up");
-    let json = ", json_format: { status: '%RESPONSE_CODE%', path: '%REQ(:PATH)%', flags: '%RESPONSE_FLAGS%', ua: '%REQ(USER-AGENT)%' }";
+    let json = ", json_format: { status: '%RESPONSE_CODE%', path: '%REQ(:PATH)%', flags: '%RESPONSE_FLAGS%', ua: '%REQ(USER-AGENT)%', took: '%RESPONSE_DURATION%' }";
     let proxy = proxy_logging(&file, json, &[("up", up.addr)]);
     let mut client = Client::connect(proxy.addr());
     let request = http::Request::get("/app/\"quoted\"")
@@ -128,6 +128,7 @@ fn json_lines_parse_and_carry_typed_values() {
     assert_eq!(first["status"], 200, "a lone numeric command is a number: {first}");
     assert_eq!(first["ua"], "agent \"with quotes\"");
     assert_eq!(first["flags"], "-");
+    assert!(first["took"].is_u64(), "the response head's time, in ms, for a logged stream: {first}");
     let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!((second["status"].as_u64(), second["flags"].as_str()), (Some(404), Some("NR")));
 }

@@ -61,7 +61,9 @@ struct EndpointPool {
 
 struct Idle {
     conn: Http1Connection,
-    since: Instant,
+    /// When it stops being reusable (released + the idle timeout): a
+    /// comparison to tell, where the time idle was a subtraction.
+    expires: Option<Instant>,
 }
 
 impl ClusterPools {
@@ -85,8 +87,8 @@ impl ClusterPools {
     fn idle_http1(&self, active: &ActiveRequest<'_>) -> Option<Http1Connection> {
         let pool = &self.endpoints[active.index()];
         loop {
-            let Idle { mut conn, since } = pool.idle.borrow_mut().pop_back()?;
-            let fresh = self.idle_timeout.is_none_or(|t| since.elapsed() < t);
+            let Idle { mut conn, expires } = pool.idle.borrow_mut().pop_back()?;
+            let fresh = expires.is_none_or(|at| Instant::now() < at);
             if fresh && conn.is_reusable() && conn.peer().is_some_and(|p| active.has_address(p)) {
                 return Some(conn);
             }
@@ -118,7 +120,8 @@ impl ClusterPools {
         let oldest = {
             let mut idle = pool.idle.borrow_mut();
             let oldest = (idle.len() >= MAX_IDLE).then(|| idle.pop_front()).flatten();
-            idle.push_back(Idle { conn, since: Instant::now() });
+            let expires = self.idle_timeout.and_then(|t| Instant::now().checked_add(t));
+            idle.push_back(Idle { conn, expires });
             oldest
         };
         drop(oldest);
@@ -191,11 +194,11 @@ async fn reap(pools: Weak<ClusterPools>, index: usize, timeout: Duration) {
             let now = Instant::now();
             let expired: Vec<Idle> = {
                 let mut idle = pool.idle.borrow_mut();
-                let keep_from = idle.iter().position(|i| now.duration_since(i.since) < timeout).unwrap_or(idle.len());
+                let keep_from = idle.iter().position(|i| i.expires.is_none_or(|at| now < at)).unwrap_or(idle.len());
                 idle.drain(..keep_from).collect()
             };
             drop(expired);
-            let next = pool.idle.borrow().front().map(|i| i.since + timeout);
+            let next = pool.idle.borrow().front().map(|i| i.expires.unwrap_or(now + timeout));
             if next.is_none() {
                 pool.reaping.set(false);
                 return;
