@@ -111,10 +111,7 @@ pub(crate) fn prepare_upstream_request(
         }
     }
     if let Some(host) = &route.host_rewrite {
-        // Copied, not cloned: the route's value lives in config every
-        // worker reads, and a clone would write its shared count.
-        let host = HeaderValue::from_bytes(host.as_bytes()).unwrap_or_else(|_| host.clone());
-        headers.insert(header::HOST, host);
+        headers.insert(header::HOST, worker_copy(host));
     } else if let Some(authority) = &request.authority
         && (!headers.contains(&header::HOST) || request.version == Version::HTTP_2)
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
@@ -230,6 +227,32 @@ fn client_address(peer: SocketAddr, buf: &mut [u8; 48]) -> &[u8] {
     &buf[..len]
 }
 
+/// This worker's own copy of `value`, a field value of the config: cloning
+/// the config's would write a count every worker shares, and copying it
+/// anew was an allocation a request. A worker keeps copies of the last
+/// [`KEPT_COPIES`] values it was asked for (a route's `host_rewrite`: few
+/// per config), found by their bytes, and clones those (a count only this
+/// worker writes).
+fn worker_copy(value: &HeaderValue) -> HeaderValue {
+    thread_local! {
+        static COPIES: std::cell::RefCell<Vec<HeaderValue>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    COPIES.with_borrow_mut(|copies| {
+        if let Some(copy) = copies.iter().find(|copy| copy.as_bytes() == value.as_bytes()) {
+            return copy.clone();
+        }
+        let copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        if copies.len() == KEPT_COPIES {
+            copies.remove(0);
+        }
+        copies.push(copy.clone());
+        copy
+    })
+}
+
+/// How many config values a worker keeps copies of ([`worker_copy`]).
+const KEPT_COPIES: usize = 8;
+
 /// A new request id: 128 random bits in hex.
 pub(crate) fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -306,5 +329,25 @@ mod tests {
         assert_eq!(value.len(), "1.1.1.1, 2.2.2.2, 3.3.3.3, 2001:db8::1".len());
         let widest: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:1".parse().unwrap();
         assert_eq!(forwarded_for(&none, true, widest), widest.ip().to_string());
+    }
+
+    #[test]
+    fn a_worker_copy_is_made_once_and_is_the_workers_own() {
+        std::thread::spawn(|| {
+            let config = HeaderValue::from_bytes(b"upstream.example:8080").unwrap();
+            let first = worker_copy(&config);
+            assert_eq!(first, config);
+            assert_ne!(first.as_bytes().as_ptr(), config.as_bytes().as_ptr(), "a copy, not the config's bytes");
+            let again = worker_copy(&config);
+            assert_eq!(again.as_bytes().as_ptr(), first.as_bytes().as_ptr(), "the same copy, cloned");
+            for i in 0..KEPT_COPIES {
+                worker_copy(&HeaderValue::from_str(&format!("other-{i}")).unwrap());
+            }
+            let later = worker_copy(&config);
+            assert_eq!(later, config);
+            assert_ne!(later.as_bytes().as_ptr(), first.as_bytes().as_ptr(), "the oldest gave way: copied anew");
+        })
+        .join()
+        .unwrap();
     }
 }
