@@ -173,9 +173,9 @@ pub fn response_head(data: &[u8]) {
 
 /// `decode_raw` decides as `decode` does for a request (`decode` is
 /// `decode_raw` and one conversion: what this checks is that conversion),
-/// its fields are the map's, and the head edited as a proxy does (hop-by-hop fields out, a
-/// field replaced, one added) and encoded reads back as the map edited
-/// alike.
+/// its fields are the map's, and the head edited as a proxy does
+/// (hop-by-hop fields out, a field replaced, one added) and encoded reads
+/// back as the map edited alike.
 fn raw_request_agrees(input: &[u8], limits: &Limits, map: Option<&Result<Request, Error>>) {
     let mut whole = BytesMut::from(input);
     let raw = RequestDecoder::new(*limits).decode_raw(&mut whole).transpose();
@@ -211,8 +211,8 @@ fn raw_request_agrees(input: &[u8], limits: &Limits, map: Option<&Result<Request
 }
 
 /// `decode_raw` decides as `decode` does (`decode` is `decode_raw` and
-/// one conversion), its fields are the map's, and a head relayed raw (hop-by-hop fields removed) reads back as the map
-/// relayed.
+/// one conversion), its fields are the map's, and a head relayed raw
+/// (hop-by-hop fields removed) reads back as the map relayed.
 fn raw_agrees(input: &[u8], method: &Method, limits: &Limits, map: Option<&Result<Response, Error>>) {
     let mut whole = BytesMut::from(input);
     let raw = ResponseDecoder::new(*limits).decode_raw(&mut whole, method).transpose();

@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Uri, Version, header};
 
-use crate::head::{Fields, HeadScan, Scan, build_raw_fields, classify, with_slots};
+use crate::head::{Fields, HeadScan, build_raw_fields, classify, decode_head, with_slots};
 use crate::raw_fields::offset_in;
 use crate::{BodyFraming, Error, Limits, RawFields};
 
@@ -97,33 +97,11 @@ impl RequestDecoder {
     /// (`RawFields::to_map` makes the map when one is needed after all).
     /// Framing, the authority and errors are the same.
     pub fn decode_raw(&mut self, buf: &mut BytesMut) -> Result<Option<Request<RawFields>>, Error> {
-        let max_head = self.limits.max_head_bytes;
-        match self.scan.scan(buf, max_head) {
-            Scan::Fresh(window) => match parse(&buf[..window], &self.limits)? {
-                Some(parsed) => {
-                    let head = buf.split_to(parsed.len).freeze();
-                    parsed.finish(head).map(Some)
-                }
-                None if self.scan.looked_at(buf, window, max_head) => Err(Error::HeadTooLarge),
-                None => Ok(None),
-            },
-            Scan::Incomplete { check, over_limit } => {
-                if check {
-                    early_check(buf, &self.limits)?;
-                }
-                if over_limit {
-                    return Err(Error::HeadTooLarge);
-                }
-                Ok(None)
-            }
-            Scan::Complete(len) => {
-                let head = buf.split_to(len).freeze();
-                match parse(&head, &self.limits)? {
-                    Some(parsed) if parsed.len == len => parsed.finish(head).map(Some),
-                    _ => Err(Error::InvalidRequestLine),
-                }
-            }
-        }
+        let limits = self.limits;
+        let parsed = decode_head(&mut self.scan, buf, limits.max_head_bytes, Error::InvalidRequestLine, |bytes| {
+            parse(bytes, &limits)
+        })?;
+        parsed.map(|(parsed, head)| parsed.finish(head)).transpose()
     }
 }
 
@@ -135,23 +113,9 @@ pub fn decode_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Requ
     RequestDecoder::new(*limits).decode(buf)
 }
 
-/// Lets httparse reject an incomplete head that is already invalid (a TLS
-/// hello on a cleartext port) instead of waiting for a terminator.
-fn early_check(buf: &[u8], limits: &Limits) -> Result<(), Error> {
-    with_slots(limits.max_headers, |slots| {
-        let mut req = httparse::Request::new(&mut []);
-        match req.parse_with_uninit_headers(buf, slots) {
-            Err(e) => Err(classify(buf, e, false)),
-            Ok(_) => Ok(()),
-        }
-    })
-}
-
 /// A request head httparse accepted, before it is split off the buffer
 /// it was parsed in (which it still borrowed then).
 struct Parsed {
-    /// The head's length.
-    len: usize,
     method: Method,
     /// Where the request-target lies in the head.
     target: (u32, u32),
@@ -160,8 +124,8 @@ struct Parsed {
 }
 
 /// Parses the request head at the start of `bytes`: `None` while it is
-/// incomplete (and valid so far).
-fn parse(bytes: &[u8], limits: &Limits) -> Result<Option<Parsed>, Error> {
+/// incomplete (and valid so far), else its length and what was parsed.
+fn parse(bytes: &[u8], limits: &Limits) -> Result<Option<(usize, Parsed)>, Error> {
     with_slots(limits.max_headers, |slots| {
         let mut req = httparse::Request::new(&mut []);
         let len = match req.parse_with_uninit_headers(bytes, slots) {
@@ -179,15 +143,15 @@ fn parse(bytes: &[u8], limits: &Limits) -> Result<Option<Parsed>, Error> {
         }
         let target = offset_in(bytes, target.as_bytes()).ok_or(Error::HeadTooLarge)?;
         let fields = build_raw_fields(bytes, req.headers)?;
-        Ok(Some(Parsed { len, method, target, http11: minor == 1, fields }))
+        Ok(Some((len, Parsed { method, target, http11: minor == 1, fields })))
     })
 }
 
 impl Parsed {
     /// The request, given its `head`: the bytes parsed, from their start
-    /// and at least `self.len` of them.
+    /// to the head's end.
     fn finish(self, head: Bytes) -> Result<Request<RawFields>, Error> {
-        let Parsed { method, target, http11, mut fields, .. } = self;
+        let Parsed { method, target, http11, mut fields } = self;
         let version = if http11 { Version::HTTP_11 } else { Version::HTTP_10 };
         let uri = parse_target(&method, &head, target)?;
         let framing = fields.framing(http11)?.unwrap_or(BodyFraming::None);
@@ -233,9 +197,9 @@ impl Parsed {
 /// Checks the request-target form against the method (RFC 9112 §3.2); the
 /// target (at `start`, `len` bytes into `head`) is ASCII, without `#`.
 fn parse_target(method: &Method, head: &Bytes, (start, len): (u32, u32)) -> Result<Uri, Error> {
-    let target = head.slice(start as usize..(start + len) as usize);
-    let bytes = &target[..];
-    let uri = Uri::from_maybe_shared(target.clone()).map_err(|_| Error::InvalidTarget)?;
+    let range = start as usize..(start + len) as usize;
+    let bytes = &head[range.clone()];
+    let uri = Uri::from_maybe_shared(head.slice(range)).map_err(|_| Error::InvalidTarget)?;
     let ok = if *method == Method::CONNECT {
         // authority-form, host and port only (RFC 9110 §9.3.6).
         uri.scheme().is_none()

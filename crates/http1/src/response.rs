@@ -3,7 +3,7 @@
 use bytes::BytesMut;
 use http::{HeaderMap, Method, StatusCode, Version};
 
-use crate::head::{HeadScan, Scan, build_raw_fields, classify, with_slots};
+use crate::head::{HeadScan, build_raw_fields, classify, decode_head, with_slots};
 use crate::{BodyFraming, Error, Limits, RawFields};
 
 /// A decoded response head and what the proxy needs decided from it; its
@@ -86,36 +86,14 @@ impl ResponseDecoder {
         buf: &mut BytesMut,
         request_method: &Method,
     ) -> Result<Option<Response<RawFields>>, Error> {
-        let max_head = self.limits.max_head_bytes;
-        match self.scan.scan(buf, max_head) {
-            Scan::Fresh(window) => match parse(&buf[..window], request_method, &self.limits)? {
-                Some((len, mut response)) => {
-                    response.headers.attach(buf.split_to(len).freeze());
-                    Ok(Some(response))
-                }
-                None if self.scan.looked_at(buf, window, max_head) => Err(Error::HeadTooLarge),
-                None => Ok(None),
-            },
-            Scan::Incomplete { check, over_limit } => {
-                if check {
-                    early_check(buf, &self.limits)?;
-                }
-                if over_limit {
-                    return Err(Error::HeadTooLarge);
-                }
-                Ok(None)
-            }
-            Scan::Complete(len) => {
-                let head = buf.split_to(len).freeze();
-                match parse(&head, request_method, &self.limits)? {
-                    Some((parsed, mut response)) if parsed == len => {
-                        response.headers.attach(head);
-                        Ok(Some(response))
-                    }
-                    _ => Err(Error::InvalidStatusLine),
-                }
-            }
-        }
+        let limits = self.limits;
+        let parsed = decode_head(&mut self.scan, buf, limits.max_head_bytes, Error::InvalidStatusLine, |bytes| {
+            parse(bytes, request_method, &limits)
+        })?;
+        Ok(parsed.map(|(mut response, head)| {
+            response.headers.attach(head);
+            response
+        }))
     }
 }
 
@@ -127,16 +105,6 @@ pub fn decode_response(
     limits: &Limits,
 ) -> Result<Option<Response>, Error> {
     ResponseDecoder::new(*limits).decode(buf, request_method)
-}
-
-fn early_check(buf: &[u8], limits: &Limits) -> Result<(), Error> {
-    with_slots(limits.max_headers, |slots| {
-        let mut res = httparse::Response::new(&mut []);
-        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, slots) {
-            Err(e) => Err(classify(buf, e, true)),
-            Ok(_) => Ok(()),
-        }
-    })
 }
 
 /// Parses the response head at the start of `bytes`: `None` while it is
