@@ -417,6 +417,46 @@ listeners:
 }
 
 #[test]
+fn the_h2c_idle_timeout_counts_from_the_end_of_the_last_stream() {
+    // 300 ms of idle allowed; the upstream takes 500 ms to answer.
+    let upstream = Upstream::slow("slow", Duration::from_millis(500));
+    let proxy = Proxy::start(
+        "
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    idle_timeout: 300ms
+    routes:
+      - match: { prefix: /slow }
+        cluster: app
+      - match: {}
+        direct_response: { status: 200 }
+clusters:
+  - name: app
+    endpoints: [ '{app}' ]
+",
+        &[("app", upstream.addr)],
+    );
+    rt().block_on(async {
+        let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        let mut connection = tokio::spawn(connection);
+        // A stream open longer than the idle timeout: not idle.
+        assert_eq!(h2_request(&client, Method::GET, "/slow", b"").await.status, StatusCode::OK);
+        // Requests 150 ms apart, 900 ms in all: each idle spell is shorter
+        // than the timeout, though their sum is not.
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert_eq!(h2_request(&client, Method::GET, "/", b"").await.status, StatusCode::OK);
+        }
+        assert!(!connection.is_finished(), "the connection was closed while in use");
+        // Then silence: nuncio says GOAWAY and the connection ends.
+        let ended = tokio::time::timeout(TIMEOUT, &mut connection).await;
+        assert!(ended.is_ok(), "the connection was not closed");
+    });
+}
+
+#[test]
 fn a_full_http2_connection_makes_nuncio_open_another() {
     // The upstream allows 2 streams per connection and holds every answer
     // until 8 streams are open at once (the warm-up request aside), which

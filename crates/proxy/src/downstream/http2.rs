@@ -14,7 +14,7 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 
 use bytes::{Buf, Bytes};
 use h2::server::SendResponse;
@@ -23,7 +23,6 @@ use http::uri::Authority;
 use http::{HeaderMap, Method, Request, header};
 use nuncio_context::{Context, Done};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 
 use super::{Codec, Downstream, WriteError};
 use crate::bounded::within;
@@ -87,9 +86,15 @@ pub(crate) async fn serve(
     // The preface and SETTINGS exchange is bounded like a request head.
     let handshake = within(settings.request_headers_timeout, builder.handshake::<_, Bytes>(io)).await;
     let Some(Ok(mut conn)) = handshake else { return };
-    let open = Rc::new(Cell::new(0usize));
-    let idle = Rc::new(Notify::new());
+    let streams = Rc::new(OpenStreams::default());
     let abuse = Rc::new(Abuse::default());
+    // One idle timer for the connection's life, moved later as each idle
+    // spell begins: tokio files a later deadline lazily, without a trip
+    // through its timer wheel, where a timer made for each wait was a wheel
+    // insert and removal a request (one stream at a time is idle between
+    // every two). `armed`: the timer counts the current idle spell.
+    let mut idle_timer = std::pin::pin!(settings.idle_timeout.map(tokio::time::sleep));
+    let mut armed = false;
     let mut goaway_sent = false;
     // `drained`: one waiter on the drain for the connection's life, not
     // one per stream; polled only until it fires (then `goaway_sent`).
@@ -97,35 +102,40 @@ pub(crate) async fn serve(
         // Idle (no stream open) for `idle_timeout`, or the listener drains:
         // say goodbye (GOAWAY), then let the codec finish the streams in
         // flight and the exchange.
-        let accepted = if goaway_sent {
-            conn.accept().await
-        } else if open.get() == 0 {
-            tokio::select! {
-                accepted = within(settings.idle_timeout, conn.accept()) => match accepted {
-                    Some(accepted) => accepted,
-                    None => {
-                        conn.graceful_shutdown();
-                        goaway_sent = true;
-                        continue;
-                    }
-                },
-                () = &mut drained => {
-                    conn.graceful_shutdown();
-                    goaway_sent = true;
-                    continue;
-                }
+        let event = poll_fn(|cx| {
+            if let Poll::Ready(accepted) = conn.poll_accept(cx) {
+                return Poll::Ready(Some(accepted));
             }
-        } else {
-            tokio::select! {
-                accepted = conn.accept() => accepted,
-                () = idle.notified() => continue,
-                () = &mut drained, if !goaway_sent => {
-                    conn.graceful_shutdown();
-                    goaway_sent = true;
-                    continue;
-                }
+            if goaway_sent {
+                return Poll::Pending;
             }
+            if Pin::new(&mut drained).poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            if streams.count.get() > 0 {
+                // The last stream to end wakes this task to start the timer.
+                armed = false;
+                streams.wait(cx.waker());
+                return Poll::Pending;
+            }
+            let (Some(mut timer), Some(limit)) = (idle_timer.as_mut().as_pin_mut(), settings.idle_timeout) else {
+                return Poll::Pending;
+            };
+            if !armed {
+                timer.as_mut().reset(tokio::time::Instant::now() + limit);
+                armed = true;
+            }
+            timer.poll(cx).map(|()| None)
+        })
+        .await;
+        let Some(accepted) = event else {
+            conn.graceful_shutdown();
+            goaway_sent = true;
+            continue;
         };
+        // A new stream ends the idle spell, even one that ends before the
+        // connection is next polled.
+        armed = false;
         let (request, respond) = match accepted {
             Some(Ok(stream)) => stream,
             // The client closed, or broke the protocol (the codec has sent
@@ -142,8 +152,8 @@ pub(crate) async fn serve(
             conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
             goaway_sent = true;
         }
-        open.set(open.get() + 1);
-        let guard = OpenStream { open: open.clone(), idle: idle.clone(), abuse: abuse.clone() };
+        streams.count.set(streams.count.get() + 1);
+        let guard = OpenStream { streams: streams.clone(), abuse: abuse.clone() };
         let (worker, listener, tls) = (worker.clone(), listener.clone(), tls.clone());
         let (stream_ctx, cancel) = ctx.with_cancel();
         // Log lines say which request the stream serves (see
@@ -202,18 +212,41 @@ impl Abuse {
     }
 }
 
-/// Counts an open stream; the last one to end wakes the idle timer.
+/// The connection's open streams, and the connection task's waker while
+/// any is open.
+#[derive(Default)]
+struct OpenStreams {
+    count: Cell<usize>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl OpenStreams {
+    /// Wakes `waker` when the last open stream ends (its clone kept only
+    /// when it is not the one already kept).
+    fn wait(&self, waker: &Waker) {
+        let kept = match self.waker.take() {
+            Some(kept) if kept.will_wake(waker) => kept,
+            _ => waker.clone(),
+        };
+        self.waker.set(Some(kept));
+    }
+}
+
+/// Counts an open stream; the last one to end wakes the connection task
+/// (its idle timer starts).
 struct OpenStream {
-    open: Rc<Cell<usize>>,
-    idle: Rc<Notify>,
+    streams: Rc<OpenStreams>,
     abuse: Rc<Abuse>,
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.open.set(self.open.get() - 1);
-        if self.open.get() == 0 {
-            self.idle.notify_one();
+        let streams = &self.streams;
+        streams.count.set(streams.count.get() - 1);
+        if streams.count.get() == 0
+            && let Some(waker) = streams.waker.take()
+        {
+            waker.wake();
         }
     }
 }
@@ -395,7 +428,7 @@ impl Exchange {
 
     /// Whether the client reset the stream (before its response ended).
     fn reset_by_client(&mut self) -> bool {
-        let waker = std::task::Waker::noop();
+        let waker = Waker::noop();
         let mut cx = TaskContext::from_waker(waker);
         let reset = match &mut self.send {
             Some(send) => send.poll_reset(&mut cx),
@@ -407,7 +440,7 @@ impl Exchange {
     /// Whether the client has reset the stream already (checked without
     /// waiting): then nothing is forwarded for it.
     pub(crate) fn gone_now(&mut self) -> bool {
-        let waker = std::task::Waker::noop();
+        let waker = Waker::noop();
         let mut cx = TaskContext::from_waker(waker);
         let reset = match &mut self.send {
             Some(send) => send.poll_reset(&mut cx),
