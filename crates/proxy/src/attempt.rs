@@ -21,6 +21,7 @@ use std::task::Poll;
 use http::HeaderName;
 use nuncio_config::{Backoff, RetryOn, RetryPolicy};
 use nuncio_context::Context;
+use nuncio_runtime::clock;
 use nuncio_stats::Store;
 use nuncio_trace::Span;
 use tokio::time::{Duration, Instant};
@@ -142,11 +143,11 @@ impl<'a> Attempts<'a> {
             // A try has a context of its own only when it has its own
             // deadline: otherwise ending the try (dropping its future) is
             // all the cancelling it needs.
-            let per_try = self.policy.and_then(|p| p.per_try_timeout).map(|t| ctx.with_timeout(t));
+            let per_try = self.policy.and_then(|p| p.per_try_timeout).map(|t| crate::deadline::with_timeout(ctx, t));
             let try_ctx = per_try.as_ref().map_or(ctx, |(ctx, _guard)| ctx);
             store.inc(stats.rq_total);
             log.tries += 1;
-            let sent_at = Instant::now();
+            let sent_at = clock::now();
             request.deadline =
                 try_ctx.deadline().and_then(|deadline| time_left_header(deadline, self.grpc, self.time_left));
             let mut span = self.span(&active, request, log.tries, false);
@@ -240,7 +241,7 @@ impl<'a> Attempts<'a> {
         let Counting { store, stats } = self.counting;
         let status = head.head.status.as_u16();
         store.inc(stats.rq_class[crate::stats::class(status)]);
-        let service_time = sent_at.elapsed();
+        let service_time = clock::now().saturating_duration_since(sent_at);
         store.observe(stats.rq_duration, service_time);
         active.report_status(status);
         log.service_time = Some(service_time);
@@ -540,7 +541,7 @@ impl<'a> Attempts<'a> {
     {
         let (try_ctx, cancel) = ctx.with_cancel();
         let run = Box::pin(async move {
-            let sent_at = Instant::now();
+            let sent_at = clock::now();
             let (mut slot, mut client) = (None, NoClient);
             let tried = self.try_once(&active, &request, &mut body, &mut client, &mut slot);
             let result = match under(&try_ctx, tried).await {

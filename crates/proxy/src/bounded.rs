@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use nuncio_context::{Context, Done};
 use pin_project_lite::pin_project;
-use tokio::time::Timeout;
+use tokio::time::Sleep;
 
 use crate::timers::{self, KeptSleep};
 
@@ -74,15 +74,21 @@ pin_project! {
     #[project = WithinProj]
     #[must_use = "futures do nothing unless awaited"]
     pub(crate) enum Within<F> {
-        Limited { #[pin] fut: Timeout<F> },
+        // `fut` and its timer side by side (what `tokio::time::Timeout`
+        // holds): made through `tokio::time::timeout_at`, `fut` was
+        // copied twice more on its way in.
+        Limited { #[pin] fut: F, #[pin] timer: Sleep },
         Unlimited { #[pin] fut: F },
     }
 }
 
 /// Runs `fut` under an optional timeout: `None` when it ran out.
 pub(crate) fn within<F: Future>(limit: Option<Duration>, fut: F) -> Within<F> {
-    match limit {
-        Some(limit) => Within::Limited { fut: tokio::time::timeout(limit, fut) },
+    // From the loop's time (`nuncio_runtime::clock`): a read of the clock
+    // saved for each of a request's several bounded steps. A limit too
+    // large to represent is none.
+    match limit.and_then(|limit| nuncio_runtime::clock::now().checked_add(limit)) {
+        Some(deadline) => Within::Limited { fut, timer: tokio::time::sleep_until(deadline) },
         None => Within::Unlimited { fut },
     }
 }
@@ -92,7 +98,11 @@ impl<F: Future> Future for Within<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match self.project() {
-            WithinProj::Limited { fut } => fut.poll(cx).map(Result::ok),
+            // The work first: a result that is ready wins over the timer.
+            WithinProj::Limited { fut, timer } => match fut.poll(cx) {
+                Poll::Ready(output) => Poll::Ready(Some(output)),
+                Poll::Pending => timer.poll(cx).map(|()| None),
+            },
             WithinProj::Unlimited { fut } => fut.poll(cx).map(Some),
         }
     }

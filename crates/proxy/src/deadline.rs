@@ -13,6 +13,7 @@ use http::{HeaderName, HeaderValue, header};
 
 use crate::message::HeadFields;
 use nuncio_context::{CancelHandle, Context};
+use nuncio_runtime::clock;
 use tokio::time::Instant;
 
 pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -32,17 +33,28 @@ impl RequestDeadline {
     /// (the route's; `None` for none).
     pub(crate) fn new(stream: &Context, timeout: Option<Duration>, headers: &HeadFields) -> RequestDeadline {
         let route = match timeout {
-            Some(timeout) => stream.with_timeout(timeout),
+            Some(timeout) => with_timeout(stream, timeout),
             None => stream.with_cancel(),
         };
         // A gRPC client's own deadline can only shorten the route's.
-        let grpc = grpc_timeout(headers).map(|timeout| route.0.with_timeout(timeout));
+        let grpc = grpc_timeout(headers).map(|timeout| with_timeout(&route.0, timeout));
         RequestDeadline { route, grpc, grpc_request: is_grpc(headers) }
     }
 
     /// The context every try of the request derives from.
     pub(crate) fn context(&self) -> &Context {
         self.grpc.as_ref().map_or(&self.route.0, |(ctx, _)| ctx)
+    }
+}
+
+/// A child of `ctx` done `timeout` after the loop's time
+/// ([`nuncio_runtime::clock`]): [`Context::with_timeout`] without a read of
+/// the clock. A timeout too large to represent means no deadline of its
+/// own.
+pub(crate) fn with_timeout(ctx: &Context, timeout: Duration) -> (Context, CancelHandle) {
+    match clock::now().checked_add(timeout) {
+        Some(deadline) => ctx.with_deadline(deadline),
+        None => ctx.with_cancel(),
     }
 }
 
@@ -75,7 +87,7 @@ fn grpc_timeout(headers: &HeadFields) -> Option<Duration> {
 /// otherwise `N` milliseconds in the listener's field `name`, or nothing
 /// when it has none.
 pub(crate) fn time_left_header(deadline: Instant, grpc: bool, name: Option<&HeaderName>) -> Option<TimeLeft> {
-    let ms = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
+    let ms = deadline.saturating_duration_since(clock::now()).as_millis().max(1);
     let ms = u64::try_from(ms).unwrap_or(u64::MAX);
     if grpc {
         Some(TimeLeft { name: GRPC_TIMEOUT.clone(), ms, grpc: true })

@@ -48,8 +48,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use nuncio_accesslog::{Record, ResponseFlags};
 use nuncio_config::{Cluster, DirectResponse, Forward, HashOn, Redirect, RouteAction, UpstreamProtocol};
-use nuncio_context::{CancelHandle, Context, Instant};
+use nuncio_context::{CancelHandle, Context};
 use nuncio_runtime::SlotRef;
+use nuncio_runtime::clock;
 use nuncio_trace::{RequestTrace, Span};
 
 use crate::attempt::{Answer, Attempts, Counting, Failure, TryLog};
@@ -103,7 +104,7 @@ pub(crate) async fn serve(
     let ctx = own_ctx.as_ref().map_or(ctx, |(ctx, _cancel)| ctx);
     let chain = filters.map(|filters| {
         let mut cx = nuncio_filter::StreamCx::new(ctx.clone(), downstream.peer());
-        cx.set_route_deadline(route_timeout(listener, &request).map(|timeout| Instant::now() + timeout));
+        cx.set_route_deadline(route_timeout(listener, &request).map(|timeout| clock::now() + timeout));
         cx.set_http_client(crate::http_client::ClusterClient::for_stream(local, listener.time_left_header.clone()));
         if let Some(table) = &filters.counters {
             cx.set_counters(Rc::new(FilterCounters { store: local.stats.clone(), table: table.clone() }));
@@ -415,7 +416,7 @@ impl<'a> Stream<'a, '_, '_> {
         headers.remove_hop_by_hop();
         if self.info.logged {
             self.info.response_headers = Some(headers.to_map());
-            self.info.response_duration = Some(self.info.start.elapsed());
+            self.info.response_duration = Some(clock::now().saturating_duration_since(self.info.start));
         }
         if self.client.send_head(ResponseHead { status, headers, body }).await.is_err() {
             self.info.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
@@ -562,7 +563,7 @@ impl<'a> Stream<'a, '_, '_> {
             store.inc(stats.downstream_rq_class[crate::stats::class(status.as_u16())]);
         }
         let info = &self.info;
-        let duration = info.start.elapsed();
+        let duration = clock::now().saturating_duration_since(info.start);
         store.observe(stats.downstream_rq_duration, duration);
         let Some(log) = &self.listener.access_log else { return };
         let (bytes_received, bytes_sent) = self.client.bytes();

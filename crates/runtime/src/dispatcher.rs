@@ -239,6 +239,7 @@ impl Dispatcher {
         }
         let output =
             self.block_on(EventLoop { dispatcher: self, until: pin!(until), batch: VecDeque::new(), registered: None });
+        crate::clock::stop();
         if output.is_none() {
             self.core.finish();
         }
@@ -405,6 +406,8 @@ impl<F: Future> Future for EventLoop<'_, F> {
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let core = &this.dispatcher.core;
+        // A turn begins: what it runs reads the time from here.
+        crate::clock::turn();
         {
             let mut waker = core.loop_waker.borrow_mut();
             match waker.as_ref() {

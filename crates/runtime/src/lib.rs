@@ -86,6 +86,7 @@
 // unsafe"): nothing in this crate may opt back in.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 mod dispatcher;
 mod error;
 mod queue;

@@ -122,7 +122,10 @@ pub(crate) async fn serve(
                 return Poll::Pending;
             };
             if !armed {
-                timer.as_mut().reset(tokio::time::Instant::now() + limit);
+                // A timeout too large to represent never fires.
+                if let Some(deadline) = nuncio_runtime::clock::now().checked_add(limit) {
+                    timer.as_mut().reset(deadline);
+                }
                 armed = true;
             }
             timer.poll(cx).map(|()| None)

@@ -226,7 +226,7 @@ impl BodyClock {
     /// settings.
     pub(crate) fn new(listener: &nuncio_config::Listener) -> BodyClock {
         BodyClock {
-            start: tokio::time::Instant::now(),
+            start: nuncio_runtime::clock::now(),
             timeout: listener.request_body_timeout,
             min_rate: listener.request_body_min_rate,
         }

@@ -17,6 +17,8 @@ use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use nuncio_runtime::clock;
+
 use h2::client::SendRequest;
 use tokio::time::Instant;
 
@@ -88,7 +90,7 @@ impl ClusterPools {
         let pool = &self.endpoints[active.index()];
         loop {
             let Idle { mut conn, expires } = pool.idle.borrow_mut().pop_back()?;
-            let fresh = expires.is_none_or(|at| Instant::now() < at);
+            let fresh = expires.is_none_or(|at| clock::now() < at);
             if fresh && conn.is_reusable() && conn.peer().is_some_and(|p| active.has_address(p)) {
                 return Some(conn);
             }
@@ -120,7 +122,7 @@ impl ClusterPools {
         let oldest = {
             let mut idle = pool.idle.borrow_mut();
             let oldest = (idle.len() >= MAX_IDLE).then(|| idle.pop_front()).flatten();
-            let expires = self.idle_timeout.and_then(|t| Instant::now().checked_add(t));
+            let expires = self.idle_timeout.and_then(|t| clock::now().checked_add(t));
             idle.push_back(Idle { conn, expires });
             oldest
         };
