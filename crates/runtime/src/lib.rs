@@ -20,6 +20,13 @@
 //!   thread then [`ThreadLocal::shutdown_thread`], which drops its objects
 //!   in reverse order of slot allocation.
 //!
+//! # The loop's time
+//!
+//! [`clock::now`] is the time the running turn of this thread's loop
+//! began, read once for everything the turn runs (Envoy's
+//! `approximateMonotonicTime`): timeouts and logged durations on the
+//! request path use it rather than a clock read each.
+//!
 //! # The read guard
 //!
 //! [`Slot::with`] lends its closure this thread's object, so while the
