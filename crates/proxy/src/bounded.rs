@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use nuncio_context::{Context, Done};
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::timers::{self, KeptSleep};
 
@@ -76,8 +76,10 @@ pin_project! {
     pub(crate) enum Within<F> {
         // `fut` and its timer side by side (what `tokio::time::Timeout`
         // holds): made through `tokio::time::timeout_at`, `fut` was
-        // copied twice more on its way in.
-        Limited { #[pin] fut: F, #[pin] timer: Sleep },
+        // copied twice more on its way in. The timer is made only once
+        // `fut` has to wait: most bounded steps (a buffered head, a write
+        // the socket takes at once) finish at their first poll.
+        Limited { #[pin] fut: F, deadline: Instant, #[pin] timer: Option<Sleep> },
         Unlimited { #[pin] fut: F },
     }
 }
@@ -88,7 +90,7 @@ pub(crate) fn within<F: Future>(limit: Option<Duration>, fut: F) -> Within<F> {
     // saved for each of a request's several bounded steps. A limit too
     // large to represent is none.
     match limit.and_then(|limit| nuncio_runtime::clock::now().checked_add(limit)) {
-        Some(deadline) => Within::Limited { fut, timer: tokio::time::sleep_until(deadline) },
+        Some(deadline) => Within::Limited { fut, deadline, timer: None },
         None => Within::Unlimited { fut },
     }
 }
@@ -99,10 +101,18 @@ impl<F: Future> Future for Within<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match self.project() {
             // The work first: a result that is ready wins over the timer.
-            WithinProj::Limited { fut, timer } => match fut.poll(cx) {
-                Poll::Ready(output) => Poll::Ready(Some(output)),
-                Poll::Pending => timer.poll(cx).map(|()| None),
-            },
+            WithinProj::Limited { fut, deadline, mut timer } => {
+                if let Poll::Ready(output) = fut.poll(cx) {
+                    return Poll::Ready(Some(output));
+                }
+                if timer.is_none() {
+                    timer.set(Some(tokio::time::sleep_until(*deadline)));
+                }
+                match timer.as_pin_mut().map(|timer| timer.poll(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(None),
+                    _ => Poll::Pending,
+                }
+            }
             WithinProj::Unlimited { fut } => fut.poll(cx).map(Some),
         }
     }
@@ -144,6 +154,19 @@ mod tests {
             assert_eq!(within(Some(Duration::from_millis(5)), std::future::pending::<()>()).await, None);
             assert_eq!(within(None, async { 3 }).await, Some(3));
             assert_eq!(within(Some(Duration::from_secs(5)), async { 4 }).await, Some(4));
+        });
+    }
+
+    #[test]
+    fn within_makes_its_timer_only_once_the_work_waits() {
+        rt().block_on(async {
+            let mut cx = TaskContext::from_waker(std::task::Waker::noop());
+            let mut ready = std::pin::pin!(within(Some(Duration::from_secs(5)), async { 1 }));
+            assert_eq!(ready.as_mut().poll(&mut cx), Poll::Ready(Some(1)));
+            assert!(matches!(&*ready, Within::Limited { timer: None, .. }));
+            let mut waiting = std::pin::pin!(within(Some(Duration::from_secs(5)), std::future::pending::<()>()));
+            assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Pending);
+            assert!(matches!(&*waiting, Within::Limited { timer: Some(_), .. }));
         });
     }
 
