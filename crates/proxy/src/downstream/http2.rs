@@ -88,13 +88,7 @@ pub(crate) async fn serve(
     let Some(Ok(mut conn)) = handshake else { return };
     let streams = Rc::new(OpenStreams::default());
     let abuse = Rc::new(Abuse::default());
-    // One idle timer for the connection's life, moved later as each idle
-    // spell begins: tokio files a later deadline lazily, without a trip
-    // through its timer wheel, where a timer made for each wait was a wheel
-    // insert and removal a request (one stream at a time is idle between
-    // every two). `armed`: the timer counts the current idle spell.
-    let mut idle_timer = std::pin::pin!(settings.idle_timeout.map(tokio::time::sleep));
-    let mut armed = false;
+    let mut idle = std::pin::pin!(IdleTimer::new(settings.idle_timeout));
     let mut goaway_sent = false;
     // `drained`: one waiter on the drain for the connection's life, not
     // one per stream; polled only until it fires (then `goaway_sent`).
@@ -114,21 +108,11 @@ pub(crate) async fn serve(
             }
             if streams.count.get() > 0 {
                 // The last stream to end wakes this task to start the timer.
-                armed = false;
+                idle.as_mut().busy();
                 streams.wait(cx.waker());
                 return Poll::Pending;
             }
-            let (Some(mut timer), Some(limit)) = (idle_timer.as_mut().as_pin_mut(), settings.idle_timeout) else {
-                return Poll::Pending;
-            };
-            if !armed {
-                // A timeout too large to represent never fires.
-                if let Some(deadline) = nuncio_runtime::clock::now().checked_add(limit) {
-                    timer.as_mut().reset(deadline);
-                }
-                armed = true;
-            }
-            timer.poll(cx).map(|()| None)
+            idle.as_mut().poll_idle(cx).map(|()| None)
         })
         .await;
         let Some(accepted) = event else {
@@ -138,7 +122,7 @@ pub(crate) async fn serve(
         };
         // A new stream ends the idle spell, even one that ends before the
         // connection is next polled.
-        armed = false;
+        idle.as_mut().busy();
         let (request, respond) = match accepted {
             Some(Ok(stream)) => stream,
             // The client closed, or broke the protocol (the codec has sent
@@ -212,6 +196,51 @@ impl Abuse {
             return Some("its header compression expands far more than an ordinary client's");
         }
         None
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's idle timer: one timer entry for the connection's
+    /// life, moved later as each idle spell begins. tokio files a later
+    /// deadline lazily, without a trip through its timer wheel, where a
+    /// timer made for each wait was a wheel insert and removal a request
+    /// (a client sending one stream at a time is idle between every two).
+    struct IdleTimer {
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+        limit: Option<std::time::Duration>,
+        // The timer counts the current idle spell.
+        armed: bool,
+    }
+}
+
+impl IdleTimer {
+    /// A timer for spells of `limit` (`None`: the connection never idles
+    /// out).
+    fn new(limit: Option<std::time::Duration>) -> IdleTimer {
+        IdleTimer { timer: limit.map(tokio::time::sleep), limit, armed: false }
+    }
+
+    /// The connection has a stream: the next idle spell counts afresh.
+    fn busy(self: Pin<&mut Self>) {
+        *self.project().armed = false;
+    }
+
+    /// Polled while the connection is idle: ready once the spell has
+    /// lasted the limit.
+    fn poll_idle(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let this = self.project();
+        let (Some(mut timer), Some(limit)) = (this.timer.as_pin_mut(), *this.limit) else {
+            return Poll::Pending;
+        };
+        if !*this.armed {
+            // A limit too large to represent never ends a spell.
+            if let Some(deadline) = nuncio_runtime::clock::now().checked_add(limit) {
+                timer.as_mut().reset(deadline);
+            }
+            *this.armed = true;
+        }
+        timer.poll(cx)
     }
 }
 
