@@ -70,7 +70,7 @@ impl<F: Future> Future for Under<'_, F> {
 }
 
 pin_project! {
-    /// See [`within`].
+    /// See [`within`] and [`until`].
     #[project = WithinProj]
     #[must_use = "futures do nothing unless awaited"]
     pub(crate) enum Within<F> {
@@ -89,7 +89,12 @@ pub(crate) fn within<F: Future>(limit: Option<Duration>, fut: F) -> Within<F> {
     // From the loop's time (`nuncio_runtime::clock`): a read of the clock
     // saved for each of a request's several bounded steps. A limit too
     // large to represent is none.
-    match limit.and_then(|limit| nuncio_runtime::clock::now().checked_add(limit)) {
+    until(limit.and_then(|limit| nuncio_runtime::clock::now().checked_add(limit)), fut)
+}
+
+/// Runs `fut` until an optional deadline: `None` when it passed first.
+pub(crate) fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Within<F> {
+    match deadline {
         Some(deadline) => Within::Limited { fut, deadline, timer: None },
         None => Within::Unlimited { fut },
     }

@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 
 use crate::io::Io;
 
-use crate::bounded::within;
+use crate::bounded::{until, within};
 use crate::message::{BodyFrame, RequestBodyError, ResponseHead};
 use crate::worker::Worker;
 
@@ -295,10 +295,8 @@ impl<'c> Downstream<'c> {
                 Codec::Http2(e) => e.read_body().await,
             }
         };
-        let frame = match self.body_clock.deadline(self.bytes_received) {
-            Some(deadline) => tokio::time::timeout_at(deadline, read).await.unwrap_or(Err(RequestBodyError::TimedOut)),
-            None => read.await,
-        };
+        let frame =
+            until(self.body_clock.deadline(self.bytes_received), read).await.unwrap_or(Err(RequestBodyError::TimedOut));
         if let Ok(Some(BodyFrame::Data(data))) = &frame {
             self.bytes_received += data.len() as u64;
         }
@@ -329,12 +327,7 @@ impl<'c> Downstream<'c> {
                 Codec::Http2(e) => e.body_ready().await,
             }
         };
-        match self.body_clock.deadline(self.bytes_received) {
-            Some(deadline) => {
-                let _ = tokio::time::timeout_at(deadline, ready).await;
-            }
-            None => ready.await,
-        }
+        let _ = until(self.body_clock.deadline(self.bytes_received), ready).await;
     }
 
     /// Resolves when the client leaves: closes or resets the connection

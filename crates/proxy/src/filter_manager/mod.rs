@@ -631,9 +631,13 @@ impl RequestSource for FilteredStream<'_, '_> {
                 Wake::Gone
             }
         };
+        // In a fixed order, and no random number drawn a wait: the filters'
+        // queued calls first (applying them empties the queue, so the
+        // client's branch cannot starve).
         tokio::select! {
-            wake = client => wake,
+            biased;
             () = calls_ready(chain), if calls => Wake::Calls,
+            wake = client => wake,
         }
     }
 
