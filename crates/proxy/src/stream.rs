@@ -361,23 +361,34 @@ impl<'a> Stream<'a, '_, '_> {
         match size {
             BodySize::Empty => Some(RequestBody::Empty),
             BodySize::Exact(n) if n <= RETRY_BUFFER => {
-                let mut chunks = Vec::new();
-                loop {
-                    // Boxed: reading through the filters is a large future,
-                    // and only requests with a body come here.
-                    match under(ctx, Box::pin(self.client.read_body())).await {
-                        Ok(Ok(Some(BodyFrame::Data(data)))) => chunks.push(data),
-                        Ok(Ok(Some(BodyFrame::Trailers(_)))) => {}
-                        Ok(Ok(None)) => return Some(RequestBody::Buffered(chunks)),
-                        Ok(Err(e)) => {
-                            Box::pin(self.source_failed(e)).await;
-                            return None;
+                // Boxed, once for the whole body (not once a piece): reading
+                // through the filters is a large future, and only requests
+                // with a body come here.
+                let client = &mut self.client;
+                let read = Box::pin(async {
+                    let mut chunks = Vec::new();
+                    loop {
+                        match under(ctx, client.read_body()).await {
+                            Ok(Ok(Some(BodyFrame::Data(data)))) => chunks.push(data),
+                            Ok(Ok(Some(BodyFrame::Trailers(_)))) => {}
+                            Ok(Ok(None)) => return Ok(chunks),
+                            Ok(Err(e)) => return Err(Some(e)),
+                            Err(_) => return Err(None),
                         }
-                        Err(_) => {
-                            let message = "nuncio: request body not received in time";
-                            self.client.local_reply(StatusCode::REQUEST_TIMEOUT, message).await;
-                            return None;
-                        }
+                    }
+                })
+                .await;
+                match read {
+                    Ok(chunks) => Some(RequestBody::Buffered(chunks)),
+                    Err(Some(e)) => {
+                        Box::pin(self.source_failed(e)).await;
+                        None
+                    }
+                    // Out of time (the stream's context).
+                    Err(None) => {
+                        let message = "nuncio: request body not received in time";
+                        self.client.local_reply(StatusCode::REQUEST_TIMEOUT, message).await;
+                        None
                     }
                 }
             }
