@@ -190,6 +190,35 @@ fn a_trickled_body_is_cut_off_while_others_are_served() {
 }
 
 #[test]
+fn a_trickled_small_body_is_cut_off_and_never_reaches_the_upstream() {
+    // 600 bytes: small enough to be read whole (kept for retries) before
+    // the upstream is asked.
+    let origin = Upstream::echo("app");
+    let proxy = proxy_to(&origin, "    request_body_timeout: 1s\n    request_body_min_rate: 1000");
+    let mut slow = TcpStream::connect(proxy.addr()).unwrap();
+    slow.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 600\r\n\r\n").unwrap();
+    let started = Instant::now();
+    slow.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut answer = Vec::new();
+    // 5 bytes every 100 ms: 120 s for the whole body at this rate.
+    while started.elapsed() < TIMEOUT && answer.is_empty() {
+        if slow.write_all(b"hello").is_err() {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5), "cut off after {:?}", started.elapsed());
+    assert_eq!(origin.requests().len(), 0, "the upstream was asked");
+}
+
+#[test]
 fn a_large_upload_at_a_decent_rate_is_not_cut_off() {
     let origin = Upstream::echo("app");
     // 200 KB at well over 1 KB/s, past the 1 s base timeout.
