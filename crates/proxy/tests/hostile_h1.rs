@@ -156,51 +156,15 @@ fn a_thousand_pipelined_requests_are_answered_in_order() {
     }
 }
 
-#[test]
-fn a_trickled_body_is_cut_off_while_others_are_served() {
-    let origin = Upstream::echo("app");
-    let proxy = proxy_to(&origin, "    request_body_timeout: 1s\n    request_body_min_rate: 1000");
+/// Sends `head`, then 5 body bytes every 100 ms (50 bytes a second) until
+/// nuncio answers, calling `meanwhile` after each; what nuncio answered,
+/// and when.
+fn trickle_body(proxy: &Proxy, head: &[u8], mut meanwhile: impl FnMut()) -> (String, Duration) {
     let mut slow = TcpStream::connect(proxy.addr()).unwrap();
-    slow.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n").unwrap();
+    slow.write_all(head).unwrap();
     let started = Instant::now();
     slow.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let mut answer = Vec::new();
-    // A few bytes every 100 ms: 50 bytes a second against the 1,000 needed.
-    while started.elapsed() < TIMEOUT {
-        if slow.write_all(b"hello").is_err() {
-            break;
-        }
-        let mut buf = [0u8; 1024];
-        match slow.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
-        // Meanwhile, others are served at once.
-        let quick = Instant::now();
-        assert_eq!(nuncio_test_support::get(proxy.addr(), "/quick").status, 200);
-        assert!(quick.elapsed() < Duration::from_secs(2));
-        if !answer.is_empty() {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&answer);
-    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(5), "cut off after {:?}", started.elapsed());
-}
-
-#[test]
-fn a_trickled_small_body_is_cut_off_and_never_reaches_the_upstream() {
-    // 600 bytes: small enough to be read whole (kept for retries) before
-    // the upstream is asked.
-    let origin = Upstream::echo("app");
-    let proxy = proxy_to(&origin, "    request_body_timeout: 1s\n    request_body_min_rate: 1000");
-    let mut slow = TcpStream::connect(proxy.addr()).unwrap();
-    slow.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 600\r\n\r\n").unwrap();
-    let started = Instant::now();
-    slow.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    let mut answer = Vec::new();
-    // 5 bytes every 100 ms: 120 s for the whole body at this rate.
     while started.elapsed() < TIMEOUT && answer.is_empty() {
         if slow.write_all(b"hello").is_err() {
             break;
@@ -211,10 +175,36 @@ fn a_trickled_small_body_is_cut_off_and_never_reaches_the_upstream() {
             Ok(n) => answer.extend_from_slice(&buf[..n]),
             Err(_) => {}
         }
+        meanwhile();
     }
-    let text = String::from_utf8_lossy(&answer);
-    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(5), "cut off after {:?}", started.elapsed());
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+}
+
+#[test]
+fn a_trickled_body_is_cut_off_while_others_are_served() {
+    let origin = Upstream::echo("app");
+    let proxy = proxy_to(&origin, "    request_body_timeout: 1s\n    request_body_min_rate: 1000");
+    let head = b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n";
+    let (answer, after) = trickle_body(&proxy, head, || {
+        // Meanwhile, others are served at once.
+        let quick = Instant::now();
+        assert_eq!(nuncio_test_support::get(proxy.addr(), "/quick").status, 200);
+        assert!(quick.elapsed() < Duration::from_secs(2));
+    });
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(after < Duration::from_secs(5), "cut off after {after:?}");
+}
+
+#[test]
+fn a_trickled_small_body_is_cut_off_and_never_reaches_the_upstream() {
+    // 600 bytes: small enough to be read whole (kept for retries) before
+    // the upstream is asked.
+    let origin = Upstream::echo("app");
+    let proxy = proxy_to(&origin, "    request_body_timeout: 1s\n    request_body_min_rate: 1000");
+    let head = b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 600\r\n\r\n";
+    let (answer, after) = trickle_body(&proxy, head, || {});
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(after < Duration::from_secs(5), "cut off after {after:?}");
     assert_eq!(origin.requests().len(), 0, "the upstream was asked");
 }
 
