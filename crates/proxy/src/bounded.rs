@@ -1,5 +1,5 @@
-//! Futures bounded by a [`Context`] ([`under`]) or an optional timeout
-//! ([`within`]).
+//! Futures bounded by a [`Context`] ([`under`]), an optional timeout
+//! ([`within`]) or an optional deadline ([`until`]).
 //!
 //! Written as structs rather than `async fn` wrappers on purpose: an
 //! `async fn` that takes a future and awaits it stores that future twice
