@@ -241,7 +241,7 @@ impl<'a> Attempts<'a> {
         let Counting { store, stats } = self.counting;
         let status = head.head.status.as_u16();
         store.inc(stats.rq_class[crate::stats::class(status)]);
-        let service_time = clock::now().saturating_duration_since(sent_at);
+        let service_time = clock::since(sent_at);
         store.observe(stats.rq_duration, service_time);
         active.report_status(status);
         log.service_time = Some(service_time);

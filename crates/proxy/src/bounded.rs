@@ -89,7 +89,7 @@ pub(crate) fn within<F: Future>(limit: Option<Duration>, fut: F) -> Within<F> {
     // From the loop's time (`nuncio_runtime::clock`): a read of the clock
     // saved for each of a request's several bounded steps. A limit too
     // large to represent is none.
-    until(limit.and_then(|limit| nuncio_runtime::clock::now().checked_add(limit)), fut)
+    until(limit.and_then(nuncio_runtime::clock::after), fut)
 }
 
 /// Runs `fut` until an optional deadline: `None` when it passed first.

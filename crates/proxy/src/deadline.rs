@@ -52,7 +52,7 @@ impl RequestDeadline {
 /// the clock. A timeout too large to represent means no deadline of its
 /// own.
 pub(crate) fn with_timeout(ctx: &Context, timeout: Duration) -> (Context, CancelHandle) {
-    match clock::now().checked_add(timeout) {
+    match clock::after(timeout) {
         Some(deadline) => ctx.with_deadline(deadline),
         None => ctx.with_cancel(),
     }

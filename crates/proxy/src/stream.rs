@@ -104,7 +104,7 @@ pub(crate) async fn serve(
     let ctx = own_ctx.as_ref().map_or(ctx, |(ctx, _cancel)| ctx);
     let chain = filters.map(|filters| {
         let mut cx = nuncio_filter::StreamCx::new(ctx.clone(), downstream.peer());
-        cx.set_route_deadline(route_timeout(listener, &request).map(|timeout| clock::now() + timeout));
+        cx.set_route_deadline(route_timeout(listener, &request).and_then(clock::after));
         cx.set_http_client(crate::http_client::ClusterClient::for_stream(local, listener.time_left_header.clone()));
         if let Some(table) = &filters.counters {
             cx.set_counters(Rc::new(FilterCounters { store: local.stats.clone(), table: table.clone() }));
@@ -427,7 +427,7 @@ impl<'a> Stream<'a, '_, '_> {
         headers.remove_hop_by_hop();
         if self.info.logged {
             self.info.response_headers = Some(headers.to_map());
-            self.info.response_duration = Some(clock::now().saturating_duration_since(self.info.start));
+            self.info.response_duration = Some(clock::since(self.info.start));
         }
         if self.client.send_head(ResponseHead { status, headers, body }).await.is_err() {
             self.info.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
@@ -574,7 +574,7 @@ impl<'a> Stream<'a, '_, '_> {
             store.inc(stats.downstream_rq_class[crate::stats::class(status.as_u16())]);
         }
         let info = &self.info;
-        let duration = clock::now().saturating_duration_since(info.start);
+        let duration = clock::since(info.start);
         store.observe(stats.downstream_rq_duration, duration);
         let Some(log) = &self.listener.access_log else { return };
         let (bytes_received, bytes_sent) = self.client.bytes();

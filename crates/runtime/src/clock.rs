@@ -23,6 +23,7 @@
 //! loop that has returned), [`now`] reads the clock.
 
 use std::cell::Cell;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -35,6 +36,20 @@ thread_local! {
 #[inline]
 pub fn now() -> Instant {
     NOW.get().unwrap_or_else(Instant::now)
+}
+
+/// `after` from [`now`]: a deadline; `None` past what an instant can
+/// hold (as good as never).
+#[inline]
+pub fn after(after: Duration) -> Option<Instant> {
+    now().checked_add(after)
+}
+
+/// From `earlier` to [`now`]; zero if `earlier` is later (an instant
+/// taken with the clock itself during this turn).
+#[inline]
+pub fn since(earlier: Instant) -> Duration {
+    now().saturating_duration_since(earlier)
 }
 
 /// Starts a turn: reads the clock once for everything the turn runs.
@@ -76,6 +91,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(first, same);
+        assert!(after(Duration::MAX).is_none(), "past what an instant holds");
         assert!(later >= first + Duration::from_millis(5), "{:?}", later - first);
         // The loop has returned: the clock again.
         let after = Instant::now();

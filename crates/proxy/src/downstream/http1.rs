@@ -246,10 +246,7 @@ fn wait_for_request<'a>(worker: &Worker, listener: &str, conn: &'a mut Connectio
         // connection would hold one more allocation (+0.2 KiB a connection,
         // `bench/idle_memory.py`) to save a trip through the timer wheel
         // per request.
-        timer: idle_timeout
-            .flatten()
-            .and_then(|idle| nuncio_runtime::clock::now().checked_add(idle))
-            .map(tokio::time::sleep_until),
+        timer: idle_timeout.flatten().and_then(nuncio_runtime::clock::after).map(tokio::time::sleep_until),
         conn,
     }
 }

@@ -235,7 +235,7 @@ impl IdleTimer {
         };
         if !*this.armed {
             // A limit too large to represent never ends a spell.
-            if let Some(deadline) = nuncio_runtime::clock::now().checked_add(limit) {
+            if let Some(deadline) = nuncio_runtime::clock::after(limit) {
                 timer.as_mut().reset(deadline);
             }
             *this.armed = true;

@@ -122,7 +122,7 @@ impl ClusterPools {
         let oldest = {
             let mut idle = pool.idle.borrow_mut();
             let oldest = (idle.len() >= MAX_IDLE).then(|| idle.pop_front()).flatten();
-            let expires = self.idle_timeout.and_then(|t| clock::now().checked_add(t));
+            let expires = self.idle_timeout.and_then(clock::after);
             idle.push_back(Idle { conn, expires });
             oldest
         };
