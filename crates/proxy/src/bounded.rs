@@ -85,6 +85,10 @@ pin_project! {
 }
 
 /// Runs `fut` under an optional timeout: `None` when it ran out.
+///
+/// Always inlined: the future is then built where the `Within` lives, not
+/// built on the stack and copied in (a request's futures are large).
+#[inline(always)]
 pub(crate) fn within<F: Future>(limit: Option<Duration>, fut: F) -> Within<F> {
     // From the loop's time (`nuncio_runtime::clock`): a read of the clock
     // saved for each of a request's several bounded steps. A limit too
@@ -93,6 +97,7 @@ pub(crate) fn within<F: Future>(limit: Option<Duration>, fut: F) -> Within<F> {
 }
 
 /// Runs `fut` until an optional deadline: `None` when it passed first.
+#[inline(always)]
 pub(crate) fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Within<F> {
     match deadline {
         Some(deadline) => Within::Limited { fut, deadline, timer: None },

@@ -457,20 +457,36 @@ impl<'a> Stream<'a, '_, '_> {
                     }
                 };
                 let written = match frame.map_err(Stop::from)? {
-                    // The end is already here: the last data goes with it
-                    // (one body hook call, one HTTP/2 frame, one write).
-                    Some(BodyFrame::Data(data)) => match exchange.ready_frame() {
-                        Some(Ok(None)) => {
-                            return within(idle, client.send_last(data))
-                                .await
-                                .ok_or(Stop::Idle)?
-                                .map_err(|_| Stop::Client);
+                    Some(BodyFrame::Data(data)) => {
+                        let mut next = exchange.ready_frame();
+                        // What the upstream sent already is read before this
+                        // piece goes (see `read_now`).
+                        if next.is_none() && exchange.read_now() {
+                            next = exchange.ready_frame();
                         }
-                        next => {
-                            ahead = next;
-                            within(idle, client.send_data(data)).await
+                        match next {
+                            // The end is already here: the last data goes with
+                            // it (one body hook call, one HTTP/2 frame, one
+                            // write).
+                            Some(Ok(None)) => {
+                                return within(idle, client.send_last(data))
+                                    .await
+                                    .ok_or(Stop::Idle)?
+                                    .map_err(|_| Stop::Client);
+                            }
+                            // More is here: the two pieces may leave together.
+                            Some(Ok(Some(_))) => {
+                                ahead = next;
+                                within(idle, client.hold_data(data)).await
+                            }
+                            // Nothing more yet, or the upstream failed: what
+                            // came goes out now.
+                            _ => {
+                                ahead = next;
+                                within(idle, client.send_data(data)).await
+                            }
                         }
-                    },
+                    }
                     Some(BodyFrame::Trailers(trailers)) => within(idle, client.send_trailers(trailers)).await,
                     None => return within(idle, client.finish()).await.ok_or(Stop::Idle)?.map_err(|_| Stop::Client),
                 };

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::Full;
 
-use nuncio_test_support::{Admin, Client, Proxy, RawClient, TIMEOUT, Upstream, exchange, get};
+use nuncio_test_support::{Admin, Client, Proxy, RawClient, TIMEOUT, Upstream, exchange, get, rt};
 
 #[test]
 fn get_is_forwarded_and_answered() {
@@ -85,6 +85,47 @@ fn large_content_length_body_streams_through() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body.len(), body.len());
     assert_eq!(upstream.last_request().header("content-length"), "307200");
+}
+
+#[test]
+fn body_read_ahead_leaves_before_nuncio_waits_for_more() {
+    // The upstream sends its head and 40 KiB of a 41 KiB body at once:
+    // more than nuncio's 16 KiB read buffer, so nuncio reads pieces back to
+    // back and keeps one to leave with the next (one write). Then the
+    // upstream waits for the client to have all of it before it sends the
+    // last KiB: a piece still kept while nuncio waits for the upstream would
+    // never arrive, and the client's read would time out.
+    let sent = Arc::new(tokio::sync::Notify::new());
+    let received = Arc::new(tokio::sync::Notify::new());
+    let (sent_in, received_in) = (sent.clone(), received.clone());
+    let upstream = Upstream::raw("app", move |mut conn| {
+        let (sent, received) = (sent_in.clone(), received_in.clone());
+        async move {
+            if conn.read_request().await.is_some() {
+                let mut first = b"HTTP/1.1 200 OK\r\nContent-Length: 41984\r\n\r\n".to_vec();
+                first.extend(std::iter::repeat_n(b'a', 40 * 1024));
+                conn.write(&first).await;
+                sent.notify_one();
+                received.notified().await;
+                conn.write(&[b'b'; 1024]).await;
+                conn.read_request().await;
+            }
+        }
+    });
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    client.send("GET / HTTP/1.1\r\nHost: app\r\n\r\n");
+    rt().block_on(async { tokio::time::timeout(TIMEOUT, sent.notified()).await }).expect("the upstream sent");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend(client.read_exact_bytes(1));
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    // Every byte the upstream sent, while it waits.
+    assert!(client.read_exact_bytes(40 * 1024).iter().all(|&b| b == b'a'));
+    received.notify_one();
+    assert!(client.read_exact_bytes(1024).iter().all(|&b| b == b'b'));
 }
 
 #[test]

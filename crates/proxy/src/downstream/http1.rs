@@ -108,14 +108,16 @@ impl Connection {
         std::future::pending::<()>().await;
     }
 
-    /// Writes what `write_buf` holds followed by `parts`, then clears the
+    /// Writes what `write_buf` holds, then `held` (a piece of body kept to
+    /// go with the next write, or nothing), then `parts`, and clears the
     /// buffer.
-    async fn flush_with(&mut self, parts: &[&[u8]]) -> Result<(), WriteError> {
-        let mut all: [&[u8]; 5] = [&[]; 5];
-        let count = parts.len() + 1;
-        assert!(count <= all.len(), "flush_with takes at most {} parts", all.len() - 1);
+    async fn flush_with(&mut self, held: &[u8], parts: &[&[u8]]) -> Result<(), WriteError> {
+        let mut all: [&[u8]; 6] = [&[]; 6];
+        let count = parts.len() + 2;
+        assert!(count <= all.len(), "flush_with takes at most {} parts", all.len() - 2);
         all[0] = &self.write_buf;
-        all[1..count].copy_from_slice(parts);
+        all[1] = held;
+        all[2..count].copy_from_slice(parts);
         let written = write_all_vectored(&mut self.stream, &all[..count]).await;
         // Cleared, not split off: the buffer's memory serves the next write.
         self.write_buf.clear();
@@ -130,7 +132,7 @@ impl Connection {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         let framing = BodyFraming::Length(body.len() as u64);
         nuncio_http1::encode_response_head(status, Version::HTTP_11, &headers, framing, &mut self.write_buf);
-        let _ = self.flush_with(&[body.as_bytes()]).await;
+        let _ = self.flush_with(&[], &[body.as_bytes()]).await;
     }
 
     /// Closes after a response the client may still be sending a body
@@ -385,6 +387,9 @@ pub(crate) struct Exchange<'c> {
     /// The response ended (last chunk, or the whole body) as it should.
     ended: bool,
     aborted: bool,
+    /// A piece of the response body that goes out with the next write
+    /// ([`Exchange::hold_data`]).
+    held: Option<Bytes>,
 }
 
 impl<'c> Exchange<'c> {
@@ -410,6 +415,7 @@ impl<'c> Exchange<'c> {
             close: false,
             ended: false,
             aborted: false,
+            held: None,
         };
         let head = RequestHead {
             method: request.method,
@@ -455,7 +461,7 @@ impl<'c> Exchange<'c> {
         if self.continue_pending {
             self.continue_pending = false;
             self.conn.write_buf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if self.conn.flush_with(&[]).await.is_err() {
+            if self.write(&[]).await.is_err() {
                 self.body = RequestBody::Broken;
                 return Err(RequestBodyError::Gone);
             }
@@ -595,11 +601,33 @@ impl<'c> Exchange<'c> {
         match self.framing {
             Some(BodyFraming::Chunked) => {
                 let size = nuncio_http1::ChunkSizeLine::new(data.len() as u64).expect("a chunk is never empty");
-                self.conn.flush_with(&[size.as_bytes(), &data, nuncio_http1::CRLF]).await
+                self.write(&[size.as_bytes(), &data, nuncio_http1::CRLF]).await
             }
             Some(BodyFraming::None) | None => Ok(()),
-            Some(_) => self.conn.flush_with(&[&data]).await,
+            Some(_) => self.write(&[&data]).await,
         }
+    }
+
+    /// Keeps a piece of the response body to go out with the next write:
+    /// the caller has what follows it already (see `Stream::response`), so
+    /// the two leave in one `writev`, one TCP segment to the client where
+    /// two went. One piece at most: a second is written at once, with the
+    /// first. A chunked body is sent as it comes.
+    pub(crate) async fn hold_data(&mut self, data: Bytes) -> Result<(), WriteError> {
+        match self.framing {
+            Some(BodyFraming::Length(_) | BodyFraming::UntilClose) if self.held.is_none() => {
+                self.held = Some(data);
+                Ok(())
+            }
+            _ => self.send_data(data).await,
+        }
+    }
+
+    /// Writes the write buffer (a head, or a `100 Continue`), a held piece
+    /// of body, then `parts`.
+    async fn write(&mut self, parts: &[&[u8]]) -> Result<(), WriteError> {
+        let held = self.held.take().unwrap_or_default();
+        self.conn.flush_with(&held, parts).await
     }
 
     pub(crate) async fn send_last(&mut self, data: Bytes) -> Result<(), WriteError> {
@@ -607,7 +635,7 @@ impl<'c> Exchange<'c> {
             Some(BodyFraming::Chunked) if !self.ended && !data.is_empty() => {
                 let size = nuncio_http1::ChunkSizeLine::new(data.len() as u64).expect("a chunk is never empty");
                 let last = [size.as_bytes(), &data, nuncio_http1::CRLF, nuncio_http1::LAST_CHUNK];
-                self.conn.flush_with(&last).await?;
+                self.write(&last).await?;
                 self.ended = true;
                 Ok(())
             }
@@ -623,7 +651,7 @@ impl<'c> Exchange<'c> {
     pub(crate) async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {
         if self.framing == Some(BodyFraming::Chunked) && !self.ended {
             nuncio_http1::encode_last_chunk(Some(&trailers), &mut self.conn.write_buf);
-            self.conn.flush_with(&[]).await?;
+            self.write(&[]).await?;
             self.ended = true;
         }
         Ok(())
@@ -634,7 +662,7 @@ impl<'c> Exchange<'c> {
             return Ok(());
         }
         if self.framing == Some(BodyFraming::Chunked) {
-            self.conn.flush_with(&[nuncio_http1::LAST_CHUNK]).await?;
+            self.write(&[nuncio_http1::LAST_CHUNK]).await?;
         } else {
             self.flush().await?;
         }
@@ -643,7 +671,7 @@ impl<'c> Exchange<'c> {
     }
 
     pub(crate) async fn flush(&mut self) -> Result<(), WriteError> {
-        if self.conn.write_buf.is_empty() { Ok(()) } else { self.conn.flush_with(&[]).await }
+        if self.conn.write_buf.is_empty() && self.held.is_none() { Ok(()) } else { self.write(&[]).await }
     }
 
     pub(crate) fn abort(&mut self) {
@@ -667,7 +695,7 @@ impl<'c> Exchange<'c> {
         self.framing = Some(BodyFraming::None);
         let mut moved = Tunnelled { up: 0, down: early.len() as u64 };
         nuncio_http1::encode_response_head(status, self.version, headers, BodyFraming::None, &mut self.conn.write_buf);
-        if self.conn.flush_with(&[&early]).await.is_err() {
+        if self.conn.flush_with(&[], &[&early]).await.is_err() {
             return moved;
         }
         // Bytes the client sent past its request head are already read.

@@ -408,6 +408,18 @@ impl<'c> Downstream<'c> {
         }
     }
 
+    /// Sends a piece of the response body whose next piece the caller
+    /// already has: HTTP/1.1 keeps it to go out with that one (one write,
+    /// one TCP segment); HTTP/2 sends it as [`Downstream::send_data`] does
+    /// (the `h2` crate queues frames and writes them together anyway).
+    pub(crate) async fn hold_data(&mut self, data: Bytes) -> Result<(), WriteError> {
+        self.bytes_sent += data.len() as u64;
+        match &mut self.codec {
+            Codec::Http1(e) => e.hold_data(data).await,
+            Codec::Http2(e) => e.send_data(data).await,
+        }
+    }
+
     /// Sends the response's last piece of body and ends the response: one
     /// write for a chunked HTTP/1.1 body (the last chunk with it), one DATA
     /// frame with `END_STREAM` for HTTP/2.

@@ -401,6 +401,16 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         }
     }
 
+    /// Sends a piece of the response body whose next piece is already
+    /// here: without filters it may wait to leave with that one
+    /// ([`Downstream::hold_data`]); through filters it is a piece like any.
+    pub(crate) async fn hold_data(&mut self, data: Bytes) -> Result<(), WriteError> {
+        match (&self.chain, self.replaced) {
+            (None, false) => self.downstream.hold_data(data).await,
+            _ => self.send_data(data).await,
+        }
+    }
+
     /// Sends the response's last piece of body and ends it: through the
     /// filters, one body hook call with the data and `end_of_stream`; to an
     /// HTTP/2 client, one DATA frame that ends the stream.

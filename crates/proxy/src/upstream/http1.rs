@@ -370,6 +370,31 @@ impl Exchange {
         }
     }
 
+    /// See [`super::Exchange::read_now`]. One poll of the same read as
+    /// [`Exchange::io`]'s, with a waker that does nothing: a read that would
+    /// wait is dropped (it is cancel-safe), and the next `io` registers the
+    /// task's own waker before the task sleeps.
+    pub(crate) fn read_now(&mut self) -> bool {
+        if self.eof {
+            return false;
+        }
+        let Io::Plain(stream) = &mut self.conn.stream else { return false };
+        let (mut reader, _) = stream.split();
+        let read = std::pin::pin!(read_some(&mut reader, &mut self.conn.read_buf));
+        match read.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Pending => false,
+            std::task::Poll::Ready(Ok(0)) => {
+                self.eof = true;
+                true
+            }
+            std::task::Poll::Ready(Ok(_)) => true,
+            std::task::Poll::Ready(Err(_)) => {
+                (self.eof, self.reset) = (true, true);
+                true
+            }
+        }
+    }
+
     /// After the response: the connection back to the pool if the exchange
     /// ended cleanly (the whole body sent, the whole response read, the
     /// upstream keeping it alive).

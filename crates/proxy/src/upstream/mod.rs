@@ -226,6 +226,20 @@ impl Exchange {
         }
     }
 
+    /// Reads what the upstream has sent already, without waiting; returns
+    /// whether anything happened (bytes read, or the connection's end), so
+    /// that [`Exchange::ready_frame`] may have a frame. After a read that
+    /// filled its buffer the socket likely holds more (a 16 KiB body and its
+    /// head are more than one buffer); after a shorter one the socket's
+    /// readiness was cleared and this makes no system call. HTTP/2 reads on
+    /// its own connection task: nothing to do here.
+    pub(crate) fn read_now(&mut self) -> bool {
+        match self {
+            Exchange::Http1(e) => e.read_now(),
+            Exchange::Http2(_) => false,
+        }
+    }
+
     /// Whether the upstream can take more request body now (the body is
     /// streaming, nothing is waiting to go out, and the upstream has not
     /// stopped taking it).
