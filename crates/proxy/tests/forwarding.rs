@@ -91,41 +91,99 @@ fn large_content_length_body_streams_through() {
 fn body_read_ahead_leaves_before_nuncio_waits_for_more() {
     // The upstream sends its head and 40 KiB of a 41 KiB body at once:
     // more than nuncio's 16 KiB read buffer, so nuncio reads pieces back to
-    // back and keeps one to leave with the next (one write). Then the
-    // upstream waits for the client to have all of it before it sends the
-    // last KiB: a piece still kept while nuncio waits for the upstream would
-    // never arrive, and the client's read would time out.
-    let sent = Arc::new(tokio::sync::Notify::new());
-    let received = Arc::new(tokio::sync::Notify::new());
-    let (sent_in, received_in) = (sent.clone(), received.clone());
-    let upstream = Upstream::raw("app", move |mut conn| {
-        let (sent, received) = (sent_in.clone(), received_in.clone());
-        async move {
-            if conn.read_request().await.is_some() {
-                let mut first = b"HTTP/1.1 200 OK\r\nContent-Length: 41984\r\n\r\n".to_vec();
-                first.extend(std::iter::repeat_n(b'a', 40 * 1024));
-                conn.write(&first).await;
-                sent.notify_one();
-                received.notified().await;
-                conn.write(&[b'b'; 1024]).await;
-                conn.read_request().await;
-            }
-        }
-    });
+    // back and keeps one to leave with the next (one write).
+    let mut first = b"HTTP/1.1 200 OK\r\nContent-Length: 41984\r\n\r\n".to_vec();
+    first.extend(std::iter::repeat_n(b'a', 40 * 1024));
+    let (upstream, sent, received) = pausing_upstream(first, vec![b'b'; 1024]);
     let proxy = Proxy::to(&upstream);
 
     let mut client = RawClient::connect(proxy.addr());
     client.send("GET / HTTP/1.1\r\nHost: app\r\n\r\n");
-    rt().block_on(async { tokio::time::timeout(TIMEOUT, sent.notified()).await }).expect("the upstream sent");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.extend(client.read_exact_bytes(1));
-    }
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    wait(&sent);
+    let head = read_head(&mut client);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     // Every byte the upstream sent, while it waits.
     assert!(client.read_exact_bytes(40 * 1024).iter().all(|&b| b == b'a'));
     received.notify_one();
     assert!(client.read_exact_bytes(1024).iter().all(|&b| b == b'b'));
+}
+
+#[test]
+fn chunks_that_came_together_leave_together_and_before_nuncio_waits() {
+    // Eight chunks in one write, then the upstream waits for the client to
+    // have them before it sends the last: nuncio gathers chunks that came
+    // together into one write, but never keeps one while it waits.
+    let chunks =
+        |c: u8, n: usize| -> Vec<u8> { (0..n).flat_map(|_| [&b"3e8\r\n"[..], &[c; 1000], b"\r\n"].concat()).collect() };
+    let first = [&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..], &chunks(b'a', 8)].concat();
+    let rest = [&chunks(b'b', 1)[..], b"0\r\n\r\n"].concat();
+    let (upstream, sent, received) = pausing_upstream(first, rest);
+    let proxy = Proxy::to(&upstream);
+
+    let mut client = RawClient::connect(proxy.addr());
+    client.send("GET / HTTP/1.1\r\nHost: app\r\n\r\n");
+    wait(&sent);
+    let head = read_head(&mut client);
+    assert!(head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+    // The eight chunks' data, while the upstream waits.
+    let mut body = Vec::new();
+    while body.len() < 8000 {
+        body.extend(read_chunk(&mut client).expect("a chunk, not the end"));
+    }
+    assert_eq!(body, vec![b'a'; 8000]);
+    received.notify_one();
+    assert_eq!(read_chunk(&mut client), Some(vec![b'b'; 1000]));
+    assert_eq!(read_chunk(&mut client), None, "the last chunk");
+    assert_eq!(client.read_exact_bytes(2), b"\r\n");
+}
+
+/// An upstream that answers a request with `first`, says so through the
+/// first notify, waits for the second, then sends `rest`.
+fn pausing_upstream(first: Vec<u8>, rest: Vec<u8>) -> (Upstream, Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>) {
+    let sent = Arc::new(tokio::sync::Notify::new());
+    let received = Arc::new(tokio::sync::Notify::new());
+    let (sent_in, received_in) = (sent.clone(), received.clone());
+    let (first, rest) = (Arc::new(first), Arc::new(rest));
+    let upstream = Upstream::raw("app", move |mut conn| {
+        let (sent, received, first, rest) = (sent_in.clone(), received_in.clone(), first.clone(), rest.clone());
+        async move {
+            if conn.read_request().await.is_some() {
+                conn.write(&first).await;
+                sent.notify_one();
+                received.notified().await;
+                conn.write(&rest).await;
+                conn.read_request().await;
+            }
+        }
+    });
+    (upstream, sent, received)
+}
+
+fn wait(notify: &tokio::sync::Notify) {
+    rt().block_on(async { tokio::time::timeout(TIMEOUT, notify.notified()).await }).expect("the upstream sent");
+}
+
+fn read_head(client: &mut RawClient) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend(client.read_exact_bytes(1));
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// One chunk's data; `None` for the last chunk (its line only).
+fn read_chunk(client: &mut RawClient) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        line.extend(client.read_exact_bytes(1));
+    }
+    let size = usize::from_str_radix(std::str::from_utf8(&line[..line.len() - 2]).unwrap(), 16).unwrap();
+    if size == 0 {
+        return None;
+    }
+    let data = client.read_exact_bytes(size);
+    assert_eq!(client.read_exact_bytes(2), b"\r\n");
+    Some(data)
 }
 
 #[test]

@@ -392,6 +392,12 @@ pub(crate) struct Exchange<'c> {
     held: Option<Bytes>,
 }
 
+/// The most response bytes a connection's write buffer gathers before it
+/// writes (chunks that came together, [`Exchange::hold_data`]): one read's
+/// worth of the upstream (`read_buffers::UPSTREAM_SIZE`). Copying them costs
+/// less than a write and a TCP segment each.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
 impl<'c> Exchange<'c> {
     fn new(conn: &'c mut Connection, request: Request<HeadFields>) -> (RequestHead, Exchange<'c>) {
         let (body, size) = match request.framing {
@@ -610,13 +616,23 @@ impl<'c> Exchange<'c> {
 
     /// Keeps a piece of the response body to go out with the next write:
     /// the caller has what follows it already (see `Stream::response`), so
-    /// the two leave in one `writev`, one TCP segment to the client where
-    /// two went. One piece at most: a second is written at once, with the
-    /// first. A chunked body is sent as it comes.
+    /// they leave in one `writev`, one TCP segment to the client where each
+    /// piece made its own. A body with a length keeps one piece as it is (a
+    /// second is written at once, with the first): its pieces are whole
+    /// reads. A chunked body, whose chunks come several to a read, has its
+    /// chunks copied behind the head, up to [`COALESCE_LIMIT`] bytes.
     pub(crate) async fn hold_data(&mut self, data: Bytes) -> Result<(), WriteError> {
         match self.framing {
             Some(BodyFraming::Length(_) | BodyFraming::UntilClose) if self.held.is_none() => {
                 self.held = Some(data);
+                Ok(())
+            }
+            Some(BodyFraming::Chunked) if self.conn.write_buf.len() + data.len() <= COALESCE_LIMIT => {
+                let size = nuncio_http1::ChunkSizeLine::new(data.len() as u64).expect("a chunk is never empty");
+                let out = &mut self.conn.write_buf;
+                out.extend_from_slice(size.as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(nuncio_http1::CRLF);
                 Ok(())
             }
             _ => self.send_data(data).await,
