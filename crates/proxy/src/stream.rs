@@ -79,23 +79,26 @@ pub(crate) async fn serve(
     local: &SlotRef<Local>,
     listener: &ListenerSnapshot,
     downstream: &mut Downstream<'_>,
-    mut request: RequestHead,
+    // By reference: the caller's future holds the head already, and an
+    // owned argument would be copied twice more into this one's (an async
+    // fn keeps its argument and moves it into a local).
+    request: &mut RequestHead,
     ctx: &Context,
 ) {
     // Tracing, when configured: the request's place in its trace (and its
     // request id), decided before any filter sees the head.
-    let trace = local.snapshot.tracing.as_ref().map(|tracing| crate::spans::begin(tracing, &mut request));
+    let trace = local.snapshot.tracing.as_ref().map(|tracing| crate::spans::begin(tracing, request));
     // Log lines say the request's ids (the task serving it is wrapped in
     // `InRequest`): with tracing known now; without, from the forwarding
     // on (`rewrite` notes the id). (One `async fn`, not two: awaiting a
     // second one would copy its future, kilobytes, per request.)
-    nuncio_trace::set_log_ids(trace.as_ref().and_then(|trace| crate::spans::log_ids(&request, trace)));
+    nuncio_trace::set_log_ids(trace.as_ref().and_then(|trace| crate::spans::log_ids(request, trace)));
     // Spans only for a sampled request.
     let trace = trace.filter(|t| t.sampled);
     let span = trace
         .as_ref()
         .zip(local.snapshot.tracing.as_ref())
-        .map(|(trace, tracing)| crate::spans::downstream_span(&tracing.exporter, trace, &request, downstream.peer()));
+        .map(|(trace, tracing)| crate::spans::downstream_span(&tracing.exporter, trace, request, downstream.peer()));
     // With filters the stream has a context of its own (see the module
     // docs); without, the connection's will do: everything the stream
     // derives from it is cancelled by its own guard.
@@ -104,7 +107,7 @@ pub(crate) async fn serve(
     let ctx = own_ctx.as_ref().map_or(ctx, |(ctx, _cancel)| ctx);
     let chain = filters.map(|filters| {
         let mut cx = nuncio_filter::StreamCx::new(ctx.clone(), downstream.peer());
-        cx.set_route_deadline(route_timeout(listener, &request).and_then(clock::after));
+        cx.set_route_deadline(route_timeout(listener, request).and_then(clock::after));
         cx.set_http_client(crate::http_client::ClusterClient::for_stream(local, listener.time_left_header.clone()));
         if let Some(table) = &filters.counters {
             cx.set_counters(Rc::new(FilterCounters { store: local.stats.clone(), table: table.clone() }));
@@ -115,18 +118,18 @@ pub(crate) async fn serve(
     let info = StreamInfo::new(listener.access_log.is_some(), downstream.started());
     let mut stream =
         Stream { worker, local, listener, client: FilteredStream::new(downstream, chain), ctx, info, trace };
-    stream.run(&mut request).await;
+    stream.run(request).await;
     let panics = stream.client.complete();
     if panics > 0 {
         local.stats.add(local.snapshot.stats.filter_panics, panics);
     }
-    stream.log(&mut request);
+    stream.log(request);
     if let Some(span) = span {
         stream.end_span(span);
     }
     nuncio_trace::set_log_ids(None);
     // The next head decoded on this worker reuses a map it had.
-    request.headers.recycle();
+    std::mem::take(&mut request.headers).recycle();
 }
 
 /// The timeout of the forwarding route the request matches on arrival, for
@@ -339,7 +342,7 @@ impl<'a> Stream<'a, '_, '_> {
         };
         let (mut log, mut exchange) = (TryLog::default(), None);
         let client = &mut self.client;
-        let tried =
+        let mut tried =
             attempts.run(&mut upstream_request, &mut body, client, deadline.context(), &mut log, &mut exchange).await;
         self.info.attempts = log.tries;
         self.info.hedge_won = log.hedge_won;
@@ -349,7 +352,7 @@ impl<'a> Stream<'a, '_, '_> {
 
         // 3.4: the response.
         match tried {
-            Ok(answer) => self.response(answer, &mut exchange, &cluster).await,
+            Ok(ref mut answer) => self.response(answer, &mut exchange, &cluster).await,
             // Boxed: the rare path, kept out of every stream's future.
             Err(failure) => Box::pin(self.failed(failure, config)).await,
         }
@@ -402,12 +405,22 @@ impl<'a> Stream<'a, '_, '_> {
     /// HTTP/1.1 connection back to its pool if the exchange ended cleanly.
     /// The route's timeout is over: the body is bounded only by the
     /// stream's context.
-    async fn response(&mut self, answer: Answer<'_>, slot: &mut Option<upstream::Exchange>, cluster: &LocalCluster) {
-        let Answer { head, active, span } = answer;
+    ///
+    /// The answer by reference: it lies in `forward`'s future already, and
+    /// taken by value it would be copied into this one's (its head's fields
+    /// are taken out of it instead).
+    async fn response(
+        &mut self,
+        answer: &mut Answer<'_>,
+        slot: &mut Option<upstream::Exchange>,
+        cluster: &LocalCluster,
+    ) {
+        let (active, span) = (&answer.active, answer.span.take());
         let Some(exchange) = slot.as_mut() else { return };
-        let upstream_status = head.head.status.as_u16();
-        let ResponseHead { status, mut headers, body } = head.head;
-        if head.tunnel {
+        let ResponseHead { status, ref mut headers, body } = answer.head.head;
+        let mut headers = std::mem::take(headers);
+        let upstream_status = status.as_u16();
+        if answer.head.tunnel {
             let mut headers = headers.into_map();
             // The protocol the upstream chose, before hop-by-hop fields go.
             let switched = headers.get(header::UPGRADE).cloned();

@@ -339,9 +339,9 @@ async fn serve_request(worker: &Rc<Worker>, listener: &Rc<str>, conn: &mut Conne
         Some(Ok(request)) => request,
     };
     let body_clock = super::BodyClock::new(settings);
-    let (head, exchange) = Exchange::new(conn, request);
+    let (mut head, exchange) = Exchange::new(conn, request);
     let mut downstream = Downstream::new(Codec::Http1(exchange), body_clock);
-    crate::stream::serve(worker, &local, listener_snapshot, &mut downstream, head, ctx).await;
+    crate::stream::serve(worker, &local, listener_snapshot, &mut downstream, &mut head, ctx).await;
     let Codec::Http1(exchange) = downstream.codec else { unreachable!("built as HTTP/1.1 above") };
     if exchange.reusable() {
         After::Next

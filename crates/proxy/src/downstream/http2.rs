@@ -316,7 +316,7 @@ async fn serve_stream(
     };
     let expect_continue = size != BodySize::Empty
         && head.headers.get(&header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
-    let head = RequestHead { expect_continue, ..head };
+    let mut head = RequestHead { expect_continue, ..head };
     let exchange = Exchange {
         method: head.method.clone(),
         body,
@@ -331,7 +331,7 @@ async fn serve_stream(
         tls,
     };
     let mut downstream = Downstream::new(Codec::Http2(exchange), super::BodyClock::new(&listener_snapshot.config));
-    crate::stream::serve(worker, &local, listener_snapshot, &mut downstream, head, ctx).await;
+    crate::stream::serve(worker, &local, listener_snapshot, &mut downstream, &mut head, ctx).await;
     let Codec::Http2(exchange) = &mut downstream.codec else { return false };
     exchange.reset_by_client()
 }
