@@ -14,7 +14,8 @@ release_binary() {
 # The setup of peers.sh, shrunk to one proxy at a time: the proxy has CPU 0 (one worker); an
 # origin nginx (127.0.0.1:18280; /small = 64 B, /large = 16 KiB) and the clients share CPU 1;
 # the proxy listens on 127.0.0.1:18281. HTTP/1.1 clients are `wrk -t1 -c64`; with H2=1,
-# `h2load -t1 -c64 -m1` (h2c, one stream at a time per connection, as peers.sh runs it).
+# `h2load -t1 -c64 -m1` (h2c, one stream at a time per connection, as peers.sh runs it); 64
+# connections unless the caller sets CONNS.
 # nginx and haproxy are configured as peers.sh configures them. The caller sets H2 (0 or 1)
 # and URLPATH, and calls bench_cleanup on exit.
 
@@ -96,15 +97,15 @@ EOF
   BENCH_PIDS+=($!)
   bench_wait_port 18280 || exit 1
   BENCH_URL=http://127.0.0.1:18281$URLPATH
-  if ((H2)); then BENCH_CLIENTS="h2load -c64 -m1"; else BENCH_CLIENTS="wrk -c64"; fi
+  if ((H2)); then BENCH_CLIENTS="h2load -c${CONNS:-64} -m1"; else BENCH_CLIENTS="wrk -c${CONNS:-64}"; fi
 }
 
 # bench_load SECONDS: the clients for that long; their report on stdout.
 bench_load() {
   if ((H2)); then
-    taskset -c 1 h2load -t1 -c64 -m1 -D "$1" "$BENCH_URL"
+    taskset -c 1 h2load -t1 -c"${CONNS:-64}" -m1 -D "$1" "$BENCH_URL"
   else
-    taskset -c 1 wrk -t1 -c64 -d"$1s" "$BENCH_URL"
+    taskset -c 1 wrk -t1 -c"${CONNS:-64}" -d"$1s" "$BENCH_URL"
   fi
 }
 
