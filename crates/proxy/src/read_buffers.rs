@@ -23,19 +23,22 @@ use bytes::BytesMut;
 /// buffer is not kept).
 pub(crate) const SIZE: usize = 8 * 1024;
 
-/// The size of an upstream connection's read buffer: a response read in
-/// one `recv` up to 16 KiB. With 8 KiB a 16 KiB response took a `recv` and
-/// a `writev` more (four of each a request instead of three; measured with
-/// `strace -c` for 20,000 `/large` requests).
-pub(crate) const UPSTREAM_SIZE: usize = 16 * 1024;
+/// The size of an upstream connection's read buffer: a response of a
+/// 16 KiB body and a head of up to 4 KiB read in one `recv`. With 8 KiB a
+/// 16 KiB response took a `recv` and a `writev` more (four of each a
+/// request instead of three; `strace -c`, 20,000 `/large` requests); with
+/// 16 KiB its last ~240 bytes still took a `recv` of their own (three a
+/// request, `bench/syscalls --path /large`, two with this size). What a
+/// buffer holds counts in resident memory only where it was written.
+pub(crate) const UPSTREAM_SIZE: usize = 20 * 1024;
 
 /// Room an upstream buffer must have left to take a read without growing
 /// first (below it, the reader reserves [`UPSTREAM_SIZE`] more).
 pub(crate) const UPSTREAM_MIN_ROOM: usize = 4096;
 
 /// Most buffers a worker keeps for reuse, of each size (512 KiB of client
-/// buffers, 1 MiB of upstream ones; what a buffer holds counts in resident
-/// memory only where it was written).
+/// buffers, 1.25 MiB of upstream ones; what a buffer holds counts in
+/// resident memory only where it was written).
 pub(crate) const KEEP: usize = 64;
 
 type Pool = RefCell<Vec<BytesMut>>;

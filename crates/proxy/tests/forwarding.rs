@@ -90,7 +90,7 @@ fn large_content_length_body_streams_through() {
 #[test]
 fn body_read_ahead_leaves_before_nuncio_waits_for_more() {
     // The upstream sends its head and 40 KiB of a 41 KiB body at once:
-    // more than nuncio's 16 KiB read buffer, so nuncio reads pieces back to
+    // more than nuncio's 20 KiB read buffer, so nuncio reads pieces back to
     // back and keeps one to leave with the next (one write).
     let mut first = b"HTTP/1.1 200 OK\r\nContent-Length: 41984\r\n\r\n".to_vec();
     first.extend(std::iter::repeat_n(b'a', 40 * 1024));

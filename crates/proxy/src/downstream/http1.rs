@@ -393,9 +393,9 @@ pub(crate) struct Exchange<'c> {
 }
 
 /// The most response bytes a connection's write buffer gathers before it
-/// writes (chunks that came together, [`Exchange::hold_data`]): one read's
-/// worth of the upstream (`read_buffers::UPSTREAM_SIZE`). Copying them costs
-/// less than a write and a TCP segment each.
+/// writes (chunks that came together, [`Exchange::hold_data`]): about one
+/// read's worth of the upstream (`read_buffers::UPSTREAM_SIZE`). Copying
+/// them costs less than a write and a TCP segment each.
 const COALESCE_LIMIT: usize = 16 * 1024;
 
 impl<'c> Exchange<'c> {
