@@ -12,7 +12,8 @@ release_binary() {
 # -- a proxy on one core (bench/cpu-split, bench/syscalls) ------------------------------------
 #
 # The setup of peers.sh, shrunk to one proxy at a time: the proxy has CPU 0 (one worker); an
-# origin nginx (127.0.0.1:18280; /small = 64 B, /large = 16 KiB) and the clients share CPU 1;
+# origin nginx (127.0.0.1:18280; /small = 64 B from `return`, /large = a 16 KiB file, as in
+# peers.sh) and the clients share CPU 1;
 # the proxy listens on 127.0.0.1:18281. HTTP/1.1 clients are `wrk -t1 -c64`; with H2=1,
 # `h2load -t1 -c64 -m1` (h2c, one stream at a time per connection, as peers.sh runs it); 64
 # connections unless the caller sets CONNS.
@@ -56,14 +57,14 @@ bench_setup() {
   # The origin nginx's workers run as nobody: they must be able to read its files.
   chmod 755 "$w"
   mkdir -p "$w/origin" "$w/proxy/tmp"
-  head -c 64 /dev/zero | tr '\0' 'x' >"$w/small"
   head -c 16384 /dev/zero | tr '\0' 'x' >"$w/large"
   cat >"$w/origin/nginx.conf" <<EOF
 worker_processes 1; daemon off; master_process on; pid $w/origin/pid; error_log $w/origin/err warn;
 events { worker_connections 8192; }
 http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
   server { listen 127.0.0.1:18280 backlog=4096;
-    location = /small { alias $w/small; } location = /large { alias $w/large; } } }
+    location = /small { default_type text/plain; return 200 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\n"; }
+    location = /large { alias $w/large; } } }
 EOF
   cat >"$w/proxy/nginx.conf" <<EOF
 user root root; worker_processes 1; daemon off; master_process on; pid $w/proxy/pid;
