@@ -52,6 +52,23 @@ pub trait FilterFactory: Send + Sync + 'static {
     fn for_worker(&self) -> Option<Arc<dyn FilterFactory>> {
         None
     }
+
+    /// Whether this filter's hooks act on the response (its head, body or
+    /// trailers), as Envoy tells decoder filters from encoder filters.
+    ///
+    /// Why: when no filter of a listener's chain acts on the response, the
+    /// response passes as it would without filters: its head as received
+    /// (no `HeaderMap` made for hooks that would not run), nothing held
+    /// back, no hook per body piece. Handle calls that act on the response
+    /// then find it sent ([`Error::HeadersAlreadySent`](crate::Error)
+    /// for its fields) or not stopped (its body).
+    ///
+    /// Default: `true`. Return `false` only for a filter whose response
+    /// hooks are the defaults (they continue) and that makes no handle call
+    /// on the response; `on_complete` is called either way.
+    fn acts_on_response(&self) -> bool {
+        true
+    }
 }
 
 /// A cluster a filter's config names ([`FilterFactory::clusters`]).

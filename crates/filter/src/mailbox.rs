@@ -233,6 +233,12 @@ impl Mailbox {
         }
     }
 
+    /// Whether no operation waits to be applied (one posted from another
+    /// thread counts once its post has run on this worker).
+    pub fn is_empty(&self) -> bool {
+        self.queue.borrow().is_empty()
+    }
+
     /// Whether [`Mailbox::close`] has run.
     pub fn is_closed(&self) -> bool {
         !self.is_alive()

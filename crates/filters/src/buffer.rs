@@ -65,6 +65,11 @@ struct BufferFactory {
 }
 
 impl FilterFactory for BufferFactory {
+    /// Request hooks only: the response passes unfiltered.
+    fn acts_on_response(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &str {
         "buffer"
     }

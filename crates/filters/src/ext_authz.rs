@@ -216,6 +216,11 @@ struct ExtAuthzFactory {
 }
 
 impl FilterFactory for ExtAuthzFactory {
+    /// Request hooks only: the response passes unfiltered.
+    fn acts_on_response(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &str {
         "ext_authz"
     }

@@ -123,6 +123,11 @@ struct Section {
 }
 
 impl Section {
+    /// Whether it edits nothing.
+    fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
     /// Checks what serde could not: `host`, and names both removed and
     /// written.
     fn new(config: SectionConfig, path: &str, request: bool) -> Result<Section, ConfigError> {
@@ -230,6 +235,11 @@ impl FilterFactory for HeadersFactory {
 
     fn create(&self) -> Box<dyn Filter> {
         Box::new(HeadersFilter { rules: self.rules.clone(), captured: Vec::new() })
+    }
+
+    /// Only when its `response` section edits something.
+    fn acts_on_response(&self) -> bool {
+        !self.rules.response.is_empty()
     }
 }
 

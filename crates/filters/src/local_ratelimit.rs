@@ -109,6 +109,11 @@ struct LocalRateLimitFactory {
 }
 
 impl FilterFactory for LocalRateLimitFactory {
+    /// Request hooks only: the response passes unfiltered.
+    fn acts_on_response(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &str {
         "local_ratelimit"
     }

@@ -222,6 +222,11 @@ impl RequestSignatureFactory {
 }
 
 impl FilterFactory for RequestSignatureFactory {
+    /// Request hooks only: the response passes unfiltered.
+    fn acts_on_response(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &str {
         "request_signature"
     }

@@ -113,7 +113,7 @@ pub(crate) async fn serve(
             cx.set_counters(Rc::new(FilterCounters { store: local.stats.clone(), table: table.clone() }));
         }
         let trace = trace.map(|request| FilterTrace { local: local.clone(), request });
-        Box::new(Chain::new(&filters.factories, cx, trace))
+        Box::new(Chain::new(&filters.factories, cx, trace, filters.response))
     });
     let info = StreamInfo::new(listener.access_log.is_some(), downstream.started());
     let mut stream =

@@ -554,3 +554,76 @@ fn quiet_upstream() -> Upstream {
         }
     })
 }
+
+/// A filter with request hooks only: it marks the request, answers 403 to
+/// `/deny`, and counts its streams' ends. Its factory says whether it acts
+/// on the response (`FilterFactory::acts_on_response`).
+struct RequestOnly {
+    completed: Arc<AtomicUsize>,
+}
+
+impl Filter for RequestOnly {
+    fn request_headers<'a>(&'a mut self, _cx: &'a mut StreamCx, head: &'a mut RequestHead, _eos: bool) -> Hook<'a> {
+        if head.path() == "/deny" {
+            return Status::local_reply(StatusCode::FORBIDDEN, "denied\n").into();
+        }
+        head.headers.insert("x-request-only", HeaderValue::from_static("yes"));
+        Status::Continue.into()
+    }
+
+    fn on_complete(&mut self, _cx: &StreamCx) {
+        self.completed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct RequestOnlyFactory {
+    acts_on_response: bool,
+    completed: Arc<AtomicUsize>,
+}
+
+impl FilterFactory for RequestOnlyFactory {
+    fn name(&self) -> &str {
+        "request-only"
+    }
+
+    fn create(&self) -> Box<dyn Filter> {
+        Box::new(RequestOnly { completed: self.completed.clone() })
+    }
+
+    fn acts_on_response(&self) -> bool {
+        self.acts_on_response
+    }
+}
+
+#[test]
+fn a_chain_that_does_not_act_on_the_response_passes_it_as_received() {
+    let upstream = Upstream::raw("app", |mut conn| async move {
+        while conn.read_request().await.is_some() {
+            conn.write(b"HTTP/1.1 200 OK\r\nX-Upstream-Case: kept\r\nContent-Length: 2\r\n\r\nok").await;
+        }
+    });
+    for acts_on_response in [false, true] {
+        let completed = Arc::new(AtomicUsize::new(0));
+        let factory = RequestOnlyFactory { acts_on_response, completed: completed.clone() };
+        let proxy = Proxy::with_filters(&upstream, 1, vec![Arc::new(factory)]);
+
+        let mut client = RawClient::connect(proxy.addr());
+        client.send("GET /ok HTTP/1.1\r\nHost: app\r\n\r\n");
+        let reply = client.response();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "ok");
+        assert_eq!(upstream.last_request().header("x-request-only"), "yes", "the request hooks ran");
+        // Passed unfiltered, the head is the upstream's as received; through
+        // the hooks it is made a map of lowercase names.
+        let passed = reply.head.contains("X-Upstream-Case: kept\r\n");
+        assert_eq!(passed, !acts_on_response, "{}", reply.head);
+        assert!(acts_on_response || !reply.head.contains("x-upstream-case"), "{}", reply.head);
+
+        // A local reply from the request path still goes out.
+        client.send("GET /deny HTTP/1.1\r\nHost: app\r\n\r\n");
+        let reply = client.response();
+        assert_eq!(reply.status, 403);
+        assert_eq!(reply.text(), "denied\n");
+        wait_until("both streams completed", || completed.load(Ordering::SeqCst) == 2);
+    }
+}

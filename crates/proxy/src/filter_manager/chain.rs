@@ -87,6 +87,9 @@ pub(crate) struct Chain {
     mailbox: Rc<Mailbox>,
     /// The request's trace, when it is sampled (filter spans are made).
     trace: Option<FilterTrace>,
+    /// Some filter acts on the response (else it passes unfiltered: see
+    /// [`Chain::passes_response`]).
+    response_hooks: bool,
 }
 
 /// How a wait at a stopped filter ended.
@@ -119,7 +122,13 @@ impl At<'_> {
 
 impl Chain {
     /// Runs on the stream's worker (the mailbox belongs to it).
-    pub(crate) fn new(factories: &FilterChainFactory, mut cx: StreamCx, trace: Option<FilterTrace>) -> Chain {
+    /// `response_hooks`: some filter acts on the response.
+    pub(crate) fn new(
+        factories: &FilterChainFactory,
+        mut cx: StreamCx,
+        trace: Option<FilterTrace>,
+        response_hooks: bool,
+    ) -> Chain {
         let (mailbox, handle) = Mailbox::new(cx.context().clone());
         cx.set_handle(handle);
         Chain {
@@ -134,7 +143,15 @@ impl Chain {
             held_head: None,
             response_started: false,
             trace,
+            response_hooks,
         }
+    }
+
+    /// Whether the response passes as without filters: none acts on it
+    /// ([`nuncio_filter::FilterFactory::acts_on_response`]) and no handle
+    /// call waits to act on it.
+    pub(crate) fn passes_response(&self) -> bool {
+        !self.response_hooks && self.mailbox.is_empty()
     }
 
     /// The request head through every filter, in order. Calls on the

@@ -162,6 +162,9 @@ pub(crate) struct FilteredStream<'d, 'c> {
     /// A filter answered instead of the response: what the stream layer
     /// still sends of the original is dropped.
     replaced: bool,
+    /// No filter acts on the response: it passes as without filters
+    /// ([`Chain::passes_response`]).
+    passing: bool,
 }
 
 impl<'d, 'c> FilteredStream<'d, 'c> {
@@ -176,6 +179,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
             answer: None,
             responding: false,
             replaced: false,
+            passing: false,
         }
     }
 
@@ -356,6 +360,13 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     pub(crate) async fn send_head(&mut self, mut head: ResponseHead) -> Result<(), WriteError> {
         self.responding = true;
         let Some(chain) = self.chain.as_deref_mut() else { return self.downstream.send_head(head) };
+        if chain.passes_response() {
+            // As without filters, the head as received; handle calls on the
+            // response find it sent.
+            self.passing = true;
+            chain.mark_response_started();
+            return self.downstream.send_head(head);
+        }
         let mut view =
             nuncio_filter::ResponseHead { status: head.status, headers: std::mem::take(&mut head.headers).into_map() };
         let end = head.body == BodySize::Empty;
@@ -382,6 +393,11 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         }
     }
 
+    /// Whether the response goes through the filters' hooks.
+    fn filters_response(&self) -> bool {
+        self.chain.is_some() && !self.passing
+    }
+
     /// A filter answered instead of the response: the rest of it is not
     /// wanted.
     pub(crate) fn response_replaced(&self) -> bool {
@@ -391,13 +407,13 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     /// Sends a piece of the response body, waiting for the client to take
     /// it (TCP or HTTP/2 flow control): the upstream is read no faster.
     pub(crate) async fn send_data(&mut self, data: Bytes) -> Result<(), WriteError> {
-        match (&self.chain, self.replaced) {
+        match (self.filters_response(), self.replaced) {
             (_, true) => Ok(()),
-            (None, false) => self.downstream.send_data(data).await,
+            (false, false) => self.downstream.send_data(data).await,
             // Boxed here and below: through the hooks, a future several times
             // the size of the bare write; a stream without filters should not
             // carry it.
-            (Some(_), false) => Box::pin(self.send_filtered_piece(Piece::Data(data))).await,
+            (true, false) => Box::pin(self.send_filtered_piece(Piece::Data(data))).await,
         }
     }
 
@@ -405,8 +421,8 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     /// here: without filters it may wait to leave with that one
     /// ([`Downstream::hold_data`]); through filters it is a piece like any.
     pub(crate) async fn hold_data(&mut self, data: Bytes) -> Result<(), WriteError> {
-        match (&self.chain, self.replaced) {
-            (None, false) => self.downstream.hold_data(data).await,
+        match (self.filters_response(), self.replaced) {
+            (false, false) => self.downstream.hold_data(data).await,
             _ => self.send_data(data).await,
         }
     }
@@ -415,29 +431,29 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     /// filters, one body hook call with the data and `end_of_stream`; to an
     /// HTTP/2 client, one DATA frame that ends the stream.
     pub(crate) async fn send_last(&mut self, data: Bytes) -> Result<(), WriteError> {
-        match (&self.chain, self.replaced) {
+        match (self.filters_response(), self.replaced) {
             (_, true) => Ok(()),
-            (None, false) => self.downstream.send_last(data).await,
-            (Some(_), false) => Box::pin(self.send_filtered_piece(Piece::Last(data))).await,
+            (false, false) => self.downstream.send_last(data).await,
+            (true, false) => Box::pin(self.send_filtered_piece(Piece::Last(data))).await,
         }
     }
 
     /// Ends the response with trailer fields (dropped if the response is
     /// not chunked HTTP/1.1 or HTTP/2: nothing else can carry them).
     pub(crate) async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {
-        match (&self.chain, self.replaced) {
+        match (self.filters_response(), self.replaced) {
             (_, true) => Ok(()),
-            (None, false) => self.downstream.send_trailers(trailers).await,
-            (Some(_), false) => Box::pin(self.send_filtered_piece(Piece::End(Some(trailers)))).await,
+            (false, false) => self.downstream.send_trailers(trailers).await,
+            (true, false) => Box::pin(self.send_filtered_piece(Piece::End(Some(trailers)))).await,
         }
     }
 
     /// Ends the response (no-op if trailers ended it).
     pub(crate) async fn finish(&mut self) -> Result<(), WriteError> {
-        match (&self.chain, self.replaced) {
+        match (self.filters_response(), self.replaced) {
             (_, true) => Ok(()),
-            (None, false) => self.downstream.finish().await,
-            (Some(_), false) => Box::pin(self.send_filtered_piece(Piece::End(None))).await,
+            (false, false) => self.downstream.finish().await,
+            (true, false) => Box::pin(self.send_filtered_piece(Piece::End(None))).await,
         }
     }
 
