@@ -53,6 +53,23 @@ pub trait FilterFactory: Send + Sync + 'static {
         None
     }
 
+    /// Whether this filter's hooks act on the request (its head, body or
+    /// trailers), as Envoy tells encoder filters from decoder filters.
+    ///
+    /// Why: when no filter of a listener's chain acts on the request, the
+    /// request passes as it would without filters: its head is not made a
+    /// `HeaderMap` for hooks that would not run, and its body goes to the
+    /// upstream as it comes; the response hooks run for every filter.
+    /// Handle calls that act on the request then find it forwarded
+    /// ([`Error::HeadersAlreadySent`](crate::Error) for its fields) or not
+    /// stopped (its body).
+    ///
+    /// Default: `true`. Return `false` only for a filter whose request
+    /// hooks are the defaults (they continue).
+    fn acts_on_request(&self) -> bool {
+        true
+    }
+
     /// Whether this filter's hooks act on the response (its head, body or
     /// trailers), as Envoy tells decoder filters from encoder filters.
     ///

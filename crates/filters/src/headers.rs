@@ -237,6 +237,12 @@ impl FilterFactory for HeadersFactory {
         Box::new(HeadersFilter { rules: self.rules.clone(), captured: Vec::new() })
     }
 
+    /// Only when its `request` section edits something, or a response
+    /// value reads the request (`%REQ(name)%`: kept by the request hook).
+    fn acts_on_request(&self) -> bool {
+        !self.rules.request.is_empty() || !self.rules.captures.is_empty()
+    }
+
     /// Only when its `response` section edits something.
     fn acts_on_response(&self) -> bool {
         !self.rules.response.is_empty()

@@ -259,6 +259,8 @@ pub(crate) struct Local {
 pub(crate) struct WorkerFilters {
     pub(crate) factories: FilterChainFactory,
     pub(crate) counters: Option<FilterTable>,
+    /// Some filter acts on the request ([`FilterFactory::acts_on_request`](nuncio_filter::FilterFactory::acts_on_request)).
+    pub(crate) request: bool,
     /// Some filter acts on the response ([`FilterFactory::acts_on_response`](nuncio_filter::FilterFactory::acts_on_response)).
     pub(crate) response: bool,
 }
@@ -273,6 +275,7 @@ impl Local {
             filters[listener.index] = Some(WorkerFilters {
                 factories: chain.iter().map(|f| f.for_worker().unwrap_or_else(|| f.clone())).collect(),
                 counters: listener.filter_counters.as_ref().map(|table| table.iter().cloned().collect()),
+                request: chain.iter().any(|f| f.acts_on_request()),
                 response: chain.iter().any(|f| f.acts_on_response()),
             });
         }

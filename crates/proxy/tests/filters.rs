@@ -627,3 +627,56 @@ fn a_chain_that_does_not_act_on_the_response_passes_it_as_received() {
         wait_until("both streams completed", || completed.load(Ordering::SeqCst) == 2);
     }
 }
+
+/// A filter with a response hook only: it marks the response.
+struct ResponseOnly;
+
+impl Filter for ResponseOnly {
+    fn response_headers<'a>(&'a mut self, _cx: &'a mut StreamCx, head: &'a mut ResponseHead, _eos: bool) -> Hook<'a> {
+        head.headers.insert("x-response-only", HeaderValue::from_static("yes"));
+        Status::Continue.into()
+    }
+}
+
+struct ResponseOnlyFactory {
+    acts_on_request: bool,
+}
+
+impl FilterFactory for ResponseOnlyFactory {
+    fn name(&self) -> &str {
+        "response-only"
+    }
+
+    fn create(&self) -> Box<dyn Filter> {
+        Box::new(ResponseOnly)
+    }
+
+    fn acts_on_request(&self) -> bool {
+        self.acts_on_request
+    }
+}
+
+#[test]
+fn a_chain_that_does_not_act_on_the_request_forwards_it_as_it_comes() {
+    // A body over the retry buffer streams; body hooks may change its
+    // length, so through them it goes chunked. Passed unfiltered, it keeps
+    // its length.
+    let upstream = Upstream::echo("app");
+    let body = vec![b'x'; 100 * 1024];
+    for acts_on_request in [false, true] {
+        let proxy = Proxy::with_filters(&upstream, 1, vec![Arc::new(ResponseOnlyFactory { acts_on_request })]);
+        let request = http::Request::post("/upload").body(http_body_util::Full::new(bytes::Bytes::from(body.clone())));
+        let reply = Client::connect(proxy.addr()).send(request.unwrap());
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body.len(), body.len());
+        assert_eq!(reply.header("x-response-only"), "yes", "the response hooks ran");
+        let seen = upstream.last_request();
+        assert_eq!(seen.body.len(), body.len());
+        let length = seen.headers.get("content-length").map(|v| v.to_str().unwrap().to_owned());
+        if acts_on_request {
+            assert_eq!(length, None, "chunked through the request hooks");
+        } else {
+            assert_eq!(length.as_deref(), Some("102400"), "its length kept");
+        }
+    }
+}

@@ -321,8 +321,9 @@ async fn serve_request(worker: &Rc<Worker>, listener: &Rc<str>, conn: &mut Conne
     limits.max_headers = settings.max_request_headers;
     let mut decoder = RequestDecoder::new(limits);
     // Filters see the head as a `HeaderMap`: decoded into one at once
-    // rather than kept as received and converted.
-    let as_map = local.filters(listener_snapshot).is_some();
+    // rather than kept as received and converted (when some filter acts on
+    // the request).
+    let as_map = local.filters(listener_snapshot).is_some_and(|filters| filters.request);
     // Once a head has started it must complete in time (slowloris).
     let request = match within(settings.request_headers_timeout, conn.read_head(&mut decoder, as_map)).await {
         None => {

@@ -87,9 +87,17 @@ pub(crate) struct Chain {
     mailbox: Rc<Mailbox>,
     /// The request's trace, when it is sampled (filter spans are made).
     trace: Option<FilterTrace>,
-    /// Some filter acts on the response (else it passes unfiltered: see
-    /// [`Chain::passes_response`]).
-    response_hooks: bool,
+    /// Which directions some filter acts on (the others pass unfiltered:
+    /// see [`Chain::passes_request`] and [`Chain::passes_response`]).
+    directions: Directions,
+}
+
+/// The directions some filter of a chain acts on
+/// ([`nuncio_filter::FilterFactory::acts_on_request`], `acts_on_response`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Directions {
+    pub(crate) request: bool,
+    pub(crate) response: bool,
 }
 
 /// How a wait at a stopped filter ended.
@@ -122,12 +130,12 @@ impl At<'_> {
 
 impl Chain {
     /// Runs on the stream's worker (the mailbox belongs to it).
-    /// `response_hooks`: some filter acts on the response.
+    /// `directions`: those some filter acts on.
     pub(crate) fn new(
         factories: &FilterChainFactory,
         mut cx: StreamCx,
         trace: Option<FilterTrace>,
-        response_hooks: bool,
+        directions: Directions,
     ) -> Chain {
         let (mailbox, handle) = Mailbox::new(cx.context().clone());
         cx.set_handle(handle);
@@ -143,15 +151,29 @@ impl Chain {
             held_head: None,
             response_started: false,
             trace,
-            response_hooks,
+            directions,
         }
+    }
+
+    /// Whether the request passes as without filters: none acts on it
+    /// ([`nuncio_filter::FilterFactory::acts_on_request`]). Its head then
+    /// skips the request hooks ([`Chain::pass_request`]) and its body
+    /// goes to the upstream as it comes.
+    pub(crate) fn passes_request(&self) -> bool {
+        !self.directions.request
+    }
+
+    /// The request passed without its hooks: every filter counts as having
+    /// seen it (the response hooks run for all).
+    pub(crate) fn pass_request(&mut self) {
+        self.entered = self.filters.len();
     }
 
     /// Whether the response passes as without filters: none acts on it
     /// ([`nuncio_filter::FilterFactory::acts_on_response`]) and no handle
     /// call waits to act on it.
     pub(crate) fn passes_response(&self) -> bool {
-        !self.response_hooks && self.mailbox.is_empty()
+        !self.directions.response && self.mailbox.is_empty()
     }
 
     /// The request head through every filter, in order. Calls on the

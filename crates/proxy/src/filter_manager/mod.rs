@@ -95,7 +95,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use nuncio_filter::LocalReply;
 
-pub(crate) use self::chain::Chain;
+pub(crate) use self::chain::{Chain, Directions};
 
 use crate::downstream::{BodyStart, Downstream, WriteError};
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead};
@@ -189,10 +189,10 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
         self.downstream.body_start()
     }
 
-    /// Whether the stream has filters (body hooks may change the body's
-    /// length).
-    pub(crate) fn has_filters(&self) -> bool {
-        self.chain.is_some()
+    /// Whether the request body goes through filters (their body hooks
+    /// may change its length).
+    pub(crate) fn filters_request(&self) -> bool {
+        self.chain.as_deref().is_some_and(|chain| !chain.passes_request())
     }
 
     /// The client's address.
@@ -227,6 +227,10 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     /// `Continue` the head, as the hooks left it, goes on to routing.
     pub(crate) async fn request_headers(&mut self, request: &mut RequestHead) -> Outcome {
         let Some(chain) = self.chain.as_deref_mut() else { return Outcome::Continue };
+        if chain.passes_request() {
+            chain.pass_request();
+            return Outcome::Continue;
+        }
         let mut view = request.take_for_filters();
         let end = request.body == BodySize::Empty;
         let outcome = {
@@ -256,7 +260,7 @@ impl<'d, 'c> FilteredStream<'d, 'c> {
     /// end), or `Acted::Nothing` when what came in was held. Reads the
     /// client at most once.
     async fn body_step(&mut self) -> Result<Acted, RequestBodyError> {
-        let Some(chain) = self.chain.as_deref_mut() else {
+        let Some(chain) = self.chain.as_deref_mut().filter(|chain| !chain.passes_request()) else {
             return self.downstream.read_body().await.map(Acted::Body);
         };
         match self.filtered.pop_front() {
