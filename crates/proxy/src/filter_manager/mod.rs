@@ -4,7 +4,8 @@
 //! layer reads the request body from it and writes the response to it, and
 //! it passes each through the hooks ([`chain`]) on the way to or from the
 //! protocol-only [`Downstream`]. Without filters it passes everything
-//! straight through. The stream layer never sees a hook, a held piece or
+//! straight through, and so it passes a direction that no filter of the
+//! chain acts on (`FilterFactory::acts_on_request`, `acts_on_response`). The stream layer never sees a hook, a held piece or
 //! a held-back head; a filter's local reply is kept here and sent when the
 //! stream layer asks ([`FilteredStream::send_answer`]), never carried as
 //! an upstream error.
