@@ -51,7 +51,9 @@ struct Held {
 
 /// One direction's body through the chain.
 struct BodyState {
-    /// By filter index.
+    /// By filter index; empty until a filter first holds body (most
+    /// streams never do: two allocations a stream saved), then one per
+    /// filter.
     held: Vec<Held>,
     /// The end went in (or the head said there is no body): whatever comes
     /// after passes no hook.
@@ -59,11 +61,22 @@ struct BodyState {
 }
 
 impl BodyState {
-    fn new(filters: usize) -> BodyState {
-        BodyState {
-            held: (0..filters).map(|_| Held { hold: Hold::Passing, data: BytesMut::new() }).collect(),
-            ended: false,
+    fn new() -> BodyState {
+        BodyState { held: Vec::new(), ended: false }
+    }
+
+    /// Filter `i`'s hold (passing while none was ever kept).
+    fn hold(&self, i: usize) -> Hold {
+        self.held.get(i).map_or(Hold::Passing, |held| held.hold)
+    }
+
+    /// Filter `i`'s part, the parts made (one for each of `filters`) at
+    /// the first use.
+    fn held_mut(&mut self, i: usize, filters: usize) -> &mut Held {
+        if self.held.is_empty() {
+            self.held = (0..filters).map(|_| Held { hold: Hold::Passing, data: BytesMut::new() }).collect();
         }
+        &mut self.held[i]
     }
 }
 
@@ -146,8 +159,8 @@ impl Chain {
             cx,
             entered: 0,
             panics: 0,
-            request: BodyState::new(factories.len()),
-            response: BodyState::new(factories.len()),
+            request: BodyState::new(),
+            response: BodyState::new(),
             held_head: None,
             response_started: false,
             trace,
@@ -457,6 +470,12 @@ impl Chain {
     }
 
     /// `dir`'s body state, to read.
+    /// Filter `i`'s part of `dir`'s body.
+    fn held(&mut self, dir: Direction, i: usize) -> &mut Held {
+        let filters = self.filters.len();
+        self.state(dir).held_mut(i, filters)
+    }
+
     fn body_state(&self, dir: Direction) -> &BodyState {
         match dir {
             Direction::Request => &self.request,
@@ -491,7 +510,7 @@ impl Chain {
     /// the stream is stopped, and what body calls act on.
     fn first_holder(&self, dir: Direction) -> Option<usize> {
         let state = self.body_state(dir);
-        (0..self.span(dir)).find(|&pos| state.held[self.index(dir, pos)].hold != Hold::Passing)
+        (0..self.span(dir)).find(|&pos| state.hold(self.index(dir, pos)) != Hold::Passing)
     }
 
     /// Pieces through the filters of `dir` from position `from` on, each
@@ -540,7 +559,7 @@ impl Chain {
         next: &mut VecDeque<Piece>,
         closed: &mut Closed<'_>,
     ) -> Outcome {
-        let hold = self.state(dir).held[i].hold;
+        let hold = self.body_state(dir).hold(i);
         let (data, trailers) = match piece {
             Piece::Data(data) if hold == Hold::Buffering => return self.keep(dir, i, &data, Hold::Buffering),
             Piece::Data(mut data) => {
@@ -561,7 +580,7 @@ impl Chain {
                 if let overflow @ Outcome::Reply(_) = self.keep(dir, i, &data, Hold::Buffering) {
                     return overflow;
                 }
-                let held = &mut self.state(dir).held[i];
+                let held = self.held(dir, i);
                 held.hold = Hold::Passing;
                 held.data.split().freeze()
             } else {
@@ -634,7 +653,7 @@ impl Chain {
             // With the end given there is nothing more to wait for but the
             // handle: any stop is a stop.
             Ok(Status::StopIteration | Status::StopAndBuffer | Status::StopAndWatermark) => {
-                self.state(dir).held[i].data.extend_from_slice(&data);
+                self.held(dir, i).data.extend_from_slice(&data);
                 self.stop(dir, i, body_hook_name(dir), next, closed).await
             }
             other => self.decide(i, other),
@@ -654,7 +673,7 @@ impl Chain {
         if self.cx.context().err().is_some() {
             return Outcome::Gone;
         }
-        self.state(dir).held[i].hold = Hold::Stopped;
+        self.held(dir, i).hold = Hold::Stopped;
         match self.traced_wait(i, hook, &mut At::Body(dir), closed).await {
             Waited::Resumed => {
                 self.release(dir, i, next);
@@ -668,7 +687,7 @@ impl Chain {
     /// Keeps `data` for filter `i`, now in `hold` mode; a buffering filter
     /// over the limit fails the stream.
     fn keep(&mut self, dir: Direction, i: usize, data: &[u8], hold: Hold) -> Outcome {
-        let held = &mut self.state(dir).held[i];
+        let held = self.held(dir, i);
         held.data.extend_from_slice(data);
         held.hold = hold;
         if hold == Hold::Buffering && held.data.len() > PER_STREAM_BUFFER_LIMIT {
@@ -679,7 +698,7 @@ impl Chain {
 
     /// What filter `i` holds goes on (to `next`); it holds nothing now.
     fn release(&mut self, dir: Direction, i: usize, next: &mut VecDeque<Piece>) {
-        let held = &mut self.state(dir).held[i];
+        let held = self.held(dir, i);
         held.hold = Hold::Passing;
         if !held.data.is_empty() {
             next.push_back(Piece::Data(held.data.split().freeze()));
