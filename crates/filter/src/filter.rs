@@ -1,6 +1,7 @@
 //! The filter trait and what a hook sees of its stream.
 
 use std::any::{Any, TypeId};
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -13,6 +14,7 @@ use crate::counters::{CounterSink, FilterCounter};
 use crate::handle::StreamHandle;
 use crate::head::{RequestHead, ResponseHead};
 use crate::http_client::HttpClient;
+use crate::mailbox::Mailbox;
 use crate::status::{Hook, Status};
 
 /// An HTTP filter: one instance per stream, created on the stream's worker
@@ -87,6 +89,10 @@ pub struct StreamCx {
     route_deadline: Option<Instant>,
     state: HashMap<TypeId, Box<dyn Any>>,
     handle: Option<StreamHandle>,
+    /// Handles are made on demand ([`StreamCx::enable_handles`]): the
+    /// stream's mailbox, once the first was asked for.
+    handles: bool,
+    mailbox: OnceCell<Rc<Mailbox>>,
     http_client: Option<Rc<dyn HttpClient>>,
     counters: Option<Rc<dyn CounterSink>>,
     /// The position in the chain of the filter whose hook runs.
@@ -104,6 +110,8 @@ impl StreamCx {
             route_deadline: None,
             state: HashMap::new(),
             handle: None,
+            handles: false,
+            mailbox: OnceCell::new(),
             http_client: None,
             counters: None,
             filter: 0,
@@ -158,12 +166,30 @@ impl StreamCx {
         self.handle = Some(handle);
     }
 
+    /// Lets the stream make its handles on demand (the proxy, on the
+    /// stream's worker): the first [`StreamCx::handle`] makes the stream's
+    /// [`Mailbox`] ([`StreamCx::mailbox`]). Most streams never ask for a
+    /// handle, and then pay for no mailbox.
+    pub fn enable_handles(&mut self) {
+        self.handles = true;
+    }
+
+    /// The stream's mailbox, once a handle was made
+    /// ([`StreamCx::enable_handles`]): where the proxy applies the handles'
+    /// calls. `None` before: no call can be queued.
+    pub fn mailbox(&self) -> Option<&Rc<Mailbox>> {
+        self.mailbox.get()
+    }
+
     /// A handle to this stream, to give to work off the worker (or to a
     /// later task on it). `None` only for a stream made without one (tests).
     /// A hook must not await a call on its own stream's handle: the chain
     /// answers handle calls between hooks, not during one.
     pub fn handle(&self) -> Option<StreamHandle> {
-        self.handle.clone()
+        if let Some(handle) = &self.handle {
+            return Some(handle.clone());
+        }
+        self.handles.then(|| self.mailbox.get_or_init(|| Mailbox::new(self.context.clone()).0).handle())
     }
 
     /// Gives the stream an HTTP client (the proxy, on the stream's worker).

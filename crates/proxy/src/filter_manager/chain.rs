@@ -96,8 +96,6 @@ pub(crate) struct Chain {
     held_head: Option<message::ResponseHead>,
     /// A response head went to the client: too late to change or replace.
     response_started: bool,
-    /// Where the stream's handles' calls wait to be applied.
-    mailbox: Rc<Mailbox>,
     /// The request's trace, when it is sampled (filter spans are made).
     trace: Option<FilterTrace>,
     /// Which directions some filter acts on (the others pass unfiltered:
@@ -150,10 +148,10 @@ impl Chain {
         trace: Option<FilterTrace>,
         directions: Directions,
     ) -> Chain {
-        let (mailbox, handle) = Mailbox::new(cx.context().clone());
-        cx.set_handle(handle);
+        // The stream's mailbox, where its handles' calls wait to be
+        // applied, is made with the first handle a filter asks for.
+        cx.enable_handles();
         Chain {
-            mailbox,
             filters: factories.iter().map(|f| f.create()).collect(),
             names: factories.clone(),
             cx,
@@ -186,7 +184,7 @@ impl Chain {
     /// ([`nuncio_filter::FilterFactory::acts_on_response`]) and no handle
     /// call waits to act on it.
     pub(crate) fn passes_response(&self) -> bool {
-        !self.directions.response && self.mailbox.is_empty()
+        !self.directions.response && self.cx.mailbox().is_none_or(|mailbox| mailbox.is_empty())
     }
 
     /// The request head through every filter, in order. Calls on the
@@ -411,7 +409,7 @@ impl Chain {
 
     /// Resolves when a handle call is queued (cancel-safe).
     pub(crate) async fn calls_ready(&self) {
-        self.mailbox.ready().await;
+        ready(self.cx.mailbox().map(Rc::as_ref)).await;
     }
 
     /// Applies the calls queued for `dir`'s body; what a resume releases
@@ -432,7 +430,9 @@ impl Chain {
     /// The stream ended: every filter's last call.
     pub(crate) fn complete(&mut self) {
         // Calls still queued find the stream gone.
-        self.mailbox.close();
+        if let Some(mailbox) = self.cx.mailbox() {
+            mailbox.close();
+        }
         for (i, filter) in self.filters.iter_mut().enumerate() {
             self.cx.set_filter_index(i);
             let cx = &self.cx;
@@ -782,9 +782,9 @@ impl Chain {
     async fn relieve(&mut self, dir: Direction, out: &mut VecDeque<Piece>, closed: &mut Closed<'_>) -> Outcome {
         let context = self.cx.context().clone();
         while self.over_watermark(dir) {
-            let mailbox = self.mailbox.clone();
+            let mailbox = self.cx.mailbox().cloned();
             tokio::select! {
-                () = mailbox.ready() => {}
+                () = ready(mailbox.as_deref()) => {}
                 () = context.done() => return Outcome::Gone,
                 () = closed.as_mut() => return Outcome::Gone,
             }
@@ -850,9 +850,9 @@ impl Chain {
             if resumed {
                 return Waited::Resumed;
             }
-            let mailbox = self.mailbox.clone();
+            let mailbox = self.cx.mailbox().cloned();
             tokio::select! {
-                () = mailbox.ready() => {}
+                () = ready(mailbox.as_deref()) => {}
                 () = context.done() => return Waited::Gone,
                 () = closed.as_mut() => return Waited::Gone,
             }
@@ -863,7 +863,8 @@ impl Chain {
     /// `stopped`: the chain waits at a headers hook. Returns whether a call
     /// resumed the chain, and the local reply one asked for.
     fn apply(&mut self, at: &mut At<'_>, stopped: bool) -> (bool, Option<LocalReply>) {
-        let mailbox = self.mailbox.clone();
+        // No handle was made: no call can wait.
+        let Some(mailbox) = self.cx.mailbox().cloned() else { return (false, None) };
         let holder = match at {
             At::Body(dir) => self.first_holder(*dir).map(|pos| self.index(*dir, pos)),
             _ => None,
@@ -931,6 +932,15 @@ impl Chain {
 /// Ends `next` (what a filter let through) without trailers: its last
 /// data, if it ends with some, becomes the body's last piece, so that the
 /// next filter hears the end with it (one hook call, not two).
+/// Resolves when a call is queued in `mailbox` (never without one: no
+/// handle was made, so none can come).
+async fn ready(mailbox: Option<&Mailbox>) {
+    match mailbox {
+        Some(mailbox) => mailbox.ready().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn push_end(next: &mut VecDeque<Piece>) {
     match next.pop_back() {
         Some(Piece::Data(data)) => next.push_back(Piece::Last(data)),
