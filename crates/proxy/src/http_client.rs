@@ -85,7 +85,11 @@ impl Call {
             return Err(CallError::UnknownCluster { cluster: self.cluster });
         };
         let (ctx, _call_guard) = match self.options.timeout {
-            Some(timeout) => context.with_timeout(timeout),
+            // From the loop's time, as every deadline nuncio tells upstream
+            // (`deadline::time_left_header` reads that time too: a deadline
+            // from the clock itself would be told up to a loop turn longer
+            // than the call's timeout).
+            Some(timeout) => crate::deadline::with_timeout(&context, timeout),
             None => context.with_cancel(),
         };
         let (parts, body) = request.into_parts();

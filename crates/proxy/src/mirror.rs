@@ -76,7 +76,7 @@ pub(crate) fn send(
         // mirror's own timeout bounds the copy.
         let detached = ctx.without_cancel();
         let (ctx, guard) = match mirror.timeout {
-            Some(timeout) => detached.with_timeout(timeout),
+            Some(timeout) => crate::deadline::with_timeout(&detached, timeout),
             None => detached.with_cancel(),
         };
         // Boxed inside a small task, as a stream on an HTTP/2 connection
