@@ -88,7 +88,6 @@ pub struct StreamCx {
     cluster: Option<String>,
     route_deadline: Option<Instant>,
     state: HashMap<TypeId, Box<dyn Any>>,
-    handle: Option<StreamHandle>,
     /// Handles are made on demand ([`StreamCx::enable_handles`]): the
     /// stream's mailbox, once the first was asked for.
     handles: bool,
@@ -109,7 +108,6 @@ impl StreamCx {
             cluster: None,
             route_deadline: None,
             state: HashMap::new(),
-            handle: None,
             handles: false,
             mailbox: OnceCell::new(),
             http_client: None,
@@ -161,11 +159,6 @@ impl StreamCx {
         }
     }
 
-    /// Gives the stream a handle (the proxy, with the stream's mailbox).
-    pub fn set_handle(&mut self, handle: StreamHandle) {
-        self.handle = Some(handle);
-    }
-
     /// Lets the stream make its handles on demand (the proxy, on the
     /// stream's worker): the first [`StreamCx::handle`] makes the stream's
     /// [`Mailbox`] ([`StreamCx::mailbox`]). Most streams never ask for a
@@ -186,9 +179,6 @@ impl StreamCx {
     /// A hook must not await a call on its own stream's handle: the chain
     /// answers handle calls between hooks, not during one.
     pub fn handle(&self) -> Option<StreamHandle> {
-        if let Some(handle) = &self.handle {
-            return Some(handle.clone());
-        }
         self.handles.then(|| self.mailbox.get_or_init(|| Mailbox::new(self.context.clone()).0).handle())
     }
 

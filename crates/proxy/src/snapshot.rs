@@ -18,6 +18,7 @@ use crate::NameMap;
 use crate::cluster::ClusterShared;
 use crate::error::Error;
 use crate::filter_catalog::FilterChainFactory;
+use crate::filter_manager::Directions;
 use crate::options::Options;
 use crate::stats::{FilterTable, ProxyStats};
 use nuncio_filter::FilterFactory;
@@ -259,10 +260,10 @@ pub(crate) struct Local {
 pub(crate) struct WorkerFilters {
     pub(crate) factories: FilterChainFactory,
     pub(crate) counters: Option<FilterTable>,
-    /// Some filter acts on the request ([`FilterFactory::acts_on_request`](nuncio_filter::FilterFactory::acts_on_request)).
-    pub(crate) request: bool,
-    /// Some filter acts on the response ([`FilterFactory::acts_on_response`](nuncio_filter::FilterFactory::acts_on_response)).
-    pub(crate) response: bool,
+    /// The directions some filter acts on
+    /// ([`FilterFactory::acts_on_request`](nuncio_filter::FilterFactory::acts_on_request),
+    /// `acts_on_response`).
+    pub(crate) directions: Directions,
 }
 
 impl Local {
@@ -275,8 +276,10 @@ impl Local {
             filters[listener.index] = Some(WorkerFilters {
                 factories: chain.iter().map(|f| f.for_worker().unwrap_or_else(|| f.clone())).collect(),
                 counters: listener.filter_counters.as_ref().map(|table| table.iter().cloned().collect()),
-                request: chain.iter().any(|f| f.acts_on_request()),
-                response: chain.iter().any(|f| f.acts_on_response()),
+                directions: Directions {
+                    request: chain.iter().any(|f| f.acts_on_request()),
+                    response: chain.iter().any(|f| f.acts_on_response()),
+                },
             });
         }
         Local { snapshot, stats, filters: filters.into() }

@@ -57,7 +57,7 @@ use crate::attempt::{Answer, Attempts, Counting, Failure, TryLog};
 use crate::bounded::{under, within};
 use crate::deadline::RequestDeadline;
 use crate::downstream::{BodyStart, Downstream};
-use crate::filter_manager::{Chain, Directions, FilteredStream};
+use crate::filter_manager::{Chain, FilteredStream};
 use crate::message::{BodyFrame, BodySize, RequestBodyError, RequestHead, ResponseHead};
 use crate::snapshot::{ListenerSnapshot, Local};
 use crate::spans::{FilterTrace, Served, TryEnd, TryTrace, end_try};
@@ -113,12 +113,7 @@ pub(crate) async fn serve(
             cx.set_counters(Rc::new(FilterCounters { store: local.stats.clone(), table: table.clone() }));
         }
         let trace = trace.map(|request| FilterTrace { local: local.clone(), request });
-        Box::new(Chain::new(
-            &filters.factories,
-            cx,
-            trace,
-            Directions { request: filters.request, response: filters.response },
-        ))
+        Box::new(Chain::new(&filters.factories, cx, trace, filters.directions))
     });
     let info = StreamInfo::new(listener.access_log.is_some(), downstream.started());
     let mut stream =

@@ -323,7 +323,7 @@ async fn serve_request(worker: &Rc<Worker>, listener: &Rc<str>, conn: &mut Conne
     // Filters see the head as a `HeaderMap`: decoded into one at once
     // rather than kept as received and converted (when some filter acts on
     // the request).
-    let as_map = local.filters(listener_snapshot).is_some_and(|filters| filters.request);
+    let as_map = local.filters(listener_snapshot).is_some_and(|filters| filters.directions.request);
     // Once a head has started it must complete in time (slowloris).
     let request = match within(settings.request_headers_timeout, conn.read_head(&mut decoder, as_map)).await {
         None => {
