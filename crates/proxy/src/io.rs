@@ -17,13 +17,10 @@
 //! drives that buffer out as it drives reads (`upstream::http1`'s
 //! `tls_io`: reads and writes polled from one task, no split halves).
 
-use std::future::poll_fn;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use h2::SendStream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
@@ -157,28 +154,4 @@ pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin + ?Sized>(
         IoSlice::advance_slices(&mut slices, written);
     }
     stream.flush().await
-}
-
-/// Sends `data` on `stream` only as the peer grants window, so that a slow
-/// reader holds back the sender instead of nuncio buffering without bound
-/// (`h2` would queue any amount passed to `send_data`). `end`: the last
-/// frame ends the stream (an empty one if `data` is).
-pub(crate) async fn send_all(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), h2::Error> {
-    if data.is_empty() {
-        return if end { stream.send_data(data, true) } else { Ok(()) };
-    }
-    while !data.is_empty() {
-        stream.reserve_capacity(data.len());
-        match poll_fn(|cx| stream.poll_capacity(cx)).await {
-            Some(Ok(0)) => {}
-            Some(Ok(n)) => {
-                let frame = data.split_to(n.min(data.len()));
-                stream.send_data(frame, end && data.is_empty())?;
-            }
-            Some(Err(e)) => return Err(e),
-            // The stream can take no more data (it was reset or ended).
-            None => return Err(h2::Error::from(h2::Reason::STREAM_CLOSED)),
-        }
-    }
-    Ok(())
 }

@@ -1,14 +1,19 @@
 //! A client's HTTP/2 connection (h2c with prior knowledge, or `h2` agreed
-//! by ALPN over TLS), on the `h2` crate: the connection task accepts streams and runs
-//! each as a local task on this worker, through the same
-//! [`crate::stream`] as HTTP/1.1.
+//! by ALPN over TLS), on nuncio's own HTTP/2 codec ([`nuncio_http2`]): the
+//! connection task reads the socket into the codec, writes what the codec
+//! queued, and runs each stream the client opens as a local task on this
+//! worker, through the same [`crate::stream`] as HTTP/1.1. A stream's task
+//! reaches the codec through the connection's `RefCell`, never across an
+//! `.await` (one task runs at a time on a worker, and each borrow ends
+//! before the task yields).
 //!
-//! Flow control is end to end: request body capacity is given back to the
+//! Flow control is end to end: request body window is given back to the
 //! client only as the body is taken (by an upstream write), and response
-//! data is sent only as the client grants capacity, so a slow reader slows
-//! the upstream read rather than filling memory.
+//! data is queued only as the client grants window and takes the bytes
+//! already queued, so a slow reader slows the upstream read rather than
+//! filling memory.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -16,28 +21,28 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use bytes::{Buf, Bytes};
-use h2::server::SendResponse;
-use h2::{Reason, RecvStream, SendStream};
+use bytes::{Buf, Bytes, BytesMut};
 use http::uri::Authority;
-use http::{HeaderMap, Method, Request, header};
+use http::{HeaderMap, Method, header};
 use nuncio_context::{Context, Done};
+use nuncio_http2::{BodyItem, Connection, Reason, Request};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Codec, Downstream, WriteError};
-use crate::bounded::within;
 use crate::io::Io;
 use crate::message::{BodyFrame, BodySize, HeadFields, RequestBodyError, RequestHead, ResponseHead, bodiless};
 use crate::worker::Worker;
 
 /// Streams a client may have open at once (nginx's default).
 const MAX_CONCURRENT_STREAMS: u32 = 128;
-/// Streams a client may reset before nuncio took them (`h2`'s bound on
-/// the rapid-reset attack, CVE-2023-44487), and streams nuncio may have to
+/// Streams a client may reset before nuncio took them (the bound on the
+/// rapid-reset attack, CVE-2023-44487), and streams nuncio may have to
 /// reset because of what the client sent (MadeYouReset, CVE-2025-8671):
 /// past either, the connection ends with GOAWAY.
 const MAX_PENDING_ACCEPT_RESETS: usize = 50;
 const MAX_LOCAL_ERROR_RESETS: usize = 100;
+/// Empty DATA frames that do not end a stream (CVE-2019-9518).
+const MAX_EMPTY_DATA_FRAMES: usize = 100;
 /// Streams the client reset before their response ended ("premature"
 /// resets): once a connection has had this many streams, it is closed
 /// (GOAWAY `ENHANCE_YOUR_CALM`) while more than half of them were reset so
@@ -49,21 +54,38 @@ const PREMATURE_RESET_MIN_STREAMS: u64 = 100;
 /// to HTTP/1.1 upstreams. A connection whose decoded header bytes pass this
 /// many (1 MiB)...
 const HPACK_MIN_DECODED: u64 = 1 << 20;
-/// ...and this many times the bytes it sent is closed. Ordinary clients
-/// compress well (a cookie sent once, referenced after), but not 500-fold
-/// over a whole connection.
+/// ...and this many times the bytes it sent is closed by the codec.
+/// Ordinary clients compress well (a cookie sent once, referenced after),
+/// but not 500-fold over a whole connection.
 const HPACK_MAX_RATIO: u64 = 500;
 /// Per-stream receive window: large enough that one stream's upload is not
 /// throttled by round trips on a fast link.
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+/// What one read from the client may take.
+const READ_SIZE: usize = 16 * 1024;
+
+/// A connection's codec, shared by its task and its streams' tasks.
+type Shared = Rc<RefCell<Connection>>;
+
+/// What the connection task waits for.
+#[expect(clippy::large_enum_variant, reason = "made and taken at once; a box would be an allocation a stream")]
+enum Event {
+    /// A client opened a stream.
+    Stream(Request),
+    /// The listener drains, or the connection was idle too long: say
+    /// goodbye.
+    GoAway,
+    /// The connection is over.
+    Done,
+}
 
 /// Serves one HTTP/2 connection until the client closes it or it idles
 /// out.
 pub(crate) async fn serve(
     worker: Rc<Worker>,
     listener: Rc<str>,
-    io: Rewind,
+    mut io: Rewind,
     peer: SocketAddr,
     tls: Option<Rc<nuncio_tls::SessionInfo>>,
     ctx: Context,
@@ -74,37 +96,46 @@ pub(crate) async fn serve(
     else {
         return;
     };
-    let mut builder = h2::server::Builder::new();
-    builder
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_header_list_size(u32::try_from(settings.max_request_headers_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
-        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS));
-    let wire = io.bytes_read();
+    let config = nuncio_http2::Config {
+        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        stream_window: STREAM_WINDOW,
+        connection_window: CONNECTION_WINDOW,
+        max_header_list_size: u32::try_from(settings.max_request_headers_bytes).unwrap_or(u32::MAX),
+        max_pending_accept_resets: MAX_PENDING_ACCEPT_RESETS,
+        max_local_error_resets: MAX_LOCAL_ERROR_RESETS,
+        max_empty_data_frames: MAX_EMPTY_DATA_FRAMES,
+        max_decoded_ratio: HPACK_MAX_RATIO,
+        min_decoded_for_ratio: HPACK_MIN_DECODED,
+    };
+    let conn: Shared = Rc::new(RefCell::new(Connection::new(config)));
+    // However this task ends (the listener closing for good drops it
+    // wherever it is), the streams still running see their stream reset.
+    let _close = CloseOnDrop(conn.clone());
+    let mut read_buf = BytesMut::new();
     // The preface and SETTINGS exchange is bounded like a request head.
-    let handshake = within(settings.request_headers_timeout, builder.handshake::<_, Bytes>(io)).await;
-    let Some(Ok(mut conn)) = handshake else { return };
+    let mut handshake = std::pin::pin!(settings.request_headers_timeout.map(tokio::time::sleep));
     let streams = Rc::new(OpenStreams::default());
     let abuse = Rc::new(Abuse::default());
     let mut idle = std::pin::pin!(IdleTimer::new(settings.idle_timeout));
     let mut goaway_sent = false;
-    // `drained`: one waiter on the drain for the connection's life, not
-    // one per stream; polled only until it fires (then `goaway_sent`).
     loop {
-        // Idle (no stream open) for `idle_timeout`, or the listener drains:
-        // say goodbye (GOAWAY), then let the codec finish the streams in
-        // flight and the exchange.
         let event = poll_fn(|cx| {
-            if let Poll::Ready(accepted) = conn.poll_accept(cx) {
-                return Poll::Ready(Some(accepted));
+            if let Poll::Ready(event) = drive(&conn, &mut io, &mut read_buf, cx) {
+                return Poll::Ready(event);
+            }
+            if !conn.borrow().is_established()
+                && let Some(timer) = handshake.as_mut().as_pin_mut()
+                && timer.poll(cx).is_ready()
+            {
+                return Poll::Ready(Event::Done);
             }
             if goaway_sent {
                 return Poll::Pending;
             }
+            // `drained`: one waiter on the drain for the connection's life,
+            // not one per stream; polled only until it fires.
             if Pin::new(&mut drained).poll(cx).is_ready() {
-                return Poll::Ready(None);
+                return Poll::Ready(Event::GoAway);
             }
             if streams.count.get() > 0 {
                 // The last stream to end wakes this task to start the timer.
@@ -112,88 +143,143 @@ pub(crate) async fn serve(
                 streams.wait(cx.waker());
                 return Poll::Pending;
             }
-            idle.as_mut().poll_idle(cx).map(|()| None)
+            idle.as_mut().poll_idle(cx).map(|()| Event::GoAway)
         })
         .await;
-        let Some(accepted) = event else {
-            conn.graceful_shutdown();
-            goaway_sent = true;
-            continue;
+        let request = match event {
+            Event::Stream(request) => request,
+            // Idle (no stream open) for `idle_timeout`, or the listener
+            // drains: say goodbye (GOAWAY); the streams in flight finish.
+            Event::GoAway => {
+                conn.borrow_mut().go_away(Reason::NO_ERROR);
+                goaway_sent = true;
+                continue;
+            }
+            Event::Done => break,
         };
         // A new stream ends the idle spell, even one that ends before the
         // connection is next polled.
         idle.as_mut().busy();
-        let (request, respond) = match accepted {
-            Some(Ok(stream)) => stream,
-            // The client closed, or broke the protocol (the codec has sent
-            // GOAWAY with the reason).
-            Some(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "HTTP/2 connection error");
-                return;
-            }
-            None => return,
-        };
-        if let Some(why) = abuse.admit(&request, wire.get()) {
+        if let Some(why) = abuse.admit() {
             // Streams in flight go on; the client gets no new one.
             crate::warn_limited::warn_limited!("h2-abuse", %peer, why, "closing an HTTP/2 connection (GOAWAY)");
-            conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+            conn.borrow_mut().go_away(Reason::ENHANCE_YOUR_CALM);
             goaway_sent = true;
         }
         streams.count.set(streams.count.get() + 1);
         let guard = OpenStream { streams: streams.clone(), abuse: abuse.clone() };
-        let (worker, listener, tls) = (worker.clone(), listener.clone(), tls.clone());
+        let (worker, listener, tls, conn) = (worker.clone(), listener.clone(), tls.clone(), conn.clone());
         let (stream_ctx, cancel) = ctx.with_cancel();
         // Log lines say which request the stream serves (see
         // `stream::serve`). The task's future is a box: tokio moves a
         // spawned future by value several times (into its task cell, and
         // its whole stage again as the task ends). The stream's own future
         // (~6 KB) is boxed in place once it starts; what starts it (the
-        // request, the respond handle, the stream's context: ~500 bytes)
-        // is boxed here, so that those moves copy a pointer (the copies
-        // were 5,300 instructions a request for the whole future, ~550
-        // for the ~500 bytes).
+        // request, the stream's context: ~500 bytes) is boxed here, so
+        // that those moves copy a pointer.
         tokio::task::spawn_local(Box::pin(nuncio_trace::InRequest::new(None, async move {
-            if crate::box_in_place!(serve_stream(&worker, &listener, request, respond, peer, tls, &stream_ctx)).await {
+            if crate::box_in_place!(serve_stream(&worker, &listener, conn, request, peer, tls, &stream_ctx)).await {
                 guard.abuse.premature.set(guard.abuse.premature.get() + 1);
             }
             drop(cancel);
             drop(guard);
         })));
     }
+    // What is left to say (a GOAWAY) goes out if the client takes it at
+    // once; the connection does not wait for it.
+    let leftover = std::mem::take(conn.borrow_mut().output());
+    if !leftover.is_empty() {
+        let _ = crate::bounded::within(Some(std::time::Duration::from_secs(1)), async {
+            crate::io::write_all_vectored(&mut io.inner, &[&leftover]).await
+        })
+        .await;
+    }
 }
 
-/// What a connection's client did that a well-behaved one does not (see
-/// [`PREMATURE_RESET_MIN_STREAMS`] and [`HPACK_MIN_DECODED`]).
+/// Closes the codec (every stream reset) when the connection task ends.
+struct CloseOnDrop(Shared);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = self.0.try_borrow_mut() {
+            conn.close();
+        }
+    }
+}
+
+/// One turn of the connection's I/O: writes what the codec queued, reads
+/// what the client sent into it, until a stream opens, the connection is
+/// over, or the socket would block (the task's waker is then with the
+/// socket and the codec).
+fn drive(conn: &Shared, io: &mut Rewind, read_buf: &mut BytesMut, cx: &mut TaskContext<'_>) -> Poll<Event> {
+    let mut c = conn.borrow_mut();
+    loop {
+        if let Some(request) = c.accept() {
+            return Poll::Ready(Event::Stream(request));
+        }
+        let mut flushed = true;
+        while !c.output().is_empty() {
+            match Pin::new(&mut *io).poll_write(cx, c.output()) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    c.output().advance(n);
+                    c.written();
+                }
+                Poll::Ready(_) => {
+                    c.close();
+                    return Poll::Ready(Event::Done);
+                }
+                Poll::Pending => {
+                    flushed = false;
+                    break;
+                }
+            }
+        }
+        if flushed && Pin::new(&mut *io).poll_flush(cx).is_ready() && c.is_done() {
+            return Poll::Ready(Event::Done);
+        }
+        if !c.wants_read() {
+            break;
+        }
+        if read_buf.capacity() - read_buf.len() < READ_SIZE / 4 {
+            read_buf.reserve(READ_SIZE);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, read_buf) {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                if let Err(e) = c.recv(read_buf) {
+                    // The codec queued GOAWAY with the reason: it goes out
+                    // on the next turn, then the connection ends.
+                    tracing::debug!(error = %e, "HTTP/2 connection error");
+                }
+            }
+            Poll::Ready(_) => {
+                // The client closed, or the socket failed.
+                c.close();
+                return Poll::Ready(Event::Done);
+            }
+            Poll::Pending => break,
+        }
+    }
+    c.set_io_waker(cx.waker());
+    Poll::Pending
+}
+
+/// What a connection's client did that a well-behaved one does not, and
+/// the codec cannot see (see [`PREMATURE_RESET_MIN_STREAMS`]; the codec
+/// bounds the rest itself).
 #[derive(Default)]
 struct Abuse {
     streams: Cell<u64>,
     /// Streams the client reset before their response ended.
     premature: Cell<u64>,
-    /// Header bytes decoded from the client (HPACK's accounting: name,
-    /// value and 32 bytes per field).
-    decoded: Cell<u64>,
 }
 
 impl Abuse {
     /// Counts a new stream; why the connection must end, if it must.
-    fn admit(&self, request: &Request<RecvStream>, wire: u64) -> Option<&'static str> {
+    fn admit(&self) -> Option<&'static str> {
         self.streams.set(self.streams.get() + 1);
-        let fields: u64 =
-            request.headers().iter().map(|(name, value)| (name.as_str().len() + value.len()) as u64 + 32).sum();
-        // The pseudo-fields' lengths, read in place (formatting the URI
-        // to measure it was an allocation a stream).
-        let uri = request.uri();
-        let uri_len = uri.scheme_str().map_or(0, |s| s.len() + "://".len())
-            + uri.authority().map_or(0, |a| a.as_str().len())
-            + uri.path_and_query().map_or(0, |p| p.as_str().len());
-        let pseudo = (request.method().as_str().len() + uri_len) as u64 + 4 * 32;
-        self.decoded.set(self.decoded.get() + fields + pseudo);
-        let (streams, premature, decoded) = (self.streams.get(), self.premature.get(), self.decoded.get());
+        let (streams, premature) = (self.streams.get(), self.premature.get());
         if streams >= PREMATURE_RESET_MIN_STREAMS && premature * 2 > streams {
             return Some("most of its streams were reset before their response ended");
-        }
-        if decoded > HPACK_MIN_DECODED && decoded > HPACK_MAX_RATIO * wire.max(1) {
-            return Some("its header compression expands far more than an ordinary client's");
         }
         None
     }
@@ -288,58 +374,60 @@ impl Drop for OpenStream {
 async fn serve_stream(
     worker: &Worker,
     listener: &str,
-    request: Request<RecvStream>,
-    respond: SendResponse<Bytes>,
+    conn: Shared,
+    request: Request,
     peer: SocketAddr,
     tls: Option<Rc<nuncio_tls::SessionInfo>>,
     ctx: &Context,
 ) -> bool {
-    // Each stream is served with the snapshot current when it began.
-    let Ok(local) = worker.local.get() else { return false };
-    let Some(listener_snapshot) = local.snapshot.listeners.get(listener) else { return false };
-    let (parts, body) = request.into_parts();
-    let authority = parts
-        .uri
-        .authority()
-        .cloned()
-        .or_else(|| parts.headers.get(header::HOST).and_then(|h| Authority::try_from(h.as_bytes()).ok()));
-    let size = if body.is_end_stream() { BodySize::Empty } else { BodySize::from_content_length(&parts.headers) };
-    let head = RequestHead {
-        method: parts.method,
-        uri: parts.uri,
-        version: parts.version,
-        headers: parts.headers.into(),
-        authority,
-        body: size,
-        upgrade: false,
-        expect_continue: false,
-    };
-    let expect_continue = size != BodySize::Empty
-        && head.headers.get(&header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
-    let mut head = RequestHead { expect_continue, ..head };
-    let exchange = Exchange {
-        method: head.method.clone(),
-        body,
-        body_done: size == BodySize::Empty,
+    // Made first: a stream given up early is released as it drops.
+    let mut exchange = Exchange {
+        conn,
+        id: request.stream,
+        method: request.method.clone(),
+        body_done: request.end_stream,
         peeked: None,
-        continue_pending: expect_continue,
-        respond,
-        send: None,
+        continue_pending: false,
+        started: false,
         status: None,
         ended: false,
         peer,
         tls,
     };
+    // Each stream is served with the snapshot current when it began.
+    let Ok(local) = worker.local.get() else { return false };
+    let Some(listener_snapshot) = local.snapshot.listeners.get(listener) else { return false };
+    let Request { method, uri, headers, end_stream, .. } = request;
+    let authority = uri
+        .authority()
+        .cloned()
+        .or_else(|| headers.get(header::HOST).and_then(|h| Authority::try_from(h.as_bytes()).ok()));
+    let size = if end_stream { BodySize::Empty } else { BodySize::from_content_length(&headers) };
+    let expect_continue = size != BodySize::Empty
+        && headers.get(&header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let mut head = RequestHead {
+        method,
+        uri,
+        version: http::Version::HTTP_2,
+        headers: headers.into(),
+        authority,
+        body: size,
+        upgrade: false,
+        expect_continue,
+    };
+    exchange.continue_pending = expect_continue;
     let mut downstream = Downstream::new(Codec::Http2(exchange), super::BodyClock::new(&listener_snapshot.config));
     crate::stream::serve(worker, &local, listener_snapshot, &mut downstream, &mut head, ctx).await;
     let Codec::Http2(exchange) = &mut downstream.codec else { return false };
     exchange.reset_by_client()
 }
 
-/// The client side of one HTTP/2 stream.
+/// The client side of one HTTP/2 stream: its id on the connection's codec.
+/// Dropping it releases the stream (reset if its response did not end).
 pub(crate) struct Exchange {
+    conn: Shared,
+    id: u32,
     method: Method,
-    body: RecvStream,
     body_done: bool,
     /// What `body_ready` read, not yet taken by `read_body`.
     peeked: Option<Result<Option<BodyFrame>, RequestBodyError>>,
@@ -347,15 +435,23 @@ pub(crate) struct Exchange {
     /// informational `100`) when the body is first read, so a request
     /// refused before that never gets it.
     continue_pending: bool,
-    respond: SendResponse<Bytes>,
-    /// The response body's stream, once the head went out.
-    send: Option<SendStream<Bytes>>,
+    /// The response head went out.
+    started: bool,
     status: Option<http::StatusCode>,
     /// END_STREAM sent.
     ended: bool,
     peer: SocketAddr,
     /// The connection's TLS session, if it has one.
     tls: Option<Rc<nuncio_tls::SessionInfo>>,
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // No borrow is held across an `.await`, so none is held here.
+        if let Ok(mut conn) = self.conn.try_borrow_mut() {
+            conn.release(self.id);
+        }
+    }
 }
 
 impl Exchange {
@@ -369,9 +465,7 @@ impl Exchange {
 
     pub(crate) async fn read_body(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
         if std::mem::take(&mut self.continue_pending) {
-            let mut interim = http::Response::new(());
-            *interim.status_mut() = http::StatusCode::CONTINUE;
-            let _ = self.respond.send_informational(interim);
+            let _ = self.conn.borrow_mut().send_informational(self.id, 100);
         }
         match self.peeked.take() {
             Some(peeked) => peeked,
@@ -384,7 +478,7 @@ impl Exchange {
     pub(crate) fn body_ended(&self) -> bool {
         match &self.peeked {
             Some(peeked) => matches!(peeked, Ok(None)),
-            None => self.body_done || self.body.is_end_stream(),
+            None => self.body_done || self.conn.borrow().body_ended(self.id),
         }
     }
 
@@ -406,79 +500,50 @@ impl Exchange {
         }
     }
 
-    /// Cancel-safe: `data` and `trailers` are, and the state changes only
-    /// once one of them answered.
+    /// Cancel-safe: the codec hands a piece over only as the poll returns
+    /// it.
     async fn next_frame(&mut self) -> Result<Option<BodyFrame>, RequestBodyError> {
         if self.body_done {
             return Ok(None);
         }
-        loop {
-            match self.body.data().await {
-                Some(Ok(data)) => {
-                    // The window reopens as the body is taken: the client
-                    // sends no faster than the upstream accepts.
-                    let _ = self.body.flow_control().release_capacity(data.len());
-                    if !data.is_empty() {
-                        return Ok(Some(BodyFrame::Data(data)));
-                    }
-                }
-                Some(Err(_)) => {
-                    self.body_done = true;
-                    return Err(RequestBodyError::Gone);
-                }
-                None => {
-                    // Done only once the trailers are in: a read cancelled
-                    // while they are awaited (the filters wait for a handle
-                    // call beside it) asks again.
-                    let trailers = self.body.trailers().await;
-                    self.body_done = true;
-                    return match trailers {
-                        Ok(Some(trailers)) => Ok(Some(BodyFrame::Trailers(trailers))),
-                        Ok(None) => Ok(None),
-                        Err(_) => Err(RequestBodyError::Gone),
-                    };
-                }
+        let (conn, id) = (&self.conn, self.id);
+        let item = poll_fn(|cx| conn.borrow_mut().poll_body(id, cx)).await;
+        match item {
+            Some(Ok(BodyItem::Data(data))) => Ok(Some(BodyFrame::Data(data))),
+            Some(Ok(BodyItem::Trailers(trailers))) => {
+                self.body_done = true;
+                Ok(Some(BodyFrame::Trailers(trailers)))
+            }
+            Some(Err(_)) => {
+                self.body_done = true;
+                Err(RequestBodyError::Gone)
+            }
+            None => {
+                self.body_done = true;
+                Ok(None)
             }
         }
     }
 
     /// Resolves when the client resets the stream (or the connection goes).
     pub(crate) async fn closed(&mut self) {
-        match &mut self.send {
-            Some(send) => {
-                let _ = poll_fn(|cx| send.poll_reset(cx)).await;
-            }
-            None => {
-                let _ = poll_fn(|cx| self.respond.poll_reset(cx)).await;
-            }
-        }
+        let (conn, id) = (&self.conn, self.id);
+        poll_fn(|cx| conn.borrow_mut().poll_reset(id, cx)).await;
     }
 
     pub(crate) fn response_started(&self) -> bool {
-        self.send.is_some()
+        self.started
     }
 
     /// Whether the client reset the stream (before its response ended).
     fn reset_by_client(&mut self) -> bool {
-        let waker = Waker::noop();
-        let mut cx = TaskContext::from_waker(waker);
-        let reset = match &mut self.send {
-            Some(send) => send.poll_reset(&mut cx),
-            None => self.respond.poll_reset(&mut cx),
-        };
-        !self.ended && matches!(reset, Poll::Ready(Ok(_)))
+        !self.ended && self.conn.borrow().reset_by_peer(self.id)
     }
 
-    /// Whether the client has reset the stream already (checked without
-    /// waiting): then nothing is forwarded for it.
+    /// Whether the stream is reset already (checked without waiting): then
+    /// nothing is forwarded for it.
     pub(crate) fn gone_now(&mut self) -> bool {
-        let waker = Waker::noop();
-        let mut cx = TaskContext::from_waker(waker);
-        let reset = match &mut self.send {
-            Some(send) => send.poll_reset(&mut cx),
-            None => self.respond.poll_reset(&mut cx),
-        };
-        reset.is_ready()
+        self.conn.borrow().is_reset(self.id)
     }
 
     pub(crate) fn status(&self) -> Option<http::StatusCode> {
@@ -490,8 +555,8 @@ impl Exchange {
         let mut headers = head.headers;
         // HTTP/2 has no connection-specific fields (RFC 9113 §8.2.2).
         headers.remove_hop_by_hop();
-        // `content-length` must match the DATA sent (the codec checks), except
-        // on HEAD where it describes the representation.
+        // `content-length` must match the DATA sent, except on HEAD where it
+        // describes the representation.
         if self.method != Method::HEAD {
             headers.remove(&header::CONTENT_LENGTH);
             if let BodySize::Exact(n) = head.body
@@ -500,76 +565,83 @@ impl Exchange {
                 headers.insert(header::CONTENT_LENGTH, n.into());
             }
         }
-        // Values that do not share the buffer they were read into (HPACK
-        // keeps them: see `own_values`).
-        let headers = match headers {
-            HeadFields::Received(fields) => fields.to_owned_map(),
-            HeadFields::Map(mut map) => {
-                crate::message::own_values(&mut map);
-                map
-            }
-        };
         let end = no_body || matches!(head.body, BodySize::Empty | BodySize::Exact(0));
-        let mut response = http::Response::new(());
-        *response.status_mut() = head.status;
-        *response.headers_mut() = headers;
-        let send = self.respond.send_response(response, end).map_err(|_| WriteError)?;
-        self.send = Some(send);
+        let status = head.status.as_u16();
+        let mut conn = self.conn.borrow_mut();
+        let sent = match &headers {
+            HeadFields::Received(fields) => conn.send_response(self.id, status, fields.iter(), end),
+            HeadFields::Map(map) => conn.send_response(self.id, status, fields_of(map), end),
+        };
+        sent.map_err(|_| WriteError)?;
+        self.started = true;
         self.status = Some(head.status);
         self.ended = end;
         Ok(())
     }
 
     pub(crate) async fn send_data(&mut self, data: Bytes) -> Result<(), WriteError> {
-        let Some(send) = self.send.as_mut().filter(|_| !self.ended) else { return Ok(()) };
-        crate::io::send_all(send, data, false).await.map_err(|_| WriteError)
+        if !self.started || self.ended {
+            return Ok(());
+        }
+        self.send(data, false).await
     }
 
     pub(crate) async fn send_last(&mut self, data: Bytes) -> Result<(), WriteError> {
-        let Some(send) = self.send.as_mut().filter(|_| !self.ended) else { return Ok(()) };
+        if !self.started || self.ended {
+            return Ok(());
+        }
         self.ended = true;
-        crate::io::send_all(send, data, true).await.map_err(|_| WriteError)
+        self.send(data, true).await
     }
 
-    pub(crate) fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {
-        let Some(send) = self.send.as_mut().filter(|_| !self.ended) else { return Ok(()) };
+    /// Queues `data` as the client's window and the output allow.
+    async fn send(&mut self, mut data: Bytes, end: bool) -> Result<(), WriteError> {
+        let (conn, id) = (&self.conn, self.id);
+        poll_fn(|cx| conn.borrow_mut().poll_send_data(id, &mut data, end, cx)).await.map_err(|_| WriteError)
+    }
+
+    pub(crate) fn send_trailers(&mut self, trailers: &HeaderMap) -> Result<(), WriteError> {
+        if !self.started || self.ended {
+            return Ok(());
+        }
         self.ended = true;
-        send.send_trailers(trailers).map_err(|_| WriteError)
+        self.conn.borrow_mut().send_trailers(self.id, fields_of(trailers)).map_err(|_| WriteError)
     }
 
     pub(crate) fn finish(&mut self) -> Result<(), WriteError> {
-        let Some(send) = self.send.as_mut().filter(|_| !self.ended) else { return Ok(()) };
+        if !self.started || self.ended {
+            return Ok(());
+        }
         self.ended = true;
-        send.send_data(Bytes::new(), true).map_err(|_| WriteError)
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        // An empty last frame needs neither window nor room: ready at once.
+        match self.conn.borrow_mut().poll_send_data(self.id, &mut Bytes::new(), true, &mut cx) {
+            Poll::Ready(Ok(())) => Ok(()),
+            _ => Err(WriteError),
+        }
     }
 
     pub(crate) fn abort(&mut self) {
-        match &mut self.send {
-            Some(send) => send.send_reset(Reason::INTERNAL_ERROR),
-            None => self.respond.send_reset(Reason::INTERNAL_ERROR),
-        }
+        self.conn.borrow_mut().reset(self.id, Reason::INTERNAL_ERROR);
         self.ended = true;
     }
+}
+
+/// A map's fields as the codec takes them.
+fn fields_of(map: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    map.iter().map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
 }
 
 /// A socket with bytes already read from it put back in front (the
 /// preface read while choosing the protocol).
 pub(crate) struct Rewind {
     prefix: Bytes,
-    inner: Io,
-    /// Bytes read from the socket so far (the preface included).
-    read: Rc<Cell<u64>>,
+    pub(super) inner: Io,
 }
 
 impl Rewind {
     pub(crate) fn new(prefix: Bytes, inner: Io) -> Rewind {
-        let read = Rc::new(Cell::new(prefix.len() as u64));
-        Rewind { prefix, inner, read }
-    }
-
-    /// The count of bytes read from the socket, as it goes on.
-    fn bytes_read(&self) -> Rc<Cell<u64>> {
-        self.read.clone()
+        Rewind { prefix, inner }
     }
 }
 
@@ -591,11 +663,7 @@ impl AsyncRead for Rewind {
             }
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = &self.read;
-        read.set(read.get() + (buf.filled().len() - before) as u64);
-        polled
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 

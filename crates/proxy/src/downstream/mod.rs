@@ -436,7 +436,7 @@ impl<'c> Downstream<'c> {
     pub(crate) async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), WriteError> {
         match &mut self.codec {
             Codec::Http1(e) => e.send_trailers(trailers).await,
-            Codec::Http2(e) => e.send_trailers(trailers),
+            Codec::Http2(e) => e.send_trailers(&trailers),
         }
     }
 
