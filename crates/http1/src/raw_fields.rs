@@ -63,6 +63,28 @@ impl RawFields {
         Some(())
     }
 
+    /// Fields decoded elsewhere into one buffer (an HTTP/2 request's header
+    /// block): each `(offset, length)` pair of a name and of its value is a
+    /// range of `head`. The caller has checked names (tokens) and values
+    /// (no control bytes but HTAB) as the HTTP/1.1 decoder does; which are
+    /// hop-by-hop is decided here (a `Connection` field among them takes the
+    /// general path of [`RawFields::remove_hop_by_hop`]).
+    ///
+    /// # Panics
+    /// If a range is not in `head`.
+    pub fn from_ranges(head: Bytes, fields: impl ExactSizeIterator<Item = ((u32, u32), (u32, u32))>) -> RawFields {
+        let mut spans = Vec::with_capacity(fields.len());
+        let mut connection = false;
+        for (name, value) in fields {
+            let name_bytes = slice(&head, name);
+            let hop_by_hop = is_hop_by_hop(name_bytes);
+            connection |= hop_by_hop && name_bytes.eq_ignore_ascii_case(b"connection");
+            let _ = slice(&head, value);
+            spans.push(Span { name, value, hop_by_hop });
+        }
+        RawFields { head, spans, added: Vec::new(), connection_names_others: connection }
+    }
+
     /// Gives the fields their head: the bytes they were parsed from, from
     /// the same start (at least up to the end of the last field).
     pub(crate) fn attach(&mut self, head: Bytes) {

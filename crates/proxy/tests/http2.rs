@@ -520,3 +520,27 @@ clusters:
     assert_eq!(open.load(Ordering::SeqCst), 9, "8 streams were open at once");
     assert!(upstream.connections() >= 4, "8 streams at 2 per connection: {} connections", upstream.connections());
 }
+
+#[test]
+fn cookies_sent_as_separate_fields_reach_an_http1_upstream_as_one() {
+    // RFC 9113 §8.2.3: an HTTP/2 client may split `cookie`; HTTP/1.1 has one.
+    let upstream = Upstream::echo("one");
+    let proxy = proxy_to(&upstream, "http1");
+    let reply = rt().block_on(async {
+        let client = h2_connect(proxy.addr()).await;
+        let request = Request::builder()
+            .uri("http://test.example/c")
+            .header("cookie", "a=1")
+            .header("x-other", "kept")
+            .header("cookie", "b=2")
+            .body(())
+            .unwrap();
+        let mut client = client.ready().await.unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        tokio::time::timeout(TIMEOUT, response).await.expect("response in time").unwrap().status()
+    });
+    assert_eq!(reply, StatusCode::OK);
+    let seen = upstream.last_request();
+    assert_eq!(seen.all("cookie"), ["a=1; b=2"]);
+    assert_eq!(seen.header("x-other"), "kept");
+}

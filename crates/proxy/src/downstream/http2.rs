@@ -397,19 +397,24 @@ async fn serve_stream(
     // Each stream is served with the snapshot current when it began.
     let Ok(local) = worker.local.get() else { return false };
     let Some(listener_snapshot) = local.snapshot.listeners.get(listener) else { return false };
-    let Request { method, uri, headers, end_stream, .. } = request;
-    let authority = uri
-        .authority()
-        .cloned()
-        .or_else(|| headers.get(header::HOST).and_then(|h| Authority::try_from(h.as_bytes()).ok()));
-    let size = if end_stream { BodySize::Empty } else { BodySize::from_content_length(&headers) };
-    let expect_continue = size != BodySize::Empty
-        && headers.get(&header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let Request { method, uri, fields, content_length, end_stream, .. } = request;
+    // Relayed as decoded, like an HTTP/1.1 head: no map is made unless a
+    // filter or an HTTP/2 upstream asks for one.
+    let mut headers = nuncio_http1::RawFields::from_ranges(fields.bytes().clone(), fields.ranges());
+    join_cookies(&mut headers);
+    let authority = uri.authority().cloned().or_else(|| headers.get("host").and_then(|h| Authority::try_from(h).ok()));
+    let size = match (end_stream, content_length) {
+        (true, _) => BodySize::Empty,
+        (false, Some(n)) => BodySize::Exact(n),
+        (false, None) => BodySize::Unknown,
+    };
+    let expect_continue =
+        size != BodySize::Empty && headers.get("expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     let mut head = RequestHead {
         method,
         uri,
         version: http::Version::HTTP_2,
-        headers: headers.into(),
+        headers: HeadFields::Received(headers),
         authority,
         body: size,
         upgrade: false,
@@ -420,6 +425,26 @@ async fn serve_stream(
     crate::stream::serve(worker, &local, listener_snapshot, &mut downstream, &mut head, ctx).await;
     let Codec::Http2(exchange) = &mut downstream.codec else { return false };
     exchange.reset_by_client()
+}
+
+/// HTTP/2 clients may send each cookie as a field of its own (RFC 9113
+/// §8.2.3, for better compression); HTTP/1.1 allows one `cookie` field, so
+/// they are joined with "; " before the request goes on.
+fn join_cookies(headers: &mut nuncio_http1::RawFields) {
+    if headers.get_all("cookie").nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for (i, cookie) in headers.get_all("cookie").enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(cookie);
+    }
+    // Joined from valid values with "; ": valid too.
+    if let Ok(value) = http::HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
 }
 
 /// The client side of one HTTP/2 stream: its id on the connection's codec.
