@@ -178,6 +178,11 @@ impl Fields {
             }
             regular.push(*span);
         }
+        if end_stream && content_length.is_some_and(|n| n != 0) {
+            // RFC 9113 §8.1.1: the length says a body comes, the stream
+            // says none does.
+            return Err(Malformed("a content-length with no body"));
+        }
         let method = method.ok_or(Malformed("no :method"))?;
         let method = Method::from_bytes(slice(method)).map_err(|_| Malformed("an invalid :method"))?;
         let authority = match authority {

@@ -225,6 +225,10 @@ pub struct Connection {
     /// The client sent `GOAWAY`.
     peer_goaway: bool,
     block: Option<Block>,
+    /// Streams nuncio reset or refused lately (see `remember_reset`).
+    reset_ids: VecDeque<u32>,
+    /// The client acknowledged nuncio's `SETTINGS`.
+    settings_acked: bool,
     /// A `HEADERS` that made its stream depend on itself: reset once its
     /// block is decoded.
     priority_error: Option<u32>,
@@ -276,6 +280,8 @@ impl Connection {
             goaway_sent: None,
             peer_goaway: false,
             block: None,
+            reset_ids: VecDeque::new(),
+            settings_acked: false,
             priority_error: None,
             pending_accept_resets: 0,
             local_error_resets: 0,

@@ -11,6 +11,9 @@ use crate::{Error, Reason};
 /// The largest frame nuncio accepts (it does not raise
 /// `SETTINGS_MAX_FRAME_SIZE`).
 const MAX_FRAME_SIZE: usize = frame::DEFAULT_MAX_FRAME_SIZE;
+/// How many of the streams nuncio reset are remembered (as many as may be
+/// open at once, by default).
+const RESET_IDS_KEPT: usize = 128;
 
 impl Connection {
     /// Takes the complete frames at the front of `input` (what was read from
@@ -251,42 +254,66 @@ impl Connection {
                 "header compression that expands far more than an ordinary client's",
             ));
         }
-        if self.priority_error.take() == Some(id) {
-            return self.reset_stream(id, Reason::PROTOCOL_ERROR, true);
-        }
+        let priority_error = self.priority_error.take() == Some(id);
         if self.streams.contains_key(&id) {
+            if priority_error {
+                return self.reset_stream(id, Reason::PROTOCOL_ERROR, true);
+            }
             return self.trailers(id, end_stream);
         }
         if id <= self.last_stream {
-            // A stream nuncio closed or reset (trailers the client sent
-            // before it knew): ignored. HPACK state was kept above.
-            return Ok(());
+            if self.reset_recently(id) {
+                // Trailers the client sent before it saw nuncio's reset:
+                // ignored (HPACK state was kept above).
+                return Ok(());
+            }
+            return Err(self.fail(
+                Reason::PROTOCOL_ERROR,
+                "HEADERS on a closed stream, or on a stream id lower than one already used",
+            ));
         }
         if id.is_multiple_of(2) {
             return Err(self.fail(Reason::PROTOCOL_ERROR, "a client opened an even-numbered stream"));
         }
         self.last_stream = id;
+        // From here on the stream is nuncio's to refuse: each refusal is
+        // remembered, so that what the client sent before it knew is
+        // ignored.
         if self.goaway_sent.is_some() {
             // After GOAWAY new streams are ignored; the client may retry
             // them elsewhere.
+            self.remember_reset(id);
             return Ok(());
         }
+        if priority_error {
+            self.remember_reset(id);
+            frame::put_reset(&mut self.out, id, Reason::PROTOCOL_ERROR);
+            return self.count_local_error();
+        }
         if self.fields.too_large {
+            self.remember_reset(id);
             self.answer_too_large(id, end_stream);
             return Ok(());
         }
         if self.active >= self.config.max_concurrent_streams as usize {
+            self.remember_reset(id);
             frame::put_reset(&mut self.out, id, Reason::REFUSED_STREAM);
             return Ok(());
         }
         let request = match self.fields.request(id, end_stream) {
             Ok(request) => request,
             Err(_malformed) => {
+                self.remember_reset(id);
                 frame::put_reset(&mut self.out, id, Reason::PROTOCOL_ERROR);
                 return self.count_local_error();
             }
         };
-        let stream = Stream::new(self.config.stream_window, self.peer_initial_window, &request);
+        let recv_window = if self.settings_acked {
+            self.config.stream_window
+        } else {
+            self.config.stream_window.max(frame::DEFAULT_WINDOW)
+        };
+        let stream = Stream::new(recv_window, self.peer_initial_window, &request);
         self.streams.insert(id, stream);
         self.active += 1;
         self.accepted.push_back(request);
@@ -386,6 +413,17 @@ impl Connection {
         if head.has(flag::ACK) {
             if !payload.is_empty() {
                 return Err(self.fail(Reason::FRAME_SIZE_ERROR, "a SETTINGS acknowledgement with a payload"));
+            }
+            if !self.settings_acked {
+                // nuncio's stream window holds from now on (RFC 9113
+                // §6.5.3); until now a smaller one was the default's.
+                self.settings_acked = true;
+                let shrink = i64::from(frame::DEFAULT_WINDOW.saturating_sub(self.config.stream_window));
+                if shrink > 0 {
+                    for stream in self.streams.values_mut() {
+                        stream.recv_window -= shrink;
+                    }
+                }
             }
             return Ok(());
         }
@@ -493,6 +531,7 @@ impl Connection {
     /// for nuncio's own reasons; its task is woken.
     pub(super) fn reset_stream(&mut self, id: u32, reason: Reason, local_error: bool) -> Result<(), Error> {
         frame::put_reset(&mut self.out, id, reason);
+        self.remember_reset(id);
         if let Some(stream) = self.streams.get_mut(&id)
             && stream.reset.is_none()
         {
@@ -509,6 +548,19 @@ impl Connection {
             return self.count_local_error();
         }
         Ok(())
+    }
+
+    /// Keeps `id` among the streams nuncio reset lately (a bounded list:
+    /// the client's frames in flight for them are ignored, not errors).
+    fn remember_reset(&mut self, id: u32) {
+        if self.reset_ids.len() == RESET_IDS_KEPT {
+            self.reset_ids.pop_front();
+        }
+        self.reset_ids.push_back(id);
+    }
+
+    fn reset_recently(&self, id: u32) -> bool {
+        self.reset_ids.contains(&id)
     }
 
     fn count_local_error(&mut self) -> Result<(), Error> {

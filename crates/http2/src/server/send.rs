@@ -126,7 +126,9 @@ impl Connection {
                 return Poll::Ready(Ok(()));
             }
             if self.out.len() >= OUT_HIGH_WATER {
-                self.write_waiters.push(cx.waker().clone());
+                if !self.write_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    self.write_waiters.push(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
             let Some(stream) = self.streams.get_mut(&id) else { return Poll::Ready(Err(StreamError::Closed)) };
@@ -142,6 +144,10 @@ impl Connection {
             let last = end && n == data.len();
             self.put_data(id, &data[..n], last);
             data.advance(n);
+            if last {
+                // The stream's send side is closed now: nothing to check.
+                return Poll::Ready(Ok(()));
+            }
         }
     }
 
