@@ -544,3 +544,23 @@ fn cookies_sent_as_separate_fields_reach_an_http1_upstream_as_one() {
     assert_eq!(seen.all("cookie"), ["a=1; b=2"]);
     assert_eq!(seen.header("x-other"), "kept");
 }
+
+#[test]
+fn responses_relayed_whole_leave_the_upstream_connection_for_the_next_request() {
+    // A response whose last piece went out cleanly ends the try cleanly:
+    // its upstream connection goes back to the pool (a regression: the
+    // codec once answered the last write of every h2c response with an
+    // error, so each request opened a new upstream connection).
+    let upstream = Upstream::echo("one");
+    let proxy = proxy_to(&upstream, "http1");
+    rt().block_on(async {
+        let client = h2_connect(proxy.addr()).await;
+        for i in 0..5 {
+            let reply = h2_request(&client, Method::POST, &format!("/r{i}"), b"some body").await;
+            assert_eq!(reply.status, StatusCode::OK);
+            assert_eq!(reply.body, b"some body");
+        }
+    });
+    let connections: std::collections::HashSet<usize> = upstream.requests().iter().map(|r| r.connection).collect();
+    assert_eq!(connections.len(), 1, "one upstream connection for five requests: {connections:?}");
+}
