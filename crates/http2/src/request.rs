@@ -241,10 +241,10 @@ fn check_regular(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
     if name.iter().any(u8::is_ascii_uppercase) {
         return Err(Malformed("an upper-case field name"));
     }
-    if !name.iter().all(|&b| is_token(b)) {
+    if !name.iter().all(|&b| BYTE_CLASS[usize::from(b)] & TOKEN != 0) {
         return Err(Malformed("an invalid field name"));
     }
-    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if !value.iter().all(|&b| BYTE_CLASS[usize::from(b)] & VALUE != 0) {
         return Err(Malformed("an invalid field value"));
     }
     if matches!(name, b"connection" | b"transfer-encoding" | b"upgrade" | b"keep-alive" | b"proxy-connection") {
@@ -256,10 +256,27 @@ fn check_regular(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
     Ok(())
 }
 
-/// A `tchar` (RFC 9110 §5.6.2).
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
+/// A `tchar` (RFC 9110 §5.6.2), in [`BYTE_CLASS`].
+const TOKEN: u8 = 1;
+/// A byte a field value may hold: any but the control bytes (HTAB
+/// allowed), as `http`'s `HeaderValue` checks.
+const VALUE: u8 = 2;
+
+/// Each byte's classes: one table lookup a byte, where comparing with the
+/// token punctuation was a search a byte.
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        let token = byte.is_ascii_alphanumeric()
+            || matches!(byte, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
+        let value = (byte >= 0x20 && byte != 0x7f) || byte == b'\t';
+        table[b] = if token { TOKEN } else { 0 } | if value { VALUE } else { 0 };
+        b += 1;
+    }
+    table
+};
 
 /// A `content-length` value: digits only.
 fn parse_length(v: &[u8]) -> Option<u64> {
