@@ -64,6 +64,7 @@
 
 mod error;
 pub mod frame;
+pub mod fuzzing;
 pub mod hpack;
 mod request;
 pub mod server;

@@ -185,9 +185,18 @@ impl Fields {
         }
         let method = method.ok_or(Malformed("no :method"))?;
         let method = Method::from_bytes(slice(method)).map_err(|_| Malformed("an invalid :method"))?;
-        let authority = match authority {
-            Some(a) => Some(Authority::from_maybe_shared(shared(a)).map_err(|_| Malformed("an invalid :authority"))?),
-            None => None,
+        let host = regular.iter().find(|span| slice(span.name) == b"host").map(|span| span.value);
+        let authority = match (authority, host) {
+            (Some(a), Some(h)) if !slice(a).eq_ignore_ascii_case(slice(h)) => {
+                // RFC 9113 §8.3.1: a proxy routing by one and forwarding
+                // the other would be told two different hosts.
+                return Err(Malformed(":authority and host that differ"));
+            }
+            // Without `:authority`, `host` says it (RFC 9113 §8.3.1).
+            (Some(a), _) | (None, Some(a)) => {
+                Some(Authority::from_maybe_shared(shared(a)).map_err(|_| Malformed("an invalid :authority"))?)
+            }
+            (None, None) => None,
         };
         let uri = if method == Method::CONNECT {
             if scheme.is_some() || path.is_some() {
@@ -347,6 +356,20 @@ mod tests {
         for (fields, why) in cases {
             assert_eq!(block(fields).request(1, true).unwrap_err(), Malformed(why), "{fields:?}");
         }
+    }
+
+    #[test]
+    fn host_stands_for_a_missing_authority_and_must_agree_with_one() {
+        let fields = [(":method", "GET"), (":scheme", "http"), (":path", "/"), ("host", "h.test")];
+        assert_eq!(block(&fields).request(1, true).unwrap().uri, "http://h.test/");
+        let mut agreeing = GET.to_vec();
+        agreeing.push(("host", "A.test"));
+        assert_eq!(block(&agreeing).request(1, true).unwrap().uri, "http://a.test/x?y");
+        let mut differing = GET.to_vec();
+        differing.push(("host", "b.test"));
+        assert_eq!(block(&differing).request(1, true).unwrap_err(), Malformed(":authority and host that differ"));
+        let neither = [(":method", "GET"), (":scheme", "http"), (":path", "/")];
+        assert_eq!(block(&neither).request(1, true).unwrap_err(), Malformed("an invalid request target"));
     }
 
     #[test]

@@ -380,7 +380,10 @@ impl Connection {
     /// Ends the connection with `GOAWAY` `reason`.
     fn fail(&mut self, reason: Reason, why: &'static str) -> Error {
         if self.state != State::Failed {
-            frame::put_goaway(&mut self.out, self.last_stream, reason);
+            // A GOAWAY's last stream may only go down (RFC 9113 §6.8):
+            // streams ignored since a graceful one are not let in.
+            let last = self.goaway_sent.map_or(self.last_stream, |sent| sent.min(self.last_stream));
+            frame::put_goaway(&mut self.out, last, reason);
             self.state = State::Failed;
             self.reset_all(reason);
         }

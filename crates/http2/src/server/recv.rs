@@ -362,11 +362,17 @@ impl Connection {
         if head.stream == 0 {
             return Err(self.fail(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0"));
         }
+        // A stream the client opened (or closed since) can be reset; an
+        // idle one may not be (RFC 9113 §6.4): PRIORITY does not open it.
+        let opened = head.stream <= self.last_stream && !head.stream.is_multiple_of(2);
         if payload.len() != 5 {
+            if !opened {
+                return Err(self.fail(Reason::FRAME_SIZE_ERROR, "a PRIORITY not of 5 bytes"));
+            }
             return self.reset_stream(head.stream, Reason::FRAME_SIZE_ERROR, true);
         }
         let dependency = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
-        if dependency == head.stream {
+        if dependency == head.stream && opened {
             return self.reset_stream(head.stream, Reason::PROTOCOL_ERROR, true);
         }
         // Priorities are not acted on (RFC 9113 deprecates them).

@@ -42,6 +42,10 @@ impl Connection {
     /// Reopens `n` bytes of window on stream `id` and the connection; the
     /// update is sent once half a window was taken (fewer, larger updates).
     pub(super) fn give_back(&mut self, id: u32, n: u32) {
+        if self.state == State::Failed {
+            // Nothing follows the GOAWAY.
+            return;
+        }
         if let Some(stream) = self.streams.get_mut(&id)
             && !stream.recv_closed
         {
@@ -58,6 +62,9 @@ impl Connection {
 
     /// Reopens `n` bytes of the connection's window.
     pub(super) fn give_back_connection(&mut self, n: u32) {
+        if self.state == State::Failed {
+            return;
+        }
         self.recv_unacked += n;
         if self.recv_unacked >= self.config.connection_window / 2 {
             frame::put_window_update(&mut self.out, 0, self.recv_unacked);
