@@ -279,7 +279,10 @@ static BYTE_CLASS: [u8; 256] = {
     while b < 256 {
         let byte = b as u8;
         let token = byte.is_ascii_alphanumeric()
-            || matches!(byte, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
+            || matches!(
+                byte,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
         let value = (byte >= 0x20 && byte != 0x7f) || byte == b'\t';
         table[b] = if token { TOKEN } else { 0 } | if value { VALUE } else { 0 };
         b += 1;
