@@ -582,11 +582,24 @@ impl Exchange {
         // `content-length` must match the DATA sent, except on HEAD where it
         // describes the representation.
         if self.method != Method::HEAD {
-            headers.remove(&header::CONTENT_LENGTH);
-            if let BodySize::Exact(n) = head.body
-                && !no_body
-            {
-                headers.insert(header::CONTENT_LENGTH, n.into());
+            let length = match head.body {
+                BodySize::Exact(n) if !no_body => Some(n),
+                _ => None,
+            };
+            // Mostly the upstream's own field says it already: kept as is
+            // (a new value is an allocation).
+            let mut lengths = headers.get_all(&header::CONTENT_LENGTH);
+            let said = lengths
+                .next()
+                .filter(|v| v.iter().all(u8::is_ascii_digit))
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+            let kept = said.is_some() && said == length && lengths.next().is_none();
+            drop(lengths);
+            if !kept {
+                headers.remove(&header::CONTENT_LENGTH);
+                if let Some(n) = length {
+                    headers.insert(header::CONTENT_LENGTH, n.into());
+                }
             }
         }
         let end = no_body || matches!(head.body, BodySize::Empty | BodySize::Exact(0));
