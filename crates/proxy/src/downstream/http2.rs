@@ -119,7 +119,7 @@ pub(crate) async fn serve(
     let mut goaway_sent = false;
     loop {
         let event = poll_fn(|cx| {
-            if let Poll::Ready(event) = drive(&conn, &mut io, &mut read_buf, cx) {
+            if let Poll::Ready(event) = drive(&conn, &mut io, &mut read_buf, peer, cx) {
                 return Poll::Ready(event);
             }
             if !conn.borrow().is_established()
@@ -210,7 +210,13 @@ impl Drop for CloseOnDrop {
 /// what the client sent into it, until a stream opens, the connection is
 /// over, or the socket would block (the task's waker is then with the
 /// socket and the codec).
-fn drive(conn: &Shared, io: &mut Rewind, read_buf: &mut BytesMut, cx: &mut TaskContext<'_>) -> Poll<Event> {
+fn drive(
+    conn: &Shared,
+    io: &mut Rewind,
+    read_buf: &mut BytesMut,
+    peer: SocketAddr,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Event> {
     let mut c = conn.borrow_mut();
     loop {
         if let Some(request) = c.accept() {
@@ -247,7 +253,12 @@ fn drive(conn: &Shared, io: &mut Rewind, read_buf: &mut BytesMut, cx: &mut TaskC
                 if let Err(e) = c.recv(read_buf) {
                     // The codec queued GOAWAY with the reason: it goes out
                     // on the next turn, then the connection ends.
-                    tracing::debug!(error = %e, "HTTP/2 connection error");
+                    match e {
+                        nuncio_http2::Error::Connection { reason: Reason::ENHANCE_YOUR_CALM, why } => {
+                            crate::warn_limited::warn_limited!("h2-abuse", %peer, why, "closing an HTTP/2 connection (GOAWAY)");
+                        }
+                        e => tracing::debug!(%peer, error = %e, "HTTP/2 connection error"),
+                    }
                 }
             }
             Poll::Ready(_) => {
