@@ -1,5 +1,5 @@
-//! Read buffers for HTTP/1.1 connections, client and upstream, kept per
-//! worker thread between requests.
+//! Read buffers for client connections (HTTP/1.1 and HTTP/2) and upstream
+//! HTTP/1.1 ones, kept per worker thread between requests.
 //!
 //! An idle keep-alive connection holds no buffer (as in nginx), so that
 //! thousands of idle clients, and a pool of idle upstream connections,

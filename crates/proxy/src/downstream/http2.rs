@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::{Codec, Downstream, WriteError};
 use crate::io::Io;
 use crate::message::{BodyFrame, BodySize, HeadFields, RequestBodyError, RequestHead, ResponseHead, bodiless};
+use crate::read_buffers;
 use crate::worker::Worker;
 
 /// Streams a client may have open at once (nginx's default).
@@ -62,8 +63,8 @@ const HPACK_MAX_RATIO: u64 = 500;
 /// throttled by round trips on a fast link.
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
-/// What one read from the client may take.
-const READ_SIZE: usize = 16 * 1024;
+/// Room a read buffer must have left to take a read without growing first.
+const READ_MIN_ROOM: usize = 2048;
 
 /// A connection's codec, shared by its task and its streams' tasks.
 type Shared = Rc<RefCell<Connection>>;
@@ -245,8 +246,20 @@ fn drive(
         if !c.wants_read() {
             break;
         }
-        if read_buf.capacity() - read_buf.len() < READ_SIZE / 4 {
-            read_buf.reserve(READ_SIZE);
+        if read_buf.capacity() == 0 {
+            // Between requests the connection holds no read buffer (as an
+            // idle HTTP/1.1 one): one is taken from the worker's pool once
+            // the client has sent something.
+            match io.poll_readable(cx) {
+                Poll::Ready(Ok(())) => *read_buf = read_buffers::take(),
+                Poll::Ready(Err(_)) => {
+                    c.close();
+                    return Poll::Ready(Event::Done);
+                }
+                Poll::Pending => break,
+            }
+        } else if read_buf.capacity() - read_buf.len() < READ_MIN_ROOM {
+            read_buf.reserve(read_buffers::SIZE);
         }
         match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, read_buf) {
             Poll::Ready(Ok(n)) if n > 0 => {
@@ -259,6 +272,10 @@ fn drive(
                         }
                         e => tracing::debug!(%peer, error = %e, "HTTP/2 connection error"),
                     }
+                }
+                if read_buf.is_empty() {
+                    // No partial frame: the buffer goes back to the pool.
+                    read_buffers::give_back(std::mem::take(read_buf));
                 }
             }
             Poll::Ready(_) => {
@@ -690,6 +707,16 @@ pub(crate) struct Rewind {
 impl Rewind {
     pub(crate) fn new(prefix: Bytes, inner: Io) -> Rewind {
         Rewind { prefix, inner }
+    }
+}
+
+impl Rewind {
+    /// Ready when a read would not wait (see [`Io::poll_readable`]).
+    fn poll_readable(&self, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.poll_readable(cx)
     }
 }
 
