@@ -27,6 +27,8 @@ type Config struct {
 	clusters []clusterRef
 	cfg      *config
 	sealed   bool
+	// The sides the filter acts on (ActsOn); both unless said.
+	notRequest, notResponse bool
 }
 
 type counterSpec struct{ name, help string }
@@ -87,6 +89,21 @@ func (c *Config) Cluster(field, name string) {
 	c.clusters = append(c.clusters, clusterRef{field, name})
 }
 
+// ActsOn declares which sides of the exchange the filter's hooks act on
+// (both, unless said). When no filter of a listener's chain acts on a
+// side, that side passes as if the chain had no filters: the response's
+// head as the upstream sent it, nothing held back, no hook per body piece
+// (or the request's head unparsed and its body streamed as it comes).
+// A filter that only reads and edits requests says ActsOn(true, false).
+// Its hooks for the other side may still be called when another filter of
+// the chain acts on that side: keep them PassThrough's.
+func (c *Config) ActsOn(request, response bool) {
+	if c.sealed {
+		panic("nuncio: Config.ActsOn called after the factory returned")
+	}
+	c.notRequest, c.notResponse = !request, !response
+}
+
 // Logger writes to nuncio's log, naming this filter.
 func (c *Config) Logger() *slog.Logger { return c.cfg.logger }
 
@@ -141,6 +158,8 @@ type config struct {
 	// outside a call into the library reach its stats within 100 ms).
 	flushAsked atomic.Bool
 	logger     *slog.Logger
+	// The sides the filter does not act on (Config.ActsOn).
+	notRequest, notResponse bool
 }
 
 var (
@@ -212,6 +231,7 @@ func configure(filter string, raw []byte) (cfg *config, counters []counterSpec, 
 		return nil, nil, nil, "config", "the filter's factory returned no constructor (a bug in the filter)"
 	}
 	cfg.newFilter = newFilter
+	cfg.notRequest, cfg.notResponse = c.notRequest, c.notResponse
 	cfg.counts = make([]atomic.Uint64, len(c.counters))
 	configs.Store(cfg.id, cfg)
 	return cfg, c.counters, c.clusters, "", ""

@@ -62,6 +62,14 @@ func (exports) Configure(filter string, raw []byte, sink abi.Sink) uint64 {
 		sink.PutString(c.help)
 	}
 	sink.PutString("")
+	// The sides it acts on (ABI 2), then the clusters it calls.
+	if !cfg.notRequest {
+		sink.PutString("request")
+	}
+	if !cfg.notResponse {
+		sink.PutString("response")
+	}
+	sink.PutString("")
 	for _, c := range clusters {
 		sink.PutString(c.field)
 		sink.PutString(c.name)

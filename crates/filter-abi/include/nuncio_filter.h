@@ -33,7 +33,7 @@
 extern "C" {
 #endif
 
-#define NUNCIO_FILTER_ABI_VERSION 1
+#define NUNCIO_FILTER_ABI_VERSION 2
 #define NUNCIO_FILTER_ABI_TAG "nuncio-filter-abi-version:"
 
 /*
@@ -277,9 +277,11 @@ int32_t nuncio_filter_init(nuncio_host_v1 *host);
  * Makes a filter config: `filter` names one of the filters the library
  * registers, `config` is its config block as JSON. On success returns the
  * config's id (> 0) and puts into `sink` a string list of the counters it
- * declares (name, help, ...) then, after an empty string, the clusters it calls
- * (field, name, ...). On failure returns 0 and puts a string list: the field's
- * path (empty: the block), the message.
+ * declares (name, help, ...), then after an empty string the sides of the
+ * exchange the filter acts on (`request`, `response`: a side no filter of a
+ * chain acts on passes unfiltered), then after an empty string the clusters it
+ * calls (field, name, ...). On failure returns 0 and puts a string list: the
+ * field's path (empty: the block), the message.
  */
 uint64_t nuncio_filter_configure(uint8_t *filter, size_t filter_len, uint8_t *config, size_t config_len, void *sink);
 /*

@@ -1,4 +1,4 @@
-//! The C ABI, version 1, as Rust definitions: every constant, the table of
+//! The C ABI, version 2, as Rust definitions: every constant, the table of
 //! host functions the library calls, and the functions the library
 //! exports. `include/nuncio_filter.h` is the same contract for C and Go;
 //! [`header`] writes it from these definitions and a test fails when the
@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 /// The ABI version this nuncio speaks. A library built for another is
 /// refused at load, before its runtime starts (see `library.rs`).
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The tag a library carries in its read-only data so that nuncio can
 /// read its ABI version from the file before loading it: this prefix,
@@ -280,7 +280,7 @@ library_exports! {
     nuncio_filter_abi_version() -> u32;
     /// Hands the library the host functions; called once, before anything else. OK, or INVALID (a table the library cannot use).
     nuncio_filter_init(host: *mut HostV1) -> i32;
-    /// Makes a filter config: `filter` names one of the filters the library registers, `config` is its config block as JSON. On success returns the config's id (> 0) and puts into `sink` a string list of the counters it declares (name, help, ...) then, after an empty string, the clusters it calls (field, name, ...). On failure returns 0 and puts a string list: the field's path (empty: the block), the message.
+    /// Makes a filter config: `filter` names one of the filters the library registers, `config` is its config block as JSON. On success returns the config's id (> 0) and puts into `sink` a string list of the counters it declares (name, help, ...), then after an empty string the sides of the exchange the filter acts on (`request`, `response`: a side no filter of a chain acts on passes unfiltered), then after an empty string the clusters it calls (field, name, ...). On failure returns 0 and puts a string list: the field's path (empty: the block), the message.
     nuncio_filter_configure(filter: *mut u8, filter_len: usize, config: *mut u8, config_len: usize, sink: *mut c_void) -> u64;
     /// nuncio dropped config `config` (a reload replaced it and its last stream ended).
     nuncio_filter_release(config: u64) -> ();

@@ -87,6 +87,8 @@ impl GoKind {
             go_counters: Vec::new(),
             panics: None,
             clusters: Vec::new(),
+            acts_on_request: false,
+            acts_on_response: false,
             skip: AtomicU32::new(0),
             flush: counts::Flush::default(),
         };
@@ -109,6 +111,16 @@ impl GoKind {
                 ));
             }
             config.go_counters.push(config.counters.declare(name, help)?);
+        }
+        // The sides the filter acts on (`Config.ActsOn` in Go), then the
+        // clusters it calls.
+        loop {
+            match reader.text("a side").map_err(|_| bad("side list"))? {
+                "" => break,
+                "request" => config.acts_on_request = true,
+                "response" => config.acts_on_response = true,
+                _ => return Err(bad("side list")),
+            }
         }
         while !reader.is_empty() {
             let field = reader.text("a cluster field").map_err(|_| bad("cluster list"))?;
@@ -161,6 +173,9 @@ pub(crate) struct GoConfig {
     pub(crate) go_counters: Vec<FilterCounter>,
     pub(crate) panics: Option<FilterCounter>,
     clusters: Vec<ClusterRef>,
+    /// The sides the library said the filter acts on.
+    acts_on_request: bool,
+    acts_on_response: bool,
     /// Hooks the filter does not implement (bit per hook number), learnt
     /// from `DECISION_DEFAULT`: not called again.
     skip: AtomicU32,
@@ -205,6 +220,14 @@ impl FilterFactory for GoFactory {
 
     fn clusters(&self) -> Vec<ClusterRef> {
         self.config.clusters.clone()
+    }
+
+    fn acts_on_request(&self) -> bool {
+        self.config.acts_on_request
+    }
+
+    fn acts_on_response(&self) -> bool {
+        self.config.acts_on_response
     }
 
     fn counters(&self) -> &[CounterSpec] {

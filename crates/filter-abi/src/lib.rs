@@ -81,7 +81,7 @@
 //! assert_eq!(error.path, "library");
 //! assert!(error.message.starts_with("cannot read the filter library /nonexistent/libfilters.so"), "{error}");
 //! // The header a library is built against is written from `abi`.
-//! assert!(nuncio_filter_abi::abi::header().contains("#define NUNCIO_FILTER_ABI_VERSION 1"));
+//! assert!(nuncio_filter_abi::abi::header().contains("#define NUNCIO_FILTER_ABI_VERSION 2"));
 //! ```
 
 #![allow(unsafe_code)]

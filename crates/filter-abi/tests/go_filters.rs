@@ -390,3 +390,31 @@ fn config_errors_and_reloads() {
     assert_eq!(upstream.last_request().header("x-go-stamp"), "two");
     wait_until_idle();
 }
+
+/// A Go filter that says it acts on requests only (`Config.ActsOn(true,
+/// false)`): the response passes as the upstream sent it (field names in
+/// its case), where through the chain's response hooks it is made a map
+/// (lower-case names). The request is stamped either way.
+#[test]
+fn a_request_only_go_filter_lets_the_response_pass_as_received() {
+    let _serial = serial();
+    let upstream = Upstream::raw("app", |mut conn| async move {
+        while conn.read_request().await.is_some() {
+            conn.write(b"HTTP/1.1 200 OK\r\nX-Upstream-Case: kept\r\nContent-Length: 2\r\n\r\nok").await;
+        }
+    });
+    for request_only in [true, false] {
+        let filter = go("request_stamp", &format!("{{ request_only: {request_only} }}"));
+        let Some(proxy) = proxy(&[filter], &upstream) else { return };
+        let mut client = RawClient::connect(proxy.addr());
+        client.send("GET /a HTTP/1.1\r\nHost: app\r\n\r\n");
+        let reply = client.response();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "ok");
+        assert_eq!(upstream.last_request().header("x-go-request-only"), "yes", "the request hook ran");
+        let passed = reply.head.contains("X-Upstream-Case: kept\r\n");
+        assert_eq!(passed, request_only, "{}", reply.head);
+        drop(client);
+        wait_until_idle();
+    }
+}

@@ -150,8 +150,8 @@ clusters:
 
 #[test]
 fn validate_refuses_a_library_built_for_another_abi_and_names_bad_fields() {
-    let abi2 = ["-ldflags=-X nuncio.dev/sdk/go/internal/abi.abiTag=nuncio-filter-abi-version:2"];
-    let Some(other_abi) = example("authz", "authz-abi2", &abi2) else { return };
+    let abi3 = ["-ldflags=-X nuncio.dev/sdk/go/internal/abi.abiTag=nuncio-filter-abi-version:3"];
+    let Some(other_abi) = example("authz", "authz-abi3", &abi3) else { return };
     let Some(good) = example("authz", "authz", &[]) else { return };
     let scratch = Scratch::new("go-validate");
     let validate = |name: &str, library: &PathBuf, config: &str| {
@@ -179,10 +179,10 @@ clusters:
         let output = Command::new(NUNCIO).args(["validate", "-c", &path]).output().expect("run nuncio validate");
         (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
     };
-    let (code, errors) = validate("abi2", &other_abi, "{ cluster: authz }");
+    let (code, errors) = validate("abi3", &other_abi, "{ cluster: authz }");
     assert_eq!(code, Some(1), "{errors}");
     let expected = format!(
-        "listeners[0].filters[0].config.library: library {} was built for ABI v2, this nuncio speaks v1: \
+        "listeners[0].filters[0].config.library: library {} was built for ABI v3, this nuncio speaks v2: \
          rebuild it against sdk/go of this nuncio",
         other_abi.display()
     );

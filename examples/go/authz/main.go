@@ -126,6 +126,8 @@ func init() {
 			return nil, nuncio.FieldErrorf("path_prefix", "must start with /")
 		}
 		c.Cluster("cluster", s.Cluster)
+		// It decides on requests only: responses pass unfiltered.
+		c.ActsOn(true, false)
 		counts := counters{
 			allowed: c.Counter("allowed_total", "Requests the service allowed."),
 			denied:  c.Counter("denied_total", "Requests the service denied."),

@@ -72,6 +72,8 @@ func init() {
 			return nil, nuncio.FieldErrorf("from", "required: the text to replace")
 		}
 		rewritten := c.Counter("rewritten_total", "Response bodies rewritten.")
+		// It rewrites responses only: requests pass unfiltered.
+		c.ActsOn(false, true)
 		return func() nuncio.Filter {
 			return &rewrite{s: s, from: []byte(s.From), to: []byte(s.To), rewritten: rewritten}
 		}, nil

@@ -24,7 +24,7 @@ import (
 // abiTag is the ABI version this SDK was built for, in the form nuncio
 // reads from the library file before loading it. A test build may set it
 // with -ldflags "-X nuncio.dev/sdk/go/internal/abi.abiTag=...".
-var abiTag = "nuncio-filter-abi-version:1"
+var abiTag = "nuncio-filter-abi-version:2"
 
 // Version is the ABI version in abiTag.
 func Version() uint32 {

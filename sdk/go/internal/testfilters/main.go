@@ -43,4 +43,28 @@ func init() {
 	})
 }
 
+// requestStamp stamps the request only; with `request_only: true` its
+// config says so (Config.ActsOn), and the response passes unfiltered.
+type requestStamp struct{ nuncio.PassThrough }
+
+func (requestStamp) RequestHeaders(ctx context.Context, h *nuncio.RequestHead, _ bool) nuncio.Decision {
+	h.Header.Set("x-go-request-only", "yes")
+	return nuncio.Continue()
+}
+
+func init() {
+	nuncio.Register("request_stamp", func(c *nuncio.Config) (nuncio.NewFilter, error) {
+		var cfg struct {
+			RequestOnly bool `json:"request_only"`
+		}
+		if err := c.Decode(&cfg); err != nil {
+			return nil, err
+		}
+		if cfg.RequestOnly {
+			c.ActsOn(true, false)
+		}
+		return func() nuncio.Filter { return requestStamp{} }, nil
+	})
+}
+
 func main() {}
