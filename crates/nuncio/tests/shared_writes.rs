@@ -78,6 +78,9 @@ enum Load {
     KeepAliveFiltered,
     /// A connection per request (`Connection: close`).
     Close,
+    /// Four h2c connections (nuncio's HTTP/2 codec), one stream at a time,
+    /// requests spread over them.
+    H2c,
 }
 
 /// Circuit breakers for [`Load::KeepAliveFiltered`]'s cluster.
@@ -148,6 +151,29 @@ clusters:
                 }
             }
         }
+        Load::H2c => nuncio_test_support::rt().block_on(async {
+            let mut clients = Vec::new();
+            for _ in 0..4 {
+                let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+                let (client, connection) = h2::client::handshake(tcp).await.expect("h2c handshake");
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                clients.push(client);
+            }
+            for i in 0..requests {
+                let mut client = clients[i % 4].clone().ready().await.expect("h2c client ready");
+                let request = http::Request::builder().uri("http://test/").body(()).expect("request");
+                let (response, _) = client.send_request(request, true).expect("send");
+                let response =
+                    tokio::time::timeout(Duration::from_secs(30), response).await.expect("answered").unwrap();
+                assert_eq!(response.status(), 200);
+                let mut body = response.into_body();
+                while let Some(chunk) = body.data().await {
+                    let _ = body.flow_control().release_capacity(chunk.expect("body").len());
+                }
+            }
+        }),
         Load::Close => {
             for _ in 0..requests {
                 let mut client = RawClient::connect(address);
@@ -252,6 +278,14 @@ fn a_request_through_filters_writes_nothing_main_allocated() {
         "keep-alive, headers filter, breakers: {total:.3} bytes per request into main's blocks\n{}",
         report(&sites)
     );
+    assert!(total < LIMIT, "{total:.2} bytes per request written into main's blocks; top sites:\n{}", report(&sites));
+}
+
+#[test]
+fn an_h2c_request_writes_nothing_main_allocated() {
+    let Some(bin) = tools() else { return };
+    let (total, sites) = per_request(&bin, Load::H2c, "shared-writes-h2c");
+    eprintln!("h2c: {total:.3} bytes written per request into main's blocks\n{}", report(&sites));
     assert!(total < LIMIT, "{total:.2} bytes per request written into main's blocks; top sites:\n{}", report(&sites));
 }
 
