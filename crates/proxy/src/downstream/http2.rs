@@ -173,7 +173,7 @@ pub(crate) async fn serve(
         // the stream derives from it (its forwarding, its tries, its
         // filters' own context) is cancelled by its own guard as the
         // stream ends, and all of it with the connection. A context of
-        // the stream's own between them was ~1,000 instructions a stream
+        // the stream's own between them was ~500 instructions a stream
         // (made, then cancelled) and cancelled nothing more.
         let stream_ctx = ctx.clone();
         // Log lines say which request the stream serves (see
