@@ -226,6 +226,19 @@ mod streams {
     }
 
     #[test]
+    fn response_field_names_are_lowered_short_or_long() {
+        let mut peer = Peer::start(Config::default());
+        peer.recv(Wire::new().get(1)).unwrap();
+        peer.accept();
+        let long = format!("X-{}", "Long-Name".repeat(10));
+        let fields = [(&b"Content-Type"[..], &b"text/plain"[..]), (long.as_bytes(), b"v"), (b"x-lower", b"w")];
+        peer.conn.send_response(1, 200, fields, true).unwrap();
+        let lowered = long.to_ascii_lowercase();
+        let expected = [(":status", "200"), ("content-type", "text/plain"), (lowered.as_str(), "v"), ("x-lower", "w")];
+        assert_eq!(peer.out(), [Out::headers(1, &expected, true)]);
+    }
+
+    #[test]
     fn the_response_head_data_and_end_stream_come_out_in_order() {
         let mut peer = Peer::start(Config::default());
         peer.recv(Wire::new().get(1)).unwrap();

@@ -265,24 +265,25 @@ impl Connection {
             self.encoder.encode_status(status, &mut self.out);
         }
         // HTTP/1.1 names keep the case their sender wrote; HTTP/2 ones are
-        // lower case. Most names fit the stack buffer.
+        // lower case. Each name is lowered as it is copied, in one pass
+        // (cheaper than looking for upper case first); most fit the stack
+        // buffer.
         let mut short = [0u8; 64];
         let mut long = Vec::new();
         for (name, value) in fields {
-            if !name.iter().any(u8::is_ascii_uppercase) {
-                self.encoder.encode_field(name, value, &mut self.out);
-                continue;
-            }
             let lower = match short.get_mut(..name.len()) {
-                Some(lower) => lower,
+                Some(lower) => {
+                    for (to, from) in lower.iter_mut().zip(name) {
+                        *to = from.to_ascii_lowercase();
+                    }
+                    &*lower
+                }
                 None => {
                     long.clear();
-                    long.extend_from_slice(name);
-                    &mut long[..]
+                    long.extend(name.iter().map(u8::to_ascii_lowercase));
+                    &long[..]
                 }
             };
-            lower.copy_from_slice(name);
-            lower.make_ascii_lowercase();
             self.encoder.encode_field(lower, value, &mut self.out);
         }
         let end_stream = if end { flag::END_STREAM } else { 0 };
