@@ -394,16 +394,9 @@ impl Connection {
         if stream.closed {
             return Ok(());
         }
-        stream.reset = Some(Reason(u32::from_be_bytes(code)));
-        stream.reset_by_peer = true;
-        stream.wake();
-        let accepted = stream.accepted;
-        self.drop_received(id);
-        self.settle(id);
-        if !accepted {
-            // Reset before nuncio took it: forgotten now; counted, as
-            // each cost a decode (rapid reset).
-            self.streams.remove(&id);
+        if !self.mark_reset(id, Reason(u32::from_be_bytes(code)), true) {
+            // Reset before nuncio took it: counted, as each cost a decode
+            // (rapid reset).
             self.pending_accept_resets += 1;
             if self.pending_accept_resets > self.config.max_pending_accept_resets {
                 return Err(self.fail(Reason::ENHANCE_YOUR_CALM, "too many streams reset before they were taken"));
@@ -538,22 +531,31 @@ impl Connection {
     pub(super) fn reset_stream(&mut self, id: u32, reason: Reason, local_error: bool) -> Result<(), Error> {
         frame::put_reset(&mut self.out, id, reason);
         self.remember_reset(id);
-        if let Some(stream) = self.streams.get_mut(&id)
-            && stream.reset.is_none()
-        {
-            stream.reset = Some(reason);
-            stream.wake();
-            let accepted = stream.accepted;
-            self.drop_received(id);
-            self.settle(id);
-            if !accepted {
-                self.streams.remove(&id);
-            }
+        if self.streams.get(&id).is_some_and(|stream| stream.reset.is_none()) {
+            self.mark_reset(id, reason, false);
         }
         if local_error {
             return self.count_local_error();
         }
         Ok(())
+    }
+
+    /// Marks stream `id` reset with `reason` (by the client, or by nuncio),
+    /// wakes its task, gives its unread body's window back and counts it
+    /// out of the open streams; one not taken yet is forgotten. Whether it
+    /// had been taken.
+    fn mark_reset(&mut self, id: u32, reason: Reason, by_peer: bool) -> bool {
+        let Some(stream) = self.streams.get_mut(&id) else { return true };
+        stream.reset = Some(reason);
+        stream.reset_by_peer = by_peer;
+        stream.wake();
+        let accepted = stream.accepted;
+        self.drop_received(id);
+        self.settle(id);
+        if !accepted {
+            self.streams.remove(&id);
+        }
+        accepted
     }
 
     /// Keeps `id` among the streams nuncio reset lately (a bounded list:
