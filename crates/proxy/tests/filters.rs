@@ -505,16 +505,8 @@ fn h2_streams_racing_client_resets_through_an_off_worker_filter() {
     wait_until("every off-worker task finished", || results.lock().unwrap().len() == started.load(Ordering::SeqCst));
     let results = results.lock().unwrap().clone();
     assert!(results.len() >= completed, "{} streams reached the filter, {completed} completed", results.len());
-    let gone = Err(nuncio_filter::Error::StreamGone);
-    let odd: Vec<_> = results.iter().filter(|r| !(r.during.is_ok() || r.during == gone)).collect();
-    assert!(odd.is_empty(), "{odd:?}");
-    assert!(results.iter().filter(|r| r.during.is_ok()).count() >= completed);
-    let late: Vec<_> = results.iter().filter(|r| r.after_end != Some(gone.clone())).collect();
-    assert!(late.is_empty(), "{late:?}");
-    let stats = || proxy.stats();
     // The clients' handles are gone: their connections close.
-    wait_until("no connection left open", || stats().contains("nuncio_downstream_cx_active: 0\n"));
-    assert!(stats().contains("nuncio_filter_panics_total: 0\n"), "{}", stats());
+    assert_the_race_left_nothing_wrong(&proxy, &results, completed);
     // The proxy serves on.
     assert_eq!(get(addr, "/").status, 200);
 }
@@ -534,6 +526,22 @@ fn a_hundred_thousand_streams_racing_client_resets() {
     // is reused, not added to per stream. 90k streams leaking even 200
     // bytes each would pass 16 MiB.
     assert!(race.rss_end_kib < race.rss_warm_kib + 16 * 1024, "{race:?}");
+}
+
+/// What both races assert once their streams are done: every handle call
+/// was applied or refused because its stream was gone (at least one
+/// applied per completed stream), only `StreamGone` after a stream's end,
+/// no connection left open, no panic.
+fn assert_the_race_left_nothing_wrong(proxy: &Proxy, results: &[OffWorkerCalls], completed: usize) {
+    let gone = Err(nuncio_filter::Error::StreamGone);
+    let odd: Vec<_> = results.iter().filter(|r| !(r.during.is_ok() || r.during == gone)).collect();
+    assert!(odd.is_empty(), "{odd:?}");
+    assert!(results.iter().filter(|r| r.during.is_ok()).count() >= completed);
+    let late: Vec<_> = results.iter().filter(|r| r.after_end != Some(gone.clone())).collect();
+    assert!(late.is_empty(), "{late:?}");
+    let stats = || proxy.stats();
+    wait_until("no connection left open", || stats().contains("nuncio_downstream_cx_active: 0\n"));
+    assert!(stats().contains("nuncio_filter_panics_total: 0\n"), "{}", stats());
 }
 
 #[derive(Debug)]
@@ -595,17 +603,7 @@ fn race_client_resets(streams: usize) -> Race {
     let completed: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
     wait_until("every off-worker task finished", || results.lock().unwrap().len() == streams);
     let results = results.lock().unwrap().clone();
-    let gone = Err(nuncio_filter::Error::StreamGone);
-    // Every call was applied, or refused because its stream was gone.
-    let odd: Vec<_> = results.iter().filter(|r| !(r.during.is_ok() || r.during == gone)).collect();
-    assert!(odd.is_empty(), "{odd:?}");
-    assert!(results.iter().filter(|r| r.during.is_ok()).count() >= completed);
-    // After the stream's end, only `StreamGone`.
-    let late: Vec<_> = results.iter().filter(|r| r.after_end != Some(gone.clone())).collect();
-    assert!(late.is_empty(), "{late:?}");
-    let stats = || proxy.stats();
-    wait_until("no connection left open", || stats().contains("nuncio_downstream_cx_active: 0\n"));
-    assert!(stats().contains("nuncio_filter_panics_total: 0\n"), "{}", stats());
+    assert_the_race_left_nothing_wrong(&proxy, &results, completed);
     // Probe streams until each worker answered one: at its end, its own
     // mailbox closed, no other stream's is left open on its worker.
     let mut workers = std::collections::HashSet::new();

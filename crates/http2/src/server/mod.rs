@@ -72,16 +72,22 @@ pub struct Config {
     pub min_decoded_for_ratio: u64,
 }
 
+/// nuncio's values, as the proxy serves clients with them.
 impl Default for Config {
     fn default() -> Config {
         Config {
+            // nginx's default.
             max_concurrent_streams: 128,
+            // Large enough that one stream's upload is not throttled by
+            // round trips on a fast link.
             stream_window: 1 << 20,
             connection_window: 4 << 20,
             max_header_list_size: 64 * 1024,
+            // `h2`'s bound on rapid reset, and its MadeYouReset one.
             max_pending_accept_resets: 50,
             max_local_error_resets: 100,
             max_empty_data_frames: 100,
+            // 1 MiB decoded, and 500-fold the bytes sent.
             max_decoded_ratio: 500,
             min_decoded_for_ratio: 1 << 20,
         }

@@ -34,35 +34,12 @@ use crate::message::{BodyFrame, BodySize, HeadFields, RequestBodyError, RequestH
 use crate::read_buffers;
 use crate::worker::Worker;
 
-/// Streams a client may have open at once (nginx's default).
-const MAX_CONCURRENT_STREAMS: u32 = 128;
-/// Streams a client may reset before nuncio took them (the bound on the
-/// rapid-reset attack, CVE-2023-44487), and streams nuncio may have to
-/// reset because of what the client sent (MadeYouReset, CVE-2025-8671):
-/// past either, the connection ends with GOAWAY.
-const MAX_PENDING_ACCEPT_RESETS: usize = 50;
-const MAX_LOCAL_ERROR_RESETS: usize = 100;
-/// Empty DATA frames that do not end a stream (CVE-2019-9518).
-const MAX_EMPTY_DATA_FRAMES: usize = 100;
 /// Streams the client reset before their response ended ("premature"
 /// resets): once a connection has had this many streams, it is closed
 /// (GOAWAY `ENHANCE_YOUR_CALM`) while more than half of them were reset so
 /// (Envoy's premature-reset rule). Each such stream may have reached the
 /// upstream; the bound is on how many.
 const PREMATURE_RESET_MIN_STREAMS: u64 = 100;
-/// HPACK lets a few bytes on the wire stand for a large header list (an
-/// entry referenced again and again), which nuncio would forward in full
-/// to HTTP/1.1 upstreams. A connection whose decoded header bytes pass this
-/// many (1 MiB)...
-const HPACK_MIN_DECODED: u64 = 1 << 20;
-/// ...and this many times the bytes it sent is closed by the codec.
-/// Ordinary clients compress well (a cookie sent once, referenced after),
-/// but not 500-fold over a whole connection.
-const HPACK_MAX_RATIO: u64 = 500;
-/// Per-stream receive window: large enough that one stream's upload is not
-/// throttled by round trips on a fast link.
-const STREAM_WINDOW: u32 = 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 /// Room a read buffer must have left to take a read without growing first.
 const READ_MIN_ROOM: usize = 2048;
 
@@ -96,16 +73,11 @@ pub(crate) async fn serve(
     else {
         return;
     };
+    // The codec's defaults are nuncio's (their reasons are on
+    // `nuncio_http2::Config`); the head size is the listener's.
     let config = nuncio_http2::Config {
-        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
-        stream_window: STREAM_WINDOW,
-        connection_window: CONNECTION_WINDOW,
         max_header_list_size: u32::try_from(settings.max_request_headers_bytes).unwrap_or(u32::MAX),
-        max_pending_accept_resets: MAX_PENDING_ACCEPT_RESETS,
-        max_local_error_resets: MAX_LOCAL_ERROR_RESETS,
-        max_empty_data_frames: MAX_EMPTY_DATA_FRAMES,
-        max_decoded_ratio: HPACK_MAX_RATIO,
-        min_decoded_for_ratio: HPACK_MIN_DECODED,
+        ..nuncio_http2::Config::default()
     };
     let conn: Shared = Rc::new(RefCell::new(Connection::new(config)));
     // However this task ends (the listener closing for good drops it
