@@ -50,7 +50,7 @@ pub(crate) fn classify(name: &[u8]) -> Known {
 /// leaves `-` alone; the only other bytes it maps onto those are control
 /// bytes (CR onto `-`), which such a name cannot hold. Eight bytes at a
 /// time.
-fn eq_lowercase(name: &[u8], lowercase: &[u8]) -> bool {
+pub(crate) fn eq_lowercase(name: &[u8], lowercase: &[u8]) -> bool {
     debug_assert!(lowercase.iter().all(|&b| b.is_ascii_lowercase() || b == b'-'));
     if name.len() != lowercase.len() {
         return false;
