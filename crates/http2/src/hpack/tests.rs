@@ -454,3 +454,18 @@ proptest! {
         }
     }
 }
+
+/// Strings whose lengths take one, two and three continuation octets (the
+/// prefix octets are gathered before the string) decode back as written.
+#[test]
+fn long_names_and_values_round_trip() {
+    let fields: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (vec![b'x'; 130], vec![b'v'; 127]),
+        (b"content-type".to_vec(), vec![b'a'; 20_000]),
+        (vec![b'n'; 20_000], vec![b'b'; 70_000]),
+        (b"server".to_vec(), Vec::new()),
+    ];
+    let block = encode_fields(&mut Encoder::new(), None, &fields);
+    let mut decoder = Decoder::new(4096);
+    assert_eq!(decode(&mut decoder, &block).unwrap(), fields);
+}
