@@ -73,6 +73,7 @@ impl Octets {
     pub(super) fn push(&mut self, octet: u8) {
         // Within CAPACITY by the callers' use (see there); past it an octet
         // would be dropped, never written out of bounds.
+        debug_assert!(self.len < Octets::CAPACITY, "more octets than a representation has");
         if let Some(slot) = self.buf.get_mut(self.len) {
             *slot = octet;
             self.len += 1;

@@ -461,6 +461,7 @@ proptest! {
 fn long_names_and_values_round_trip() {
     let fields: Vec<(Vec<u8>, Vec<u8>)> = vec![
         (vec![b'x'; 130], vec![b'v'; 127]),
+        (b"location".to_vec(), vec![b'l'; 1_000]),
         (b"content-type".to_vec(), vec![b'a'; 20_000]),
         (vec![b'n'; 20_000], vec![b'b'; 70_000]),
         (b"server".to_vec(), Vec::new()),
