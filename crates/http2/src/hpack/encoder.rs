@@ -7,7 +7,7 @@
 //! octets per response for no per-field table search, eviction or
 //! Huffman pass: CPU per request matters more here than header octets.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 use super::integer;
 use super::table::{static_field_index, static_name_index};
@@ -97,28 +97,17 @@ impl Encoder {
     /// is in the static table, else a literal without indexing (§6.2.2)
     /// whose name is indexed when the static table has it.
     pub fn encode_field(&mut self, name: &[u8], value: &[u8], out: &mut BytesMut) {
-        // The octets before the value are gathered on the stack (at most a
-        // flag octet and two integers: within `Octets`' room).
-        let mut octets = integer::Octets::new();
         if let Some(name_index) = static_name_index(name) {
             if let Some(index) = static_field_index(name_index, value) {
                 integer::encode(index, 7, 0x80, out);
                 return;
             }
-            octets.integer(name_index, 4, 0x00);
+            integer::encode(name_index, 4, 0x00, out);
         } else {
-            octets.push(0x00);
-            octets.integer(name.len(), 7, 0x00);
-            out.reserve(octets.as_slice().len() + name.len());
-            out.extend_from_slice(octets.as_slice());
-            out.extend_from_slice(name);
-            octets = integer::Octets::new();
+            out.put_u8(0x00);
+            write_raw_string(name, out);
         }
-        // The value: a string literal without Huffman coding (§5.2, H = 0).
-        octets.integer(value.len(), 7, 0x00);
-        out.reserve(octets.as_slice().len() + value.len());
-        out.extend_from_slice(octets.as_slice());
-        out.extend_from_slice(value);
+        write_raw_string(value, out);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Prefix integers (RFC 7541 §5.1): the N-bit prefix in the first octet,
 //! then 7-bit continuation octets, least significant group first.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 use super::DecodeError;
 
@@ -46,62 +46,20 @@ pub(super) fn decode(block: &[u8], pos: &mut usize, prefix_bits: u32) -> Result<
 /// Appends `value` with an N-bit prefix (`prefix_bits`, 1..=8); `flags`
 /// holds the representation's bits above the prefix in the first octet.
 pub(super) fn encode(value: usize, prefix_bits: u32, flags: u8, out: &mut BytesMut) {
-    let mut octets = Octets::new();
-    octets.integer(value, prefix_bits, flags);
-    out.extend_from_slice(octets.as_slice());
-}
-
-/// The octets before a field's string (its representation's integers and
-/// flags), gathered on the stack to be appended in one copy: an append per
-/// octet checks the buffer's room each time (~200 instructions a response
-/// head of six fields).
-pub(super) struct Octets {
-    buf: [u8; Octets::CAPACITY],
-    len: usize,
-}
-
-impl Octets {
-    /// Room for two integers of 64 bits (1 + 10 octets each) and a flag
-    /// octet: the most one representation writes before a string.
-    const CAPACITY: usize = 24;
-
-    pub(super) fn new() -> Octets {
-        Octets { buf: [0; Octets::CAPACITY], len: 0 }
+    debug_assert!((1..=8).contains(&prefix_bits));
+    let max_prefix = (1usize << prefix_bits) - 1;
+    if value < max_prefix {
+        // value < 2^prefix_bits <= 256: the cast is lossless.
+        out.put_u8(flags | value as u8);
+        return;
     }
-
-    /// Appends one octet.
-    pub(super) fn push(&mut self, octet: u8) {
-        // Within CAPACITY by the callers' use (see there); past it an octet
-        // would be dropped, never written out of bounds.
-        debug_assert!(self.len < Octets::CAPACITY, "more octets than a representation has");
-        if let Some(slot) = self.buf.get_mut(self.len) {
-            *slot = octet;
-            self.len += 1;
-        }
+    out.put_u8(flags | max_prefix as u8);
+    let mut rest = value - max_prefix;
+    while rest >= 0x80 {
+        out.put_u8(0x80 | (rest & 0x7f) as u8);
+        rest >>= 7;
     }
-
-    /// Appends `value` with an N-bit prefix, as [`encode`] does.
-    pub(super) fn integer(&mut self, value: usize, prefix_bits: u32, flags: u8) {
-        debug_assert!((1..=8).contains(&prefix_bits));
-        let max_prefix = (1usize << prefix_bits) - 1;
-        if value < max_prefix {
-            // value < 2^prefix_bits <= 256: the cast is lossless.
-            self.push(flags | value as u8);
-            return;
-        }
-        self.push(flags | max_prefix as u8);
-        let mut rest = value - max_prefix;
-        while rest >= 0x80 {
-            self.push(0x80 | (rest & 0x7f) as u8);
-            rest >>= 7;
-        }
-        self.push(rest as u8);
-    }
-
-    /// The octets appended so far.
-    pub(super) fn as_slice(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
+    out.put_u8(rest as u8);
 }
 
 #[cfg(test)]
