@@ -147,32 +147,32 @@ pub(crate) struct ConnectionOptions {
 impl ConnectionOptions {
     pub(crate) fn add(&mut self, value: &[u8]) {
         // A value is mostly one option (an upstream's `keep-alive` on
-        // every response): recognised whole first, a word at a time,
-        // without the split (~200 instructions a response for
-        // `keep-alive` split and compared byte by byte, ~40 so).
-        match value.len() {
-            10 if crate::names::eq_lowercase(value, b"keep-alive") => {
-                self.keep_alive = true;
-                return;
-            }
-            5 if crate::names::eq_lowercase(value, b"close") => {
-                self.close = true;
-                return;
-            }
-            _ => {}
+        // every response): recognised whole first, without the split (~200
+        // instructions a response for `keep-alive` split and compared byte
+        // by byte, ~40 so).
+        if self.add_known(value) {
+            return;
         }
-        // Otherwise each option's length picks the option it could be.
         for token in list_elements(value) {
-            let is = |option: &[u8]| crate::names::eq_lowercase(token, option);
-            match token.len() {
-                0 => {}
-                5 if is(b"close") => self.close = true,
-                10 if is(b"keep-alive") => self.keep_alive = true,
-                7 if is(b"upgrade") => self.upgrade = true,
-                _ if !crate::raw_fields::is_hop_by_hop(token) => self.names_other = true,
-                _ => {}
+            if !self.add_known(token) && !token.is_empty() && !crate::raw_fields::is_hop_by_hop(token) {
+                self.names_other = true;
             }
         }
+    }
+
+    /// Sets the flag of `token` if it is an option the codec acts on, and
+    /// says whether it was: its length picks the option it could be, then
+    /// one comparison, a word at a time.
+    fn add_known(&mut self, token: &[u8]) -> bool {
+        let is = |option: &[u8]| crate::names::eq_lowercase(token, option);
+        let flag = match token.len() {
+            5 if is(b"close") => &mut self.close,
+            10 if is(b"keep-alive") => &mut self.keep_alive,
+            7 if is(b"upgrade") => &mut self.upgrade,
+            _ => return false,
+        };
+        *flag = true;
+        true
     }
 
     /// Persistence per RFC 9112 §9.3: `close` wins; HTTP/1.1 defaults to
