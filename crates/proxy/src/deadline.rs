@@ -1,7 +1,7 @@
 //! How much time a forwarded request has, and how the upstream hears it.
 //!
 //! A stream's deadline is the route's `timeout`, shortened by a gRPC
-//! client's own `grpc-timeout` (never lengthened: seed 004's rule that a
+//! client's own `grpc-timeout` (a gRPC request's only; never lengthened: seed 004's rule that a
 //! child's deadline can only be earlier than its parent's). Each try tells
 //! the upstream the time it has left: `grpc-timeout` for gRPC, otherwise the
 //! listener's `time_left_header` (`x-nuncio-expected-timeout-ms` by default,
@@ -36,9 +36,12 @@ impl RequestDeadline {
             Some(timeout) => with_timeout(stream, timeout),
             None => stream.with_cancel(),
         };
-        // A gRPC client's own deadline can only shorten the route's.
-        let grpc = grpc_timeout(headers).map(|timeout| with_timeout(&route.0, timeout));
-        RequestDeadline { route, grpc, grpc_request: is_grpc(headers) }
+        // A gRPC client's own deadline can only shorten the route's. Only
+        // a gRPC request's counts (as in Envoy): the field means nothing
+        // to other clients, and the lookup is saved for every request.
+        let grpc_request = is_grpc(headers);
+        let grpc = grpc_request.then(|| grpc_timeout(headers)).flatten().map(|timeout| with_timeout(&route.0, timeout));
+        RequestDeadline { route, grpc, grpc_request }
     }
 
     /// The context every try of the request derives from.
@@ -153,12 +156,22 @@ mod tests {
 
     #[test]
     fn a_grpc_deadline_only_shortens_the_route() {
+        let grpc = |timeout| {
+            let mut fields = http::HeaderMap::new();
+            fields.insert(&GRPC_TIMEOUT, HeaderValue::from_static(timeout));
+            fields.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc+proto"));
+            HeadFields::from(fields)
+        };
         let stream = Context::background();
-        let longer = RequestDeadline::new(&stream, Some(Duration::from_secs(1)), &headers("5S"));
+        let longer = RequestDeadline::new(&stream, Some(Duration::from_secs(1)), &grpc("5S"));
         assert!(longer.context().deadline().unwrap() <= Instant::now() + Duration::from_secs(1));
-        assert!(!longer.grpc_request, "no content-type: not gRPC");
-        let shorter = RequestDeadline::new(&stream, Some(Duration::from_secs(10)), &headers("2S"));
+        assert!(longer.grpc_request);
+        let shorter = RequestDeadline::new(&stream, Some(Duration::from_secs(10)), &grpc("2S"));
         assert!(shorter.context().deadline().unwrap() <= Instant::now() + Duration::from_secs(2));
+        // Not gRPC (no content-type): the field is not the client's deadline.
+        let plain = RequestDeadline::new(&stream, Some(Duration::from_secs(10)), &headers("2S"));
+        assert!(!plain.grpc_request);
+        assert!(plain.context().deadline().unwrap() > Instant::now() + Duration::from_secs(5));
     }
 
     #[test]
