@@ -73,8 +73,11 @@ impl Http1Connection {
                 // loop has not polled yet is the same race as one arriving
                 // just after the probe: the try fails on a reused
                 // connection and is retried.
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                if tcp.poll_read_ready(&mut cx).is_pending() {
+                // `try_io` reads the readiness and, when there is none, says
+                // so without calling the closure: no waker is registered (a
+                // `poll_read_ready` with a no-op waker took the readiness
+                // lock and swapped the task's waker out, ~150 instructions).
+                if tcp.try_io(tokio::io::Interest::READABLE, || Ok(())).is_err() {
                     return true;
                 }
                 let mut probe = [0u8; 1];
