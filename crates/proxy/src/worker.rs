@@ -110,7 +110,9 @@ impl Worker {
                 let workers = snapshot.config.workers;
                 let state =
                     Rc::new(ClusterState::new(shared.clone(), self.hosts.clone(), self.events.clone(), workers));
-                let pools = ClusterPools::new(shared.config.endpoints.len(), shared.config.idle_timeout);
+                let config = &shared.config;
+                let re_resolved = config.endpoints.iter().map(|e| crate::cluster::dns::re_resolved(config, e));
+                let pools = ClusterPools::new(re_resolved, config.idle_timeout);
                 let local = LocalCluster { state, pools };
                 clusters.insert(name.to_owned(), local.clone());
                 Some(local)

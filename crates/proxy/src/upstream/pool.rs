@@ -59,6 +59,10 @@ struct EndpointPool {
     /// HTTP/2 connections (`protocol: http2`); a stream goes on the first
     /// with room under the peer's `max_concurrent_streams`.
     h2: RefCell<Vec<Rc<H2Connection>>>,
+    /// The endpoint's addresses can change (`cluster::dns::re_resolved`):
+    /// an idle connection is reused only to an address still listed. For
+    /// the rest the check is skipped (a hash lookup a request).
+    re_resolved: bool,
 }
 
 struct Idle {
@@ -69,9 +73,12 @@ struct Idle {
 }
 
 impl ClusterPools {
-    /// Empty pools for a cluster of `endpoints` endpoints.
-    pub(crate) fn new(endpoints: usize, idle_timeout: Option<Duration>) -> Rc<ClusterPools> {
-        Rc::new(ClusterPools { endpoints: (0..endpoints).map(|_| EndpointPool::default()).collect(), idle_timeout })
+    /// Empty pools for a cluster's endpoints, one for each item of
+    /// `re_resolved`: whether that endpoint's addresses can change
+    /// (`cluster::dns::re_resolved`).
+    pub(crate) fn new(re_resolved: impl IntoIterator<Item = bool>, idle_timeout: Option<Duration>) -> Rc<ClusterPools> {
+        let endpoints = re_resolved.into_iter().map(|re_resolved| EndpointPool { re_resolved, ..Default::default() });
+        Rc::new(ClusterPools { endpoints: endpoints.collect(), idle_timeout })
     }
 
     /// A pooled connection to `active`'s endpoint if a live one is idle (to
@@ -91,7 +98,9 @@ impl ClusterPools {
         loop {
             let Idle { mut conn, expires } = pool.idle.borrow_mut().pop_back()?;
             let fresh = expires.is_none_or(|at| clock::now() < at);
-            if fresh && conn.is_reusable() && conn.peer().is_some_and(|p| active.has_address(p)) {
+            let listed =
+                |conn: &Http1Connection| !pool.re_resolved || conn.peer().is_some_and(|p| active.has_address(p));
+            if fresh && conn.is_reusable() && listed(&conn) {
                 return Some(conn);
             }
         }
@@ -229,7 +238,7 @@ mod tests {
     fn idle_connections_close_when_their_timeout_passes_without_being_taken() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         tokio::task::LocalSet::new().block_on(&rt, async {
-            let pools = ClusterPools::new(1, Some(Duration::from_millis(50)));
+            let pools = ClusterPools::new([false], Some(Duration::from_millis(50)));
             let mut peers = Vec::new();
             for _ in 0..3 {
                 let (ours, theirs) = pair().await;
@@ -254,7 +263,7 @@ mod tests {
     fn without_an_idle_timeout_no_timer_runs() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         tokio::task::LocalSet::new().block_on(&rt, async {
-            let pools = ClusterPools::new(1, None);
+            let pools = ClusterPools::new([false], None);
             let (ours, _theirs) = pair().await;
             pools.release(0, Http1Connection::unaccounted(ours));
             assert_eq!(pools.idle(0), 1);
