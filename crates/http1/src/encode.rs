@@ -11,7 +11,6 @@ use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Uri, Version};
 
-use crate::names::Special;
 use crate::{BodyFraming, RawFields};
 
 /// The CRLF that ends a chunk's data.
@@ -126,10 +125,8 @@ fn encode_response(
 }
 
 fn put_raw_fields(fields: &RawFields, skip_framing: bool, dst: &mut BytesMut) {
-    for (name, value) in fields.iter() {
-        if skip_framing
-            && matches!(crate::names::classify(name).special, Some(Special::ContentLength | Special::TransferEncoding))
-        {
+    for (name, value, framing) in fields.iter_marking_framing() {
+        if skip_framing && framing {
             continue;
         }
         dst.put_slice(name);

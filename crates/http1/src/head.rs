@@ -260,7 +260,7 @@ pub(crate) fn build_raw_fields(parsed: &[u8], headers: &[httparse::Header<'_>]) 
         if let Some(special) = known.special {
             f.note(special, parsed, h.value);
         }
-        f.headers.push_received(parsed, h.name.as_bytes(), h.value, known.hop_by_hop).ok_or(Error::HeadTooLarge)?;
+        f.headers.push_received(parsed, h.name.as_bytes(), h.value, known).ok_or(Error::HeadTooLarge)?;
     }
     f.headers.connection_names_others = f.connection.names_other;
     Ok(f)

@@ -20,6 +20,8 @@
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::names::{Known, Special, classify};
+
 /// Where one field's name and value lie in the head.
 #[derive(Debug, Clone, Copy)]
 struct Span {
@@ -27,6 +29,17 @@ struct Span {
     value: (u32, u32),
     /// One of [`crate::HOP_BY_HOP`]: decided once, as the head is decoded.
     hop_by_hop: bool,
+    /// `Content-Length` or `Transfer-Encoding`, which the encoder writes
+    /// from the framing it is given: decided with `hop_by_hop` (in the
+    /// padding beside it), not again as the head is written out.
+    framing: bool,
+}
+
+impl Span {
+    fn new(name: (u32, u32), value: (u32, u32), known: Known) -> Span {
+        let framing = matches!(known.special, Some(Special::ContentLength | Special::TransferEncoding));
+        Span { name, value, hop_by_hop: known.hop_by_hop, framing }
+    }
 }
 
 /// The header fields of a decoded head, as received, and those added
@@ -58,8 +71,9 @@ impl RawFields {
     /// Adds a received field, `name` and `value` slices of `parsed` (the
     /// bytes the head is the start of); `None` if they are not (a caller
     /// bug) or the head is over 4 GiB.
-    pub(crate) fn push_received(&mut self, parsed: &[u8], name: &[u8], value: &[u8], hop_by_hop: bool) -> Option<()> {
-        self.spans.push(Span { name: offset_in(parsed, name)?, value: offset_in(parsed, value)?, hop_by_hop });
+    /// `known`: what the decoder found `name` to be.
+    pub(crate) fn push_received(&mut self, parsed: &[u8], name: &[u8], value: &[u8], known: Known) -> Option<()> {
+        self.spans.push(Span::new(offset_in(parsed, name)?, offset_in(parsed, value)?, known));
         Some(())
     }
 
@@ -77,10 +91,10 @@ impl RawFields {
         let mut connection = false;
         for (name, value) in fields {
             let name_bytes = slice(&head, name);
-            let hop_by_hop = is_hop_by_hop(name_bytes);
-            connection |= hop_by_hop && name_bytes.eq_ignore_ascii_case(b"connection");
+            let known = classify(name_bytes);
+            connection |= known.special == Some(Special::Connection);
             let _ = slice(&head, value);
-            spans.push(Span { name, value, hop_by_hop });
+            spans.push(Span::new(name, value, known));
         }
         RawFields { head, spans, added: Vec::new(), connection_names_others: connection }
     }
@@ -107,6 +121,20 @@ impl RawFields {
         let head = &self.head;
         let received = self.spans.iter().map(move |span| (slice(head, span.name), slice(head, span.value)));
         received.chain(self.added.iter().map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())))
+    }
+
+    /// [`RawFields::iter`] with, for each field, whether it is
+    /// `Content-Length` or `Transfer-Encoding` (any case): what the encoder
+    /// skips when it writes the framing itself.
+    pub(crate) fn iter_marking_framing(&self) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
+        let head = &self.head;
+        let received =
+            self.spans.iter().map(move |span| (slice(head, span.name), slice(head, span.value), span.framing));
+        let added = self.added.iter().map(|(name, value)| {
+            let framing = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+            (name.as_str().as_bytes(), value.as_bytes(), framing)
+        });
+        received.chain(added)
     }
 
     /// The values of the fields called `name` (compared without case), in
@@ -262,7 +290,7 @@ fn is(head: &Bytes, span: &Span, name: &[u8]) -> bool {
 
 /// One of [`crate::HOP_BY_HOP`] (any case).
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    crate::names::classify(name).hop_by_hop
+    classify(name).hop_by_hop
 }
 
 /// The non-empty options of a `Connection` value.

@@ -3,8 +3,9 @@
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use nuncio_http1::{
-    BodyDecoder, BodyEvent, BodyFraming, CRLF, ChunkSizeLine, LAST_CHUNK, Limits, decode_request, decode_response,
-    encode_chunk_size, encode_last_chunk, encode_request_head, encode_response_head, remove_hop_by_hop,
+    BodyDecoder, BodyEvent, BodyFraming, CRLF, ChunkSizeLine, LAST_CHUNK, Limits, ResponseDecoder, decode_request,
+    decode_response, encode_chunk_size, encode_last_chunk, encode_raw_response_head, encode_request_head,
+    encode_response_head, remove_hop_by_hop,
 };
 
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -80,6 +81,24 @@ fn bodiless_responses_keep_or_drop_framing_fields() {
     out.clear();
     encode_response_head(StatusCode::CONTINUE, Version::HTTP_11, &HeaderMap::new(), BodyFraming::None, &mut out);
     assert_eq!(&out[..], b"HTTP/1.1 100 Continue\r\n\r\n");
+}
+
+#[test]
+fn a_relayed_head_carries_only_the_framing_written_for_it() {
+    // Framing fields as received, in any case, and one added since: the
+    // encoder writes its own in their place, and keeps them where it writes
+    // none (a 304's `None`).
+    let received = b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 5\r\nx-a: 1\r\nContent-Length: 5\r\n\r\nhello";
+    let mut buf = BytesMut::from(&received[..]);
+    let mut head = ResponseDecoder::new(Limits::default()).decode_raw(&mut buf, &Method::GET).unwrap().unwrap();
+    head.headers.append(http::header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+    let mut out = BytesMut::new();
+    encode_raw_response_head(StatusCode::OK, Version::HTTP_11, &head.headers, BodyFraming::Chunked, &mut out);
+    assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n");
+    out.clear();
+    encode_raw_response_head(StatusCode::NOT_MODIFIED, Version::HTTP_11, &head.headers, BodyFraming::None, &mut out);
+    let kept = b"HTTP/1.1 304 Not Modified\r\nCONTENT-LENGTH: 5\r\nx-a: 1\r\nContent-Length: 5\r\ntransfer-encoding: gzip\r\n\r\n";
+    assert_eq!(&out[..], kept);
 }
 
 #[test]
