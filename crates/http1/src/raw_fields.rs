@@ -118,9 +118,7 @@ impl RawFields {
 
     /// Name and value of each field in order, received names as written.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let head = &self.head;
-        let received = self.spans.iter().map(move |span| (slice(head, span.name), slice(head, span.value)));
-        received.chain(self.added.iter().map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())))
+        self.iter_marking_framing().map(|(name, value, _)| (name, value))
     }
 
     /// [`RawFields::iter`] with, for each field, whether it is
